@@ -1,0 +1,81 @@
+// GgufFile: a read-only, memory-mapped GGUF (v2/v3) file. Owns: parsing and validating the
+// header, metadata key/values (all value types, arrays included), tensor infos and alignment,
+// and giving out views of tensor data. Not: model semantics (engine/model.h) or
+// dequantization (ops/ggml_types.h).
+// Every count, offset and size is checked against the file size and for overflow before use;
+// problems throw aquakv::Error naming the file, the field, the expected and the actual value.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "aquakv/ops/ggml_types.h"
+
+namespace aquakv {
+
+enum class GgufValueType : uint32_t {
+  U8 = 0, I8 = 1, U16 = 2, I16 = 3, U32 = 4, I32 = 5, F32 = 6, BOOL = 7, STRING = 8,
+  ARRAY = 9, U64 = 10, I64 = 11, F64 = 12,
+};
+
+// One metadata value. Arrays hold elements of a single type; arrays of arrays are allowed.
+struct GgufValue {
+  struct Array {
+    GgufValueType elem_type;
+    std::vector<GgufValue> items;
+  };
+  GgufValueType type;
+  std::variant<uint64_t, int64_t, double, bool, std::string, Array> v;
+};
+
+struct GgufTensorInfo {
+  std::string name;
+  std::vector<int64_t> shape;  // ggml order: shape[0] is the contiguous (row) dimension
+  GgmlType type;
+  uint64_t offset;             // relative to the start of the tensor data section
+  int64_t n_values;            // product of shape
+  int64_t n_bytes;             // bytes of data in the file
+  const uint8_t* data;         // points into the mapping
+};
+
+class GgufFile {
+ public:
+  // Opens and validates `path`. Throws Error on any problem.
+  static std::unique_ptr<GgufFile> open(const std::string& path);
+  // Parses an in-memory image (used by the fuzzer and tests); `name` appears in errors.
+  static std::unique_ptr<GgufFile> from_memory(std::span<const uint8_t> bytes,
+                                               const std::string& name);
+  virtual ~GgufFile() = default;
+
+  virtual const std::string& path() const = 0;
+  virtual uint32_t version() const = 0;
+  virtual uint64_t alignment() const = 0;
+  virtual const std::vector<std::pair<std::string, GgufValue>>& metadata() const = 0;
+  virtual const std::vector<GgufTensorInfo>& tensors() const = 0;
+
+  // Lookups; nullptr when absent.
+  virtual const GgufValue* find(std::string_view key) const = 0;
+  virtual const GgufTensorInfo* find_tensor(std::string_view name) const = 0;
+
+  // Typed getters. The *_or variants return the default when the key is absent; all throw
+  // Error naming the key when it is present with an incompatible type.
+  std::string get_string(std::string_view key) const;
+  std::optional<std::string> get_string_opt(std::string_view key) const;
+  uint64_t get_u64(std::string_view key) const;  // any integer type >= 0
+  uint64_t get_u64_or(std::string_view key, uint64_t dflt) const;
+  double get_f64_or(std::string_view key, double dflt) const;  // any numeric type
+  bool get_bool_or(std::string_view key, bool dflt) const;
+  std::vector<std::string> get_string_array(std::string_view key) const;
+  std::vector<double> get_f64_array(std::string_view key) const;   // any numeric elements
+  std::vector<int64_t> get_i64_array(std::string_view key) const;  // any integer elements
+  // The tensor; throws Error naming it when absent.
+  const GgufTensorInfo& tensor(std::string_view name) const;
+};
+
+}  // namespace aquakv

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test command: installs/builds (scripts/setup.sh), fetches the default model (cached), and
+# runs the whole CTest suite. Exits non-zero when any test fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+AQUAKV_MODEL=$(scripts/fetch_model.sh)
+export AQUAKV_MODEL
+cd build
+ctest --output-on-failure -j"$(nproc)" "$@"

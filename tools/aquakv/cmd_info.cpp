@@ -1,0 +1,20 @@
+// `aquakv info`: prints what aquakv sees of the machine (SIMD level, threads).
+#include <cstdio>
+
+#include "aquakv/util/cpu.h"
+#include "aquakv/util/parallel.h"
+#include "command.h"
+
+namespace aquakv::cli {
+namespace {
+
+const CommandRegistrar reg{"info", "print build and machine information", [](CLI::App& sub) {
+  return RunFn([] {
+    std::printf("simd: %s (cpu supports %s)\nthreads: %d\n", simd_level_name(simd_level()),
+                simd_level_name(cpu_simd_level()), num_threads());
+    return 0;
+  });
+}};
+
+}  // namespace
+}  // namespace aquakv::cli

@@ -1,0 +1,70 @@
+// aquakv: command-line front end. Only this file turns errors into exit codes.
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <map>
+
+#include "aquakv/util/error.h"
+#include "command.h"
+
+namespace aquakv::cli {
+
+std::vector<CommandSpec>& command_registry() {
+  static std::vector<CommandSpec> r;
+  return r;
+}
+
+std::string default_model_path() {
+  if (const char* m = std::getenv("AQUAKV_MODEL"); m != nullptr && *m != '\0') return m;
+  std::string cache;
+  if (const char* c = std::getenv("AQUAKV_CACHE"); c != nullptr && *c != '\0') {
+    cache = c;
+  } else if (const char* x = std::getenv("XDG_CACHE_HOME"); x != nullptr && *x != '\0') {
+    cache = std::string(x) + "/aquakv";
+  } else {
+    const char* home = std::getenv("HOME");
+    cache = std::string(home != nullptr ? home : ".") + "/.cache/aquakv";
+  }
+  return cache + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+}
+
+}  // namespace aquakv::cli
+
+int main(int argc, char** argv) {
+  using namespace aquakv::cli;
+  CLI::App app{"aquakv: compressed KV caches (AQUA-KV) for llama-family GGUF models"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "aquakv 0.1.0");
+  std::map<CLI::App*, RunFn> runs;
+  for (auto& spec : command_registry()) {
+    CLI::App* sub = app.add_subcommand(spec.name, spec.help);
+    runs[sub] = spec.setup(*sub);
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "aquakv: %s\n", e.what());
+    return 2;
+  }
+  try {
+    for (auto& [sub, run] : runs) {
+      if (sub->parsed()) return run();
+    }
+  } catch (const aquakv::Error& e) {
+    std::fprintf(stderr, "aquakv: error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "aquakv: error: out of memory\n");
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "aquakv: internal error: %s\n", e.what());
+    return 3;
+  }
+  return 0;
+}
