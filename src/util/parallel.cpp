@@ -22,9 +22,9 @@ class Pool {
   void resize(int n) {
     stop();
     quit_ = false;
-    // New workers start from the current generation; otherwise they would run a stale job.
-    const uint64_t start = gen_;
-    for (int i = 1; i < n; ++i) workers_.emplace_back([this, i, start] { loop(i, start); });
+    // New workers start from the current generation; starting from 0 would make them run a
+    // stale (already finished) job with fn_ == nullptr after a resize.
+    for (int i = 1; i < n; ++i) workers_.emplace_back([this, i, g = gen_] { loop(i, g); });
   }
 
   void run(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain) {
