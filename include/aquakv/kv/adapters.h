@@ -1,0 +1,67 @@
+// AQUA-KV adapter file: the calibrated cross-layer predictors of one model for one quantizer
+// configuration. Owns: the in-memory form, the versioned binary format (docs/ADAPTERS.md), the
+// atomic writer and the validating loader. Not: fitting (calib/) or applying them (kv/aquakv_cache).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "aquakv/kv/predictor.h"
+
+namespace aquakv {
+
+// What identifies the model the predictors were fitted on. meta_hash covers the metadata and
+// tensors that determine K and V (computed by the front end that knows the model).
+struct ModelFingerprint {
+  std::string arch;     // e.g. "llama"
+  int64_t n_layers = 0;
+  int64_t n_kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t kv_width = 0;  // C = n_kv_heads * head_dim
+  uint64_t meta_hash = 0;
+};
+
+// The quantizer configuration the predictors were fitted with (they are specific to it: layer
+// l's predictors see layer l-1's quantized reconstructions). Codec specs are the canonical
+// spellings of the chunk codecs (kv/chunk_codec.h).
+struct AdapterQuantConfig {
+  std::string key_codec;     // layers >= 1, keys' residuals
+  std::string value_codec;   // layers >= 1, values' residuals
+  std::string layer0_codec;  // layer-0 policy: "f16" (exact 16-bit) or a codec spec
+  int64_t group_size = 0;    // Hadamard / scale group size g
+  uint64_t signs_seed = 0;   // random Hadamard sign seed, 0 = no signs
+};
+
+struct LayerPredictors {
+  AffineMap key;    // K̂_{l-1} (C) -> K_l (C); empty: predict zero
+  AffineMap value;  // [K̂_l ; V̂_{l-1}] (2C) -> V_l (C); empty: predict zero
+};
+
+enum class AdapterDtype : uint32_t { kF32 = 0, kF16 = 1 };
+
+struct Adapters {
+  ModelFingerprint model;
+  AdapterQuantConfig quant;
+  int64_t rank = 0;                      // 0: full rank
+  AdapterDtype dtype = AdapterDtype::kF32;  // storage precision of the weights in the file
+  std::string notes;                     // free text (calibration settings as JSON)
+  std::vector<LayerPredictors> layers;   // n_layers entries; layer 0 has none
+
+  int64_t n_params() const;
+  int64_t bytes_in_memory() const { return n_params() * 4; }
+};
+
+inline constexpr uint32_t kAdapterVersion = 1;
+
+// Writes atomically: a temporary file next to `path`, fsync'd, then renamed over it.
+void save_adapters(const Adapters& a, const std::string& path);
+
+// Reads and validates structure and checksum (Error naming the file and what is wrong).
+Adapters load_adapters(const std::string& path);
+
+// Throws Error naming the first field that differs: "adapters FILE: made for model X, this is Y".
+void check_adapters_match(const Adapters& a, const ModelFingerprint& model,
+                          const AdapterQuantConfig& quant, const std::string& path);
+
+}  // namespace aquakv

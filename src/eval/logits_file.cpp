@@ -1,0 +1,241 @@
+// The base-logits file (format and rationale in include/aquakv/eval/logits_file.h).
+#include "aquakv/eval/logits_file.h"
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <utility>
+
+#include "aquakv/util/error.h"
+
+namespace aquakv::eval {
+namespace {
+
+constexpr char kMagic[8] = {'A', 'Q', 'K', 'V', 'L', 'G', 'T', 'S'};
+constexpr uint32_t kVersion = 1;
+
+class Writer {
+ public:
+  template <typename T>
+  void put(T v) {
+    const size_t o = buf_.size();
+    buf_.resize(o + sizeof(T));
+    std::memcpy(buf_.data() + o, &v, sizeof(T));
+  }
+  void put_str(const std::string& s) {
+    put(uint32_t(s.size()));
+    buf_.append(s);
+  }
+  std::string& bytes() { return buf_; }
+
+ private:
+  std::string buf_;
+};
+
+// Bounds-checked cursor over the loaded bytes; every failure names the file and the field.
+class Reader {
+ public:
+  Reader(const std::string& path, const std::string& data, size_t end)
+      : path_(path), data_(data), end_(end) {}
+  template <typename T>
+  T get(const char* field) {
+    need(sizeof(T), field);
+    T v;
+    std::memcpy(&v, data_.data() + pos_, sizeof(T));
+    pos_ += sizeof(T);
+    return v;
+  }
+  std::string get_str(const char* field) {
+    const uint32_t n = get<uint32_t>(field);
+    need(n, field);
+    std::string s = data_.substr(pos_, n);
+    pos_ += n;
+    return s;
+  }
+  void need(uint64_t n, const char* field) const {
+    if (n > end_ - pos_)
+      fail("logits file {}: truncated at field {} (offset {}, need {} bytes, {} left)", path_,
+           field, pos_, n, end_ - pos_);
+  }
+  size_t pos() const { return pos_; }
+
+ private:
+  const std::string& path_;
+  const std::string& data_;
+  size_t end_;
+  size_t pos_ = 0;
+};
+
+std::string read_whole_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) fail("logits file {}: cannot open for reading", path);
+  std::string data((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  if (f.bad()) fail("logits file {}: read error", path);
+  return data;
+}
+
+void write_file_atomic(const std::string& path, const std::string& bytes) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    if (!f) fail("logits file {}: cannot open {} for writing", path, tmp);
+    f.write(bytes.data(), std::streamsize(bytes.size()));
+    f.flush();
+    if (!f) {
+      std::remove(tmp.c_str());
+      fail("logits file {}: write to {} failed (disk full?)", path, tmp);
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    fail("logits file {}: cannot rename {} over it", path, tmp);
+  }
+}
+
+}  // namespace
+
+uint64_t fnv1a64(const void* data, int64_t n, uint64_t h) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (int64_t i = 0; i < n; ++i) {
+    h ^= p[i];
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+uint64_t hash_tokens(const int32_t* ids, int64_t n) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t u = uint32_t(ids[i]);
+    const unsigned char b[4] = {uint8_t(u), uint8_t(u >> 8), uint8_t(u >> 16), uint8_t(u >> 24)};
+    h = fnv1a64(b, 4, h);
+  }
+  return h;
+}
+
+LogitsFile::LogitsFile(LogitsRunInfo info, int k_max, double mass_eps)
+    : info_(std::move(info)), k_max_(k_max), mass_eps_(mass_eps) {}
+
+void LogitsFile::add_row(const float* logits, int64_t target) {
+  rows_.push_back(compact_row(logits, info_.n_vocab, target, k_max_, mass_eps_));
+}
+
+void LogitsFile::add_row(CompactRow row) { rows_.push_back(std::move(row)); }
+
+NllStats LogitsFile::base_nll(int64_t n) const {
+  NllStats s;
+  for (int64_t i = 0; i < n && i < n_rows(); ++i) s.add(double(rows_[size_t(i)].base_nll));
+  return s;
+}
+
+void LogitsFile::save(const std::string& path) const {
+  const int64_t want = int64_t(info_.window_hashes.size()) * info_.rows_per_window;
+  if (want != n_rows())
+    fail("logits file {}: {} rows for {} windows x {} positions", path, n_rows(),
+         info_.window_hashes.size(), info_.rows_per_window);
+  Writer w;
+  w.bytes().append(kMagic, 8);
+  w.put(kVersion);
+  w.put(uint32_t(k_max_));
+  w.put(mass_eps_);
+  w.put(uint64_t(info_.n_vocab));
+  w.put(uint64_t(info_.ctx));
+  w.put(uint64_t(info_.rows_per_window));
+  w.put(uint64_t(info_.window_hashes.size()));
+  w.put(info_.model_fingerprint);
+  w.put_str(info_.model);
+  w.put_str(info_.kv_spec);
+  w.put_str(info_.text);
+  for (uint64_t h : info_.window_hashes) w.put(h);
+  for (const CompactRow& r : rows_) {
+    w.put(r.base_nll);
+    w.put(r.p_rest);
+    w.put(uint16_t(r.top.size()));
+    for (const auto& [id, lp] : r.top) {
+      w.put(id);
+      w.put(lp);
+    }
+  }
+  w.put(fnv1a64(w.bytes().data(), int64_t(w.bytes().size())));
+  write_file_atomic(path, w.bytes());
+}
+
+LogitsFile LogitsFile::load(const std::string& path) {
+  const std::string data = read_whole_file(path);
+  if (data.size() < 8 + 8 || std::memcmp(data.data(), kMagic, 8) != 0)
+    fail("logits file {}: not an aquakv logits file (bad magic)", path);
+  const size_t body = data.size() - 8;
+  uint64_t stored;
+  std::memcpy(&stored, data.data() + body, 8);
+  Reader r(path, data, body);
+  r.get<uint64_t>("magic");
+  const uint32_t version = r.get<uint32_t>("version");
+  if (version != kVersion)
+    fail("logits file {}: version {} not supported (expected {})", path, version, kVersion);
+  const uint64_t actual = fnv1a64(data.data(), int64_t(body));
+  if (actual != stored)
+    fail("logits file {}: checksum mismatch (stored {:016x}, computed {:016x}): file is corrupt",
+         path, stored, actual);
+  LogitsFile f;
+  f.k_max_ = int(r.get<uint32_t>("k_max"));
+  f.mass_eps_ = r.get<double>("mass_eps");
+  LogitsRunInfo& in = f.info_;
+  const uint64_t vocab = r.get<uint64_t>("n_vocab"), ctx = r.get<uint64_t>("ctx");
+  const uint64_t rpw = r.get<uint64_t>("rows_per_window"), nw = r.get<uint64_t>("n_windows");
+  if (vocab == 0 || vocab > (uint64_t(1) << 32) || ctx == 0 || ctx > (uint64_t(1) << 32) ||
+      rpw > ctx || f.k_max_ < 1 || f.k_max_ > 65535)
+    fail("logits file {}: implausible header (n_vocab {}, ctx {}, rows_per_window {}, k_max {})",
+         path, vocab, ctx, rpw, f.k_max_);
+  in.n_vocab = int64_t(vocab);
+  in.ctx = int64_t(ctx);
+  in.rows_per_window = int64_t(rpw);
+  in.model_fingerprint = r.get<uint64_t>("model_fingerprint");
+  in.model = r.get_str("model");
+  in.kv_spec = r.get_str("kv_spec");
+  in.text = r.get_str("text");
+  r.need(nw * 8, "window_hash");  // before allocating
+  for (uint64_t w = 0; w < nw; ++w) in.window_hashes.push_back(r.get<uint64_t>("window_hash"));
+  const uint64_t n_rows = nw * rpw;
+  r.need(n_rows * 10, "rows");  // each row has at least 10 bytes
+  f.rows_.resize(size_t(n_rows));
+  for (uint64_t i = 0; i < n_rows; ++i) {
+    CompactRow& row = f.rows_[size_t(i)];
+    row.base_nll = r.get<float>("row.base_nll");
+    row.p_rest = r.get<float>("row.p_rest");
+    const uint16_t n = r.get<uint16_t>("row.n_top");
+    if (n == 0 || n > f.k_max_)
+      fail("logits file {}: row {} keeps {} tokens (expected 1..{})", path, i, n, f.k_max_);
+    row.top.resize(n);
+    for (auto& [id, lp] : row.top) {
+      id = r.get<uint32_t>("row.id");
+      lp = r.get<float>("row.logp");
+      if (id >= vocab) fail("logits file {}: row {} token id {} >= n_vocab {}", path, i, id, vocab);
+    }
+  }
+  if (r.pos() != body)
+    fail("logits file {}: {} unexpected bytes after the rows", path, body - r.pos());
+  return f;
+}
+
+void LogitsFile::check_compatible(const LogitsRunInfo& run, const std::string& path) const {
+  const LogitsRunInfo& b = info_;
+  if (run.model_fingerprint != b.model_fingerprint)
+    fail("--kl-base {}: made with model {} but this run uses {} (model files differ)", path,
+         b.model, run.model);
+  if (run.n_vocab != b.n_vocab)
+    fail("--kl-base {}: n_vocab {} but this model has {}", path, b.n_vocab, run.n_vocab);
+  if (run.ctx != b.ctx) fail("--kl-base {}: ctx {} but this run uses -c {}", path, b.ctx, run.ctx);
+  if (run.rows_per_window != b.rows_per_window)
+    fail("--kl-base {}: {} scored positions per window but this run scores {}", path,
+         b.rows_per_window, run.rows_per_window);
+  if (run.window_hashes.size() > b.window_hashes.size())
+    fail("--kl-base {}: has {} windows but this run evaluates {} (use --chunks <= {})", path,
+         b.window_hashes.size(), run.window_hashes.size(), b.window_hashes.size());
+  for (size_t w = 0; w < run.window_hashes.size(); ++w) {
+    if (run.window_hashes[w] != b.window_hashes[w])
+      fail("--kl-base {}: token ids of window {} differ (base text {}, this run {}; different "
+           "text, tokenizer or BOS)", path, w, b.text, run.text);
+  }
+}
+
+}  // namespace aquakv::eval

@@ -1,0 +1,265 @@
+// Binary adapter file (format in docs/ADAPTERS.md): little-endian, length-prefixed strings,
+// total length in the header, FNV-1a 64 checksum of everything before it at the end.
+#include "aquakv/kv/adapters.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+
+#include "aquakv/util/error.h"
+#include "aquakv/util/fp16.h"
+
+namespace aquakv {
+namespace {
+
+constexpr char kMagic[8] = {'A', 'Q', 'K', 'V', 'A', 'D', 'P', 'T'};
+constexpr int64_t kMaxString = 1 << 20;
+
+uint64_t fnv1a(const uint8_t* p, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+class Writer {
+ public:
+  std::vector<uint8_t> buf;
+  template <typename T>
+  void put(T v) {
+    const size_t o = buf.size();
+    buf.resize(o + sizeof(T));
+    std::memcpy(buf.data() + o, &v, sizeof(T));
+  }
+  void str(const std::string& s) {
+    put<uint32_t>(uint32_t(s.size()));
+    const size_t o = buf.size();
+    buf.resize(o + s.size());
+    if (!s.empty()) std::memcpy(buf.data() + o, s.data(), s.size());
+  }
+  void floats(const std::vector<float>& v, AdapterDtype dt) {
+    for (float f : v) {
+      if (dt == AdapterDtype::kF16) put<uint16_t>(fp32_to_fp16(f)); else put<float>(f);
+    }
+  }
+};
+
+class Reader {
+ public:
+  Reader(const std::vector<uint8_t>& b, const std::string& path) : b_(b), path_(path) {}
+  template <typename T>
+  T get(const char* what) {
+    need(sizeof(T), what);
+    T v;
+    std::memcpy(&v, b_.data() + pos_, sizeof(T));
+    pos_ += sizeof(T);
+    return v;
+  }
+  std::string str(const char* what) {
+    const uint32_t n = get<uint32_t>(what);
+    if (n > kMaxString) fail("adapters {}: {} length {} exceeds {}", path_, what, n, kMaxString);
+    need(n, what);
+    std::string s(reinterpret_cast<const char*>(b_.data() + pos_), n);
+    pos_ += n;
+    return s;
+  }
+  std::vector<float> floats(int64_t n, AdapterDtype dt, const char* what) {
+    const size_t esz = dt == AdapterDtype::kF16 ? 2 : 4;
+    if (n < 0 || uint64_t(n) > (b_.size() - pos_) / esz)
+      fail("adapters {}: {} needs {} values at offset {}, only {} bytes left", path_, what, n,
+           pos_, b_.size() - pos_);
+    std::vector<float> v(static_cast<size_t>(n));
+    for (auto& f : v) f = dt == AdapterDtype::kF16 ? fp16_to_fp32(get<uint16_t>(what)) : get<float>(what);
+    return v;
+  }
+  size_t pos() const { return pos_; }
+
+ private:
+  void need(size_t n, const char* what) {
+    if (n > b_.size() - pos_)
+      fail("adapters {}: truncated at {} (offset {}, need {} bytes, {} left)", path_, what, pos_,
+           n, b_.size() - pos_);
+  }
+  const std::vector<uint8_t>& b_;
+  const std::string& path_;
+  size_t pos_ = 0;
+};
+
+void put_map(Writer& w, const AffineMap& m, AdapterDtype dt) {
+  w.put<int64_t>(m.in);
+  w.put<int64_t>(m.out);
+  w.put<int64_t>(m.rank);
+  if (m.rank == 0) {
+    w.floats(m.w, dt);
+  } else {
+    w.floats(m.u, dt);
+    w.floats(m.v, dt);
+  }
+  w.floats(m.bias, dt);
+}
+
+AffineMap get_map(Reader& r, AdapterDtype dt, int64_t want_in, int64_t want_out, int64_t layer,
+                  const char* which, const std::string& path) {
+  AffineMap m;
+  m.in = r.get<int64_t>(which);
+  m.out = r.get<int64_t>(which);
+  m.rank = r.get<int64_t>(which);
+  if (m.in != want_in || m.out != want_out || m.rank < 0 || m.rank > m.out)
+    fail("adapters {}: layer {} {} predictor is {}x{} rank {}, expected {}x{} rank <= {}", path,
+         layer, which, m.in, m.out, m.rank, want_in, want_out, want_out);
+  if (m.rank == 0) {
+    m.w = r.floats(m.in * m.out, dt, which);
+  } else {
+    m.u = r.floats(m.in * m.rank, dt, which);
+    m.v = r.floats(m.rank * m.out, dt, which);
+  }
+  m.bias = r.floats(m.out, dt, which);
+  return m;
+}
+
+std::vector<uint8_t> read_all(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) fail("adapters {}: cannot open ({})", path, std::strerror(errno));
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
+int64_t Adapters::n_params() const {
+  int64_t n = 0;
+  for (const auto& l : layers) n += l.key.n_params() + l.value.n_params();
+  return n;
+}
+
+void save_adapters(const Adapters& a, const std::string& path) {
+  const int64_t C = a.model.kv_width;
+  if (int64_t(a.layers.size()) != a.model.n_layers)
+    fail("adapters {}: {} layers of predictors for a {}-layer model", path, a.layers.size(), a.model.n_layers);
+  Writer w;
+  w.buf.assign(kMagic, kMagic + 8);
+  w.put<uint32_t>(kAdapterVersion);
+  w.put<uint32_t>(uint32_t(a.dtype));
+  w.put<uint64_t>(0);  // total file length, patched below
+  w.str(a.model.arch);
+  w.put<int64_t>(a.model.n_layers);
+  w.put<int64_t>(a.model.n_kv_heads);
+  w.put<int64_t>(a.model.head_dim);
+  w.put<int64_t>(C);
+  w.put<uint64_t>(a.model.meta_hash);
+  w.str(a.quant.key_codec);
+  w.str(a.quant.value_codec);
+  w.str(a.quant.layer0_codec);
+  w.put<int64_t>(a.quant.group_size);
+  w.put<uint64_t>(a.quant.signs_seed);
+  w.put<int64_t>(a.rank);
+  w.str(a.notes);
+  for (const auto& l : a.layers) {
+    const uint8_t flags = uint8_t((l.key.empty() ? 0 : 1) | (l.value.empty() ? 0 : 2));
+    w.put<uint8_t>(flags);
+    if (!l.key.empty()) put_map(w, l.key, a.dtype);
+    if (!l.value.empty()) put_map(w, l.value, a.dtype);
+  }
+  const uint64_t total = w.buf.size() + 8;
+  std::memcpy(w.buf.data() + 16, &total, 8);
+  w.put<uint64_t>(fnv1a(w.buf.data(), w.buf.size()));
+
+  const std::string tmp = path + ".tmp." + std::to_string(getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) fail("adapters {}: cannot create {} ({})", path, tmp, std::strerror(errno));
+  size_t off = 0;
+  while (off < w.buf.size()) {
+    const ssize_t k = ::write(fd, w.buf.data() + off, w.buf.size() - off);
+    if (k <= 0) {
+      const int e = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      fail("adapters {}: write failed ({})", tmp, std::strerror(e));
+    }
+    off += size_t(k);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    ::unlink(tmp.c_str());
+    fail("adapters {}: cannot flush {}", path, tmp);
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int e = errno;
+    ::unlink(tmp.c_str());
+    fail("adapters {}: cannot rename {} into place ({})", path, tmp, std::strerror(e));
+  }
+}
+
+Adapters load_adapters(const std::string& path) {
+  const std::vector<uint8_t> b = read_all(path);
+  if (b.size() < 8 || std::memcmp(b.data(), kMagic, 8) != 0)
+    fail("adapters {}: not an aquakv adapter file (bad magic)", path);
+  Reader r(b, path);
+  r.get<uint64_t>("magic");
+  const uint32_t version = r.get<uint32_t>("version");
+  if (version != kAdapterVersion)
+    fail("adapters {}: format version {}, this build reads version {}", path, version, kAdapterVersion);
+  const uint32_t dt = r.get<uint32_t>("dtype");
+  if (dt > 1) fail("adapters {}: dtype {} unknown (expected 0 = f32 or 1 = f16)", path, dt);
+  const uint64_t total = r.get<uint64_t>("file length");
+  if (b.size() < total)
+    fail("adapters {}: truncated: header says {} bytes, file has {}", path, total, b.size());
+  if (b.size() > total)
+    fail("adapters {}: {} unexpected bytes after the declared end ({} bytes)", path, b.size() - total, total);
+  uint64_t stored;
+  std::memcpy(&stored, b.data() + b.size() - 8, 8);
+  if (fnv1a(b.data(), b.size() - 8) != stored)
+    fail("adapters {}: checksum mismatch: the file is corrupted", path);
+
+  Adapters a;
+  a.dtype = AdapterDtype(dt);
+  a.model.arch = r.str("architecture");
+  a.model.n_layers = r.get<int64_t>("n_layers");
+  a.model.n_kv_heads = r.get<int64_t>("n_kv_heads");
+  a.model.head_dim = r.get<int64_t>("head_dim");
+  a.model.kv_width = r.get<int64_t>("kv_width");
+  a.model.meta_hash = r.get<uint64_t>("meta_hash");
+  a.quant.key_codec = r.str("key codec");
+  a.quant.value_codec = r.str("value codec");
+  a.quant.layer0_codec = r.str("layer-0 codec");
+  a.quant.group_size = r.get<int64_t>("group size");
+  a.quant.signs_seed = r.get<uint64_t>("signs seed");
+  a.rank = r.get<int64_t>("rank");
+  a.notes = r.str("notes");
+  const int64_t L = a.model.n_layers, C = a.model.kv_width;
+  if (L < 1 || L > 100000 || C < 1 || C > (1 << 20) || a.model.n_kv_heads * a.model.head_dim != C)
+    fail("adapters {}: implausible shape: {} layers, {} KV heads x {} = width {}", path, L,
+         a.model.n_kv_heads, a.model.head_dim, C);
+  a.layers.resize(size_t(L));
+  for (int64_t l = 0; l < L; ++l) {
+    const uint8_t flags = r.get<uint8_t>("layer flags");
+    if (flags > 3 || (l == 0 && flags != 0))
+      fail("adapters {}: layer {} flags {} invalid", path, l, flags);
+    if (flags & 1) a.layers[size_t(l)].key = get_map(r, a.dtype, C, C, l, "key", path);
+    if (flags & 2) a.layers[size_t(l)].value = get_map(r, a.dtype, 2 * C, C, l, "value", path);
+  }
+  if (r.pos() != b.size() - 8)
+    fail("adapters {}: {} bytes between the last layer and the checksum", path, b.size() - 8 - r.pos());
+  return a;
+}
+
+void check_adapters_match(const Adapters& a, const ModelFingerprint& m,
+                          const AdapterQuantConfig& q, const std::string& path) {
+  const auto& f = a.model;
+  if (f.arch != m.arch) fail("adapters {}: made for architecture '{}', the model is '{}'", path, f.arch, m.arch);
+  if (f.n_layers != m.n_layers) fail("adapters {}: made for {} layers, the model has {}", path, f.n_layers, m.n_layers);
+  if (f.n_kv_heads != m.n_kv_heads) fail("adapters {}: made for {} KV heads, the model has {}", path, f.n_kv_heads, m.n_kv_heads);
+  if (f.head_dim != m.head_dim) fail("adapters {}: made for head dim {}, the model has {}", path, f.head_dim, m.head_dim);
+  if (f.kv_width != m.kv_width) fail("adapters {}: made for KV width {}, the model has {}", path, f.kv_width, m.kv_width);
+  if (f.meta_hash != m.meta_hash)
+    fail("adapters {}: made for another model (fingerprint {:016x}, this model's is {:016x})", path, f.meta_hash, m.meta_hash);
+  const auto& g = a.quant;
+  if (g.key_codec != q.key_codec) fail("adapters {}: fitted for key codec '{}', the cache uses '{}'", path, g.key_codec, q.key_codec);
+  if (g.value_codec != q.value_codec) fail("adapters {}: fitted for value codec '{}', the cache uses '{}'", path, g.value_codec, q.value_codec);
+  if (g.layer0_codec != q.layer0_codec) fail("adapters {}: fitted with layer-0 policy '{}', the cache uses '{}'", path, g.layer0_codec, q.layer0_codec);
+  if (g.group_size != q.group_size) fail("adapters {}: fitted with group size {}, the cache uses {}", path, g.group_size, q.group_size);
+  if (g.signs_seed != q.signs_seed) fail("adapters {}: fitted with Hadamard signs seed {}, the cache uses {}", path, g.signs_seed, q.signs_seed);
+}
+
+}  // namespace aquakv

@@ -1,0 +1,206 @@
+// Tests of kv/adapters: exact round trip (f32), f16 rounding, and every refusal of the loader
+// (bad magic, version, truncation, trailing bytes, corruption, another model, another quantizer
+// configuration), each checked by the message naming what does not match.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <random>
+
+#include "aquakv/kv/adapters.h"
+#include "aquakv/util/error.h"
+#include "aquakv/util/fp16.h"
+
+namespace aquakv {
+namespace {
+
+namespace fs = std::filesystem;
+
+AffineMap random_map(int64_t in, int64_t out, int64_t rank, std::mt19937& rng) {
+  std::normal_distribution<float> g(0, 1);
+  AffineMap m;
+  m.in = in;
+  m.out = out;
+  m.rank = rank;
+  if (rank == 0) m.w.resize(size_t(in * out)); else { m.u.resize(size_t(in * rank)); m.v.resize(size_t(rank * out)); }
+  m.bias.resize(size_t(out));
+  for (auto* v : {&m.w, &m.u, &m.v, &m.bias})
+    for (auto& e : *v) e = g(rng);
+  return m;
+}
+
+Adapters sample(int64_t rank = 0) {
+  std::mt19937 rng(42);
+  Adapters a;
+  a.model = {"llama", 4, 2, 8, 16, 0x1234abcdull};
+  a.quant = {"higgs:d=2,n=16,g=16", "higgs:d=2,n=16,g=16", "f16", 16, 0};
+  a.rank = rank;
+  a.notes = "{\"tokens\": 100}";
+  a.layers.resize(4);
+  for (int l = 1; l < 4; ++l) {
+    a.layers[size_t(l)].key = random_map(16, 16, rank, rng);
+    if (l != 2) a.layers[size_t(l)].value = random_map(32, 16, rank, rng);  // layer 2: keys only
+  }
+  return a;
+}
+
+struct TmpDir {
+  fs::path dir = fs::temp_directory_path() / ("aquakv_adapters_" + std::to_string(getpid()));
+  TmpDir() { fs::create_directories(dir); }
+  ~TmpDir() { fs::remove_all(dir); }
+  std::string file(const char* n) const { return (dir / n).string(); }
+};
+
+std::vector<char> slurp(const std::string& p) {
+  std::ifstream f(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+void spit(const std::string& p, const std::vector<char>& b) {
+  std::ofstream f(p, std::ios::binary | std::ios::trunc);
+  f.write(b.data(), std::streamsize(b.size()));
+}
+
+// Expects load (and match check) to throw an Error whose message contains `needle`.
+void expect_refused(const std::function<void()>& fn, const std::string& needle) {
+  try {
+    fn();
+    ADD_FAILURE() << "accepted; expected a refusal mentioning '" << needle << "'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+void expect_same_map(const AffineMap& a, const AffineMap& b) {
+  EXPECT_EQ(a.in, b.in);
+  EXPECT_EQ(a.out, b.out);
+  EXPECT_EQ(a.rank, b.rank);
+  EXPECT_EQ(a.w, b.w);
+  EXPECT_EQ(a.u, b.u);
+  EXPECT_EQ(a.v, b.v);
+  EXPECT_EQ(a.bias, b.bias);
+}
+
+TEST(Adapters, RoundTripF32IsExact) {
+  TmpDir t;
+  for (int64_t rank : {0, 3}) {
+    const Adapters a = sample(rank);
+    save_adapters(a, t.file("a.bin"));
+    const Adapters b = load_adapters(t.file("a.bin"));
+    EXPECT_EQ(b.model.arch, "llama");
+    EXPECT_EQ(b.model.meta_hash, a.model.meta_hash);
+    EXPECT_EQ(b.quant.key_codec, a.quant.key_codec);
+    EXPECT_EQ(b.quant.layer0_codec, "f16");
+    EXPECT_EQ(b.rank, rank);
+    EXPECT_EQ(b.notes, a.notes);
+    ASSERT_EQ(b.layers.size(), 4u);
+    EXPECT_TRUE(b.layers[0].key.empty());
+    EXPECT_TRUE(b.layers[2].value.empty());
+    for (size_t l = 1; l < 4; ++l) {
+      expect_same_map(a.layers[l].key, b.layers[l].key);
+      expect_same_map(a.layers[l].value, b.layers[l].value);
+    }
+    check_adapters_match(b, a.model, a.quant, "x");  // no throw
+  }
+  // No temporary file is left behind.
+  int n = 0;
+  for (auto& e : fs::directory_iterator(t.dir)) { (void)e; ++n; }
+  EXPECT_EQ(n, 1);
+}
+
+TEST(Adapters, F16StorageRoundsEachWeight) {
+  TmpDir t;
+  Adapters a = sample();
+  a.dtype = AdapterDtype::kF16;
+  save_adapters(a, t.file("h.bin"));
+  const Adapters b = load_adapters(t.file("h.bin"));
+  const auto& w0 = a.layers[1].key.w;
+  const auto& w1 = b.layers[1].key.w;
+  for (size_t i = 0; i < w0.size(); ++i) ASSERT_EQ(w1[i], fp16_to_fp32(fp32_to_fp16(w0[i])));
+  save_adapters(sample(), t.file("f.bin"));
+  EXPECT_LT(fs::file_size(t.file("h.bin")), fs::file_size(t.file("f.bin")) * 6 / 10);
+}
+
+TEST(Adapters, RefusesDamagedFiles) {
+  TmpDir t;
+  const std::string p = t.file("a.bin");
+  save_adapters(sample(), p);
+  const std::vector<char> good = slurp(p);
+  auto load = [&] { load_adapters(p); };
+
+  std::vector<char> b = good;
+  b[0] = 'X';
+  spit(p, b);
+  expect_refused(load, "bad magic");
+
+  b = good;
+  b[8] = 2;  // version
+  spit(p, b);
+  expect_refused(load, "format version 2");
+
+  for (size_t cut : {size_t(10), size_t(30), good.size() / 2, good.size() - 1}) {
+    b.assign(good.begin(), good.begin() + std::ptrdiff_t(cut));
+    spit(p, b);
+    expect_refused(load, "truncated");
+  }
+
+  b = good;
+  b.push_back(0);
+  spit(p, b);
+  expect_refused(load, "unexpected bytes");
+
+  for (size_t at : {size_t(40), good.size() / 2, good.size() - 20, good.size() - 3}) {
+    b = good;
+    b[at] = char(b[at] ^ 0x10);
+    spit(p, b);
+    expect_refused(load, "checksum mismatch");
+  }
+
+  expect_refused([&] { load_adapters(t.file("missing.bin")); }, "cannot open");
+  spit(p, good);
+  load_adapters(p);  // intact again: accepted
+}
+
+TEST(Adapters, RefusesAnotherModelOrQuantizer) {
+  TmpDir t;
+  const Adapters a = sample();
+  save_adapters(a, t.file("a.bin"));
+  const Adapters b = load_adapters(t.file("a.bin"));
+  struct Case { std::function<void(ModelFingerprint&, AdapterQuantConfig&)> edit; const char* needle; };
+  const Case cases[] = {
+      {[](auto& m, auto&) { m.arch = "qwen2"; }, "architecture 'llama', the model is 'qwen2'"},
+      {[](auto& m, auto&) { m.n_layers = 5; }, "made for 4 layers, the model has 5"},
+      {[](auto& m, auto&) { m.n_kv_heads = 4; }, "KV heads"},
+      {[](auto& m, auto&) { m.head_dim = 4; }, "head dim"},
+      {[](auto& m, auto&) { m.kv_width = 32; }, "KV width"},
+      {[](auto& m, auto&) { m.meta_hash ^= 1; }, "another model"},
+      {[](auto&, auto& q) { q.key_codec = "higgs:d=2,n=64,g=16"; }, "key codec"},
+      {[](auto&, auto& q) { q.value_codec = "higgs:d=2,n=64,g=16"; }, "value codec"},
+      {[](auto&, auto& q) { q.layer0_codec = "higgs:d=2,n=256,g=16"; }, "layer-0 policy"},
+      {[](auto&, auto& q) { q.group_size = 32; }, "group size"},
+      {[](auto&, auto& q) { q.signs_seed = 7; }, "signs seed"},
+  };
+  for (const auto& c : cases) {
+    ModelFingerprint m = a.model;
+    AdapterQuantConfig q = a.quant;
+    c.edit(m, q);
+    expect_refused([&] { check_adapters_match(b, m, q, "a.bin"); }, c.needle);
+  }
+}
+
+TEST(Adapters, FailedWriteLeavesNoFile) {
+  TmpDir t;
+  const std::string p = (t.dir / "no_such_dir" / "a.bin").string();
+  expect_refused([&] { save_adapters(sample(), p); }, "cannot create");
+  EXPECT_FALSE(fs::exists(p));
+  // An existing file is replaced whole: old or new content, never a mix.
+  const std::string q = t.file("b.bin");
+  save_adapters(sample(0), q);
+  save_adapters(sample(2), q);
+  EXPECT_EQ(load_adapters(q).rank, 2);
+}
+
+}  // namespace
+}  // namespace aquakv

@@ -1,0 +1,173 @@
+// Tests of eval/logits_file.h: round trip, rejection of corrupt, truncated and mismatched files.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "aquakv/eval/logits_file.h"
+#include "aquakv/util/error.h"
+
+namespace aquakv::eval {
+namespace {
+
+std::string tmp_path(const char* name) {
+  return (testing::TempDir() + "/aquakv_") + name + std::to_string(::getpid());
+}
+
+std::string read_bytes(const std::string& p) {
+  std::ifstream f(p, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+void write_bytes(const std::string& p, const std::string& b) {
+  std::ofstream(p, std::ios::binary | std::ios::trunc).write(b.data(), std::streamsize(b.size()));
+}
+
+// Expects an aquakv::Error whose message contains `what`.
+template <typename F>
+void expect_error(F&& f, const std::string& what) {
+  try {
+    f();
+    ADD_FAILURE() << "no Error thrown; expected one mentioning '" << what << "'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+  }
+}
+
+struct Fixture {
+  LogitsRunInfo info;
+  std::vector<std::vector<float>> logits;
+  std::vector<int64_t> targets;
+};
+
+Fixture make_fixture(int64_t V, int64_t ctx, int n_windows) {
+  Fixture fx;
+  fx.info.model = "toy.gguf";
+  fx.info.model_fingerprint = 0x1234;
+  fx.info.n_vocab = V;
+  fx.info.ctx = ctx;
+  fx.info.rows_per_window = ctx - 1;
+  fx.info.kv_spec = "fp16";
+  fx.info.text = "text.txt";
+  std::mt19937_64 rng(7);
+  std::normal_distribution<float> g(0, 3);
+  for (int w = 0; w < n_windows; ++w) {
+    std::vector<int32_t> ids(static_cast<size_t>(ctx));
+    for (auto& id : ids) id = int32_t(rng() % uint64_t(V));
+    fx.info.window_hashes.push_back(hash_tokens(ids.data(), ctx));
+    for (int64_t t = 0; t + 1 < ctx; ++t) {
+      std::vector<float> l(static_cast<size_t>(V));
+      for (auto& x : l) x = g(rng);
+      fx.logits.push_back(l);
+      fx.targets.push_back(ids[size_t(t + 1)]);
+    }
+  }
+  return fx;
+}
+
+TEST(LogitsFile, RoundTripKeepsEveryField) {
+  const Fixture fx = make_fixture(300, 9, 2);
+  LogitsFile f(fx.info, 16, 1e-3);
+  for (size_t i = 0; i < fx.logits.size(); ++i) f.add_row(fx.logits[i].data(), fx.targets[i]);
+  const std::string path = tmp_path("rt");
+  f.save(path);
+  EXPECT_FALSE(std::ifstream(path + ".tmp").good());  // temp file renamed away
+  const LogitsFile g = LogitsFile::load(path);
+  EXPECT_EQ(g.k_max(), 16);
+  EXPECT_EQ(g.mass_eps(), 1e-3);
+  EXPECT_EQ(g.info().n_vocab, 300);
+  EXPECT_EQ(g.info().ctx, 9);
+  EXPECT_EQ(g.info().model, "toy.gguf");
+  EXPECT_EQ(g.info().kv_spec, "fp16");
+  EXPECT_EQ(g.info().window_hashes, fx.info.window_hashes);
+  ASSERT_EQ(g.n_rows(), f.n_rows());
+  for (int64_t i = 0; i < f.n_rows(); ++i) {
+    ASSERT_EQ(g.row(i).base_nll, f.row(i).base_nll);
+    ASSERT_EQ(g.row(i).p_rest, f.row(i).p_rest);
+    ASSERT_EQ(g.row(i).top, f.row(i).top);
+  }
+  // KL of the base against itself through the file is ~0 (only the tail bucket's rounding).
+  EXPECT_LT(kl_divergence_compact(g.row(3), fx.logits[3].data(), 300), 1e-6);
+  EXPECT_NEAR(g.base_nll(g.n_rows()).mean(), f.base_nll(f.n_rows()).mean(), 0);
+  g.check_compatible(fx.info, path);  // same run: accepted
+  std::remove(path.c_str());
+}
+
+TEST(LogitsFile, EveryCorruptedByteIsRejected) {
+  const Fixture fx = make_fixture(50, 4, 1);
+  LogitsFile f(fx.info, 4, 1e-3);
+  for (size_t i = 0; i < fx.logits.size(); ++i) f.add_row(fx.logits[i].data(), fx.targets[i]);
+  const std::string path = tmp_path("corrupt");
+  f.save(path);
+  const std::string good = read_bytes(path);
+  ASSERT_GT(good.size(), 100u);
+  for (size_t i = 0; i < good.size(); ++i) {
+    std::string bad = good;
+    bad[i] = char(bad[i] ^ 0x5a);
+    write_bytes(path, bad);
+    EXPECT_THROW(LogitsFile::load(path), Error) << "flipped byte " << i;
+  }
+  std::string bad = good;
+  bad[good.size() / 2] ^= 1;
+  write_bytes(path, bad);
+  expect_error([&] { LogitsFile::load(path); }, "checksum");
+  std::remove(path.c_str());
+}
+
+TEST(LogitsFile, TruncatedOrMissingFileIsRejected) {
+  const Fixture fx = make_fixture(50, 4, 1);
+  LogitsFile f(fx.info, 4, 1e-3);
+  for (size_t i = 0; i < fx.logits.size(); ++i) f.add_row(fx.logits[i].data(), fx.targets[i]);
+  const std::string path = tmp_path("trunc");
+  f.save(path);
+  const std::string good = read_bytes(path);
+  for (size_t n = 0; n < good.size(); ++n) {
+    write_bytes(path, good.substr(0, n));
+    EXPECT_THROW(LogitsFile::load(path), Error) << "truncated to " << n;
+  }
+  write_bytes(path, good + "x");
+  EXPECT_THROW(LogitsFile::load(path), Error);
+  std::remove(path.c_str());
+  expect_error([&] { LogitsFile::load(path); }, "cannot open");
+}
+
+TEST(LogitsFile, MismatchedRunIsRefusedWithTheReason) {
+  const Fixture fx = make_fixture(40, 5, 3);
+  LogitsFile f(fx.info, 4, 1e-3);
+  for (size_t i = 0; i < fx.logits.size(); ++i) f.add_row(fx.logits[i].data(), fx.targets[i]);
+  const std::string p = "base.logits";
+  LogitsRunInfo r = fx.info;
+  r.model_fingerprint = 99;
+  r.model = "other.gguf";
+  expect_error([&] { f.check_compatible(r, p); }, "other.gguf");
+  r = fx.info;
+  r.n_vocab = 41;
+  expect_error([&] { f.check_compatible(r, p); }, "n_vocab 40");
+  r = fx.info;
+  r.ctx = 6;
+  r.rows_per_window = 5;
+  expect_error([&] { f.check_compatible(r, p); }, "ctx 5 but this run uses -c 6");
+  r = fx.info;
+  r.window_hashes[1] ^= 1;
+  r.text = "other.txt";
+  expect_error([&] { f.check_compatible(r, p); }, "window 1 differ");
+  r = fx.info;
+  r.window_hashes.push_back(5);
+  expect_error([&] { f.check_compatible(r, p); }, "--chunks <= 3");
+  r = fx.info;
+  r.window_hashes.resize(2);  // fewer windows (smaller --chunks): accepted
+  f.check_compatible(r, p);
+}
+
+TEST(LogitsFile, HashTokensIsOrderSensitive) {
+  const int32_t a[3] = {1, 2, 3}, b[3] = {1, 3, 2};
+  EXPECT_NE(hash_tokens(a, 3), hash_tokens(b, 3));
+  EXPECT_EQ(hash_tokens(a, 3), hash_tokens(a, 3));
+  // FNV-1a 64 test vector: "a" -> af63dc4c8601ec8c.
+  EXPECT_EQ(fnv1a64("a", 1), 0xaf63dc4c8601ec8cull);
+}
+
+}  // namespace
+}  // namespace aquakv::eval
