@@ -30,25 +30,29 @@ import argparse
 import json
 import os
 import platform
+import struct
 import sys
 import time
 
 import numpy as np
 
-try:
-    import llama_cpp
-    from llama_cpp import Llama
-except ImportError:  # pragma: no cover
-    sys.exit("llama_cpp_eval.py: llama-cpp-python is missing; run scripts/ref_venv.sh and use "
-             "~/.cache/aquakv/ref-venv/bin/python")
-
-# llama.cpp cache types: ggml type id and storage bits per value (block size 32: q8_0 stores 32
-# int8 + one f16 scale = 34 bytes, q4_0 32 nibbles + one f16 scale = 18 bytes).
+# llama.cpp cache types: ggml type id (GGUF spec numbering) and storage bits per value (block
+# size 32: q8_0 stores 32 int8 + one f16 scale = 34 bytes, q4_0 32 nibbles + one f16 scale = 18).
 TYPES = {
-    "f16": (llama_cpp.GGML_TYPE_F16, 16.0),
-    "q8_0": (llama_cpp.GGML_TYPE_Q8_0, 34 * 8 / 32),
-    "q4_0": (llama_cpp.GGML_TYPE_Q4_0, 18 * 8 / 32),
+    "f16": (1, 16.0),
+    "q8_0": (8, 34 * 8 / 32),
+    "q4_0": (2, 18 * 8 / 32),
 }
+
+
+def import_llama_cpp():
+    global llama_cpp, Llama
+    try:
+        import llama_cpp
+        from llama_cpp import Llama
+    except ImportError:
+        sys.exit("llama_cpp_eval.py: llama-cpp-python is missing; run scripts/ref_venv.sh and "
+                 "use ~/.cache/aquakv/ref-venv/bin/python")
 
 
 def fnv1a64_tokens(ids):
@@ -58,6 +62,71 @@ def fnv1a64_tokens(ids):
         h ^= b
         h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
     return h
+
+
+def fnv1a64(data, h=0xCBF29CE484222325):
+    for b in data:
+        h ^= b
+        h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def model_fingerprint(path):
+    """eval/engine_runner.h model_fingerprint: FNV-1a 64 of the u64 size, then the first 4 MiB."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(4 << 20)
+    return fnv1a64(head, fnv1a64(struct.pack("<Q", size)))
+
+
+class LogitsFileWriter:
+    """Writes aquakv's base-logits file (format: include/aquakv/eval/logits_file.h), so that
+    `aquakv perplexity --kl-base FILE` measures KL(llama.cpp f16 || aquakv) position by position."""
+
+    K_MAX, MASS_EPS = 128, 1e-4
+
+    def __init__(self, model_path, text_path, ctx, hashes):
+        self.model_path, self.text_path, self.ctx, self.hashes = model_path, text_path, ctx, hashes
+        self.rows = []
+
+    def add_window(self, lp, targets):
+        """lp: (n, V) float64 log-probs; targets: (n,) next-token ids."""
+        k = self.K_MAX
+        top = np.argpartition(-lp, k, axis=1)[:, :k]
+        for i in range(lp.shape[0]):
+            row = lp[i]
+            ids = top[i][np.lexsort((top[i], -row[top[i]]))]  # decreasing log p, ties by id
+            p = np.exp(row[ids])
+            kept, n = 0.0, 0
+            while n < k:
+                kept += p[n]
+                n += 1
+                if 1.0 - kept <= self.MASS_EPS:
+                    break
+            mask = np.ones(row.shape[0], dtype=bool)
+            mask[ids[:n]] = False
+            p_rest = float(np.exp(row[mask]).sum())
+            entries = b"".join(struct.pack("<If", int(t), float(row[t])) for t in ids[:n])
+            self.rows.append(struct.pack("<ffH", float(-row[targets[i]]), p_rest, n) + entries)
+
+    def save(self, path):
+        def pstr(s):
+            b = s.encode("utf-8")
+            return struct.pack("<I", len(b)) + b
+        out = bytearray(b"AQKVLGTS") + struct.pack("<IId", 1, self.K_MAX, self.MASS_EPS)
+        out += struct.pack("<QQQQQ", self.n_vocab, self.ctx, self.ctx - 1, len(self.hashes),
+                           model_fingerprint(self.model_path))
+        out += pstr(os.path.basename(self.model_path)) + pstr("llama.cpp f16")
+        out += pstr(os.path.basename(self.text_path))
+        for h in self.hashes:
+            out += struct.pack("<Q", h)
+        for r in self.rows:
+            out += r
+        out += struct.pack("<Q", fnv1a64(bytes(out)))
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(out)
+        os.replace(tmp, path)
 
 
 def log_softmax64(scores):
@@ -127,7 +196,10 @@ def main():
     ap.add_argument("--decode-tokens", type=int, default=32)
     ap.add_argument("--no-ppl", action="store_true", help="speed rows only")
     ap.add_argument("--out", help="append the rows (JSON lines) to this file")
+    ap.add_argument("--save-logits", help="write the f16 run's logits in aquakv's base-logits "
+                    "format, for `aquakv perplexity --kl-base FILE`")
     args = ap.parse_args()
+    import_llama_cpp()
 
     types = [t for t in args.types.split(",") if t]
     for t in types:
@@ -173,6 +245,9 @@ def main():
         kl = {t: [] for t in types}
         same = {t: [] for t in types}
         t_start = time.perf_counter()
+        writer = None
+        if args.save_logits:
+            writer = LogitsFileWriter(args.model, args.file, args.ctx, hashes)
         for wi, win in enumerate(windows):
             targets = np.asarray(win[1:])
             base_lp = None
@@ -181,6 +256,9 @@ def main():
                 nll[t].extend((-lp[np.arange(len(targets)), targets]).tolist())
                 if base_lp is None:
                     base_lp = lp
+                    if writer is not None:
+                        writer.n_vocab = lp.shape[1]
+                        writer.add_window(lp, targets)
                 else:
                     p = np.exp(base_lp)
                     kl[t].extend(np.maximum((p * (base_lp - lp)).sum(axis=1), 0.0).tolist())
@@ -188,6 +266,9 @@ def main():
             m, _ = stats(nll[types[0]])
             print(f"[{wi + 1}/{n_win}] f16 running PPL {np.exp(m):.4f} "
                   f"({time.perf_counter() - t_start:.1f} s)", file=sys.stderr)
+        if writer is not None:
+            writer.save(args.save_logits)
+            print(f"saved f16 logits for aquakv --kl-base: {args.save_logits}", file=sys.stderr)
         base_ppl = float(np.exp(np.mean(nll["f16"])))
         for t in types:
             m, se = stats(nll[t])

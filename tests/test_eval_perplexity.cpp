@@ -136,6 +136,7 @@ TEST(Perplexity, KlAgainstSavedBase) {
   EXPECT_GT(rt.kl->mean, 1e-3);
   EXPECT_NEAR(rt.kl->same_top_rate, double(same) / n, 1e-12);
   EXPECT_NEAR(rt.base_nll->mean(), rb.nll.mean(), 1e-6);
+  EXPECT_NEAR(std::exp(rt.delta_nll->mean()), rt.nll.ppl() / rb.nll.ppl(), 1e-6);
   // Base against itself: KL ~ 0, full agreement.
   const PerplexityResult rs = run_perplexity(base, windows, opt2);
   EXPECT_LT(rs.kl->max, 1e-6);

@@ -30,7 +30,7 @@ PerplexityResult run_perplexity(LogitsModel& model,
   PerplexityResult res;
   res.n_windows = int64_t(windows.size());
   KlAccumulator kl;
-  NllStats base;
+  NllStats base, delta;
   int64_t tokens_total = 0, row = 0;
   int64_t rows_total = 0;
   for (const auto& w : windows) tokens_total += int64_t(w.size()), rows_total += int64_t(w.size()) - 1;
@@ -60,6 +60,7 @@ PerplexityResult run_perplexity(LogitsModel& model,
           kl.add(kl_divergence_compact(b, l, V), int64_t(b.top[0].first) == argmax(l, V),
                  double(b.p_rest));
           base.add(double(b.base_nll));
+          delta.add(nll - double(b.base_nll));
         }
         ++row;
       }
@@ -80,6 +81,7 @@ PerplexityResult run_perplexity(LogitsModel& model,
   if (opt.kl_base) {
     res.kl = kl.summary();
     res.base_nll = base;
+    res.delta_nll = delta;
   }
   res.seconds = std::chrono::duration<double>(clock::now() - t0).count();
   return res;

@@ -56,6 +56,10 @@ struct PerplexityResult {
   std::vector<double> window_ppl;  // PPL of each window alone
   std::optional<KlSummary> kl;     // with kl_base
   std::optional<NllStats> base_nll;  // the base run's NLL over the same positions
+  // Paired differences nll_test - nll_base: exp(mean) is PPL / PPL_base exactly, and
+  // exp(mean) * mean_stderr() its standard error (delta method, pairing removes the shared
+  // per-token difficulty from the variance).
+  std::optional<NllStats> delta_nll;
   int64_t n_windows = 0;
   int64_t tokens_fed = 0;
   double seconds = 0;
