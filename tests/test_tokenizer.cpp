@@ -85,6 +85,11 @@ std::string show(const std::vector<TokenId>& ids, size_t around) {
   return s.str();
 }
 
+// JSON-quoted start of a byte string (malformed UTF-8 shown as U+FFFD).
+std::string printable(const std::string& s) {
+  return json(s.substr(0, 200)).dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 // Compares encode() with every golden case; returns the number of mismatches (first few shown).
 int check_cases(const Tokenizer& tok, const json& corpus, const json& cases,
                 const std::string& what) {
@@ -107,11 +112,6 @@ int check_cases(const Tokenizer& tok, const json& corpus, const json& cases,
     }
   }
   return bad;
-}
-
-// JSON-quoted start of a byte string (malformed UTF-8 shown as U+FFFD).
-std::string printable(const std::string& s) {
-  return json(s.substr(0, 200)).dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 int check_decodes(const Tokenizer& tok, const json& corpus, const json& cases,
