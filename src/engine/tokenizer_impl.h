@@ -27,7 +27,9 @@ struct BpeTables {
   // every adjacent pair is the hot loop of encoding, and a flat table keeps it to ~1 cache miss.
   class MergeTable {
    public:
-    static uint64_t key(int32_t l, int32_t r) { return (uint64_t(uint32_t(l)) << 32) | uint32_t(r); }
+    static uint64_t key(int32_t l, int32_t r) {
+      return (uint64_t(uint32_t(l)) << 32) | uint32_t(r);
+    }
     void reserve(size_t n) {
       int bits = 4;
       while ((size_t(1) << bits) < 2 * n) ++bits;
