@@ -83,8 +83,18 @@ void HiggsCodec::encode(const float* x, int64_t rows, uint8_t* out) const {
     uint8_t* o = out + r * block_bytes();
     for (int64_t k = 0; k < ng; ++k) {
       const float* xg = xr + k * g;
-      double ss = 0;
-      for (int64_t i = 0; i < g; ++i) ss += double(xg[i]) * xg[i];
+      // Four independent double accumulators in a fixed order (deterministic, and no serial
+      // dependency chain of g additions).
+      double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+      int64_t i = 0;
+      for (; i + 4 <= g; i += 4) {
+        a0 += double(xg[i]) * xg[i];
+        a1 += double(xg[i + 1]) * xg[i + 1];
+        a2 += double(xg[i + 2]) * xg[i + 2];
+        a3 += double(xg[i + 3]) * xg[i + 3];
+      }
+      for (; i < g; ++i) a0 += double(xg[i]) * xg[i];
+      const double ss = (a0 + a1) + (a2 + a3);
       const double s = std::sqrt(ss);
       const float rms = float(s / std::sqrt(double(g)));
       const uint16_t h = fp32_to_fp16(rms > 65504.0f ? 65504.0f : rms);
@@ -96,10 +106,10 @@ void HiggsCodec::encode(const float* x, int64_t rows, uint8_t* out) const {
         continue;
       }
       float* yg = buf.data() + k * g;
-      for (int64_t i = 0; i < g; ++i) yg[i] = xg[i];
+      std::memcpy(yg, xg, size_t(g) * 4);
       rot_.forward(yg, 1);
       const float inv = float(1.0 / s);
-      for (int64_t i = 0; i < g; ++i) yg[i] *= inv;
+      for (int64_t t = 0; t < g; ++t) yg[t] *= inv;
       search_.search(yg, cpg, cg);
     }
     pack_bits(codes.data(), codes_per_row_, code_bits_, o + 2 * ng);
