@@ -3,6 +3,7 @@
 #include "aquakv/engine/tokenizer.h"
 
 #include <algorithm>
+#include <climits>
 
 #include "aquakv/util/error.h"
 #include "tokenizer_impl.h"
@@ -64,10 +65,14 @@ std::string make_piece(const Tokenizer::Impl& t, TokenId id) {
       }
       return out;
     }
-    case TokenType::Byte: {
-      // "<0xXX>"
-      if (s.size() == 6 && s.compare(0, 3, "<0x") == 0 && s[5] == '>') {
-        return std::string(1, char(std::stoi(s.substr(3, 2), nullptr, 16)));
+    case TokenType::Byte: {  // "<0xXX>"; anything else prints as its text
+      auto hex = [](char c) {
+        return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10
+             : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+      };
+      if (s.size() == 6 && s.compare(0, 3, "<0x") == 0 && s[5] == '>' && hex(s[3]) >= 0 &&
+          hex(s[4]) >= 0) {
+        return std::string(1, char(hex(s[3]) * 16 + hex(s[4])));
       }
       return s;
     }
@@ -174,6 +179,10 @@ Tokenizer::Tokenizer(const VocabSpec& spec) {
 std::vector<TokenId> Tokenizer::encode(std::string_view text, bool add_special,
                                        bool parse_special) const {
   const Impl& t = *impl_;
+  if (text.size() > size_t(INT32_MAX)) {  // offsets inside the encoders are 32-bit
+    fail("text of {} bytes is too long to tokenize at once (limit {} bytes)", text.size(),
+         INT32_MAX);
+  }
   // Split the text at special-token texts, longest tokens first, leftmost occurrence first.
   struct Frag {
     TokenId id;  // kNoToken: plain text [off, off + len)
@@ -340,6 +349,24 @@ size_t utf8_complete_prefix(std::string_view s) {
     return n;
   }
   return n;
+}
+
+size_t utf8_first_invalid(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto b = uint8_t(s[i]);
+    const size_t n = b < 0x80 ? 1 : b < 0xC0 ? 0 : b < 0xE0 ? 2 : b < 0xF0 ? 3 : b < 0xF8 ? 4 : 0;
+    if (n == 0 || n > s.size() - i) return i;
+    uint32_t cp = n == 1 ? b : b & (0x7F >> n);
+    for (size_t k = 1; k < n; ++k) {
+      if ((uint8_t(s[i + k]) & 0xC0) != 0x80) return i;
+      cp = (cp << 6) | (uint8_t(s[i + k]) & 0x3F);
+    }
+    const uint32_t min_cp = n == 1 ? 0 : n == 2 ? 0x80 : n == 3 ? 0x800 : 0x10000;
+    if (cp < min_cp || cp > 0x10FFFF || (cp >= 0xD800 && cp < 0xE000)) return i;
+    i += n;
+  }
+  return std::string_view::npos;
 }
 
 }  // namespace aquakv
