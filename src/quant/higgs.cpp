@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "aquakv/quant/bitpack.h"
@@ -135,8 +136,21 @@ void HiggsCodec::gather_row(const uint8_t* packed, float* x) const {
   // Codes >= n cannot come from encode (n not a power of two); clamp so corrupt bytes never
   // read outside the grid.
   const int64_t last = grid_.n - 1;
-  for (int64_t c = 0; c < codes_per_row_; ++c) {
-    std::memcpy(x + c * d, pts + std::min<int64_t>(codes[size_t(c)], last) * d, size_t(d) * 4);
+  auto gather = [&](auto dim_constant) {  // fixed-size copies for the common d
+    constexpr int64_t dd = decltype(dim_constant)::value;
+    for (int64_t c = 0; c < codes_per_row_; ++c) {
+      std::memcpy(x + c * dd, pts + std::min<int64_t>(codes[size_t(c)], last) * dd, size_t(dd) * 4);
+    }
+  };
+  switch (d) {
+    case 1: gather(std::integral_constant<int64_t, 1>()); return;
+    case 2: gather(std::integral_constant<int64_t, 2>()); return;
+    case 4: gather(std::integral_constant<int64_t, 4>()); return;
+    case 8: gather(std::integral_constant<int64_t, 8>()); return;
+    default:
+      for (int64_t c = 0; c < codes_per_row_; ++c) {
+        std::memcpy(x + c * d, pts + std::min<int64_t>(codes[size_t(c)], last) * d, size_t(d) * 4);
+      }
   }
 }
 
