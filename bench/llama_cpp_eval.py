@@ -83,16 +83,17 @@ class LogitsFileWriter:
     """Writes aquakv's base-logits file (format: include/aquakv/eval/logits_file.h), so that
     `aquakv perplexity --kl-base FILE` measures KL(llama.cpp f16 || aquakv) position by position."""
 
-    K_MAX, MASS_EPS = 128, 1e-4
+    MASS_EPS = 1e-4
 
-    def __init__(self, model_path, text_path, ctx, hashes):
+    def __init__(self, model_path, text_path, ctx, hashes, k_max=1024, label="llama.cpp f16"):
+        self.K_MAX, self.label = k_max, label
         self.model_path, self.text_path, self.ctx, self.hashes = model_path, text_path, ctx, hashes
         self.rows = []
 
     def add_window(self, lp, targets):
         """lp: (n, V) float64 log-probs; targets: (n,) next-token ids."""
-        k = self.K_MAX
-        top = np.argpartition(-lp, k, axis=1)[:, :k]
+        k = min(self.K_MAX, lp.shape[1])
+        top = np.argpartition(-lp, k - 1, axis=1)[:, :k]
         for i in range(lp.shape[0]):
             row = lp[i]
             ids = top[i][np.lexsort((top[i], -row[top[i]]))]  # decreasing log p, ties by id
@@ -116,7 +117,7 @@ class LogitsFileWriter:
         out = bytearray(b"AQKVLGTS") + struct.pack("<IId", 1, self.K_MAX, self.MASS_EPS)
         out += struct.pack("<QQQQQ", self.n_vocab, self.ctx, self.ctx - 1, len(self.hashes),
                            model_fingerprint(self.model_path))
-        out += pstr(os.path.basename(self.model_path)) + pstr("llama.cpp f16")
+        out += pstr(os.path.basename(self.model_path)) + pstr(self.label)
         out += pstr(os.path.basename(self.text_path))
         for h in self.hashes:
             out += struct.pack("<Q", h)
@@ -144,11 +145,11 @@ def tokenize(model_path, text, bos):
     return ids, model_adds_bos
 
 
-def make_llama(args, kv, n_ctx):
+def make_llama(args, kv, n_ctx, logits_all=True):
     type_id, _ = TYPES[kv]
     return Llama(model_path=args.model, n_ctx=n_ctx, n_batch=min(n_ctx, 512),
                  n_ubatch=min(n_ctx, 512), n_threads=args.threads,
-                 n_threads_batch=args.threads, logits_all=True, flash_attn=True,
+                 n_threads_batch=args.threads, logits_all=logits_all, flash_attn=True,
                  type_k=type_id, type_v=type_id, seed=0, verbose=False)
 
 
@@ -164,7 +165,7 @@ def stats(values):
 
 
 def measure_speed(args, kv, ctx, vocab_ids):
-    llm = make_llama(args, kv, ctx)
+    llm = make_llama(args, kv, ctx, logits_all=False)  # logits of the last token only
     prompt = (vocab_ids * (ctx // max(len(vocab_ids), 1) + 1))[:ctx]
     llm.reset()
     t0 = time.perf_counter()
@@ -196,6 +197,8 @@ def main():
     ap.add_argument("--decode-tokens", type=int, default=32)
     ap.add_argument("--no-ppl", action="store_true", help="speed rows only")
     ap.add_argument("--out", help="append the rows (JSON lines) to this file")
+    ap.add_argument("--logits-top", type=int, default=1024,
+                    help="tokens kept per position in --save-logits (aquakv's --logits-top)")
     ap.add_argument("--save-logits", help="write the f16 run's logits in aquakv's base-logits "
                     "format, for `aquakv perplexity --kl-base FILE`")
     args = ap.parse_args()
@@ -247,7 +250,7 @@ def main():
         t_start = time.perf_counter()
         writer = None
         if args.save_logits:
-            writer = LogitsFileWriter(args.model, args.file, args.ctx, hashes)
+            writer = LogitsFileWriter(args.model, args.file, args.ctx, hashes, args.logits_top)
         for wi, win in enumerate(windows):
             targets = np.asarray(win[1:])
             base_lp = None

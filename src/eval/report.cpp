@@ -151,8 +151,8 @@ std::string quality_table(const std::vector<ReportRow>& rows) {
     t += fmt::format("| {} | {} | {:.3f} | {} | {} | {:.4f} ± {:.4f} | {} | {} | {} | {} | {} |\n",
                      r.impl, r.kv, r.bits_per_value, r.ctx, r.windows.value_or(0), *r.ppl,
                      r.ppl_se.value_or(0), fmt_opt(r.ppl_ratio, "{:.4f}"),
-                     fmt_opt(r.kl_mean, "{:.5f}"), fmt_opt(r.kl_p99, "{:.4f}"),
-                     fmt_opt(r.kl_p999, "{:.4f}"),
+                     fmt_opt(r.kl_mean, "{:.4g}"), fmt_opt(r.kl_p99, "{:.4g}"),
+                     fmt_opt(r.kl_p999, "{:.4g}"),
                      r.same_top ? fmt::format("{:.2f}%", 100 * *r.same_top) : std::string("-"));
   }
   return t;
@@ -237,7 +237,7 @@ std::vector<std::string> write_charts(const std::vector<ReportRow>& rows, const 
                "set multiplot layout 1,2 title 'Quality against storage bits per value'\n"
                "set grid\nset xlabel 'bits per value'\nset key top right\n"
                "set ylabel 'PPL / PPL(16-bit cache)'\nplot " + plot_ratio + "\n"
-               "set logscale y\nset ylabel 'mean KL divergence to the 16-bit cache (nats)'\nplot " +
+               "set logscale y\nset format y '%.0e'\nset ylabel 'mean KL divergence to the 16-bit cache (nats)'\nplot " +
                plot_kl + "\nunset multiplot\n");
     out.push_back(dir + "/quality.png");
   }

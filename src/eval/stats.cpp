@@ -54,9 +54,12 @@ CompactRow compact_row(const float* logits, int64_t n_vocab, int64_t target, int
   const int64_t k = std::min<int64_t>(k_max, n_vocab);
   std::vector<uint32_t> idx(static_cast<size_t>(n_vocab));
   std::iota(idx.begin(), idx.end(), 0u);
-  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](uint32_t a, uint32_t b) {
+  const auto before = [&](uint32_t a, uint32_t b) {
     return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
-  });
+  };
+  // O(V + k log k): select the k largest, then order them.
+  if (k < n_vocab) std::nth_element(idx.begin(), idx.begin() + k, idx.end(), before);
+  std::sort(idx.begin(), idx.begin() + k, before);
   CompactRow row;
   row.base_nll = float(lse - double(logits[target]));
   double kept = 0;
