@@ -22,7 +22,9 @@ class Pool {
   void resize(int n) {
     stop();
     quit_ = false;
-    for (int i = 1; i < n; ++i) workers_.emplace_back([this, i] { loop(i); });
+    // New workers start from the current generation; starting from 0 would make them run a
+    // stale (already finished) job with fn_ == nullptr after a resize.
+    for (int i = 1; i < n; ++i) workers_.emplace_back([this, i, g = gen_] { loop(i, g); });
   }
 
   void run(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain) {
@@ -53,9 +55,8 @@ class Pool {
     if (lo < hi) (*fn_)(lo, hi);
   }
 
-  void loop(int i) {
+  void loop(int i, uint64_t seen) {
     in_worker = true;
-    uint64_t seen = 0;
     for (;;) {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return quit_ || gen_ != seen; });

@@ -34,6 +34,9 @@ struct GgufValue {
   std::variant<uint64_t, int64_t, double, bool, std::string, Array> v;
 };
 
+// "U32", "STRING", "ARRAY", ...; "?" for values outside the enum.
+std::string_view gguf_value_type_name(GgufValueType type);
+
 struct GgufTensorInfo {
   std::string name;
   std::vector<int64_t> shape;  // ggml order: shape[0] is the contiguous (row) dimension
@@ -54,6 +57,8 @@ class GgufFile {
   virtual ~GgufFile() = default;
 
   virtual const std::string& path() const = 0;
+  virtual uint64_t file_size() const = 0;
+  virtual uint64_t data_offset() const = 0;  // start of the tensor data section in the file
   virtual uint32_t version() const = 0;
   virtual uint64_t alignment() const = 0;
   virtual const std::vector<std::pair<std::string, GgufValue>>& metadata() const = 0;

@@ -1,0 +1,94 @@
+// AVX2 decoders for the formats the engine reads most (F16, Q4_0, Q4_1, Q8_0). Each computes
+// exactly the float32 operations of its scalar reference in ggml_dequant_ref.cpp, in the same
+// order and without fusing multiply and add, so the results are bit-identical.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "ggml_blocks.h"
+#include "ggml_dequant.h"
+
+// Multiply and add must stay two roundings (the formats' definition); forbid contraction to FMA,
+// which -mfma would otherwise allow the compiler to do.
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+namespace aquakv::ggml {
+namespace {
+
+// 32 4-bit codes of qs[16] as 32 bytes in value order: low nibbles (values 0..15) then high.
+inline __m256i unpack_nibbles(const uint8_t* qs) {
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m128i mask = _mm_set1_epi8(0x0f);
+  const __m128i lo = _mm_and_si128(raw, mask);
+  const __m128i hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
+  return _mm256_set_m128i(hi, lo);
+}
+
+// Bytes 8k..8k+7 of v (k = 0..3) widened to 8 int32 lanes.
+template <int k>
+inline __m256i bytes_to_i32(__m256i v) {
+  const __m128i half = _mm256_extracti128_si256(v, k / 2);
+  return _mm256_cvtepi8_epi32(k % 2 == 0 ? half : _mm_srli_si128(half, 8));
+}
+
+// dst[0..31] = float(q) * d (+ m when kAddMin), q given as 32 signed bytes.
+template <bool kAddMin>
+inline void store_block(__m256i q, __m256 d, __m256 m, float* dst) {
+  const __m256 v0 = _mm256_mul_ps(d, _mm256_cvtepi32_ps(bytes_to_i32<0>(q)));
+  const __m256 v1 = _mm256_mul_ps(d, _mm256_cvtepi32_ps(bytes_to_i32<1>(q)));
+  const __m256 v2 = _mm256_mul_ps(d, _mm256_cvtepi32_ps(bytes_to_i32<2>(q)));
+  const __m256 v3 = _mm256_mul_ps(d, _mm256_cvtepi32_ps(bytes_to_i32<3>(q)));
+  if constexpr (kAddMin) {
+    _mm256_storeu_ps(dst, _mm256_add_ps(v0, m));
+    _mm256_storeu_ps(dst + 8, _mm256_add_ps(v1, m));
+    _mm256_storeu_ps(dst + 16, _mm256_add_ps(v2, m));
+    _mm256_storeu_ps(dst + 24, _mm256_add_ps(v3, m));
+  } else {
+    _mm256_storeu_ps(dst, v0);
+    _mm256_storeu_ps(dst + 8, v1);
+    _mm256_storeu_ps(dst + 16, v2);
+    _mm256_storeu_ps(dst + 24, v3);
+  }
+}
+
+}  // namespace
+
+void dequant_f16_avx2(const uint8_t* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i));
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
+  }
+  for (; i < n; ++i) dst[i] = read_f16(src + 2 * i);
+}
+
+void dequant_q4_0_avx2(const uint8_t* src, float* dst, int64_t n) {
+  const __m256i eight = _mm256_set1_epi8(8);
+  for (int64_t b = 0; b < n / kQK; ++b, src += kQ4_0Bytes, dst += kQK) {
+    const __m256 d = _mm256_set1_ps(read_f16(src));
+    const __m256i q = _mm256_sub_epi8(unpack_nibbles(src + 2), eight);
+    store_block<false>(q, d, d, dst);
+  }
+}
+
+void dequant_q4_1_avx2(const uint8_t* src, float* dst, int64_t n) {
+  for (int64_t b = 0; b < n / kQK; ++b, src += kQ4_1Bytes, dst += kQK) {
+    const __m256 d = _mm256_set1_ps(read_f16(src));
+    const __m256 m = _mm256_set1_ps(read_f16(src + 2));
+    store_block<true>(unpack_nibbles(src + 4), d, m, dst);
+  }
+}
+
+void dequant_q8_0_avx2(const uint8_t* src, float* dst, int64_t n) {
+  for (int64_t b = 0; b < n / kQK; ++b, src += kQ8_0Bytes, dst += kQK) {
+    const __m256 d = _mm256_set1_ps(read_f16(src));
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 2));
+    store_block<false>(q, d, d, dst);
+  }
+}
+
+}  // namespace aquakv::ggml
