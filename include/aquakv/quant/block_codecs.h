@@ -1,0 +1,48 @@
+// The baseline codecs next to HIGGS: fp16, uniform asymmetric min-max (KIVI-style, per-token or
+// per-channel groups), and llama.cpp's q8_0 / q4_0 cache blocks. Owns: their byte layouts.
+// Not: the codec contract (quant/codec.h) or the ggml block math (ops/ggml_types.h).
+#pragma once
+
+#include <cstdint>
+
+#include "aquakv/quant/codec.h"
+
+namespace aquakv {
+
+// IEEE half per value, row = dim little-endian halves (16 bits per value).
+class Fp16Codec final : public Codec {
+ public:
+  explicit Fp16Codec(int64_t dim);
+  void encode(const float* x, int64_t rows, uint8_t* out) const override;
+  void decode(const uint8_t* in, int64_t rows, float* x) const override;
+  void decode_fp16(const uint8_t* in, int64_t rows, uint16_t* x) const override;
+};
+
+// Asymmetric min-max quantization with `bits` (1..8) bits per value. A group of values with
+// minimum m and maximum M stores zero z = fp16(m) and scale s = fp16((M - m) / (2^bits - 1)),
+// codes q = clamp(round((x - z) / s), 0, 2^bits - 1) (q = 0 when s = 0), decoded as q * s + z.
+//  - UniformAxis::kToken (per-token, KIVI values): groups of `group` consecutive channels of a
+//    row. Row layout: dim/group (scale, zero) fp16 pairs, then dim codes bit-packed.
+//    block_rows = 1. Bits per value = bits + 32/group.
+//  - UniformAxis::kChannel (per-channel, KIVI keys): each channel over a block of `group` rows.
+//    Block layout: dim fp16 scales, dim fp16 zeros, then group*dim codes (row-major) bit-packed.
+//    block_rows = group. Bits per value = bits + 32/group.
+enum class UniformAxis { kToken, kChannel };
+
+class UniformCodec final : public Codec {
+ public:
+  // Throws Error for bits outside 1..8, group < 1, or (token axis) group not dividing dim.
+  UniformCodec(int64_t dim, int bits, int64_t group, UniformAxis axis);
+  int bits() const { return bits_; }
+  int64_t group() const { return group_; }
+  UniformAxis axis() const { return axis_; }
+  void encode(const float* x, int64_t rows, uint8_t* out) const override;
+  void decode(const uint8_t* in, int64_t rows, float* x) const override;
+
+ private:
+  int bits_;
+  int64_t group_;
+  UniformAxis axis_;
+};
+
+}  // namespace aquakv

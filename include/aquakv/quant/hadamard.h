@@ -1,0 +1,55 @@
+// Hadamard rotations. Owns: the unnormalised Walsh-Hadamard transform H_n (entries +-1,
+// H_n H_n^T = n I) for n = 2^k (k <= 16, Sylvester order: H[a][b] = (-1)^popcount(a&b)) and the
+// Kronecker forms H_12 (x) H_m and H_20 (x) H_m (m = 2^k) for widths such as 192 = 12 x 16 and
+// 320 = 20 x 16 that need no padding; optional seeded random sign flips; scalar reference and
+// AVX2 kernels. Not: scaling/quantization (codecs do that).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace aquakv {
+
+// True when n is a supported order: 2^k (0 <= k <= 16), or 12 * 2^k or 20 * 2^k (<= 65536).
+bool hadamard_supported(int64_t n);
+
+// The order-12 or order-20 Hadamard matrix (row-major, entries +-1), symmetric so that every
+// transform here is its own inverse up to the factor n: Paley's construction I with q = 11 or 19
+// (q = 3 mod 4), P = [[1, 1^T], [-1, Q + I]] with Q[a][b] = chi(b - a) (chi: quadratic character
+// mod q), times the signed permutation diag(-1, b -> -b mod q). q must be 11 or 19.
+std::vector<int8_t> paley_hadamard(int q);
+
+// In place x <- H_n x for a supported n (asserted). Dispatches on simd_level().
+void hadamard_transform(float* x, int64_t n);
+// Scalar reference of the same transform (kept forever; tests compare against it).
+void hadamard_transform_scalar(float* x, int64_t n);
+
+// A fixed rotation: forward(x) = H_n D x, inverse(y) = D H_n y / n,
+// so inverse(forward(x)) = x. D = diag(+-1) from a seeded generator, or I when seed == 0.
+// Immutable after construction: safe to share between threads.
+class HadamardRotation {
+ public:
+  // Throws Error when n is not a supported order.
+  explicit HadamardRotation(int64_t n, uint64_t sign_seed = 0);
+
+  int64_t size() const { return n_; }
+  uint64_t sign_seed() const { return seed_; }
+  // rows x n, contiguous, in place: x <- H D x.
+  void forward(float* x, int64_t rows = 1) const;
+  // rows x n, contiguous, in place: y <- D H y * scale (scale = 1/n gives the exact inverse).
+  void inverse(float* y, int64_t rows = 1, float scale = -1.0f) const;
+
+ private:
+  int64_t n_;
+  uint64_t seed_;
+  std::vector<float> signs_;  // (n) +-1, empty when seed == 0
+};
+
+namespace detail {
+// Sylvester FWHT of size 2^k on `rows` consecutive vectors (AVX2; n >= 8).
+void fwht_pow2_avx2(float* x, int64_t n);
+// y[i][:] = sum_a h[i][a] x[a][:] for an order-p matrix h acting on a [p][m] block (AVX2, m % 8 == 0).
+void hadamard_mix_avx2(const int8_t* h, int p, float* x, int64_t m);
+}  // namespace detail
+
+}  // namespace aquakv

@@ -1,0 +1,55 @@
+// The HIGGS codec: Hadamard rotation + per-group scale + Gaussian-optimal vector grid
+// (aquakv-algorithm.md section 5). Owns: the HIGGS row format. Not: grids (quant/grid.h),
+// the rotation (quant/hadamard.h), nearest search (quant/nearest.h).
+//
+// For each group of g consecutive channels of a row (g a supported Hadamard order dividing dim):
+//   s = ||x_g||_2, stored as the fp16 RMS r = s / sqrt(g) (an RMS cannot overflow fp16 where a
+//   norm of many values could);  y = H_g D x_g / s (coordinates have mean square exactly 1);
+//   y is cut into g/d sub-vectors, each stored as the index of its nearest grid point.
+//   Decode: x_g = D H_g (r sqrt(g) * yhat) / g = D H_g yhat * (r / sqrt(g)).
+//   A group whose stored r is 0 (all zero, or below the smallest fp16) decodes to zeros.
+// Row layout: dim/g fp16 scales (little-endian), then the row's dim/d codes bit-packed at
+// ceil(log2 n) bits each (quant/bitpack.h). Bits per value = 8 * bytes / dim
+// = log2(n)/d + 16/g when the codes fill whole bytes.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "aquakv/quant/codec.h"
+#include "aquakv/quant/grid.h"
+#include "aquakv/quant/hadamard.h"
+#include "aquakv/quant/nearest.h"
+
+namespace aquakv {
+
+class HiggsCodec final : public Codec {
+ public:
+  // Throws Error when g does not divide dim, g is not a supported Hadamard order, d does not
+  // divide g, or the grid is invalid. sign_seed 0 means no sign flips.
+  HiggsCodec(int64_t dim, int64_t group, const Grid& grid, uint64_t sign_seed = 0);
+
+  int64_t group() const { return group_; }
+  const Grid& grid() const { return grid_; }
+  int code_bits() const { return code_bits_; }
+  uint64_t sign_seed() const { return rot_.sign_seed(); }
+
+  void encode(const float* x, int64_t rows, uint8_t* out) const override;
+  void decode(const uint8_t* in, int64_t rows, float* x) const override;
+
+ private:
+  int64_t group_;
+  Grid grid_;
+  int code_bits_;
+  int64_t codes_per_row_;
+  HadamardRotation rot_;
+  NearestSearch search_;
+  uint16_t zero_code_;  // code stored for all-zero groups: the grid point nearest the origin
+};
+
+// The default group size for a width: the largest supported Hadamard order dividing dim and
+// <= 1024 (192 -> 192, 576 -> 192, 4096 -> 1024); throws Error when none >= d exists.
+int64_t higgs_default_group(int64_t dim);
+
+}  // namespace aquakv

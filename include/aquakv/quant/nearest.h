@@ -1,0 +1,49 @@
+// Exact nearest-point search in a grid. Owns: the one definition of "nearest" that every codec
+// uses -- the index i maximising score_i(u) = sum_j (2 u_j) G_ij - ||G_i||^2 accumulated in float
+// in the order -||G_i||^2, j = 0..d-1 (one rounding per multiply and per add, no FMA), the first
+// (smallest) index on ties -- and its fast versions (AVX2 brute force; cluster pruning for
+// large grids), which return exactly the same index. Not: building grids (quant/grid.h).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "aquakv/quant/grid.h"
+
+namespace aquakv {
+
+// Scalar brute-force reference for one query u (d floats).
+int64_t nearest_brute_scalar(const Grid& g, const float* u);
+
+class NearestSearch {
+ public:
+  // Copies what it needs from g (g may be destroyed afterwards). Grids with more than
+  // kPruneThreshold points use cluster pruning, smaller ones brute force.
+  explicit NearestSearch(const Grid& g);
+  ~NearestSearch();
+  NearestSearch(const NearestSearch&) = delete;
+  NearestSearch& operator=(const NearestSearch&) = delete;
+
+  static constexpr int64_t kPruneThreshold = 1024;
+
+  int dim() const { return d_; }
+  int64_t size() const { return n_; }
+  // m queries (m x d floats, contiguous) -> m indices. Dispatches on simd_level().
+  void search(const float* u, int64_t m, uint16_t* idx) const;
+  // Brute force over all points (scalar or AVX2 per simd_level()); used by tests and for small n.
+  void search_brute(const float* u, int64_t m, uint16_t* idx) const;
+
+  struct Soa;  // points transposed into blocks of 8 (see nearest.cpp)
+
+ private:
+  int d_;
+  int64_t n_;
+  std::vector<float> points_;  // (n, d) row-major, for the scalar path
+  std::vector<float> norms_;   // (n) ||G_i||^2
+  std::unique_ptr<Soa> soa_;   // all points, for brute force
+  struct Clusters;
+  std::unique_ptr<Clusters> clusters_;  // only for n > kPruneThreshold
+};
+
+}  // namespace aquakv

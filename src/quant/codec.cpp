@@ -1,0 +1,60 @@
+// Codec base-class helpers and the fp16 codec.
+#include "aquakv/quant/codec.h"
+
+#include <vector>
+
+#include "aquakv/quant/block_codecs.h"
+#include "aquakv/util/cpu.h"
+#include "aquakv/util/fp16.h"
+#include "half_rows.h"
+
+namespace aquakv {
+
+namespace detail {
+
+void floats_to_halves(const float* x, int64_t n, uint16_t* h) {
+  if (simd_level() == SimdLevel::kAvx2) {
+    floats_to_halves_avx2(x, n, h);
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) h[i] = fp32_to_fp16(x[i]);
+}
+
+void halves_to_floats(const uint16_t* h, int64_t n, float* x) {
+  if (simd_level() == SimdLevel::kAvx2) {
+    halves_to_floats_avx2(h, n, x);
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) x[i] = fp16_to_fp32(h[i]);
+}
+
+}  // namespace detail
+
+void Codec::decode_fp16(const uint8_t* in, int64_t rows, uint16_t* x) const {
+  // Decode a few blocks at a time into a small float buffer that stays in cache.
+  const int64_t step = std::max<int64_t>(1, 4096 / (block_rows_ * dim_)) * block_rows_;
+  thread_local std::vector<float> buf;
+  buf.resize(size_t(step * dim_));
+  for (int64_t r = 0; r < rows; r += step) {
+    const int64_t m = std::min(step, rows - r);
+    decode(in + encoded_bytes(r), m, buf.data());
+    detail::floats_to_halves(buf.data(), m * dim_, x + r * dim_);
+  }
+}
+
+Fp16Codec::Fp16Codec(int64_t dim) : Codec("fp16", dim, 1, 2 * dim) {}
+
+// Little-endian hosts only (as the rest of aquakv): a half row is stored as its bytes.
+void Fp16Codec::encode(const float* x, int64_t rows, uint8_t* out) const {
+  detail::floats_to_halves(x, rows * dim(), reinterpret_cast<uint16_t*>(out));
+}
+
+void Fp16Codec::decode(const uint8_t* in, int64_t rows, float* x) const {
+  detail::halves_to_floats(reinterpret_cast<const uint16_t*>(in), rows * dim(), x);
+}
+
+void Fp16Codec::decode_fp16(const uint8_t* in, int64_t rows, uint16_t* x) const {
+  std::memcpy(x, in, size_t(rows * dim() * 2));
+}
+
+}  // namespace aquakv

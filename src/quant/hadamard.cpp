@@ -1,0 +1,158 @@
+// Hadamard transforms: scalar reference, Paley matrices, Kronecker forms and the dispatcher.
+// For n = p * m with p in {12, 20} and m = 2^k, viewing x as a [p][m] row-major block,
+// (H_p (x) H_m) x = H_p * X * H_m^T: an FWHT of every row followed by mixing the p rows with H_p.
+// The rows are mixed in a fixed order (a = 0..p-1, add or subtract), identically in the scalar
+// and SIMD paths, so both give bit-identical results.
+#include "aquakv/quant/hadamard.h"
+
+#include <cassert>
+#include <cmath>
+#include <mutex>
+
+#include "aquakv/quant/gauss_rng.h"
+#include "aquakv/util/cpu.h"
+#include "aquakv/util/error.h"
+
+namespace aquakv {
+namespace {
+
+bool is_pow2(int64_t n) { return n >= 1 && (n & (n - 1)) == 0; }
+
+// Splits n into (p, m) with p in {1, 12, 20} and m a power of two; p = 0 when unsupported.
+void split_order(int64_t n, int& p, int64_t& m) {
+  p = 0;
+  m = 0;
+  if (n < 1 || n > 65536) return;
+  if (is_pow2(n)) { p = 1; m = n; return; }
+  if (n % 12 == 0 && is_pow2(n / 12)) { p = 12; m = n / 12; return; }
+  if (n % 20 == 0 && is_pow2(n / 20)) { p = 20; m = n / 20; return; }
+}
+
+void fwht_pow2_scalar(float* x, int64_t n) {
+  for (int64_t h = 1; h < n; h *= 2) {
+    for (int64_t i = 0; i < n; i += 2 * h) {
+      for (int64_t j = i; j < i + h; ++j) {
+        const float a = x[j], b = x[j + h];
+        x[j] = a + b;
+        x[j + h] = a - b;
+      }
+    }
+  }
+}
+
+void hadamard_mix_scalar(const int8_t* h, int p, float* x, int64_t m) {
+  float tmp[20];
+  for (int64_t j = 0; j < m; ++j) {
+    for (int i = 0; i < p; ++i) {
+      float acc = 0.0f;
+      for (int a = 0; a < p; ++a) {
+        const float v = x[a * m + j];
+        acc = h[i * p + a] > 0 ? acc + v : acc - v;
+      }
+      tmp[i] = acc;
+    }
+    for (int i = 0; i < p; ++i) x[i * m + j] = tmp[i];
+  }
+}
+
+const std::vector<int8_t>& paley_cached(int p) {
+  static const std::vector<int8_t> h12 = paley_hadamard(11);
+  static const std::vector<int8_t> h20 = paley_hadamard(19);
+  return p == 12 ? h12 : h20;
+}
+
+void transform(float* x, int64_t n, bool simd) {
+  int p;
+  int64_t m;
+  split_order(n, p, m);
+  assert(p != 0);
+  const bool vec = simd && m >= 8;
+  for (int r = 0; r < p; ++r) {
+    if (vec) {
+      detail::fwht_pow2_avx2(x + r * m, m);
+    } else {
+      fwht_pow2_scalar(x + r * m, m);
+    }
+  }
+  if (p == 1) return;
+  const int8_t* h = paley_cached(p).data();
+  if (vec) {
+    detail::hadamard_mix_avx2(h, p, x, m);
+  } else {
+    hadamard_mix_scalar(h, p, x, m);
+  }
+}
+
+}  // namespace
+
+bool hadamard_supported(int64_t n) {
+  int p;
+  int64_t m;
+  split_order(n, p, m);
+  return p != 0;
+}
+
+std::vector<int8_t> paley_hadamard(int q) {
+  assert(q == 11 || q == 19);
+  // chi(a) = +1 if a is a non-zero square mod q, -1 if a non-square, 0 for a = 0.
+  std::vector<int> chi(q, -1);
+  chi[0] = 0;
+  for (int a = 1; a < q; ++a) chi[(a * a) % q] = 1;
+  // Paley I: P = [[1, 1^T], [-1, Q + I]], Q[a][b] = chi(b - a), is Hadamard but not symmetric.
+  // Multiplying by the signed permutation diag(-1, b -> -b mod q) on the right keeps it Hadamard
+  // and makes it symmetric: entry (a, b) of the core becomes chi(-b - a) + [a + b = 0]
+  // = -chi(a + b) + [a + b = 0] (chi(-1) = -1 as q = 3 mod 4), the border becomes -1 / +1s.
+  const int p = q + 1;
+  std::vector<int8_t> h(size_t(p) * p);
+  h[0] = -1;
+  for (int j = 1; j < p; ++j) h[j] = h[size_t(j) * p] = 1;
+  for (int i = 1; i < p; ++i) {
+    for (int j = 1; j < p; ++j) {
+      const int sum = (i - 1 + j - 1) % q;
+      h[size_t(i) * p + j] = int8_t(sum == 0 ? 1 : -chi[sum]);
+    }
+  }
+  return h;
+}
+
+void hadamard_transform_scalar(float* x, int64_t n) { transform(x, n, false); }
+
+void hadamard_transform(float* x, int64_t n) {
+  transform(x, n, simd_level() == SimdLevel::kAvx2);
+}
+
+HadamardRotation::HadamardRotation(int64_t n, uint64_t sign_seed) : n_(n), seed_(sign_seed) {
+  if (!hadamard_supported(n)) {
+    fail("Hadamard order: expected 2^k (<= 65536), 12*2^k or 20*2^k, got {}", n);
+  }
+  if (sign_seed != 0) {
+    SplitMix64 rng(sign_seed);
+    signs_.resize(size_t(n));
+    for (auto& s : signs_) s = (rng.next() >> 63) ? -1.0f : 1.0f;
+  }
+}
+
+void HadamardRotation::forward(float* x, int64_t rows) const {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* v = x + r * n_;
+    if (!signs_.empty()) {
+      for (int64_t i = 0; i < n_; ++i) v[i] *= signs_[size_t(i)];
+    }
+    hadamard_transform(v, n_);
+  }
+}
+
+void HadamardRotation::inverse(float* y, int64_t rows, float scale) const {
+  if (scale < 0.0f) scale = 1.0f / float(n_);
+  for (int64_t r = 0; r < rows; ++r) {
+    float* v = y + r * n_;
+    hadamard_transform(v, n_);
+    if (!signs_.empty()) {
+      for (int64_t i = 0; i < n_; ++i) v[i] *= signs_[size_t(i)] * scale;
+    } else if (scale != 1.0f) {
+      for (int64_t i = 0; i < n_; ++i) v[i] *= scale;
+    }
+  }
+}
+
+}  // namespace aquakv

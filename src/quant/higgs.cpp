@@ -1,0 +1,123 @@
+// HIGGS encode/decode (format in quant/higgs.h).
+#include "aquakv/quant/higgs.h"
+
+#include <cmath>
+#include <vector>
+
+#include "aquakv/quant/bitpack.h"
+#include "aquakv/util/error.h"
+#include "aquakv/util/fp16.h"
+
+namespace aquakv {
+
+namespace {
+
+std::string higgs_spec(int64_t g, const Grid& grid, uint64_t seed) {
+  std::string s = fmt::format("higgs:{}x{}:g{}", grid.d, grid.n, g);
+  if (seed != 0) s += fmt::format(":seed{}", seed);
+  return s;
+}
+
+int64_t row_bytes(int64_t dim, int64_t g, const Grid& grid) {
+  return 2 * (dim / g) + packed_bytes(dim / grid.d, bits_for_count(grid.n));
+}
+
+const Grid& checked(const Grid& grid, int64_t dim, int64_t g) {
+  validate_grid(grid, "higgs grid " + grid.name);
+  if (dim < 1) fail("higgs: width must be >= 1, got {}", dim);
+  if (!hadamard_supported(g)) {
+    fail("higgs: group size g={} is not a Hadamard order (2^k <= 65536, 12*2^k or 20*2^k)", g);
+  }
+  if (dim % g != 0) fail("higgs: group size g={} does not divide the width {}", g, dim);
+  if (g % grid.d != 0) fail("higgs: grid dimension d={} does not divide the group size g={}", grid.d, g);
+  return grid;
+}
+
+}  // namespace
+
+int64_t higgs_default_group(int64_t dim) {
+  int64_t best = 0;
+  for (int64_t g = 1; g <= 1024 && g <= dim; ++g) {
+    if (dim % g == 0 && hadamard_supported(g)) best = g;
+  }
+  if (best < 8) fail("higgs: width {} has no Hadamard group size >= 8 dividing it; give g", dim);
+  return best;
+}
+
+HiggsCodec::HiggsCodec(int64_t dim, int64_t group, const Grid& grid, uint64_t sign_seed)
+    : Codec(higgs_spec(group, grid, sign_seed), dim, 1, row_bytes(dim, group, checked(grid, dim, group))),
+      group_(group),
+      grid_(grid),
+      code_bits_(bits_for_count(grid.n)),
+      codes_per_row_(dim / grid.d),
+      rot_(group, sign_seed),
+      search_(grid) {
+  std::vector<float> origin(size_t(grid.d), 0.0f);
+  search_.search(origin.data(), 1, &zero_code_);
+}
+
+void HiggsCodec::encode(const float* x, int64_t rows, uint8_t* out) const {
+  const int64_t dim = this->dim(), g = group_, ng = dim / g;
+  thread_local std::vector<float> buf;
+  thread_local std::vector<uint16_t> codes;
+  buf.resize(size_t(dim));
+  codes.resize(size_t(codes_per_row_));
+  const int64_t cpg = g / grid_.d;  // codes per group
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim;
+    uint8_t* o = out + r * block_bytes();
+    for (int64_t k = 0; k < ng; ++k) {
+      const float* xg = xr + k * g;
+      double ss = 0;
+      for (int64_t i = 0; i < g; ++i) ss += double(xg[i]) * xg[i];
+      const double s = std::sqrt(ss);
+      const float rms = float(s / std::sqrt(double(g)));
+      const uint16_t h = fp32_to_fp16(rms > 65504.0f ? 65504.0f : rms);
+      o[2 * k] = uint8_t(h);
+      o[2 * k + 1] = uint8_t(h >> 8);
+      uint16_t* cg = codes.data() + k * cpg;
+      if (h == 0 || !(s > 0)) {
+        for (int64_t i = 0; i < cpg; ++i) cg[i] = zero_code_;
+        continue;
+      }
+      float* yg = buf.data() + k * g;
+      for (int64_t i = 0; i < g; ++i) yg[i] = xg[i];
+      rot_.forward(yg, 1);
+      const float inv = float(1.0 / s);
+      for (int64_t i = 0; i < g; ++i) yg[i] *= inv;
+      search_.search(yg, cpg, cg);
+    }
+    pack_bits(codes.data(), codes_per_row_, code_bits_, o + 2 * ng);
+  }
+}
+
+void HiggsCodec::decode(const uint8_t* in, int64_t rows, float* x) const {
+  const int64_t dim = this->dim(), g = group_, ng = dim / g, d = grid_.d;
+  thread_local std::vector<uint16_t> codes;
+  codes.resize(size_t(codes_per_row_));
+  const int64_t cpg = g / d;
+  const float inv_sqrt_g = float(1.0 / std::sqrt(double(g)));
+  const float* pts = grid_.points.data();
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* o = in + r * block_bytes();
+    float* xr = x + r * dim;
+    unpack_bits(o + 2 * ng, codes_per_row_, code_bits_, codes.data());
+    for (int64_t k = 0; k < ng; ++k) {
+      const float rms = fp16_to_fp32(uint16_t(o[2 * k] | (o[2 * k + 1] << 8)));
+      float* xg = xr + k * g;
+      if (rms == 0.0f) {
+        for (int64_t i = 0; i < g; ++i) xg[i] = 0.0f;
+        continue;
+      }
+      const float f = rms * inv_sqrt_g;
+      const uint16_t* cg = codes.data() + k * cpg;
+      for (int64_t c = 0; c < cpg; ++c) {
+        const float* p = pts + int64_t(cg[c]) * d;
+        for (int64_t j = 0; j < d; ++j) xg[c * d + j] = p[j] * f;
+      }
+      rot_.inverse(xg, 1, 1.0f);
+    }
+  }
+}
+
+}  // namespace aquakv

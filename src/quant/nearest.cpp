@@ -1,0 +1,253 @@
+// Nearest-point search. Small grids: brute force over blocks of 8 points. Large grids
+// (n > kPruneThreshold): the points are grouped into about sqrt(n) clusters (k-means on the
+// points, deterministic); a query scans the cluster with the nearest centre first and then every
+// cluster whose lower bound (||u - c|| - r)^2 on the squared distance cannot beat the current best
+// score even allowing for float rounding (a relative slack of 1e-4 that is orders of magnitude
+// above the rounding error of a d <= 16 term score). Points that are skipped therefore score
+// strictly below the best, and the scanned points are scored by the same kernel as brute force,
+// so the result is the brute-force index exactly (ties included).
+#include "aquakv/quant/nearest.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "aquakv/util/cpu.h"
+#include "nearest_internal.h"
+
+namespace aquakv {
+
+namespace detail {
+
+void scan_blocks_scalar(const float* blocks, int64_t nblocks, int d, const float* u2,
+                        float& best_score, int32_t& best_id) {
+  const int64_t stride = nearest_block_floats(d);
+  for (int64_t b = 0; b < nblocks; ++b) {
+    const float* blk = blocks + b * stride;
+    const float* negnorm = blk + d * 8;
+    const float* ids = blk + (d + 1) * 8;
+    for (int l = 0; l < 8; ++l) {
+      float s = negnorm[l];
+      for (int j = 0; j < d; ++j) s = s + u2[j] * blk[j * 8 + l];
+      int32_t id;
+      std::memcpy(&id, ids + l, 4);
+      if (s > best_score || (s == best_score && id < best_id)) {
+        best_score = s;
+        best_id = id;
+      }
+    }
+  }
+}
+
+}  // namespace detail
+
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// Writes points `order[0..count)` of g into blocks (count rounded up to a multiple of 8).
+void fill_blocks(const std::vector<float>& pts, const std::vector<float>& norms, int d,
+                 const int32_t* order, int64_t count, float* out) {
+  const int64_t stride = detail::nearest_block_floats(d);
+  for (int64_t s = 0; s < (count + 7) / 8 * 8; ++s) {
+    float* blk = out + (s / 8) * stride;
+    const int l = int(s % 8);
+    const bool real = s < count;
+    const int32_t id = real ? order[s] : std::numeric_limits<int32_t>::max();
+    for (int j = 0; j < d; ++j) blk[j * 8 + l] = real ? pts[size_t(id) * d + j] : 0.0f;
+    blk[d * 8 + l] = real ? -norms[size_t(id)] : kNegInf;
+    std::memcpy(blk + (d + 1) * 8 + l, &id, 4);
+  }
+}
+
+void scan(const float* blocks, int64_t nblocks, int d, const float* u2, float& best,
+          int32_t& id) {
+  if (simd_level() == SimdLevel::kAvx2) {
+    detail::scan_blocks_avx2(blocks, nblocks, d, u2, best, id);
+  } else {
+    detail::scan_blocks_scalar(blocks, nblocks, d, u2, best, id);
+  }
+}
+
+}  // namespace
+
+struct NearestSearch::Soa {
+  std::vector<float> blocks;
+  int64_t nblocks = 0;
+};
+
+struct NearestSearch::Clusters {
+  int64_t k = 0;
+  std::vector<double> centers;      // (k, d)
+  std::vector<double> radius;       // (k) max distance of a member to its centre, inflated
+  std::vector<int64_t> block_begin;  // (k + 1) first block of each cluster in `blocks`
+  std::vector<float> blocks;
+  double max_norm = 0;              // max ||G_i||^2
+};
+
+int64_t nearest_brute_scalar(const Grid& g, const float* u) {
+  float best = kNegInf;
+  int64_t best_i = 0;
+  bool found = false;
+  for (int64_t i = 0; i < g.n; ++i) {
+    const float* p = g.point(i);
+    float nrm = 0.0f;
+    for (int j = 0; j < g.d; ++j) nrm = nrm + p[j] * p[j];
+    float s = -nrm;
+    for (int j = 0; j < g.d; ++j) s = s + (2.0f * u[j]) * p[j];
+    if (!found || s > best) {
+      best = s;
+      best_i = i;
+      found = true;
+    }
+  }
+  return best_i;
+}
+
+NearestSearch::NearestSearch(const Grid& g) : d_(g.d), n_(g.n), points_(g.points) {
+  assert(d_ >= 1 && d_ <= kMaxGridDim && n_ >= 1 && n_ <= kMaxGridPoints);
+  norms_.resize(size_t(n_));
+  for (int64_t i = 0; i < n_; ++i) {
+    float nrm = 0.0f;
+    for (int j = 0; j < d_; ++j) nrm = nrm + points_[size_t(i * d_ + j)] * points_[size_t(i * d_ + j)];
+    norms_[size_t(i)] = nrm;
+  }
+  std::vector<int32_t> order(static_cast<size_t>(n_));
+  for (int64_t i = 0; i < n_; ++i) order[size_t(i)] = int32_t(i);
+  soa_ = std::make_unique<Soa>();
+  soa_->nblocks = (n_ + 7) / 8;
+  soa_->blocks.resize(size_t(soa_->nblocks * detail::nearest_block_floats(d_)));
+  fill_blocks(points_, norms_, d_, order.data(), n_, soa_->blocks.data());
+  if (n_ <= kPruneThreshold) return;
+
+  // k-means on the points themselves: k = ~sqrt(n) clusters, init from evenly spaced points.
+  auto c = std::make_unique<Clusters>();
+  const int64_t k = std::max<int64_t>(2, int64_t(std::sqrt(double(n_))));
+  c->k = k;
+  c->centers.resize(size_t(k * d_));
+  for (int64_t q = 0; q < k; ++q) {
+    for (int j = 0; j < d_; ++j) c->centers[size_t(q * d_ + j)] = points_[size_t((q * n_ / k) * d_ + j)];
+  }
+  std::vector<int64_t> assign(size_t(n_), 0);
+  for (int it = 0; it < 6; ++it) {
+    for (int64_t i = 0; i < n_; ++i) {
+      double best = std::numeric_limits<double>::infinity();
+      for (int64_t q = 0; q < k; ++q) {
+        double dist = 0;
+        for (int j = 0; j < d_; ++j) {
+          const double t = double(points_[size_t(i * d_ + j)]) - c->centers[size_t(q * d_ + j)];
+          dist += t * t;
+        }
+        if (dist < best) { best = dist; assign[size_t(i)] = q; }
+      }
+    }
+    std::vector<double> sum(size_t(k * d_), 0.0);
+    std::vector<int64_t> cnt(size_t(k), 0);
+    for (int64_t i = 0; i < n_; ++i) {
+      ++cnt[size_t(assign[size_t(i)])];
+      for (int j = 0; j < d_; ++j) sum[size_t(assign[size_t(i)] * d_ + j)] += points_[size_t(i * d_ + j)];
+    }
+    for (int64_t q = 0; q < k; ++q) {
+      if (cnt[size_t(q)] == 0) continue;  // empty cluster keeps its centre (it stays empty)
+      for (int j = 0; j < d_; ++j) c->centers[size_t(q * d_ + j)] = sum[size_t(q * d_ + j)] / double(cnt[size_t(q)]);
+    }
+  }
+  // Final membership (nearest centre) and radii.
+  std::vector<std::vector<int32_t>> members(static_cast<size_t>(k));
+  c->radius.assign(size_t(k), 0.0);
+  for (int64_t i = 0; i < n_; ++i) {
+    double best = std::numeric_limits<double>::infinity();
+    int64_t bq = 0;
+    for (int64_t q = 0; q < k; ++q) {
+      double dist = 0;
+      for (int j = 0; j < d_; ++j) {
+        const double t = double(points_[size_t(i * d_ + j)]) - c->centers[size_t(q * d_ + j)];
+        dist += t * t;
+      }
+      if (dist < best) { best = dist; bq = q; }
+    }
+    members[size_t(bq)].push_back(int32_t(i));
+    c->radius[size_t(bq)] = std::max(c->radius[size_t(bq)], std::sqrt(best));
+    c->max_norm = std::max(c->max_norm, double(norms_[size_t(i)]));
+  }
+  c->block_begin.assign(size_t(k + 1), 0);
+  for (int64_t q = 0; q < k; ++q) {
+    c->radius[size_t(q)] = c->radius[size_t(q)] * (1 + 1e-6) + 1e-6;
+    c->block_begin[size_t(q + 1)] = c->block_begin[size_t(q)] + int64_t(members[size_t(q)].size() + 7) / 8;
+  }
+  c->blocks.resize(size_t(c->block_begin[size_t(k)] * detail::nearest_block_floats(d_)));
+  for (int64_t q = 0; q < k; ++q) {
+    fill_blocks(points_, norms_, d_, members[size_t(q)].data(), int64_t(members[size_t(q)].size()),
+                c->blocks.data() + c->block_begin[size_t(q)] * detail::nearest_block_floats(d_));
+  }
+  clusters_ = std::move(c);
+}
+
+NearestSearch::~NearestSearch() = default;
+
+void NearestSearch::search_brute(const float* u, int64_t m, uint16_t* idx) const {
+  float u2[kMaxGridDim];
+  for (int64_t r = 0; r < m; ++r) {
+    for (int j = 0; j < d_; ++j) u2[j] = 2.0f * u[r * d_ + j];
+    float best = kNegInf;
+    int32_t id = std::numeric_limits<int32_t>::max();
+    scan(soa_->blocks.data(), soa_->nblocks, d_, u2, best, id);
+    // All scores -inf or NaN (non-finite query): fall back to index 0 like the reference.
+    idx[r] = id == std::numeric_limits<int32_t>::max() ? 0 : uint16_t(id);
+  }
+}
+
+void NearestSearch::search(const float* u, int64_t m, uint16_t* idx) const {
+  if (!clusters_) {
+    search_brute(u, m, idx);
+    return;
+  }
+  const Clusters& c = *clusters_;
+  const int64_t stride = detail::nearest_block_floats(d_);
+  std::vector<double> dc(static_cast<size_t>(c.k));
+  float u2[kMaxGridDim];
+  for (int64_t r = 0; r < m; ++r) {
+    const float* ur = u + r * d_;
+    double unorm = 0;
+    bool finite = true;
+    for (int j = 0; j < d_; ++j) {
+      u2[j] = 2.0f * ur[j];
+      unorm += double(ur[j]) * ur[j];
+      finite = finite && std::isfinite(ur[j]);
+    }
+    if (!finite) {
+      search_brute(ur, 1, idx + r);
+      continue;
+    }
+    int64_t first = 0;
+    for (int64_t q = 0; q < c.k; ++q) {
+      double dist = 0;
+      for (int j = 0; j < d_; ++j) {
+        const double t = double(ur[j]) - c.centers[size_t(q * d_ + j)];
+        dist += t * t;
+      }
+      dc[size_t(q)] = std::sqrt(dist);
+      if (dc[size_t(q)] < dc[size_t(first)]) first = q;
+    }
+    float best = kNegInf;
+    int32_t id = std::numeric_limits<int32_t>::max();
+    const double slack = 1e-4 * (1.0 + unorm + c.max_norm);
+    auto visit = [&](int64_t q) {
+      scan(c.blocks.data() + c.block_begin[size_t(q)] * stride,
+           c.block_begin[size_t(q + 1)] - c.block_begin[size_t(q)], d_, u2, best, id);
+    };
+    visit(first);
+    for (int64_t q = 0; q < c.k; ++q) {
+      if (q == first) continue;
+      const double lb = std::max(0.0, dc[size_t(q)] - c.radius[size_t(q)]);
+      // Every member's true score is <= |u|^2 - lb^2; skip when that is surely below best.
+      if (unorm - lb * lb + slack < double(best)) continue;
+      visit(q);
+    }
+    idx[r] = uint16_t(id);
+  }
+}
+
+}  // namespace aquakv

@@ -1,0 +1,45 @@
+// AVX2 block scan for nearest-point search. Scores are accumulated with separate multiply and
+// add (fp-contract off: no FMA) in the same order as the scalar reference, so every score is
+// bit-identical and the selected index is the same.
+#pragma GCC optimize("fp-contract=off")
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "nearest_internal.h"
+
+namespace aquakv::detail {
+
+void scan_blocks_avx2(const float* blocks, int64_t nblocks, int d, const float* u2,
+                      float& best_score, int32_t& best_id) {
+  const int64_t stride = nearest_block_floats(d);
+  __m256 uj[16];
+  for (int j = 0; j < d; ++j) uj[j] = _mm256_set1_ps(u2[j]);
+  __m256 best = _mm256_set1_ps(best_score);
+  __m256i bid = _mm256_set1_epi32(best_id);
+  for (int64_t b = 0; b < nblocks; ++b) {
+    const float* blk = blocks + b * stride;
+    __m256 s = _mm256_loadu_ps(blk + d * 8);
+    for (int j = 0; j < d; ++j) s = _mm256_add_ps(s, _mm256_mul_ps(uj[j], _mm256_loadu_ps(blk + j * 8)));
+    const __m256i id = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + (d + 1) * 8));
+    const __m256 gt = _mm256_cmp_ps(s, best, _CMP_GT_OQ);
+    const __m256 eq = _mm256_cmp_ps(s, best, _CMP_EQ_OQ);
+    const __m256 lt = _mm256_castsi256_ps(_mm256_cmpgt_epi32(bid, id));
+    const __m256 take = _mm256_or_ps(gt, _mm256_and_ps(eq, lt));
+    best = _mm256_blendv_ps(best, s, take);
+    bid = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(bid), _mm256_castsi256_ps(id), take));
+  }
+  alignas(32) float bs[8];
+  alignas(32) int32_t bi[8];
+  _mm256_store_ps(bs, best);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(bi), bid);
+  for (int l = 0; l < 8; ++l) {
+    if (bs[l] > best_score || (bs[l] == best_score && bi[l] < best_id)) {
+      best_score = bs[l];
+      best_id = bi[l];
+    }
+  }
+}
+
+}  // namespace aquakv::detail

@@ -1,0 +1,212 @@
+// Tests of the HIGGS codec: relative MSE on Gaussian rows equals the grid MSE, codes are a fixed
+// point of encode(decode(.)), zero and extreme groups, parameter errors, and golden rows from an
+// independent float64 numpy implementation (scripts/make_quant_goldens.py).
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <fstream>
+
+#include "aquakv/quant/bitpack.h"
+#include "aquakv/quant/gauss_rng.h"
+#include "aquakv/quant/codec.h"
+#include "aquakv/quant/higgs.h"
+#include "aquakv/util/cpu.h"
+#include "aquakv/util/error.h"
+#include "aquakv/util/fp16.h"
+
+namespace aquakv {
+namespace {
+
+std::vector<float> gaussian_rows(int64_t rows, int64_t dim, uint64_t seed) {
+  GaussRng rng(seed);
+  std::vector<float> x(size_t(rows * dim));
+  for (int64_t r = 0; r < rows; ++r) {
+    const double scale = 0.05 + 4.0 * rng.uniform();  // rows of different magnitudes
+    for (int64_t i = 0; i < dim; ++i) x[size_t(r * dim + i)] = float(scale * rng.normal());
+  }
+  return x;
+}
+
+double rel_mse(const std::vector<float>& x, const std::vector<float>& y, int64_t dim) {
+  // Mean over rows of ||x - y||^2 / ||x||^2.
+  double total = 0;
+  const int64_t rows = int64_t(x.size()) / dim;
+  for (int64_t r = 0; r < rows; ++r) {
+    double e = 0, n = 0;
+    for (int64_t i = 0; i < dim; ++i) {
+      const double a = x[size_t(r * dim + i)], b = y[size_t(r * dim + i)];
+      e += (a - b) * (a - b);
+      n += a * a;
+    }
+    total += e / n;
+  }
+  return total / double(rows);
+}
+
+struct Case {
+  int64_t dim, g;
+  int d;
+  int64_t n;
+  uint64_t seed;
+};
+
+TEST(Higgs, RelativeMseEqualsGridMse) {
+  const Case cases[] = {{192, 192, 2, 16, 0}, {192, 64, 2, 16, 7},  {192, 192, 2, 64, 0},
+                        {192, 192, 2, 256, 0}, {256, 256, 4, 256, 0}, {320, 320, 2, 16, 1},
+                        {576, 192, 1, 4, 0}};
+  for (const auto& c : cases) {
+    const Grid& grid = builtin_grid(c.d, c.n);
+    const HiggsCodec codec(c.dim, c.g, grid, c.seed);
+    const int64_t rows = 400000 / c.dim;
+    const auto x = gaussian_rows(rows, c.dim, 100 + c.g);
+    std::vector<uint8_t> bytes(size_t(codec.encoded_bytes(rows)));
+    std::vector<float> y(x.size());
+    codec.encode(x.data(), rows, bytes.data());
+    codec.decode(bytes.data(), rows, y.data());
+    const double want = grid_mse(grid, int64_t(1) << 19, 3);
+    EXPECT_NEAR(rel_mse(x, y, c.dim) / want, 1.0, 0.02) << codec.spec() << " grid mse " << want;
+  }
+}
+
+TEST(Higgs, BitsPerValueAndLayout) {
+  const HiggsCodec a(192, 192, builtin_grid(2, 16), 0);
+  EXPECT_EQ(a.block_rows(), 1);
+  EXPECT_EQ(a.block_bytes(), 2 + 96 * 4 / 8);
+  EXPECT_DOUBLE_EQ(a.bits_per_value(), 2.0 + 16.0 / 192);
+  EXPECT_EQ(a.spec(), "higgs:2x16:g192");
+  const HiggsCodec b(192, 64, builtin_grid(2, 64), 5);
+  EXPECT_DOUBLE_EQ(b.bits_per_value(), 3.0 + 16.0 / 64);
+  EXPECT_EQ(b.spec(), "higgs:2x64:g64:seed5");
+  const HiggsCodec c(64, 64, builtin_grid(4, 256), 0);
+  EXPECT_DOUBLE_EQ(c.bits_per_value(), 2.0 + 16.0 / 64);
+}
+
+TEST(Higgs, CodesAreAFixedPointOfEncodeDecode) {
+  for (const Case& c : {Case{192, 192, 2, 16, 0}, Case{192, 64, 2, 256, 9}, Case{128, 128, 4, 256, 0},
+                        Case{192, 192, 1, 4, 0}}) {
+    const HiggsCodec codec(c.dim, c.g, builtin_grid(c.d, c.n), c.seed);
+    const int64_t rows = 500;
+    const auto x = gaussian_rows(rows, c.dim, 5);
+    std::vector<uint8_t> b1(size_t(codec.encoded_bytes(rows))), b2(b1.size());
+    std::vector<float> y(x.size());
+    codec.encode(x.data(), rows, b1.data());
+    codec.decode(b1.data(), rows, y.data());
+    codec.encode(y.data(), rows, b2.data());
+    const int64_t scale_bytes = 2 * (c.dim / c.g);
+    int64_t differing = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t i = scale_bytes; i < codec.block_bytes(); ++i) {
+        differing += b1[size_t(r * codec.block_bytes() + i)] != b2[size_t(r * codec.block_bytes() + i)];
+      }
+    }
+    EXPECT_EQ(differing, 0) << codec.spec();
+  }
+}
+
+TEST(Higgs, ZeroTinyAndHugeGroups) {
+  const HiggsCodec codec(128, 64, builtin_grid(2, 16), 0);
+  std::vector<float> x(3 * 128, 0.0f);
+  for (int i = 64; i < 128; ++i) x[size_t(i)] = float(i % 7) - 3.0f;  // row 0: zero group + data
+  for (int i = 0; i < 128; ++i) x[size_t(128 + i)] = 1e-12f * float(i);  // row 1: below fp16
+  for (int i = 0; i < 128; ++i) x[size_t(256 + i)] = (i % 2 ? -1 : 1) * 1e6f;  // row 2: huge
+  std::vector<uint8_t> b(size_t(codec.encoded_bytes(3)));
+  std::vector<float> y(x.size(), 123.0f);
+  codec.encode(x.data(), 3, b.data());
+  codec.decode(b.data(), 3, y.data());
+  for (int i = 0; i < 64; ++i) EXPECT_EQ(y[size_t(i)], 0.0f);
+  for (int i = 0; i < 128; ++i) EXPECT_EQ(y[size_t(128 + i)], 0.0f);
+  EXPECT_LT(rel_mse(std::vector<float>(x.begin() + 64, x.begin() + 128), std::vector<float>(y.begin() + 64, y.begin() + 128), 64), 0.3);
+  for (int i = 0; i < 128; ++i) EXPECT_TRUE(std::isfinite(y[size_t(256 + i)]));
+}
+
+TEST(Higgs, RejectsBadParametersAtConstruction) {
+  const Grid& g = builtin_grid(2, 16);
+  EXPECT_THROW(HiggsCodec(192, 128, g, 0), Error);   // g does not divide C
+  EXPECT_THROW(HiggsCodec(200, 100, g, 0), Error);   // not a Hadamard order
+  EXPECT_THROW(HiggsCodec(192, 0, g, 0), Error);
+  EXPECT_THROW(HiggsCodec(192, 12, builtin_grid(8, 256), 0), Error);  // d=8 does not divide 12
+  Grid bad = g;
+  bad.points[3] = NAN;
+  EXPECT_THROW(HiggsCodec(192, 192, bad, 0), Error);
+  EXPECT_EQ(higgs_default_group(192), 192);
+  EXPECT_EQ(higgs_default_group(576), 192);
+  EXPECT_EQ(higgs_default_group(4096), 1024);
+  EXPECT_THROW(higgs_default_group(7), Error);
+}
+
+TEST(Higgs, SimdAndScalarGiveIdenticalBytes) {
+  if (cpu_simd_level() != SimdLevel::kAvx2) GTEST_SKIP() << "no AVX2";
+  const SimdLevel saved = simd_level();
+  const HiggsCodec codec(192, 192, builtin_grid(2, 256), 3);
+  const auto x = gaussian_rows(200, 192, 8);
+  std::vector<uint8_t> a(size_t(codec.encoded_bytes(200))), b(a.size());
+  std::vector<float> ya(x.size()), yb(x.size());
+  set_simd_level(SimdLevel::kScalar);
+  codec.encode(x.data(), 200, a.data());
+  codec.decode(a.data(), 200, ya.data());
+  set_simd_level(SimdLevel::kAvx2);
+  codec.encode(x.data(), 200, b.data());
+  codec.decode(a.data(), 200, yb.data());
+  set_simd_level(saved);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(ya, yb);
+}
+
+std::vector<uint8_t> unhex(const std::string& s) {
+  std::vector<uint8_t> b(s.size() / 2);
+  for (size_t i = 0; i < b.size(); ++i) b[i] = uint8_t(std::stoi(s.substr(2 * i, 2), nullptr, 16));
+  return b;
+}
+
+TEST(Higgs, GoldenRowsFromIndependentImplementation) {
+  std::ifstream f(std::string(AQUAKV_TEST_DATA) + "/quant_goldens.json");
+  ASSERT_TRUE(f) << "missing tests/data/quant_goldens.json";
+  const auto j = nlohmann::json::parse(f);
+  int checked = 0;
+  for (const auto& c : j["cases"]) {
+    const std::string spec = c["spec"];
+    if (spec.rfind("higgs:", 0) != 0) continue;
+    const int64_t dim = c["dim"], rows = c["rows"];
+    const auto codec = make_codec(spec, dim);
+    const auto* h = dynamic_cast<const HiggsCodec*>(codec.get());
+    ASSERT_NE(h, nullptr);
+    const std::vector<float> x = c["x"].get<std::vector<float>>();
+    std::vector<uint8_t> got(size_t(codec->encoded_bytes(rows)));
+    codec->encode(x.data(), rows, got.data());
+    const int64_t ng = dim / h->group(), cpr = dim / h->grid().d;
+    int64_t near_tie_flips = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const auto want = unhex(c["bytes"][size_t(r)]);
+      ASSERT_EQ(int64_t(want.size()), codec->block_bytes()) << spec;
+      const uint8_t* g = got.data() + r * codec->block_bytes();
+      for (int64_t k = 0; k < 2 * ng; ++k) ASSERT_EQ(g[k], want[size_t(k)]) << spec << " row " << r << " scale byte " << k;
+      std::vector<uint16_t> cg(static_cast<size_t>(cpr)), cw(static_cast<size_t>(cpr));
+      unpack_bits(g + 2 * ng, cpr, h->code_bits(), cg.data());
+      unpack_bits(want.data() + 2 * ng, cpr, h->code_bits(), cw.data());
+      for (int64_t i = 0; i < cpr; ++i) {
+        const double margin = c["margins"][size_t(r)][size_t(i)];
+        ASSERT_EQ(int(cw[size_t(i)]), int(c["codes"][size_t(r)][size_t(i)]));
+        if (cg[size_t(i)] != cw[size_t(i)]) {
+          // Only a float32-vs-float64 near tie may differ.
+          ASSERT_LT(margin, 1e-4) << spec << " row " << r << " code " << i;
+          ++near_tie_flips;
+        }
+      }
+      // Decoding the golden bytes matches the float64 decode.
+      std::vector<float> y(static_cast<size_t>(dim));
+      codec->decode(want.data(), 1, y.data());
+      for (int64_t i = 0; i < dim; ++i) {
+        const double ref = c["decoded"][size_t(r * dim + i)];
+        ASSERT_NEAR(y[size_t(i)], ref, 2e-6 * (1 + std::fabs(ref)) * std::sqrt(double(h->group()))) << spec << " row " << r << " value " << i;
+      }
+      ++checked;
+    }
+    EXPECT_LE(near_tie_flips, 1) << spec;
+  }
+  EXPECT_GE(checked, 20);
+}
+
+}  // namespace
+}  // namespace aquakv
