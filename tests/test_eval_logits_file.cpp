@@ -1,6 +1,7 @@
 // Tests of eval/logits_file.h: round trip, rejection of corrupt, truncated and mismatched files.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <random>
@@ -167,6 +168,40 @@ TEST(LogitsFile, HashTokensIsOrderSensitive) {
   EXPECT_EQ(hash_tokens(a, 3), hash_tokens(a, 3));
   // FNV-1a 64 test vector: "a" -> af63dc4c8601ec8c.
   EXPECT_EQ(fnv1a64("a", 1), 0xaf63dc4c8601ec8cull);
+}
+
+// A file written by the Python writer (bench/llama_cpp_eval.py, via
+// scripts/make_logits_golden.py) from log-probs of a closed formula: the two implementations of
+// the format agree byte for byte on what matters.
+TEST(LogitsFile, ReadsThePythonWritersGolden) {
+  const std::string dir = AQUAKV_TEST_DATA;
+  const LogitsFile f = LogitsFile::load(dir + "/logits_golden.bin");
+  const int64_t V = 300, ctx = 5;
+  ASSERT_EQ(f.info().n_vocab, V);
+  ASSERT_EQ(f.info().ctx, ctx);
+  ASSERT_EQ(f.n_rows(), ctx - 1);
+  EXPECT_EQ(f.info().kv_spec, "llama.cpp f16");
+  std::vector<int32_t> window(static_cast<size_t>(ctx));
+  for (int64_t t = 0; t < ctx; ++t) window[size_t(t)] = int32_t((7 * t + 3) % V);
+  ASSERT_EQ(f.info().window_hashes.size(), 1u);
+  EXPECT_EQ(f.info().window_hashes[0], hash_tokens(window.data(), ctx));
+  // Model fingerprint: FNV-1a 64 of the u64 size, then the (whole, < 4 MiB) file.
+  const std::string model = read_bytes(dir + "/logits_golden_model.bin");
+  const uint64_t size = model.size();
+  EXPECT_EQ(f.info().model_fingerprint, fnv1a64(model.data(), int64_t(size), fnv1a64(&size, 8)));
+  for (int64_t t = 0; t + 1 < ctx; ++t) {
+    std::vector<float> l(static_cast<size_t>(V));
+    for (int64_t v = 0; v < V; ++v) l[size_t(v)] = float(std::sin(0.37 * double(v) + double(t)) * double(3 + t));
+    const CompactRow want = compact_row(l.data(), V, window[size_t(t + 1)], f.k_max(), f.mass_eps());
+    const CompactRow& got = f.row(t);
+    ASSERT_EQ(got.top.size(), want.top.size()) << t;
+    for (size_t i = 0; i < got.top.size(); ++i) {
+      EXPECT_EQ(got.top[i].first, want.top[i].first) << t << " " << i;
+      EXPECT_NEAR(got.top[i].second, want.top[i].second, 2e-6) << t << " " << i;
+    }
+    EXPECT_NEAR(got.p_rest, want.p_rest, 1e-6 + 1e-5 * want.p_rest);
+    EXPECT_NEAR(got.base_nll, want.base_nll, 2e-6);
+  }
 }
 
 }  // namespace
