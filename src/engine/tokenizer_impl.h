@@ -1,0 +1,68 @@
+// Internal state of Tokenizer (private to src/engine/tokenizer*.cpp). Owns: the vocabulary
+// tables built from a VocabSpec and the per-algorithm encoders. Not: the public API
+// (include/aquakv/engine/tokenizer.h).
+#pragma once
+
+#include <array>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "aquakv/engine/tokenizer.h"
+#include "pretokenizer.h"
+
+namespace aquakv {
+
+// Byte-level BPE tables. Symbols are interned strings: a vocabulary string's symbol id is its
+// token id; strings that only occur in merges get ids from n_vocab upwards.
+struct BpeTables {
+  struct Merge {
+    int32_t rank;    // index in tokenizer.ggml.merges: lower merges first
+    int32_t result;  // symbol id of left + right
+  };
+  std::unique_ptr<PreTokenizer> pretok;
+  std::unordered_map<uint64_t, Merge> merges;  // key: left symbol << 32 | right symbol
+  std::array<int32_t, 256> byte_symbol{};      // symbol of each byte's byte-level code point
+  std::vector<std::string> extra_text;         // text of symbols >= n_vocab
+  // For a symbol that is not a token: the tokens of its single bytes that exist.
+  std::vector<std::vector<TokenId>> extra_fallback;
+};
+
+// Hash for string keys that also accepts string_views (lookups without a temporary string).
+struct StringHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+
+struct Tokenizer::Impl {
+  enum class Kind { Bpe, Spm };
+  Kind kind = Kind::Bpe;
+  std::string model, pre, source;
+  std::vector<std::string> text;
+  std::vector<float> score;
+  std::vector<TokenType> type;
+  // A repeated string maps to its last id.
+  std::unordered_map<std::string, TokenId, StringHash, std::equal_to<>> to_id;
+  TokenId bos = kNoToken, eos = kNoToken, unk = kNoToken, eot = kNoToken, eom = kNoToken;
+  bool add_bos = false, add_eos = false, add_space_prefix = false, clean_spaces = false;
+  std::vector<TokenId> specials;  // control, user-defined and unknown tokens, longest first
+  std::vector<std::string> pieces;  // piece(id, special = true)
+  std::unordered_set<TokenId> eog;
+  BpeTables bpe;
+  std::array<TokenId, 256> spm_byte_token{};  // <0xXX> token (or the 1-byte string) per byte
+
+  TokenId lookup(std::string_view s) const {
+    auto it = to_id.find(s);
+    return it == to_id.end() ? kNoToken : it->second;
+  }
+  void build_bpe(const VocabSpec& spec);
+  void build_spm();
+  // Encode one stretch of plain text (no special tokens in it), appending ids.
+  void encode_bpe(std::string_view text, std::vector<TokenId>& out) const;
+  void encode_spm(std::string_view text, std::vector<TokenId>& out) const;
+};
+
+}  // namespace aquakv
