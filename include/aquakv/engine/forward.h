@@ -1,0 +1,56 @@
+// Forward: runs tokens of one sequence through a Model, reading and writing keys/values only
+// through a KvCache. Owns: the layer loop (RMSNorm, Q/K/V projections, RoPE, grouped-query
+// attention, SwiGLU feed-forward, output logits) and its scratch buffers. Not: the weights
+// (engine/model.h), KV storage (kv/), sampling (engine/sampler.h).
+//
+// Keys reach the cache before RoPE; RoPE is applied to the keys the cache returns (at their
+// positions 0..T-1) each time a layer reads them, so a cache may store and predict pre-RoPE keys.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "aquakv/engine/model.h"
+#include "aquakv/kv/kv_cache.h"
+#include "aquakv/ops/matmul.h"
+
+namespace aquakv {
+
+struct ForwardOptions {
+  // Which matmul strategy to use; kAuto picks the dot path for few tokens and the gemm path
+  // otherwise. Tests force one path to compare batch and token-by-token runs exactly.
+  MatmulPath matmul = MatmulPath::kAuto;
+  // Longest step handed to the cache at once; longer inputs are split (bounds scratch memory).
+  int64_t max_step = 512;
+};
+
+class Forward {
+ public:
+  // threads > 0 sets the process-wide thread count (parallel_for and OpenBLAS); 0 keeps it.
+  explicit Forward(const Model& model, int threads = 0, ForwardOptions options = {});
+  ~Forward();
+
+  // Appends `tokens` to sequence `seq` of `cache` (their positions continue from
+  // cache.n_tokens(seq)) and computes logits. logits_out: (tokens.size(), n_vocab) when
+  // all_logits, else (n_vocab) for the last token only; nullptr computes no logits.
+  // Throws Error for token ids outside [0, n_vocab) or when the cache's context is full
+  // (nothing is appended then), or when the cache's shape does not match the model.
+  void eval(KvCache& cache, int seq, std::span<const int32_t> tokens, float* logits_out,
+            bool all_logits);
+
+  const Model& model() const { return model_; }
+
+ private:
+  struct Scratch;
+  void step(KvCache& cache, int seq, std::span<const int32_t> tokens, float* logits_out,
+            bool all_logits);
+  void layer(KvCache& cache, int l, int64_t n, int64_t p0);
+
+  const Model& model_;
+  ForwardOptions opt_;
+  std::unique_ptr<Scratch> s_;
+};
+
+}  // namespace aquakv

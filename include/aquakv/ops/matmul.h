@@ -1,0 +1,58 @@
+// Matrix products with GGUF-format weights. Owns: QMatrix (a view of a quantized weight matrix
+// in the mapped file) and y = x * W^T for n activation rows, with two strategies:
+//  * dot path (decode, small n): each weight row is dotted directly on its quantized blocks
+//    (ops/qdot.h), rows split over threads; the integer types quantize x to 8 bits first.
+//  * gemm path (prefill): a tile of weight rows is dequantized into per-thread f32 scratch and
+//    multiplied by all n rows with OpenBLAS sgemm; the whole matrix is never held in f32.
+// Not: the weights' ownership (the GGUF mapping) or model structure (engine/).
+#pragma once
+
+#include <cstdint>
+
+#include "aquakv/ops/ggml_types.h"
+
+namespace aquakv {
+
+// A (rows x cols) weight matrix in GGUF layout: row r's cols values start at data + r*row_bytes.
+struct QMatrix {
+  GgmlType type = GgmlType::F32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t row_bytes = 0;
+  const uint8_t* data = nullptr;
+  const uint8_t* row(int64_t r) const { return data + r * row_bytes; }
+};
+
+enum class MatmulPath {
+  kAuto,  // dot path for n < matmul_gemm_min_rows(), else gemm
+  kDot,
+  kGemm,
+};
+
+// Number of activation rows from which kAuto takes the gemm path.
+int64_t matmul_gemm_min_rows();
+
+// y (n x w.rows, row-major) = x (n x w.cols, row-major) * W^T. Threads: parallel_for.
+void matmul(const QMatrix& w, const float* x, int64_t n, float* y,
+            MatmulPath path = MatmulPath::kAuto);
+
+// Reference: dequantize_row + float64 sums, single thread. For tests.
+void matmul_ref(const QMatrix& w, const float* x, int64_t n, float* y);
+
+// Runs `fn` with OpenBLAS limited to one thread (restoring num_threads() after), for sgemm calls
+// made from inside parallel_for workers.
+template <typename Fn>
+void with_single_threaded_blas(Fn&& fn);
+
+namespace detail {
+void blas_threads_single(bool single);
+}
+
+template <typename Fn>
+void with_single_threaded_blas(Fn&& fn) {
+  detail::blas_threads_single(true);
+  fn();
+  detail::blas_threads_single(false);
+}
+
+}  // namespace aquakv

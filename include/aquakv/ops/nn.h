@@ -1,0 +1,58 @@
+// Element-wise and row-wise neural-network kernels of the transformer: RMSNorm, rotary position
+// embedding (RoPE, both pair conventions), softmax, SwiGLU. Owns: their math. Not: attention
+// (ops/attention.h) or matrix products (ops/matmul.h).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace aquakv {
+
+// y[i] = x[i] / sqrt(mean(x^2) + eps) * w[i], mean accumulated in double. y may alias x.
+void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps);
+
+// Rotary embedding. For rotated pair i (0 <= i < n_rot/2) at position p the angle is
+//   theta_i(p) = p * freq_scale * base^(-2i/n_rot) / factor_i
+// (factor_i from Llama-3 style frequency factors, else 1). The pair is (x[2i], x[2i+1]) for
+// kNormal (llama GGUFs: the converter permutes Q/K rows so that adjacent values pair up) and
+// (x[i], x[i + n_rot/2]) for kNeox (qwen2 and others). Values at or past n_rot are unchanged.
+enum class RopeType { kNormal, kNeox };
+
+struct RopeParams {
+  RopeType type = RopeType::kNormal;
+  int n_rot = 0;             // rotated dimensions per head (<= head_dim, even)
+  double freq_base = 10000.0;
+  double freq_scale = 1.0;   // linear scaling: 1/factor
+  std::vector<float> freq_factors;  // empty or n_rot/2 divisors of the frequencies
+};
+
+// cos/sin of theta_i(p) for p in [0, n_pos), computed in double, grown on demand.
+class RopeTable {
+ public:
+  explicit RopeTable(RopeParams params) : p_(std::move(params)) {}
+  const RopeParams& params() const { return p_; }
+  void ensure(int64_t n_pos);  // not thread-safe; call before parallel use
+  int64_t n_pos() const { return n_pos_; }
+  const float* cos_at(int64_t pos) const { return cos_.data() + pos * (p_.n_rot / 2); }
+  const float* sin_at(int64_t pos) const { return sin_.data() + pos * (p_.n_rot / 2); }
+
+ private:
+  RopeParams p_;
+  int64_t n_pos_ = 0;
+  std::vector<float> cos_, sin_;
+};
+
+// Rotates n_heads heads of head_dim values (one token's row) in place at position pos
+// (pos < table.n_pos()).
+void rope_row(const RopeTable& table, float* x, int n_heads, int head_dim, int64_t pos);
+
+// Reference: computes the angles directly in double. For tests.
+void rope_row_ref(const RopeParams& p, float* x, int n_heads, int head_dim, int64_t pos);
+
+// In place: x = exp(x - max) / sum, sum in double.
+void softmax(float* x, int64_t n);
+
+// h[i] = silu(g[i]) * u[i], silu(z) = z / (1 + exp(-z)). h may alias g.
+void swiglu(const float* g, const float* u, float* h, int64_t n);
+
+}  // namespace aquakv

@@ -1,0 +1,63 @@
+// Quantized dot products: one weight row stored in a GGUF block format times one activation
+// vector. Owns: the 8-bit activation blocks (Q8Act) and the row-dot kernels, scalar reference
+// and AVX2. Not: block byte layouts / dequantization (ops/ggml_types.h) or matrix loops
+// (ops/matmul.h).
+//
+// Two families:
+//  * Integer path (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): activations are first quantized to Q8Act
+//    blocks of 32 (d = max|x|/127, q = round(x/d), s = d*sum(q)), as ggml does. A weight block
+//    with scale dw, offset m and integer codes c_j gives
+//        sum_j (dw*c_j + m) * (d*q_j) = dw*d*sum_j c_j*q_j + m*s
+//    (Q4_0/Q5_0 have m = -8*dw / -16*dw on unsigned codes; Q8_0 has m = 0 on signed codes).
+//    The added error versus f32 activations is bounded per block by sum_j |w_j| * d/2
+//    (rounding error of q_j is at most d/2); tests/test_qdot.cpp checks that bound.
+//  * Float path (every other supported type: F32, F16, BF16, Q4_K, Q5_K, Q6_K, ...): the row is
+//    dequantized a chunk at a time and dotted with f32 activations; no activation error.
+#pragma once
+
+#include <cstdint>
+
+#include "aquakv/ops/ggml_types.h"
+
+namespace aquakv {
+
+// 32 activations quantized to int8 with one f32 scale; s = d * sum(q).
+struct Q8Act {
+  float d;
+  float s;
+  int8_t q[32];
+};
+
+// True when `type` uses the integer path (its rows need Q8Act activations).
+bool qdot_uses_q8(GgmlType type);
+
+// Quantizes n floats (multiple of 32) into n/32 blocks. Scalar reference and dispatching version
+// give bit-identical blocks: q = nearest-even(x * (1/d)) in f32, d = max|x|/127, s = d*sum(q).
+void quantize_q8_ref(const float* x, Q8Act* out, int64_t n);
+void quantize_q8(const float* x, Q8Act* out, int64_t n);
+
+// Dot of one row of n values (n multiple of the type's block size) of an integer-path type with
+// Q8Act activations. *_ref is the scalar reference; the other dispatches on simd_level().
+float qdot_q8_ref(GgmlType type, const void* row, const Q8Act* x, int64_t n);
+float qdot_q8(GgmlType type, const void* row, const Q8Act* x, int64_t n);
+
+// Dot of one row of any supported type with f32 activations (float path).
+float qdot_f32_ref(GgmlType type, const void* row, const float* x, int64_t n);
+float qdot_f32(GgmlType type, const void* row, const float* x, int64_t n);
+
+// Dequantizes n values of a row (like dequantize_row) with AVX2 fast paths for Q4_0, Q4_1,
+// Q8_0, F16 and F32; other types use the scalar dequantize_row.
+void dequantize_row_fast(GgmlType type, const void* src, float* dst, int64_t n);
+
+// Plain f32 dot product (AVX2 when available).
+float dot_f32(const float* a, const float* b, int64_t n);
+
+namespace detail {
+// AVX2 kernels (src/ops/qdot_avx2.cpp); only called when simd_level() is kAvx2.
+void quantize_q8_avx2(const float* x, Q8Act* out, int64_t n);
+float qdot_q8_avx2(GgmlType type, const void* row, const Q8Act* x, int64_t n);
+bool dequantize_row_avx2(GgmlType type, const void* src, float* dst, int64_t n);
+float dot_f32_avx2(const float* a, const float* b, int64_t n);
+}  // namespace detail
+
+}  // namespace aquakv

@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Golden logits for tests/test_forward.cpp from two independent references of the same GGUF:
+
+1. llama.cpp (llama-cpp-python): its logits for every prompt position (top-k in the JSON, full
+   rows of a few positions in logits_golden.f16, little-endian float16) and its greedy
+   continuation. llama.cpp quantizes activations to 8 bits before each quantized matmul and
+   rounds attention operands to f16, so it is itself a few tenths of a logit away from exact.
+2. "exact": a float64 numpy evaluation of the same network on weights dequantized by the `gguf`
+   package (llama architecture; RoPE on adjacent pairs, as llama.cpp's converter lays out Q/K).
+   Its argmax and top-2 margin are stored for every position, and for the full-row positions
+   its logits at every EXACT_STRIDE-th vocabulary id (logits_golden_exact.f32, little-endian).
+
+Run in the reference venv (scripts/ref_venv.sh):
+  ~/.cache/aquakv/ref-venv/bin/python scripts/make_logit_goldens.py [MODEL.gguf]
+"""
+import hashlib
+import json
+import os
+import sys
+
+import numpy as np
+from gguf import GGUFReader
+from gguf.quants import dequantize
+from llama_cpp import Llama
+
+MODEL = sys.argv[1] if len(sys.argv) > 1 else os.path.expanduser(
+    "~/.cache/aquakv/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data")
+TOP_K = 8
+GREEDY_TOKENS = 16
+EXACT_STRIDE = 12
+
+TEXTS = [
+    "The capital of France is",
+    "<|im_start|>user\nWrite a short poem about the sea.<|im_end|>\n<|im_start|>assistant\n",
+    ("In 1905, Albert Einstein published four papers that changed physics: the photoelectric "
+     "effect, Brownian motion, special relativity, and the equivalence of mass and energy. "
+     "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n"
+     "Numbers like 3.14159, 2718 and 1,000,000 appear too; so do words in other scripts: "
+     "Здравствуй мир, こんにちは世界, and an emoji 🙂. " * 3),
+]
+
+
+class Exact:
+    """float64 reference forward pass of a llama-architecture GGUF."""
+
+    def __init__(self, path):
+        r = GGUFReader(path)
+        self.t = {t.name: t for t in r.tensors}
+
+        def field(k, default=None):
+            f = r.fields.get("llama." + k)
+            return default if f is None else f.parts[f.data[0]][0]
+
+        assert bytes(r.fields["general.architecture"].parts[-1]).decode() == "llama"
+        self.n_layers = int(field("block_count"))
+        self.n_heads = int(field("attention.head_count"))
+        self.n_kv = int(field("attention.head_count_kv", self.n_heads))
+        self.d = int(field("embedding_length"))
+        self.hd = self.d // self.n_heads
+        self.eps = float(field("attention.layer_norm_rms_epsilon"))
+        self.base = float(field("rope.freq_base", 10000.0))
+        self.cache = {}
+
+    def w(self, name):
+        if name not in self.cache:
+            t = self.t[name]
+            self.cache[name] = dequantize(t.data, t.tensor_type).astype(np.float64)
+        return self.cache[name]
+
+    def rms(self, x, name):
+        return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * self.w(name)
+
+    def logits(self, ids):
+        n, hd, grp = len(ids), self.hd, self.n_heads // self.n_kv
+        x = self.w("token_embd.weight")[ids].copy()
+        theta = np.arange(n)[:, None] * self.base ** (-2.0 * np.arange(hd // 2) / hd)
+        cos, sin = np.cos(theta)[:, None, :], np.sin(theta)[:, None, :]
+
+        def rope(a):  # (n, heads, hd); pairs (2i, 2i+1)
+            e, o = a[..., 0::2], a[..., 1::2]
+            out = np.empty_like(a)
+            out[..., 0::2] = e * cos - o * sin
+            out[..., 1::2] = e * sin + o * cos
+            return out
+
+        mask = np.triu(np.full((n, n), -np.inf), 1)
+        for l in range(self.n_layers):
+            p = f"blk.{l}."
+            xn = self.rms(x, p + "attn_norm.weight")
+            q = rope((xn @ self.w(p + "attn_q.weight").T).reshape(n, self.n_heads, hd))
+            k = rope((xn @ self.w(p + "attn_k.weight").T).reshape(n, self.n_kv, hd))
+            v = (xn @ self.w(p + "attn_v.weight").T).reshape(n, self.n_kv, hd)
+            o = np.empty((n, self.n_heads, hd))
+            for h in range(self.n_heads):
+                s = q[:, h] @ k[:, h // grp].T / np.sqrt(hd) + mask
+                s = np.exp(s - s.max(1, keepdims=True))
+                o[:, h] = (s / s.sum(1, keepdims=True)) @ v[:, h // grp]
+            x = x + o.reshape(n, -1) @ self.w(p + "attn_output.weight").T
+            xn = self.rms(x, p + "ffn_norm.weight")
+            g = xn @ self.w(p + "ffn_gate.weight").T
+            u = xn @ self.w(p + "ffn_up.weight").T
+            x = x + (g / (1 + np.exp(-g)) * u) @ self.w(p + "ffn_down.weight").T
+        out = self.w("output.weight") if "output.weight" in self.t else self.w("token_embd.weight")
+        return self.rms(x, "output_norm.weight") @ out.T
+
+
+def main():
+    llm = Llama(model_path=MODEL, n_ctx=1024, n_threads=2, n_batch=512, logits_all=True,
+                verbose=False, seed=0)
+    exact = Exact(MODEL)
+    prompts, rows, exact_rows = [], [], []
+    for text in TEXTS:
+        ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        llm.reset()
+        llm.eval(ids)
+        scores = np.array(llm.scores[: len(ids)], dtype=np.float32)
+        n = len(ids)
+        full_pos = sorted(set([0, 1, n // 2, n - 1]))
+        top = []
+        for p in range(n):
+            order = np.argsort(-scores[p], kind="stable")[:TOP_K]
+            top.append({"ids": [int(i) for i in order], "logits": [float(scores[p][i]) for i in order]})
+        for p in full_pos:
+            rows.append(scores[p].astype(np.float16))
+        ex = exact.logits(ids)
+        ex_sorted = np.sort(ex, axis=1)
+        exact_top1 = [int(i) for i in ex.argmax(1)]
+        exact_margin = [float(m) for m in ex_sorted[:, -1] - ex_sorted[:, -2]]
+        for p in full_pos:
+            exact_rows.append(ex[p, ::EXACT_STRIDE].astype(np.float32))
+        # Greedy continuation (llama.cpp decodes one token at a time after the prompt).
+        greedy = []
+        for _ in range(GREEDY_TOKENS):
+            nxt = int(np.argmax(np.array(llm.scores[llm.n_tokens - 1])))
+            greedy.append(nxt)
+            llm.eval([nxt])
+        prompts.append({"text": text, "ids": [int(i) for i in ids], "full_positions": full_pos,
+                        "top": top, "greedy": greedy,
+                        "exact_top1": exact_top1, "exact_margin": exact_margin})
+    blob = np.stack(rows).astype("<f2").tobytes()
+    with open(MODEL, "rb") as f:
+        model_sha = hashlib.sha256(f.read()).hexdigest()
+    meta = {"model": os.path.basename(MODEL), "model_sha256": model_sha,
+            "reference": "llama-cpp-python " + __import__("llama_cpp").__version__,
+            "n_vocab": int(llm.n_vocab()), "top_k": TOP_K, "exact_stride": EXACT_STRIDE,
+            "prompts": prompts}
+    os.makedirs(OUT_DIR, exist_ok=True)
+    exact_blob = np.stack(exact_rows).astype("<f4").tobytes()
+    for name, data, mode in (("logits_golden.f16", blob, "wb"),
+                             ("logits_golden_exact.f32", exact_blob, "wb"),
+                             ("logits_golden.json", json.dumps(meta, indent=1), "w")):
+        path = os.path.join(OUT_DIR, name)
+        with open(path + ".tmp", mode) as f:
+            f.write(data)
+        os.replace(path + ".tmp", path)
+    print(f"wrote {len(prompts)} prompts, {len(rows)} full rows")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+// The transformer layer loop (engine/forward.h). Shapes: n = tokens in this step, p0 = position
+// of the first, T = p0 + n, d = d_model, C = kv width, Q = n_heads*head_dim.
+#include "aquakv/engine/forward.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "aquakv/ops/attention.h"
+#include "aquakv/ops/nn.h"
+#include "aquakv/ops/qdot.h"
+#include "aquakv/util/error.h"
+#include "aquakv/util/fp16.h"
+#include "aquakv/util/parallel.h"
+
+namespace aquakv {
+
+struct Forward::Scratch {
+  explicit Scratch(const RopeParams& rp) : rope(rp) {}
+  RopeTable rope;
+  std::vector<float> x;     // (n, d) residual stream
+  std::vector<float> xn;    // (n, d) normalized
+  std::vector<float> q;     // (n, Q)
+  std::vector<float> k, v;  // (n, C) this step's keys (pre-RoPE) and values
+  std::vector<float> kr;    // (T, C) all keys, RoPE applied
+  std::vector<float> vf;    // (T, C) all values in f32
+  std::vector<float> att;   // (n, Q) attention output
+  std::vector<float> o;     // (n, d) projection output
+  std::vector<float> g, u;  // (n, n_ff)
+};
+
+namespace {
+
+template <typename T>
+T* sized(std::vector<T>& v, int64_t n) {
+  if (int64_t(v.size()) < n) v.resize(static_cast<size_t>(n));
+  return v.data();
+}
+
+void add_rows(float* y, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+void add_bias(float* y, const std::vector<float>& b, int64_t n) {
+  if (b.empty()) return;
+  const int64_t w = int64_t(b.size());
+  for (int64_t t = 0; t < n; ++t) add_rows(y + t * w, b.data(), w);
+}
+
+// Rows [0, T) of a cache view to f32; with `rope`, row t is rotated at position t.
+void view_to_f32(const KvView& view, const void* base, int64_t T, int64_t C, float* out,
+                 const RopeTable* rope, int n_heads, int head_dim) {
+  parallel_for(T, [&](int64_t a, int64_t b) {
+    for (int64_t t = a; t < b; ++t) {
+      float* dst = out + t * C;
+      if (view.dtype == KvDtype::F32) {
+        const float* src = static_cast<const float*>(base) + t * view.row_stride;
+        std::copy(src, src + C, dst);
+      } else {
+        const uint16_t* src = static_cast<const uint16_t*>(base) + t * view.row_stride;
+        dequantize_row_fast(GgmlType::F16, src, dst, C);
+      }
+      if (rope != nullptr) rope_row(*rope, dst, n_heads, head_dim, t);
+    }
+  }, 16);
+}
+
+}  // namespace
+
+Forward::Forward(const Model& model, int threads, ForwardOptions options)
+    : model_(model), opt_(options), s_(std::make_unique<Scratch>(model.config().rope)) {
+  if (threads > 0 && threads != num_threads()) set_num_threads(threads);
+  if (opt_.max_step <= 0) opt_.max_step = 512;
+}
+
+Forward::~Forward() = default;
+
+void Forward::eval(KvCache& cache, int seq, std::span<const int32_t> tokens, float* logits_out,
+                   bool all_logits) {
+  const ModelConfig& c = model_.config();
+  const KvShape& ks = cache.shape();
+  if (ks.n_layers != c.n_layers || ks.n_kv_heads != c.n_kv_heads || ks.head_dim != c.head_dim) {
+    fail("kv cache shape (layers {}, kv heads {}, head dim {}) does not match the model ({}, {}, {})",
+         ks.n_layers, ks.n_kv_heads, ks.head_dim, c.n_layers, c.n_kv_heads, c.head_dim);
+  }
+  const int64_t n = int64_t(tokens.size());
+  for (int64_t i = 0; i < n; ++i) {
+    if (tokens[size_t(i)] < 0 || tokens[size_t(i)] >= c.n_vocab) {
+      fail("token id {} at index {} is outside the vocabulary [0, {})", tokens[size_t(i)], i, c.n_vocab);
+    }
+  }
+  if (cache.n_tokens(seq) + n > ks.max_tokens) {
+    fail("context full: sequence {} holds {} tokens, {} more exceed the context of {}", seq,
+         cache.n_tokens(seq), n, ks.max_tokens);
+  }
+  for (int64_t i0 = 0; i0 < n; i0 += opt_.max_step) {
+    const int64_t m = std::min(opt_.max_step, n - i0);
+    const bool last = i0 + m == n;
+    float* lo = nullptr;
+    if (logits_out != nullptr && all_logits) lo = logits_out + i0 * c.n_vocab;
+    if (logits_out != nullptr && !all_logits && last) lo = logits_out;
+    step(cache, seq, tokens.subspan(size_t(i0), size_t(m)), lo, all_logits);
+  }
+}
+
+void Forward::step(KvCache& cache, int seq, std::span<const int32_t> tokens, float* logits_out,
+                   bool all_logits) {
+  const ModelConfig& c = model_.config();
+  const int64_t n = int64_t(tokens.size()), d = c.d_model;
+  if (n == 0) return;
+  const int64_t p0 = cache.n_tokens(seq);
+  s_->rope.ensure(p0 + n);
+  float* x = sized(s_->x, n * d);
+  const QMatrix& emb = model_.tok_embd();
+  parallel_for(n, [&](int64_t a, int64_t b) {
+    for (int64_t t = a; t < b; ++t) dequantize_row_fast(emb.type, emb.row(tokens[size_t(t)]), x + t * d, d);
+  });
+  cache.begin_step(seq, n);
+  for (int l = 0; l < c.n_layers; ++l) layer(cache, l, n, p0);
+  cache.end_step();
+  if (logits_out == nullptr) return;
+  // Final norm and output projection for all rows or only the last.
+  const int64_t first = all_logits ? 0 : n - 1, rows = n - first;
+  float* xn = sized(s_->xn, n * d);
+  for (int64_t t = first; t < n; ++t) rms_norm(x + t * d, model_.output_norm().data(), xn + (t - first) * d, d, c.norm_eps);
+  matmul(model_.output(), xn, rows, logits_out, opt_.matmul);
+}
+
+void Forward::layer(KvCache& cache, int l, int64_t n, int64_t p0) {
+  const ModelConfig& c = model_.config();
+  const LayerWeights& w = model_.layer(l);
+  const int64_t d = c.d_model, C = c.kv_width(), Q = c.q_width(), T = p0 + n;
+  const MatmulPath mp = opt_.matmul;
+  Scratch& s = *s_;
+  float* x = s.x.data();
+  float* xn = sized(s.xn, n * d);
+  float* q = sized(s.q, n * Q);
+  float* k = sized(s.k, n * C);
+  float* v = sized(s.v, n * C);
+
+  // Attention block.
+  parallel_for(n, [&](int64_t a, int64_t b) {
+    for (int64_t t = a; t < b; ++t) rms_norm(x + t * d, w.attn_norm.data(), xn + t * d, d, c.norm_eps);
+  });
+  matmul(w.wq, xn, n, q, mp);
+  matmul(w.wk, xn, n, k, mp);
+  matmul(w.wv, xn, n, v, mp);
+  add_bias(q, w.bq, n);
+  add_bias(k, w.bk, n);
+  add_bias(v, w.bv, n);
+  cache.append(l, k, v);
+  const KvView view = cache.read(l);
+  if (view.n_tokens != T || view.row_stride < C) {
+    fail("kv cache {}: layer {} view has {} tokens (stride {}), expected {} (stride >= {})",
+         cache.name(), l, view.n_tokens, view.row_stride, T, C);
+  }
+  float* kr = sized(s.kr, T * C);
+  float* vf = sized(s.vf, T * C);
+  view_to_f32(view, view.k, T, C, kr, &s.rope, c.n_kv_heads, c.head_dim);
+  view_to_f32(view, view.v, T, C, vf, nullptr, 0, 0);
+  parallel_for(n, [&](int64_t a, int64_t b) {
+    for (int64_t t = a; t < b; ++t) rope_row(s.rope, q + t * Q, c.n_heads, c.head_dim, p0 + t);
+  });
+  AttentionShape as{c.n_heads, c.n_kv_heads, c.head_dim, float(1.0 / std::sqrt(double(c.head_dim)))};
+  float* att = sized(s.att, n * Q);
+  attention(as, q, n, p0, kr, vf, C, att);
+  float* o = sized(s.o, n * d);
+  matmul(w.wo, att, n, o, mp);
+  add_rows(x, o, n * d);
+
+  // Feed-forward block.
+  parallel_for(n, [&](int64_t a, int64_t b) {
+    for (int64_t t = a; t < b; ++t) rms_norm(x + t * d, w.ffn_norm.data(), xn + t * d, d, c.norm_eps);
+  });
+  float* g = sized(s.g, n * c.n_ff);
+  float* u = sized(s.u, n * c.n_ff);
+  matmul(w.w_gate, xn, n, g, mp);
+  matmul(w.w_up, xn, n, u, mp);
+  parallel_for(n * c.n_ff, [&](int64_t a, int64_t b) { swiglu(g + a, u + a, g + a, b - a); }, 4096);
+  matmul(w.w_down, g, n, o, mp);
+  add_rows(x, o, n * d);
+}
+
+}  // namespace aquakv

@@ -1,0 +1,93 @@
+// Dot-path and gemm-path implementations of ops/matmul.h.
+#include "aquakv/ops/matmul.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "aquakv/ops/qdot.h"
+#include "aquakv/util/parallel.h"
+
+namespace aquakv {
+namespace {
+
+// Rows of one dequantized tile: about 128 KiB of f32 so the tile stays in L2 during sgemm.
+int64_t tile_rows(int64_t cols) {
+  const int64_t t = (32768 / std::max<int64_t>(cols, 1)) / 16 * 16;
+  return std::clamp<int64_t>(t, 16, 256);
+}
+
+void matmul_dot(const QMatrix& w, const float* x, int64_t n, float* y) {
+  const int64_t cols = w.cols;
+  if (qdot_uses_q8(w.type)) {
+    std::vector<Q8Act> xq(static_cast<size_t>(n * cols / 32));
+    parallel_for(n, [&](int64_t a, int64_t b) {
+      for (int64_t t = a; t < b; ++t) quantize_q8(x + t * cols, xq.data() + t * cols / 32, cols);
+    });
+    parallel_for(w.rows, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        for (int64_t t = 0; t < n; ++t) {
+          y[t * w.rows + r] = qdot_q8(w.type, w.row(r), xq.data() + t * cols / 32, cols);
+        }
+      }
+    }, 16);
+  } else {
+    parallel_for(w.rows, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        for (int64_t t = 0; t < n; ++t) y[t * w.rows + r] = qdot_f32(w.type, w.row(r), x + t * cols, cols);
+      }
+    }, 16);
+  }
+}
+
+void matmul_gemm(const QMatrix& w, const float* x, int64_t n, float* y) {
+  const int64_t tr = tile_rows(w.cols);
+  const int64_t n_tiles = (w.rows + tr - 1) / tr;
+  with_single_threaded_blas([&] {
+    parallel_for(n_tiles, [&](int64_t t0, int64_t t1) {
+      thread_local std::vector<float> tile;
+      tile.resize(static_cast<size_t>(tr * w.cols));
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t r0 = t * tr, m = std::min(tr, w.rows - r0);
+        for (int64_t r = 0; r < m; ++r) dequantize_row_fast(w.type, w.row(r0 + r), tile.data() + r * w.cols, w.cols);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(m), int(w.cols), 1.0f, x,
+                    int(w.cols), tile.data(), int(w.cols), 0.0f, y + r0, int(w.rows));
+      }
+    });
+  });
+}
+
+}  // namespace
+
+namespace detail {
+void blas_threads_single(bool single) {
+  openblas_set_num_threads(single ? 1 : num_threads());
+}
+}  // namespace detail
+
+int64_t matmul_gemm_min_rows() { return 4; }
+
+void matmul(const QMatrix& w, const float* x, int64_t n, float* y, MatmulPath path) {
+  if (n <= 0) return;
+  if (path == MatmulPath::kAuto) path = n < matmul_gemm_min_rows() ? MatmulPath::kDot : MatmulPath::kGemm;
+  if (path == MatmulPath::kDot) {
+    matmul_dot(w, x, n, y);
+  } else {
+    matmul_gemm(w, x, n, y);
+  }
+}
+
+void matmul_ref(const QMatrix& w, const float* x, int64_t n, float* y) {
+  std::vector<float> row(static_cast<size_t>(w.cols));
+  for (int64_t r = 0; r < w.rows; ++r) {
+    dequantize_row(w.type, w.row(r), row.data(), w.cols);
+    for (int64_t t = 0; t < n; ++t) {
+      double acc = 0.0;
+      for (int64_t c = 0; c < w.cols; ++c) acc += double(row[c]) * double(x[t * w.cols + c]);
+      y[t * w.rows + r] = float(acc);
+    }
+  }
+}
+
+}  // namespace aquakv

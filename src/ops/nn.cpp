@@ -1,0 +1,92 @@
+// Scalar kernels of ops/nn.h (they are not the bottleneck: matmul and attention are).
+#include "aquakv/ops/nn.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+
+namespace aquakv {
+
+void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps) {
+  double ss = 0.0;
+  for (int64_t i = 0; i < n; ++i) ss += double(x[i]) * double(x[i]);
+  const float scale = float(1.0 / std::sqrt(ss / double(n) + double(eps)));
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * scale * w[i];
+}
+
+namespace {
+double theta(const RopeParams& p, int64_t pos, int i) {
+  double t = double(pos) * p.freq_scale * std::pow(p.freq_base, -2.0 * i / p.n_rot);
+  if (!p.freq_factors.empty()) t /= double(p.freq_factors[size_t(i)]);
+  return t;
+}
+
+void rotate(float* x, int head_dim, int n_rot, RopeType type, const float* c, const float* s) {
+  const int half = n_rot / 2;
+  for (int i = 0; i < half; ++i) {
+    const int a = type == RopeType::kNormal ? 2 * i : i;
+    const int b = type == RopeType::kNormal ? 2 * i + 1 : i + half;
+    const float x0 = x[a], x1 = x[b];
+    x[a] = x0 * c[i] - x1 * s[i];
+    x[b] = x0 * s[i] + x1 * c[i];
+  }
+}
+}  // namespace
+
+void RopeTable::ensure(int64_t n_pos) {
+  if (n_pos <= n_pos_) return;
+  const int64_t want = std::max<int64_t>(n_pos, 2 * n_pos_);
+  const int half = p_.n_rot / 2;
+  cos_.resize(static_cast<size_t>(want * half));
+  sin_.resize(static_cast<size_t>(want * half));
+  for (int64_t pos = n_pos_; pos < want; ++pos) {
+    for (int i = 0; i < half; ++i) {
+      const double t = theta(p_, pos, i);
+      cos_[size_t(pos * half + i)] = float(std::cos(t));
+      sin_[size_t(pos * half + i)] = float(std::sin(t));
+    }
+  }
+  n_pos_ = want;
+}
+
+void rope_row(const RopeTable& table, float* x, int n_heads, int head_dim, int64_t pos) {
+  assert(pos < table.n_pos());
+  const RopeParams& p = table.params();
+  const float* c = table.cos_at(pos);
+  const float* s = table.sin_at(pos);
+  for (int h = 0; h < n_heads; ++h) rotate(x + int64_t(h) * head_dim, head_dim, p.n_rot, p.type, c, s);
+}
+
+void rope_row_ref(const RopeParams& p, float* x, int n_heads, int head_dim, int64_t pos) {
+  const int half = p.n_rot / 2;
+  for (int h = 0; h < n_heads; ++h) {
+    float* xh = x + int64_t(h) * head_dim;
+    for (int i = 0; i < half; ++i) {
+      const int a = p.type == RopeType::kNormal ? 2 * i : i;
+      const int b = p.type == RopeType::kNormal ? 2 * i + 1 : i + half;
+      const double t = theta(p, pos, i);
+      const double x0 = xh[a], x1 = xh[b];
+      xh[a] = float(x0 * std::cos(t) - x1 * std::sin(t));
+      xh[b] = float(x0 * std::sin(t) + x1 * std::cos(t));
+    }
+  }
+}
+
+void softmax(float* x, int64_t n) {
+  if (n <= 0) return;
+  float mx = x[0];
+  for (int64_t i = 1; i < n; ++i) mx = std::max(mx, x[i]);
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - mx);
+    sum += x[i];
+  }
+  const float inv = float(1.0 / sum);
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+void swiglu(const float* g, const float* u, float* h, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) h[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
+}  // namespace aquakv

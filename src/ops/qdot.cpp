@@ -1,0 +1,164 @@
+// Scalar reference kernels of ops/qdot.h and the run-time dispatch to the AVX2 versions.
+#include "aquakv/ops/qdot.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "aquakv/util/cpu.h"
+#include "aquakv/util/fp16.h"
+
+namespace aquakv {
+namespace {
+
+float half_at(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return fp16_to_fp32(h);
+}
+
+// Integer sum of unsigned 4-bit codes (low nibbles = values 0..15, high = 16..31) times q.
+int32_t isum_nibbles(const uint8_t* qs, const int8_t* q) {
+  int32_t s = 0;
+  for (int j = 0; j < 16; ++j) s += int32_t(qs[j] & 15) * q[j] + int32_t(qs[j] >> 4) * q[j + 16];
+  return s;
+}
+
+// Same for 5-bit codes: the fifth bit of value j is bit j of the 32-bit qh.
+int32_t isum_5bit(const uint8_t* qh4, const uint8_t* qs, const int8_t* q) {
+  uint32_t qh;
+  std::memcpy(&qh, qh4, 4);
+  int32_t s = 0;
+  for (int j = 0; j < 16; ++j) {
+    const int32_t lo = int32_t(qs[j] & 15) | int32_t((qh >> j) & 1u) << 4;
+    const int32_t hi = int32_t(qs[j] >> 4) | int32_t((qh >> (j + 16)) & 1u) << 4;
+    s += lo * q[j] + hi * q[j + 16];
+  }
+  return s;
+}
+
+}  // namespace
+
+bool qdot_uses_q8(GgmlType type) {
+  switch (type) {
+    case GgmlType::Q4_0: case GgmlType::Q4_1: case GgmlType::Q5_0: case GgmlType::Q5_1:
+    case GgmlType::Q8_0:
+      return true;
+    default:
+      return false;
+  }
+}
+
+void quantize_q8_ref(const float* x, Q8Act* out, int64_t n) {
+  assert(n % 32 == 0);
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const float* xb = x + 32 * b;
+    float amax = 0.0f;
+    for (int j = 0; j < 32; ++j) amax = std::fmax(amax, std::fabs(xb[j]));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    int32_t sum = 0;
+    for (int j = 0; j < 32; ++j) {
+      const int32_t q = int32_t(std::nearbyint(xb[j] * id));  // default mode: nearest-even
+      out[b].q[j] = int8_t(q);
+      sum += q;
+    }
+    out[b].d = d;
+    out[b].s = d * float(sum);
+  }
+}
+
+void quantize_q8(const float* x, Q8Act* out, int64_t n) {
+  if (simd_level() == SimdLevel::kAvx2) return detail::quantize_q8_avx2(x, out, n);
+  quantize_q8_ref(x, out, n);
+}
+
+float qdot_q8_ref(GgmlType type, const void* row, const Q8Act* x, int64_t n) {
+  const uint8_t* p = static_cast<const uint8_t*>(row);
+  const int64_t nb = n / 32;
+  float acc = 0.0f;
+  for (int64_t b = 0; b < nb; ++b) {
+    const Q8Act& a = x[b];
+    switch (type) {
+      case GgmlType::Q4_0: {  // value = dw*(c-8)
+        const uint8_t* blk = p + 18 * b;
+        const float dw = half_at(blk);
+        acc += dw * a.d * float(isum_nibbles(blk + 2, a.q)) - 8.0f * dw * a.s;
+        break;
+      }
+      case GgmlType::Q4_1: {  // value = dw*c + m
+        const uint8_t* blk = p + 20 * b;
+        acc += half_at(blk) * a.d * float(isum_nibbles(blk + 4, a.q)) + half_at(blk + 2) * a.s;
+        break;
+      }
+      case GgmlType::Q5_0: {  // value = dw*(c-16)
+        const uint8_t* blk = p + 22 * b;
+        const float dw = half_at(blk);
+        acc += dw * a.d * float(isum_5bit(blk + 2, blk + 6, a.q)) - 16.0f * dw * a.s;
+        break;
+      }
+      case GgmlType::Q5_1: {  // value = dw*c + m
+        const uint8_t* blk = p + 24 * b;
+        acc += half_at(blk) * a.d * float(isum_5bit(blk + 4, blk + 8, a.q)) + half_at(blk + 2) * a.s;
+        break;
+      }
+      case GgmlType::Q8_0: {  // value = dw*c, c signed
+        const uint8_t* blk = p + 34 * b;
+        int32_t s = 0;
+        for (int j = 0; j < 32; ++j) s += int32_t(int8_t(blk[2 + j])) * a.q[j];
+        acc += half_at(blk) * a.d * float(s);
+        break;
+      }
+      default:
+        assert(false && "qdot_q8_ref: not an integer-path type");
+        return 0.0f;
+    }
+  }
+  return acc;
+}
+
+float qdot_q8(GgmlType type, const void* row, const Q8Act* x, int64_t n) {
+  if (simd_level() == SimdLevel::kAvx2) return detail::qdot_q8_avx2(type, row, x, n);
+  return qdot_q8_ref(type, row, x, n);
+}
+
+float qdot_f32_ref(GgmlType type, const void* row, const float* x, int64_t n) {
+  std::vector<float> w(static_cast<size_t>(n));
+  dequantize_row(type, row, w.data(), n);
+  double acc = 0.0;
+  for (int64_t i = 0; i < n; ++i) acc += double(w[i]) * double(x[i]);
+  return float(acc);
+}
+
+float qdot_f32(GgmlType type, const void* row, const float* x, int64_t n) {
+  if (type == GgmlType::F32) return dot_f32(static_cast<const float*>(row), x, n);
+  // Dequantize a chunk (a multiple of every block size) at a time into a stack buffer.
+  constexpr int64_t kChunk = 512;
+  const auto info = ggml_type_info(uint32_t(type));
+  assert(info.has_value());
+  const uint8_t* p = static_cast<const uint8_t*>(row);
+  float buf[kChunk];
+  float acc = 0.0f;
+  for (int64_t i = 0; i < n; i += kChunk) {
+    const int64_t m = std::min(kChunk, n - i);
+    dequantize_row_fast(type, p + i / info->block_values * info->block_bytes, buf, m);
+    acc += dot_f32(buf, x + i, m);
+  }
+  return acc;
+}
+
+void dequantize_row_fast(GgmlType type, const void* src, float* dst, int64_t n) {
+  if (simd_level() == SimdLevel::kAvx2 && detail::dequantize_row_avx2(type, src, dst, n)) return;
+  dequantize_row(type, src, dst, n);
+}
+
+float dot_f32(const float* a, const float* b, int64_t n) {
+  if (simd_level() == SimdLevel::kAvx2) return detail::dot_f32_avx2(a, b, n);
+  float acc = 0.0f;
+  for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
+  return acc;
+}
+
+}  // namespace aquakv

@@ -1,0 +1,218 @@
+// AVX2+FMA kernels of ops/qdot.h. Same math as the scalar references in qdot.cpp; only the
+// order of float additions differs (8 lanes, then a horizontal sum).
+#include <immintrin.h>
+
+#include <cassert>
+#include <cstring>
+
+#include "aquakv/ops/qdot.h"
+#include "aquakv/util/fp16.h"
+
+namespace aquakv::detail {
+namespace {
+
+inline float half_at(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// 16 bytes of packed nibbles -> 32 bytes: codes 0..15 of values 0..15 (low nibbles), then of
+// values 16..31 (high nibbles).
+inline __m256i unpack_nibbles(const uint8_t* qs) {
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m256i both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
+  return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
+}
+
+// 32 bits -> 32 bytes, byte j = 16 when bit j is set, else 0 (the fifth bit of 5-bit codes).
+inline __m256i bits_to_16s(const uint8_t* qh4) {
+  uint32_t qh;
+  std::memcpy(&qh, qh4, 4);
+  // Byte j of the result first receives byte j/8 of qh (shuffle within each 128-bit lane, where
+  // the broadcast 32-bit value holds bytes 0..3), then tests bit j%8 of it.
+  const __m256i idx = _mm256_set_epi64x(0x0303030303030303LL, 0x0202020202020202LL,
+                                        0x0101010101010101LL, 0x0000000000000000LL);
+  const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(int32_t(qh)), idx);
+  const __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL);
+  const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+  return _mm256_and_si256(set, _mm256_set1_epi8(16));
+}
+
+// Sum of unsigned codes (0..31) times signed activations, as 8 int32 lanes -> f32.
+inline __m256 udot(__m256i codes, const int8_t* q) {
+  const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q));
+  const __m256i p16 = _mm256_maddubs_epi16(codes, a);  // |pair| <= 2*31*127: no saturation
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+
+// Signed codes times signed activations: |c| * (a with c's sign).
+inline __m256 sdot(__m256i codes, const int8_t* q) {
+  const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q));
+  const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(codes, codes),
+                                           _mm256_sign_epi8(a, codes));
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+
+}  // namespace
+
+void quantize_q8_avx2(const float* x, Q8Act* out, int64_t n) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const float* xb = x + 32 * b;
+    __m256 v[4];
+    __m256 mx = _mm256_setzero_ps();
+    for (int k = 0; k < 4; ++k) {
+      v[k] = _mm256_loadu_ps(xb + 8 * k);
+      mx = _mm256_max_ps(mx, _mm256_and_ps(v[k], abs_mask));
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float amax = _mm_cvtss_f32(m4);
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const __m256 vid = _mm256_set1_ps(id);
+    __m256i qi[4];
+    __m256i isum = _mm256_setzero_si256();
+    for (int k = 0; k < 4; ++k) {
+      const __m256 r = _mm256_round_ps(_mm256_mul_ps(v[k], vid),
+                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      qi[k] = _mm256_cvtps_epi32(r);
+      isum = _mm256_add_epi32(isum, qi[k]);
+    }
+    // Pack 32 int32 -> 32 int8 in order (packs work per 128-bit lane; fix with a permute).
+    const __m256i p01 = _mm256_packs_epi32(qi[0], qi[1]);
+    const __m256i p23 = _mm256_packs_epi32(qi[2], qi[3]);
+    __m256i p = _mm256_packs_epi16(p01, p23);
+    p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[b].q), p);
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(isum), _mm256_extracti128_si256(isum, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+    out[b].d = d;
+    out[b].s = d * float(_mm_cvtsi128_si32(s4));
+  }
+}
+
+float qdot_q8_avx2(GgmlType type, const void* row, const Q8Act* x, int64_t n) {
+  const uint8_t* p = static_cast<const uint8_t*>(row);
+  const int64_t nb = n / 32;
+  __m256 acc = _mm256_setzero_ps();
+  float acc_s = 0.0f;  // offset terms m*s
+  switch (type) {
+    case GgmlType::Q4_0:
+      for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* blk = p + 18 * b;
+        const float dw = half_at(blk);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * x[b].d), udot(unpack_nibbles(blk + 2), x[b].q), acc);
+        acc_s -= 8.0f * dw * x[b].s;
+      }
+      break;
+    case GgmlType::Q4_1:
+      for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* blk = p + 20 * b;
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(half_at(blk) * x[b].d),
+                              udot(unpack_nibbles(blk + 4), x[b].q), acc);
+        acc_s += half_at(blk + 2) * x[b].s;
+      }
+      break;
+    case GgmlType::Q5_0:
+      for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* blk = p + 22 * b;
+        const float dw = half_at(blk);
+        const __m256i c = _mm256_or_si256(unpack_nibbles(blk + 6), bits_to_16s(blk + 2));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * x[b].d), udot(c, x[b].q), acc);
+        acc_s -= 16.0f * dw * x[b].s;
+      }
+      break;
+    case GgmlType::Q5_1:
+      for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* blk = p + 24 * b;
+        const __m256i c = _mm256_or_si256(unpack_nibbles(blk + 8), bits_to_16s(blk + 4));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(half_at(blk) * x[b].d), udot(c, x[b].q), acc);
+        acc_s += half_at(blk + 2) * x[b].s;
+      }
+      break;
+    case GgmlType::Q8_0:
+      for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* blk = p + 34 * b;
+        const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(half_at(blk) * x[b].d), sdot(c, x[b].q), acc);
+      }
+      break;
+    default:
+      assert(false && "qdot_q8_avx2: not an integer-path type");
+      return 0.0f;
+  }
+  return hsum(acc) + acc_s;
+}
+
+bool dequantize_row_avx2(GgmlType type, const void* src, float* dst, int64_t n) {
+  const uint8_t* p = static_cast<const uint8_t*>(src);
+  switch (type) {
+    case GgmlType::F32:
+      std::memcpy(dst, src, size_t(n) * 4);
+      return true;
+    case GgmlType::F16: {
+      int64_t i = 0;
+      for (; i + 8 <= n; i += 8) {
+        const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * i));
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
+      }
+      for (; i < n; ++i) dst[i] = half_at(p + 2 * i);
+      return true;
+    }
+    case GgmlType::Q4_0:
+    case GgmlType::Q4_1: {
+      const bool q41 = type == GgmlType::Q4_1;
+      const int64_t bb = q41 ? 20 : 18;
+      for (int64_t b = 0; b < n / 32; ++b) {
+        const uint8_t* blk = p + bb * b;
+        const __m256 d = _mm256_set1_ps(half_at(blk));
+        const __m256 m = _mm256_set1_ps(q41 ? half_at(blk + 2) : -8.0f * half_at(blk));
+        alignas(32) uint8_t c[32];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(c), unpack_nibbles(blk + (q41 ? 4 : 2)));
+        for (int k = 0; k < 4; ++k) {
+          const __m256i ci = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(c + 8 * k)));
+          _mm256_storeu_ps(dst + 32 * b + 8 * k, _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(ci), m));
+        }
+      }
+      return true;
+    }
+    case GgmlType::Q8_0:
+      for (int64_t b = 0; b < n / 32; ++b) {
+        const uint8_t* blk = p + 34 * b;
+        const __m256 d = _mm256_set1_ps(half_at(blk));
+        for (int k = 0; k < 4; ++k) {
+          const __m256i ci = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 2 + 8 * k)));
+          _mm256_storeu_ps(dst + 32 * b + 8 * k, _mm256_mul_ps(d, _mm256_cvtepi32_ps(ci)));
+        }
+      }
+      return true;
+    default:
+      return false;
+  }
+}
+
+float dot_f32_avx2(const float* a, const float* b, int64_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+  }
+  for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+  float acc = hsum(_mm256_add_ps(s0, s1));
+  for (; i < n; ++i) acc += a[i] * b[i];
+  return acc;
+}
+
+}  // namespace aquakv::detail
