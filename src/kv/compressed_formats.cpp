@@ -5,6 +5,7 @@
 
 #include "aquakv/kv/aquakv_cache.h"
 #include "aquakv/quant/codec.h"
+#include "aquakv/quant/higgs.h"
 #include "aquakv/util/error.h"
 
 namespace aquakv {
@@ -83,7 +84,9 @@ std::unique_ptr<KvCache> build_aquakv(const std::string& args, const Parsed& ps,
   want.n_kv_heads = shape.n_kv_heads;
   want.head_dim = shape.head_dim;
   want.kv_width = C;
-  check_adapters_match(*a, want, a->quant, ps.head);
+  // The quantizer configuration is re-derived from the file's codec specs, so a file whose
+  // group size or seed fields disagree with its own specs is refused too.
+  check_adapters_match(*a, want, aquakv_quant_config(a->quant.key_codec, a->quant.value_codec, a->quant.layer0_codec, C), ps.head);
   CompressedCacheOptions o;
   o.sinks = ps.p >= 0 ? ps.p : 4;
   o.buffer = ps.b >= 0 ? ps.b : 128;
@@ -139,6 +142,11 @@ AdapterQuantConfig aquakv_quant_config(const std::string& key_codec, const std::
   q.key_codec = k->spec();
   q.value_codec = v->spec();
   q.layer0_codec = l0->spec();
+  // Group size and sign seed of the residual codecs (HIGGS); 0 for other codecs.
+  if (const auto* h = dynamic_cast<const HiggsCodec*>(k.get())) {
+    q.group_size = h->group();
+    q.signs_seed = h->sign_seed();
+  }
   return q;
 }
 
