@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <random>
 
 #include "aquakv/quant/block_codecs.h"
@@ -186,6 +188,49 @@ TEST(Codec, DecodeFp16EqualsRoundedDecode) {
     c->decode_fp16(b.data(), rows, h.data());
     for (size_t i = 0; i < y.size(); ++i) ASSERT_EQ(h[i], fp32_to_fp16(y[i])) << spec << " " << i;
   }
+}
+
+}  // namespace
+}  // namespace aquakv
+
+namespace aquakv {
+namespace {
+
+std::vector<uint8_t> unhex(const std::string& s) {
+  std::vector<uint8_t> b(s.size() / 2);
+  for (size_t i = 0; i < b.size(); ++i) b[i] = uint8_t(std::stoi(s.substr(2 * i, 2), nullptr, 16));
+  return b;
+}
+
+TEST(GgmlBlockCodec, BitExactWithGgufPackage) {
+  // Goldens: gguf.quants.quantize / dequantize (scripts/make_quant_goldens.py).
+  std::ifstream f(std::string(AQUAKV_TEST_DATA) + "/quant_goldens.json");
+  ASSERT_TRUE(f) << "missing tests/data/quant_goldens.json";
+  const auto j = nlohmann::json::parse(f);
+  int checked = 0;
+  for (const auto& c : j["cases"]) {
+    const std::string spec = c["spec"];
+    if (spec != "q8_0" && spec != "q4_0") continue;
+    const int64_t dim = c["dim"], rows = c["rows"];
+    const auto codec = make_codec(spec, dim);
+    EXPECT_DOUBLE_EQ(codec->bits_per_value(), spec == "q8_0" ? 8.5 : 4.5);
+    const std::vector<float> x = c["x"].get<std::vector<float>>();
+    const std::vector<float> want_y = c["decoded"].get<std::vector<float>>();
+    std::vector<uint8_t> got(size_t(codec->encoded_bytes(rows)));
+    codec->encode(x.data(), rows, got.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      const auto want = unhex(c["bytes"][size_t(r)]);
+      ASSERT_EQ(std::vector<uint8_t>(got.begin() + r * codec->block_bytes(), got.begin() + (r + 1) * codec->block_bytes()), want)
+          << spec << " row " << r;
+    }
+    std::vector<float> y(x.size());
+    codec->decode(got.data(), rows, y.data());
+    for (size_t i = 0; i < y.size(); ++i) ASSERT_EQ(y[i], want_y[i]) << spec << " value " << i;
+    ++checked;
+  }
+  EXPECT_EQ(checked, 2);
+  EXPECT_THROW(make_codec("q8_0", 48), Error);
+  EXPECT_THROW(make_codec("q4_0", 0), Error);
 }
 
 }  // namespace

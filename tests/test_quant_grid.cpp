@@ -5,11 +5,14 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <unistd.h>
 #include <filesystem>
 #include <fstream>
 #include <random>
+
+#include <fmt/format.h>
 
 #include "aquakv/quant/gauss_rng.h"
 #include "aquakv/quant/grid.h"
@@ -20,7 +23,8 @@
 namespace aquakv {
 namespace {
 
-const std::string kRef = std::string(AQUAKV_SHARED_DIR) + "/reference/grids/";
+// AQUAKV_SHARED_DIR in the environment overrides the compiled-in location (worktrees).
+const std::string kRef = std::string(std::getenv("AQUAKV_SHARED_DIR") ? std::getenv("AQUAKV_SHARED_DIR") : AQUAKV_SHARED_DIR) + "/reference/grids/";
 
 struct SimdGuard {
   SimdLevel saved = simd_level();
@@ -242,6 +246,25 @@ TEST(Nearest, PrunedSearchEqualsBruteForceOnLargeGrids) {
   if (!have_reference()) GTEST_SKIP() << "no reference grids";
   expect_search_exact(load_grid_file(kRef + "EDEN6-4096.n4096xd6.f32le"), 2000);
   expect_search_exact(load_grid_file(kRef + "QUIPSHARP8-65536.n65536xd8.f32le"), 400);
+}
+
+}  // namespace
+}  // namespace aquakv
+
+namespace aquakv {
+namespace {
+
+TEST(BuiltinGrid, EmbeddedDataEqualsCommittedFiles) {
+  // src/quant/grid_builtin_data.cpp must be what `aquakv grid embed` makes from data/grids.
+  const std::string dir = std::string(AQUAKV_TEST_DATA) + "/../../data/grids/";
+  int n = 0;
+  for (const auto& [d, count] : builtin_grid_shapes()) {
+    const std::string file = dir + fmt::format("CLVQ{}-{}.n{}xd{}.f32le", d, count, count, d);
+    const Grid g = load_grid_file(file);
+    EXPECT_EQ(builtin_grid(d, count).points, g.points) << file;
+    ++n;
+  }
+  EXPECT_EQ(n, 10);
 }
 
 }  // namespace

@@ -98,6 +98,7 @@ std::unique_ptr<Codec> make_higgs(std::string_view spec, std::string_view body, 
 std::unique_ptr<Codec> make_codec(std::string_view spec, int64_t dim, KvStream stream) {
   if (dim < 1) fail("codec '{}': width must be >= 1, got {}", spec, dim);
   if (spec == "fp16" || spec == "f16") return std::make_unique<Fp16Codec>(dim);
+  if (spec == "q8_0" || spec == "q4_0") return std::make_unique<GgmlBlockCodec>(spec, dim);
   if (spec == "kivi2" || spec == "kivi4") {
     const int bits = spec == "kivi2" ? 2 : 4;
     if (stream == KvStream::kAny) {

@@ -237,7 +237,7 @@ Grid generate_grid_clvq(int d, int64_t n, const ClvqOptions& opt, const ClvqProg
     ClvqOptions o = opt;
     o.seed = r == 0 ? opt.seed : SplitMix64(opt.seed + uint64_t(r)).next();
     Grid g = clvq_once(d, n, o, progress);
-    const double mse = grid_mse(g, int64_t(1) << 20, 0x6d5e);
+    const double mse = grid_mse(g, int64_t(1) << 18, 0x6d5e);
     if (r == 0 || mse < best_mse) {
       best = std::move(g);
       best_mse = mse;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string_view>
 
 #include "aquakv/quant/codec.h"
 
@@ -43,6 +44,22 @@ class UniformCodec final : public Codec {
   int bits_;
   int64_t group_;
   UniformAxis axis_;
+};
+
+// llama.cpp's 32-value cache blocks, bit-exact with ggml / the gguf package:
+// q8_0: fp16 scale + 32 int8 (34 bytes, 8.5 bits per value);
+// q4_0: fp16 scale + 32 4-bit codes (18 bytes, 4.5 bits per value).
+// A row is dim/32 blocks (dim must be a multiple of 32). Wraps ops/ggml_quantize.h and
+// ops/ggml_types.h.
+class GgmlBlockCodec final : public Codec {
+ public:
+  // kind: "q8_0" or "q4_0". Throws Error when dim is not a multiple of 32 or kind is unknown.
+  GgmlBlockCodec(std::string_view kind, int64_t dim);
+  void encode(const float* x, int64_t rows, uint8_t* out) const override;
+  void decode(const uint8_t* in, int64_t rows, float* x) const override;
+
+ private:
+  uint32_t type_;  // GgmlType id
 };
 
 }  // namespace aquakv
