@@ -57,7 +57,7 @@ void view_to_f32(const KvView& view, const void* base, int64_t T, int64_t C, flo
         std::copy(src, src + C, dst);
       } else {
         const uint16_t* src = static_cast<const uint16_t*>(base) + t * view.row_stride;
-        dequantize_row_fast(GgmlType::F16, src, dst, C);
+        dequantize_row(GgmlType::F16, src, dst, C);
       }
       if (rope != nullptr) rope_row(*rope, dst, n_heads, head_dim, t);
     }
@@ -112,7 +112,7 @@ void Forward::step(KvCache& cache, int seq, std::span<const int32_t> tokens, flo
   float* x = sized(s_->x, n * d);
   const QMatrix& emb = model_.tok_embd();
   parallel_for(n, [&](int64_t a, int64_t b) {
-    for (int64_t t = a; t < b; ++t) dequantize_row_fast(emb.type, emb.row(tokens[size_t(t)]), x + t * d, d);
+    for (int64_t t = a; t < b; ++t) dequantize_row(emb.type, emb.row(tokens[size_t(t)]), x + t * d, d);
   });
   cache.begin_step(seq, n);
   for (int l = 0; l < c.n_layers; ++l) layer(cache, l, n, p0);

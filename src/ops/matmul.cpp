@@ -50,7 +50,7 @@ void matmul_gemm(const QMatrix& w, const float* x, int64_t n, float* y) {
       tile.resize(static_cast<size_t>(tr * w.cols));
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t r0 = t * tr, m = std::min(tr, w.rows - r0);
-        for (int64_t r = 0; r < m; ++r) dequantize_row_fast(w.type, w.row(r0 + r), tile.data() + r * w.cols, w.cols);
+        for (int64_t r = 0; r < m; ++r) dequantize_row(w.type, w.row(r0 + r), tile.data() + r * w.cols, w.cols);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(m), int(w.cols), 1.0f, x,
                     int(w.cols), tile.data(), int(w.cols), 0.0f, y + r0, int(w.rows));
       }
@@ -81,7 +81,7 @@ void matmul(const QMatrix& w, const float* x, int64_t n, float* y, MatmulPath pa
 void matmul_ref(const QMatrix& w, const float* x, int64_t n, float* y) {
   std::vector<float> row(static_cast<size_t>(w.cols));
   for (int64_t r = 0; r < w.rows; ++r) {
-    dequantize_row(w.type, w.row(r), row.data(), w.cols);
+    dequantize_row_ref(w.type, w.row(r), row.data(), w.cols);
     for (int64_t t = 0; t < n; ++t) {
       double acc = 0.0;
       for (int64_t c = 0; c < w.cols; ++c) acc += double(row[c]) * double(x[t * w.cols + c]);

@@ -126,7 +126,7 @@ float qdot_q8(GgmlType type, const void* row, const Q8Act* x, int64_t n) {
 
 float qdot_f32_ref(GgmlType type, const void* row, const float* x, int64_t n) {
   std::vector<float> w(static_cast<size_t>(n));
-  dequantize_row(type, row, w.data(), n);
+  dequantize_row_ref(type, row, w.data(), n);
   double acc = 0.0;
   for (int64_t i = 0; i < n; ++i) acc += double(w[i]) * double(x[i]);
   return float(acc);
@@ -143,15 +143,10 @@ float qdot_f32(GgmlType type, const void* row, const float* x, int64_t n) {
   float acc = 0.0f;
   for (int64_t i = 0; i < n; i += kChunk) {
     const int64_t m = std::min(kChunk, n - i);
-    dequantize_row_fast(type, p + i / info->block_values * info->block_bytes, buf, m);
+    dequantize_row(type, p + i / info->block_values * info->block_bytes, buf, m);
     acc += dot_f32(buf, x + i, m);
   }
   return acc;
-}
-
-void dequantize_row_fast(GgmlType type, const void* src, float* dst, int64_t n) {
-  if (simd_level() == SimdLevel::kAvx2 && detail::dequantize_row_avx2(type, src, dst, n)) return;
-  dequantize_row(type, src, dst, n);
 }
 
 float dot_f32(const float* a, const float* b, int64_t n) {

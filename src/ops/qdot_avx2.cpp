@@ -155,53 +155,6 @@ float qdot_q8_avx2(GgmlType type, const void* row, const Q8Act* x, int64_t n) {
   return hsum(acc) + acc_s;
 }
 
-bool dequantize_row_avx2(GgmlType type, const void* src, float* dst, int64_t n) {
-  const uint8_t* p = static_cast<const uint8_t*>(src);
-  switch (type) {
-    case GgmlType::F32:
-      std::memcpy(dst, src, size_t(n) * 4);
-      return true;
-    case GgmlType::F16: {
-      int64_t i = 0;
-      for (; i + 8 <= n; i += 8) {
-        const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * i));
-        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
-      }
-      for (; i < n; ++i) dst[i] = half_at(p + 2 * i);
-      return true;
-    }
-    case GgmlType::Q4_0:
-    case GgmlType::Q4_1: {
-      const bool q41 = type == GgmlType::Q4_1;
-      const int64_t bb = q41 ? 20 : 18;
-      for (int64_t b = 0; b < n / 32; ++b) {
-        const uint8_t* blk = p + bb * b;
-        const __m256 d = _mm256_set1_ps(half_at(blk));
-        const __m256 m = _mm256_set1_ps(q41 ? half_at(blk + 2) : -8.0f * half_at(blk));
-        alignas(32) uint8_t c[32];
-        _mm256_store_si256(reinterpret_cast<__m256i*>(c), unpack_nibbles(blk + (q41 ? 4 : 2)));
-        for (int k = 0; k < 4; ++k) {
-          const __m256i ci = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(c + 8 * k)));
-          _mm256_storeu_ps(dst + 32 * b + 8 * k, _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(ci), m));
-        }
-      }
-      return true;
-    }
-    case GgmlType::Q8_0:
-      for (int64_t b = 0; b < n / 32; ++b) {
-        const uint8_t* blk = p + 34 * b;
-        const __m256 d = _mm256_set1_ps(half_at(blk));
-        for (int k = 0; k < 4; ++k) {
-          const __m256i ci = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 2 + 8 * k)));
-          _mm256_storeu_ps(dst + 32 * b + 8 * k, _mm256_mul_ps(d, _mm256_cvtepi32_ps(ci)));
-        }
-      }
-      return true;
-    default:
-      return false;
-  }
-}
-
 float dot_f32_avx2(const float* a, const float* b, int64_t n) {
   __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
   int64_t i = 0;

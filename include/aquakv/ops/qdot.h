@@ -45,10 +45,6 @@ float qdot_q8(GgmlType type, const void* row, const Q8Act* x, int64_t n);
 float qdot_f32_ref(GgmlType type, const void* row, const float* x, int64_t n);
 float qdot_f32(GgmlType type, const void* row, const float* x, int64_t n);
 
-// Dequantizes n values of a row (like dequantize_row) with AVX2 fast paths for Q4_0, Q4_1,
-// Q8_0, F16 and F32; other types use the scalar dequantize_row.
-void dequantize_row_fast(GgmlType type, const void* src, float* dst, int64_t n);
-
 // Plain f32 dot product (AVX2 when available).
 float dot_f32(const float* a, const float* b, int64_t n);
 
@@ -56,7 +52,6 @@ namespace detail {
 // AVX2 kernels (src/ops/qdot_avx2.cpp); only called when simd_level() is kAvx2.
 void quantize_q8_avx2(const float* x, Q8Act* out, int64_t n);
 float qdot_q8_avx2(GgmlType type, const void* row, const Q8Act* x, int64_t n);
-bool dequantize_row_avx2(GgmlType type, const void* src, float* dst, int64_t n);
 float dot_f32_avx2(const float* a, const float* b, int64_t n);
 }  // namespace detail
 
