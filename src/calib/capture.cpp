@@ -27,8 +27,8 @@ int RecordingCache::add_sequence() {
 void RecordingCache::clear(int seq) {
   Seq& s = at(seq);
   s.n_tokens = 0;
-  for (auto& x : s.k) x.clear();
-  for (auto& x : s.v) x.clear();
+  for (auto& x : s.k) std::vector<float>().swap(x);  // release: windows are done with
+  for (auto& x : s.v) std::vector<float>().swap(x);
 }
 
 int64_t RecordingCache::n_tokens(int seq) const { return at(seq).n_tokens; }
