@@ -436,6 +436,8 @@ TEST(GgufBad, TensorInfos) {
   EXPECT_ERROR_HAS(one({uint64_t(1) << 32, uint64_t(1) << 32}, 0, 0), "dims[1]", "int64");
   EXPECT_ERROR_HAS(one({UINT64_MAX}, 0, 0), "dims[0]");
   EXPECT_ERROR_HAS(one({uint64_t(1) << 59, 8}, 0, 0), "byte size");  // values fit, bytes don't
+  EXPECT_ERROR_HAS(one({uint64_t(1) << 62}, 0, 0), "byte size");     // a single row too big
+  EXPECT_ERROR_HAS(one({uint64_t(1) << 62}, 1, 0), "byte size");     // F16 row of 2^63 bytes
   EXPECT_ERROR_HAS(one({32}, 99, 0), "tensor 'w' type", "known ggml type id", "got 99");
   EXPECT_ERROR_HAS(one({256}, 16, 0), "tensor 'w' type", "IQ2_XXS (id 16)");
   EXPECT_ERROR_HAS(one({33}, 8, 0), "dims[0]", "multiple of the Q8_0 block size 32", "got 33");

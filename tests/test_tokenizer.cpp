@@ -29,7 +29,9 @@ json load_json(const std::string& name) {
 
 std::string from_hex(const std::string& h) {
   std::string out;
-  for (size_t i = 0; i + 1 < h.size(); i += 2) out.push_back(char(std::stoi(h.substr(i, 2), nullptr, 16)));
+  for (size_t i = 0; i + 1 < h.size(); i += 2) {
+    out.push_back(char(std::stoi(h.substr(i, 2), nullptr, 16)));
+  }
   return out;
 }
 
@@ -77,12 +79,20 @@ std::vector<TokenId> unpack_ids(const std::string& b64) {
 std::string show(const std::vector<TokenId>& ids, size_t around) {
   std::ostringstream s;
   const size_t a = around > 4 ? around - 4 : 0;
-  for (size_t i = a; i < ids.size() && i < around + 5; ++i) s << (i == around ? "[" : "") << ids[i] << (i == around ? "] " : " ");
+  for (size_t i = a; i < ids.size() && i < around + 5; ++i) {
+    s << (i == around ? "[" : "") << ids[i] << (i == around ? "] " : " ");
+  }
   return s.str();
 }
 
+// JSON-quoted start of a byte string (malformed UTF-8 shown as U+FFFD).
+std::string printable(const std::string& s) {
+  return json(s.substr(0, 200)).dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 // Compares encode() with every golden case; returns the number of mismatches (first few shown).
-int check_cases(const Tokenizer& tok, const json& corpus, const json& cases, const std::string& what) {
+int check_cases(const Tokenizer& tok, const json& corpus, const json& cases,
+                const std::string& what) {
   int bad = 0;
   for (const auto& c : cases) {
     const size_t idx = c[0].get<size_t>();
@@ -97,7 +107,7 @@ int check_cases(const Tokenizer& tok, const json& corpus, const json& cases, con
         ADD_FAILURE() << what << ": piece " << idx << " (" << corpus[idx]["kind"] << ", flags "
                       << flags << ", " << text.size() << " bytes) differs at id " << k
                       << "\n  want: " << show(want, k) << "\n  got:  " << show(got, k)
-                      << "\n  text: " << json(text.substr(0, 200)).dump();
+                      << "\n  text: " << printable(text);
       }
     }
   }
@@ -114,8 +124,7 @@ int check_decodes(const Tokenizer& tok, const json& corpus, const json& cases,
     const std::string got = tok.decode(ids, flags & 1, flags & 2);
     if (got != want && ++bad <= 5) {
       ADD_FAILURE() << what << ": decode of case " << d[0] << " flags " << flags
-                    << "\n  want: " << json(want.substr(0, 200)).dump(-1, ' ', false, json::error_handler_t::replace)
-                    << "\n  got:  " << json(got.substr(0, 200)).dump(-1, ' ', false, json::error_handler_t::replace);
+                    << "\n  want: " << printable(want) << "\n  got:  " << printable(got);
     }
   }
   return bad;
@@ -149,7 +158,8 @@ uint64_t fnv1a64_pieces(const Tokenizer& tok, bool special) {
   for (TokenId t = 0; t < tok.n_vocab(); ++t) {
     const std::string& p = tok.piece(t, special);
     const uint32_t len = uint32_t(p.size());
-    const uint8_t le[4] = {uint8_t(len), uint8_t(len >> 8), uint8_t(len >> 16), uint8_t(len >> 24)};
+    const uint8_t le[4] = {uint8_t(len), uint8_t(len >> 8), uint8_t(len >> 16),
+                           uint8_t(len >> 24)};
     feed(le, 4);
     feed(p.data(), p.size());
   }
@@ -227,7 +237,8 @@ TEST_F(ModelTokenizer, PiecesMatchLlamaCpp) {
 }
 
 TEST_F(ModelTokenizer, DecodeMatchesLlamaCpp) {
-  EXPECT_EQ(check_decodes(*tok_, *corpus_, (*gold_)["cases"], (*gold_)["decode_cases"], "smollm"), 0);
+  EXPECT_EQ(check_decodes(*tok_, *corpus_, (*gold_)["cases"], (*gold_)["decode_cases"], "smollm"),
+            0);
 }
 
 TEST_F(ModelTokenizer, RoundTripsValidUtf8) {
@@ -236,7 +247,7 @@ TEST_F(ModelTokenizer, RoundTripsValidUtf8) {
     const std::string text = text_of(c);
     if (!valid_utf8(text)) continue;
     ++n;
-    EXPECT_EQ(tok_->decode(tok_->encode(text, false, false)), text) << json(text.substr(0, 100)).dump();
+    EXPECT_EQ(tok_->decode(tok_->encode(text, false, false)), text) << printable(text);
     // With special parsing the special tokens come back when rendered.
     EXPECT_EQ(tok_->decode(tok_->encode(text, true, true), false, true), text);
   }
@@ -324,7 +335,8 @@ TEST_F(SpmTokenizer, PiecesAndDecodesMatchLlamaCpp) {
     EXPECT_EQ(tok_->piece(t, false), from_hex(pieces[t][0].get<std::string>())) << t;
     EXPECT_EQ(tok_->piece(t, true), from_hex(pieces[t][1].get<std::string>())) << t;
   }
-  EXPECT_EQ(check_decodes(*tok_, *corpus_, (*gold_)["cases"], (*gold_)["decode_cases"], "spm"), 0);
+  EXPECT_EQ(check_decodes(*tok_, *corpus_, (*gold_)["cases"], (*gold_)["decode_cases"], "spm"),
+            0);
 }
 
 TEST_F(SpmTokenizer, RoundTripsAnyBytes) {
@@ -341,7 +353,7 @@ TEST_F(SpmTokenizer, RoundTripsAnyBytes) {
     }
     ++n;
     EXPECT_EQ(tok_->decode(tok_->encode(text, false, false)), text)
-        << json(text.substr(0, 80)).dump(-1, ' ', false, json::error_handler_t::replace);
+        << printable(text);
   }
   EXPECT_GT(n, 800);
   // As in llama.cpp: with a BOS in front the first piece keeps its space.
@@ -385,8 +397,8 @@ TEST(TokenizerSmall, SpmMergesByScoreWithByteFallback) {
   VocabSpec s;
   s.model = "llama";
   s.source = "tiny-spm";
-  s.tokens = {"<unk>", "<s>", "</s>", "\xE2\x96\x81", "a", "b", "c", "ab", "bc", "\xE2\x96\x81" "a",
-              "<0x7A>"};
+  s.tokens = {"<unk>", "<s>", "</s>", "\xE2\x96\x81", "a",      "b",
+              "c",     "ab",  "bc",   "\xE2\x96\x81" "a", "<0x7A>"};
   s.scores = {0, 0, 0, -1, -1, -1, -1, -5, -2, -3, 0};
   s.token_types = {2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 6};
   const Tokenizer t(s);
@@ -446,6 +458,20 @@ TEST(TokenizerSmall, Utf8CompletePrefix) {
   EXPECT_EQ(utf8_complete_prefix("a\xF0\x9F\x98"), 1u);
   EXPECT_EQ(utf8_complete_prefix("a\xF0\x9F\x98\x80"), 5u);
   EXPECT_EQ(utf8_complete_prefix("\x80\x80"), 2u);  // stray continuation bytes: nothing to wait for
+}
+
+TEST(TokenizerSmall, Utf8FirstInvalid) {
+  const size_t none = std::string_view::npos;
+  EXPECT_EQ(utf8_first_invalid(""), none);
+  EXPECT_EQ(utf8_first_invalid("h\xC3\xA9 \xE6\x97\xA5 \xF0\x9F\x98\x80"), none);
+  EXPECT_EQ(utf8_first_invalid("ab\xFF"), 2u);
+  EXPECT_EQ(utf8_first_invalid("a\x80"), 1u);             // stray continuation byte
+  EXPECT_EQ(utf8_first_invalid("ab\xC3"), 2u);            // truncated
+  EXPECT_EQ(utf8_first_invalid("\xC3("), 0u);             // bad continuation
+  EXPECT_EQ(utf8_first_invalid("x\xC0\x80"), 1u);         // overlong NUL
+  EXPECT_EQ(utf8_first_invalid("xy\xED\xA0\x80"), 2u);    // surrogate
+  EXPECT_EQ(utf8_first_invalid("\xF4\x90\x80\x80"), 0u);  // above U+10FFFF
+  EXPECT_EQ(utf8_first_invalid("\xF4\x8F\xBF\xBF"), none);  // U+10FFFF itself
 }
 
 }  // namespace

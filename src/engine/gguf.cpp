@@ -357,13 +357,14 @@ void GgufImpl::parse_tensor_info(Cursor& c, uint64_t index) {
     fail("{}: {} dims[0]: expected a multiple of the {} block size {}, got {}", path_, field,
          info->name, info->block_values, t.shape[0]);
   }
-  // Bytes = row bytes * rows; row bytes <= shape[0] * block_bytes cannot overflow as
-  // block_bytes <= 292 and the shape product already fits, but the product with rows can.
-  const int64_t row_bytes = t.shape[0] / info->block_values * info->block_bytes;
+  // Bytes = row bytes * rows, both products checked (a shape whose value count fits in int64
+  // can still need more than 2^63 bytes).
+  int64_t row_bytes = 0;
   const int64_t rows = t.shape[0] == 0 ? 0 : t.n_values / t.shape[0];
-  if (__builtin_mul_overflow(row_bytes, rows, &t.n_bytes)) {
-    fail("{}: {}: expected a byte size that fits in int64, got {} rows of {} bytes", path_,
-         field, rows, row_bytes);
+  if (__builtin_mul_overflow(t.shape[0] / info->block_values, info->block_bytes, &row_bytes) ||
+      __builtin_mul_overflow(row_bytes, rows, &t.n_bytes)) {
+    fail("{}: {}: expected a byte size that fits in int64, got {} values of {}", path_, field,
+         t.n_values, info->name);
   }
   t.offset = c.read<uint64_t>(field + " offset");
   tensor_index_.emplace(t.name, tensors_.size());

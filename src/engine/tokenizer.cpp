@@ -342,4 +342,22 @@ size_t utf8_complete_prefix(std::string_view s) {
   return n;
 }
 
+size_t utf8_first_invalid(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto b = uint8_t(s[i]);
+    const size_t n = b < 0x80 ? 1 : b < 0xC0 ? 0 : b < 0xE0 ? 2 : b < 0xF0 ? 3 : b < 0xF8 ? 4 : 0;
+    if (n == 0 || n > s.size() - i) return i;
+    uint32_t cp = n == 1 ? b : b & (0x7F >> n);
+    for (size_t k = 1; k < n; ++k) {
+      if ((uint8_t(s[i + k]) & 0xC0) != 0x80) return i;
+      cp = (cp << 6) | (uint8_t(s[i + k]) & 0x3F);
+    }
+    const uint32_t min_cp = n == 1 ? 0 : n == 2 ? 0x80 : n == 3 ? 0x800 : 0x10000;
+    if (cp < min_cp || cp > 0x10FFFF || (cp >= 0xD800 && cp < 0xE000)) return i;
+    i += n;
+  }
+  return std::string_view::npos;
+}
+
 }  // namespace aquakv

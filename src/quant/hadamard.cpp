@@ -40,25 +40,19 @@ void fwht_pow2_scalar(float* x, int64_t n) {
   }
 }
 
-void hadamard_mix_scalar(const int8_t* h, int p, float* x, int64_t m) {
+void hadamard_mix_scalar(const detail::MixPlan& plan, float* x, int64_t m) {
+  const int p = plan.p;
   float tmp[20];
   for (int64_t j = 0; j < m; ++j) {
+    float t = x[j];
+    for (int a = 1; a < p; ++a) t = t + x[a * m + j];
     for (int i = 0; i < p; ++i) {
-      float acc = 0.0f;
-      for (int a = 0; a < p; ++a) {
-        const float v = x[a * m + j];
-        acc = h[i * p + a] > 0 ? acc + v : acc - v;
-      }
-      tmp[i] = acc;
+      float s = 0.0f;
+      for (int k = 0; k < plan.nneg[i]; ++k) s = s + x[plan.neg[i][k] * m + j];
+      tmp[i] = t - 2.0f * s;
     }
     for (int i = 0; i < p; ++i) x[i * m + j] = tmp[i];
   }
-}
-
-const std::vector<int8_t>& paley_cached(int p) {
-  static const std::vector<int8_t> h12 = paley_hadamard(11);
-  static const std::vector<int8_t> h20 = paley_hadamard(19);
-  return p == 12 ? h12 : h20;
 }
 
 void transform(float* x, int64_t n, bool simd) {
@@ -75,15 +69,36 @@ void transform(float* x, int64_t n, bool simd) {
     }
   }
   if (p == 1) return;
-  const int8_t* h = paley_cached(p).data();
+  const detail::MixPlan& plan = detail::mix_plan(p);
   if (vec) {
-    detail::hadamard_mix_avx2(h, p, x, m);
+    detail::hadamard_mix_avx2(plan, x, m);
   } else {
-    hadamard_mix_scalar(h, p, x, m);
+    hadamard_mix_scalar(plan, x, m);
   }
 }
 
 }  // namespace
+
+namespace detail {
+
+const MixPlan& mix_plan(int p) {
+  auto make = [](int q) {
+    MixPlan plan;
+    plan.p = q + 1;
+    const auto h = paley_hadamard(q);
+    for (int i = 0; i < plan.p; ++i) {
+      for (int a = 0; a < plan.p; ++a) {
+        if (h[size_t(i * plan.p + a)] < 0) plan.neg[i][plan.nneg[i]++] = int8_t(a);
+      }
+    }
+    return plan;
+  };
+  static const MixPlan p12 = make(11), p20 = make(19);
+  assert(p == 12 || p == 20);
+  return p == 12 ? p12 : p20;
+}
+
+}  // namespace detail
 
 bool hadamard_supported(int64_t n) {
   int p;

@@ -14,13 +14,18 @@ void fwht_pow2_avx2(float* x, int64_t n) {
   const __m256 s1 = _mm256_setr_ps(1, -1, 1, -1, 1, -1, 1, -1);
   const __m256 s2 = _mm256_setr_ps(1, 1, -1, -1, 1, 1, -1, -1);
   const __m256 s4 = _mm256_setr_ps(1, 1, 1, 1, -1, -1, -1, -1);
-  for (int64_t i = 0; i < n; i += 8) {
-    __m256 v = _mm256_loadu_ps(x + i);
+  auto in_vector = [&](__m256 v) {
     v = _mm256_add_ps(_mm256_mul_ps(v, s1), _mm256_permute_ps(v, 0xB1));
     v = _mm256_add_ps(_mm256_mul_ps(v, s2), _mm256_permute_ps(v, 0x4E));
-    v = _mm256_add_ps(_mm256_mul_ps(v, s4), _mm256_permute2f128_ps(v, v, 1));
-    _mm256_storeu_ps(x + i, v);
+    return _mm256_add_ps(_mm256_mul_ps(v, s4), _mm256_permute2f128_ps(v, v, 1));
+  };
+  if (n == 16) {  // the inner factor of 192 and 320: all four stages in registers
+    const __m256 a = in_vector(_mm256_loadu_ps(x)), b = in_vector(_mm256_loadu_ps(x + 8));
+    _mm256_storeu_ps(x, _mm256_add_ps(a, b));
+    _mm256_storeu_ps(x + 8, _mm256_sub_ps(a, b));
+    return;
   }
+  for (int64_t i = 0; i < n; i += 8) _mm256_storeu_ps(x + i, in_vector(_mm256_loadu_ps(x + i)));
   // Stages h >= 8 between vectors; two stages at a time where possible to halve memory passes.
   int64_t h = 8;
   for (; 4 * h <= n; h *= 4) {
@@ -48,18 +53,19 @@ void fwht_pow2_avx2(float* x, int64_t n) {
   }
 }
 
-void hadamard_mix_avx2(const int8_t* h, int p, float* x, int64_t m) {
-  __m256 tmp[20];
+void hadamard_mix_avx2(const MixPlan& plan, float* x, int64_t m) {
+  const int p = plan.p;
+  const __m256 two = _mm256_set1_ps(2.0f);
+  __m256 out[20];
   for (int64_t j = 0; j < m; j += 8) {
+    __m256 t = _mm256_loadu_ps(x + j);
+    for (int a = 1; a < p; ++a) t = _mm256_add_ps(t, _mm256_loadu_ps(x + a * m + j));
     for (int i = 0; i < p; ++i) {
-      __m256 acc = _mm256_setzero_ps();
-      for (int a = 0; a < p; ++a) {
-        const __m256 v = _mm256_loadu_ps(x + a * m + j);
-        acc = h[i * p + a] > 0 ? _mm256_add_ps(acc, v) : _mm256_sub_ps(acc, v);
-      }
-      tmp[i] = acc;
+      __m256 s = _mm256_setzero_ps();
+      for (int k = 0; k < plan.nneg[i]; ++k) s = _mm256_add_ps(s, _mm256_loadu_ps(x + plan.neg[i][k] * m + j));
+      out[i] = _mm256_fnmadd_ps(two, s, t);  // t - 2s, one rounding (2s is exact)
     }
-    for (int i = 0; i < p; ++i) _mm256_storeu_ps(x + i * m + j, tmp[i]);
+    for (int i = 0; i < p; ++i) _mm256_storeu_ps(x + i * m + j, out[i]);
   }
 }
 

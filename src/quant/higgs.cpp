@@ -1,12 +1,15 @@
 // HIGGS encode/decode (format in quant/higgs.h).
 #include "aquakv/quant/higgs.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "aquakv/quant/bitpack.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/fp16.h"
+#include "half_rows.h"
 
 namespace aquakv {
 
@@ -54,6 +57,18 @@ HiggsCodec::HiggsCodec(int64_t dim, int64_t group, const Grid& grid, uint64_t si
       search_(grid) {
   std::vector<float> origin(size_t(grid.d), 0.0f);
   search_.search(origin.data(), 1, &zero_code_);
+  if (grid_.d == 2 && code_bits_ == 4) {
+    // Byte b holds codes b & 15 (first) and b >> 4: their two points, 4 floats.
+    byte_table_.resize(256 * 4);
+    for (int b = 0; b < 256; ++b) {
+      const int lo = b & 15, hi = b >> 4;
+      const bool ok = lo < grid_.n && hi < grid_.n;  // codes >= n never come from encode
+      for (int j = 0; j < 2; ++j) {
+        byte_table_[size_t(4 * b + j)] = ok ? grid_.points[size_t(2 * lo + j)] : 0.0f;
+        byte_table_[size_t(4 * b + 2 + j)] = ok ? grid_.points[size_t(2 * hi + j)] : 0.0f;
+      }
+    }
+  }
 }
 
 void HiggsCodec::encode(const float* x, int64_t rows, uint8_t* out) const {
@@ -91,32 +106,54 @@ void HiggsCodec::encode(const float* x, int64_t rows, uint8_t* out) const {
   }
 }
 
-void HiggsCodec::decode(const uint8_t* in, int64_t rows, float* x) const {
-  const int64_t dim = this->dim(), g = group_, ng = dim / g, d = grid_.d;
+// Gathers one row's grid points (unscaled) into x: the codes of the row in order.
+void HiggsCodec::gather_row(const uint8_t* packed, float* x) const {
+  const int64_t d = grid_.d;
+  const float* pts = grid_.points.data();
+  if (!byte_table_.empty()) {  // d = 2, 4-bit codes: one byte -> 4 floats from a 256-entry table
+    for (int64_t b = 0; b < codes_per_row_ / 2; ++b) std::memcpy(x + 4 * b, byte_table_.data() + 4 * packed[b], 16);
+    if (codes_per_row_ % 2) std::memcpy(x + 2 * (codes_per_row_ - 1), pts + 2 * (packed[codes_per_row_ / 2] & 15), 8);
+    return;
+  }
+  if (code_bits_ == 8 && grid_.n == 256) {  // one byte per code, every byte a valid code
+    for (int64_t c = 0; c < codes_per_row_; ++c) std::memcpy(x + c * d, pts + int64_t(packed[c]) * d, size_t(d) * 4);
+    return;
+  }
   thread_local std::vector<uint16_t> codes;
   codes.resize(size_t(codes_per_row_));
-  const int64_t cpg = g / d;
+  unpack_bits(packed, codes_per_row_, code_bits_, codes.data());
+  // Codes >= n cannot come from encode (n not a power of two); clamp so corrupt bytes never
+  // read outside the grid.
+  const int64_t last = grid_.n - 1;
+  for (int64_t c = 0; c < codes_per_row_; ++c) {
+    std::memcpy(x + c * d, pts + std::min<int64_t>(codes[size_t(c)], last) * d, size_t(d) * 4);
+  }
+}
+
+void HiggsCodec::decode(const uint8_t* in, int64_t rows, float* x) const {
+  const int64_t dim = this->dim(), g = group_, ng = dim / g;
   const float inv_sqrt_g = float(1.0 / std::sqrt(double(g)));
-  const float* pts = grid_.points.data();
   for (int64_t r = 0; r < rows; ++r) {
     const uint8_t* o = in + r * block_bytes();
     float* xr = x + r * dim;
-    unpack_bits(o + 2 * ng, codes_per_row_, code_bits_, codes.data());
+    gather_row(o + 2 * ng, xr);
     for (int64_t k = 0; k < ng; ++k) {
       const float rms = fp16_to_fp32(uint16_t(o[2 * k] | (o[2 * k + 1] << 8)));
       float* xg = xr + k * g;
-      if (rms == 0.0f) {
-        for (int64_t i = 0; i < g; ++i) xg[i] = 0.0f;
-        continue;
-      }
+      // x_g = D H (yhat * rms / sqrt(g)); a zero scale gives zeros (never a division).
       const float f = rms * inv_sqrt_g;
-      const uint16_t* cg = codes.data() + k * cpg;
-      for (int64_t c = 0; c < cpg; ++c) {
-        const float* p = pts + int64_t(cg[c]) * d;
-        for (int64_t j = 0; j < d; ++j) xg[c * d + j] = p[j] * f;
-      }
-      rot_.inverse(xg, 1, 1.0f);
+      for (int64_t i = 0; i < g; ++i) xg[i] *= f;
+      if (rms != 0.0f) rot_.inverse(xg, 1, 1.0f);
     }
+  }
+}
+
+void HiggsCodec::decode_fp16(const uint8_t* in, int64_t rows, uint16_t* x) const {
+  thread_local std::vector<float> buf;
+  buf.resize(size_t(dim()));
+  for (int64_t r = 0; r < rows; ++r) {
+    decode(in + r * block_bytes(), 1, buf.data());
+    detail::floats_to_halves(buf.data(), dim(), x + r * dim());
   }
 }
 

@@ -6,8 +6,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include "aquakv/engine/gguf.h"
@@ -19,31 +17,15 @@ namespace aquakv::cli {
 namespace {
 
 std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail("{}: cannot open: {}", path, std::strerror(errno));
-  std::ostringstream s;
-  s << f.rdbuf();
-  if (f.bad()) fail("{}: read error: {}", path, std::strerror(errno));
-  return s.str();
-}
-
-// Offset of the first byte that is not part of a well-formed UTF-8 sequence, or npos.
-size_t first_invalid_utf8(const std::string& s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto b = uint8_t(s[i]);
-    const int n = b < 0x80 ? 1 : (b >> 5) == 6 ? 2 : (b >> 4) == 14 ? 3 : (b >> 3) == 30 ? 4 : 0;
-    if (n == 0 || i + n > s.size()) return i;
-    uint32_t cp = n == 1 ? b : b & (0x7F >> n);
-    for (int k = 1; k < n; ++k) {
-      if ((uint8_t(s[i + k]) & 0xC0) != 0x80) return i;
-      cp = (cp << 6) | (uint8_t(s[i + k]) & 0x3F);
-    }
-    const bool overlong = (n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000);
-    if (overlong || cp > 0x10FFFF || (cp >= 0xD800 && cp < 0xE000)) return i;
-    i += n;
-  }
-  return std::string::npos;
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) fail("{}: cannot open: {}", path, std::strerror(errno));
+  std::string text;
+  char buf[1 << 16];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, n);
+  const int err = std::ferror(f) ? errno : 0;  // e.g. EISDIR: fopen accepts a directory
+  std::fclose(f);
+  if (err != 0) fail("{}: cannot read: {}", path, std::strerror(err));
+  return text;
 }
 
 struct Opts {
@@ -54,7 +36,7 @@ struct Opts {
 int run(const Opts& o) {
   const std::string text = o.file.empty() ? o.prompt : read_file(o.file);
   const std::string what = o.file.empty() ? "prompt" : o.file;
-  if (const size_t bad = first_invalid_utf8(text); bad != std::string::npos) {
+  if (const size_t bad = utf8_first_invalid(text); bad != std::string::npos) {
     fail("{}: invalid UTF-8 at byte {} (0x{:02X})", what, bad, uint8_t(text[bad]));
   }
   const auto file = GgufFile::open(o.model);

@@ -34,7 +34,7 @@ struct VocabSpec {
   std::string pre;                   // tokenizer.ggml.pre; empty when absent ("default")
   std::vector<std::string> tokens;   // tokenizer.ggml.tokens, id = index
   std::vector<float> scores;         // tokenizer.ggml.scores: empty or one per token
-  std::vector<int32_t> token_types;  // tokenizer.ggml.token_type: empty (all Normal) or one per token
+  std::vector<int32_t> token_types;  // tokenizer.ggml.token_type: empty (all Normal) or 1 per token
   std::vector<std::string> merges;   // tokenizer.ggml.merges ("left right", rank = index; gpt2)
   // Special ids; absent means the model type's default (llama: bos 1, eos 2, unk 0).
   std::optional<int64_t> bos, eos, unk, eot, eom, pad;
@@ -65,7 +65,10 @@ class Tokenizer {
   const std::string& piece(TokenId id, bool special = false) const;
 
   // Ids to text. remove_special: drop a leading BOS / trailing EOS that add_special would
-  // have added. unparse_special: render control tokens as their text.
+  // have added. unparse_special: render control tokens as their text. As in llama.cpp, the
+  // space a SentencePiece vocabulary prefixes is removed from the first piece only when the ids
+  // do not start with BOS; gpt2 vocabularies whose pre-tokenizer asks for it get Hugging Face's
+  // clean_up_tokenization_spaces (" ." -> ".", " 's" -> "'s", ...).
   std::string decode(std::span<const TokenId> ids, bool remove_special = false,
                      bool unparse_special = false) const;
 
@@ -93,5 +96,9 @@ class Tokenizer {
 // Length of the longest prefix of `s` that does not end inside a UTF-8 sequence that the
 // following bytes could still complete (for printing streamed pieces).
 size_t utf8_complete_prefix(std::string_view s);
+
+// Offset of the first byte of `s` that does not begin a well-formed UTF-8 sequence (overlong
+// forms, surrogates and code points above U+10FFFF are not well-formed), or npos if none.
+size_t utf8_first_invalid(std::string_view s);
 
 }  // namespace aquakv

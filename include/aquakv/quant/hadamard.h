@@ -46,10 +46,20 @@ class HadamardRotation {
 };
 
 namespace detail {
-// Sylvester FWHT of size 2^k on `rows` consecutive vectors (AVX2; n >= 8).
+// Mixing the p rows of a [p][m] block with H_p (p = 12 or 20): y_i = sum_a h_ia x_a is computed
+// as T - 2 S_i with T = x_0 + ... + x_{p-1} and S_i the sum of the x_a with h_ia = -1 (increasing
+// a, left to right); 2 S_i is exact, so T - 2 S_i rounds once. This halves the work of the
+// direct p x p sum. Scalar and AVX2 follow the same order and give identical bits.
+struct MixPlan {
+  int p = 0;
+  int nneg[20] = {};
+  int8_t neg[20][20] = {};
+};
+const MixPlan& mix_plan(int p);
+// Sylvester FWHT of size n = 2^k >= 8 (AVX2).
 void fwht_pow2_avx2(float* x, int64_t n);
-// y[i][:] = sum_a h[i][a] x[a][:] for an order-p matrix h acting on a [p][m] block (AVX2, m % 8 == 0).
-void hadamard_mix_avx2(const int8_t* h, int p, float* x, int64_t m);
+// The mixing above on a [p][m] block, m % 8 == 0 (AVX2).
+void hadamard_mix_avx2(const MixPlan& plan, float* x, int64_t m);
 }  // namespace detail
 
 }  // namespace aquakv

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "aquakv/quant/codec.h"
 #include "aquakv/quant/grid.h"
@@ -37,15 +38,18 @@ class HiggsCodec final : public Codec {
 
   void encode(const float* x, int64_t rows, uint8_t* out) const override;
   void decode(const uint8_t* in, int64_t rows, float* x) const override;
+  void decode_fp16(const uint8_t* in, int64_t rows, uint16_t* x) const override;
 
  private:
+  void gather_row(const uint8_t* packed, float* x) const;
   int64_t group_;
   Grid grid_;
   int code_bits_;
   int64_t codes_per_row_;
   HadamardRotation rot_;
   NearestSearch search_;
-  uint16_t zero_code_;  // code stored for all-zero groups: the grid point nearest the origin
+  uint16_t zero_code_;
+  std::vector<float> byte_table_;  // (256, 4) for d = 2 with 4-bit codes, else empty  // code stored for all-zero groups: the grid point nearest the origin
 };
 
 // The default group size for a width: the largest supported Hadamard order dividing dim and
