@@ -154,7 +154,7 @@ TEST_F(AquaModelTest, CalibratedPredictorsBeatPlainHiggs) {
   for (size_t l = 1; l < st.size(); ++l) kmean += st[l].k_val / double(st.size() - 1);
   EXPECT_LT(kmean, 0.5);
 
-  const auto ids = text_tokens(320, 0);
+  const auto ids = text_tokens(256, 0);
   const KvShape shape = model_->kv_shape(512);
   auto plain = make_cache("fp16", shape);
   const auto ref = run(*plain, ids, 32);

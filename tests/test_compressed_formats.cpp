@@ -12,6 +12,7 @@
 
 #include "aquakv/calib/fit_chain.h"
 #include "aquakv/kv/aquakv_cache.h"
+#include "aquakv/kv/cache_factory.h"
 #include "aquakv/kv/compressed_formats.h"
 #include "aquakv/quant/codec.h"
 #include "aquakv/util/error.h"
@@ -27,7 +28,7 @@ KvShape shape() {
   s.n_layers = kL;
   s.n_kv_heads = kH;
   s.head_dim = kHd;
-  s.max_tokens = 2048;
+  s.max_tokens = 4096;
   return s;
 }
 
@@ -76,12 +77,7 @@ TEST(CompressedFormats, EveryFormatBuildsAndCountsItsBytes) {
       {"kivi4", "kivi4", "kivi4", 0, 128},
   };
   for (const auto& c : cases) {
-    const auto comma = c.spec.find(',');
-    const auto colon = c.spec.find(':');
-    const size_t cut = std::min(comma, colon);
-    const std::string name = c.spec.substr(0, cut);
-    const std::string args = cut == std::string::npos ? "" : c.spec.substr(cut + 1);
-    auto cache = make_compressed_format(name, args, shape());
+    auto cache = make_cache(c.spec, shape());  // through the --kv factory
     const auto views = feed(*cache, T, 32, x);
     const auto kc = make_codec(c.kc, kC, KvStream::kKey);
     const auto vc = make_codec(c.vc, kC, KvStream::kValue);
@@ -113,12 +109,12 @@ TEST(CompressedFormats, EveryFormatBuildsAndCountsItsBytes) {
 TEST(CompressedFormats, HiggsChainEqualsCacheBitForBit) {
   // Fit a chain on random data with HIGGS codecs, then feed the same rows through the aquakv
   // cache built from the adapter file: the cache's views equal the chain's reconstructions.
-  const int64_t rows = 400;
+  const int64_t rows = 2400;
   KvSamples s;
   s.n_layers = kL;
   s.width = kC;
-  s.n_train = 300;
-  s.n_val = 100;
+  s.n_train = 2000;
+  s.n_val = 400;
   const auto x = randn(2 * kL * rows * kC, 2);
   s.k.resize(kL);
   s.v.resize(kL);
@@ -141,7 +137,10 @@ TEST(CompressedFormats, HiggsChainEqualsCacheBitForBit) {
   a.model = {"test", kL, kH, kHd, kC, 0};
   a.quant = aquakv_quant_config("higgs3", "higgs2", "higgs4", kC);
   a.layers = fit_chain(s, o, &st);
-  EXPECT_LT(st[1].k_val, 0.6);  // predictors explain the 0.7 * previous-layer part
+  // The predictable part of layer 1 is 0.49 / 1.49 of its variance: the best predictor leaves
+  // relative MSE 0.67, plus ~p/n = 10% for fitting 193 parameters per output on 2000 rows.
+  EXPECT_LT(st[1].k_val, 0.8);
+  EXPECT_GT(st[1].k_val, 0.6);
   const std::string path = (std::filesystem::temp_directory_path() / ("aqkv_fmt_" + std::to_string(getpid()))).string();
   save_adapters(a, path);
   auto cache = make_compressed_format("aquakv", path + ",p=0,b=1", shape());
@@ -151,7 +150,7 @@ TEST(CompressedFormats, HiggsChainEqualsCacheBitForBit) {
       xs[size_t((2 * l) * rows * kC + i)] = fp16_to_fp32(s.k[l][size_t(i)]);
       xs[size_t((2 * l + 1) * rows * kC + i)] = fp16_to_fp32(s.v[l][size_t(i)]);
     }
-  feed(*cache, rows, 40, xs);  // every step compressed at its end
+  feed(*cache, rows, 200, xs);  // every step compressed at its end
   const auto views = feed(*cache, 0, 1, xs);  // (a fresh sequence; re-read the first one below)
   (void)views;
   // Re-read sequence 0 in a zero-token step.
