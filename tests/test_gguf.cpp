@@ -440,6 +440,13 @@ TEST(GgufBad, TensorInfos) {
   EXPECT_ERROR_HAS(one({uint64_t(1) << 62}, 1, 0), "byte size");     // F16 row of 2^63 bytes
   EXPECT_ERROR_HAS(one({32}, 99, 0), "tensor 'w' type", "known ggml type id", "got 99");
   EXPECT_ERROR_HAS(one({256}, 16, 0), "tensor 'w' type", "IQ2_XXS (id 16)");
+  {  // ... unless asked to list such tensors (aquakv inspect); geometry still checked.
+    const auto f = GgufFile::from_memory(one({256}, 16, 0, 128), "iq.gguf", {.allow_unsupported_types = true});
+    EXPECT_EQ(ggml_type_name(f->tensor("w").type), "IQ2_XXS");
+    EXPECT_EQ(f->tensor("w").n_bytes, 66);
+    EXPECT_THROW(GgufFile::from_memory(one({256}, 99, 0), "x", {.allow_unsupported_types = true}), Error);
+    EXPECT_THROW(GgufFile::from_memory(one({512}, 16, 0), "x", {.allow_unsupported_types = true}), Error);
+  }
   EXPECT_ERROR_HAS(one({33}, 8, 0), "dims[0]", "multiple of the Q8_0 block size 32", "got 33");
   EXPECT_ERROR_HAS(one({8}, 0, 7), "offset", "multiple of the alignment 32", "got 7");
   EXPECT_ERROR_HAS(one({8}, 0, 64), "offset", "data section");   // starts past the end

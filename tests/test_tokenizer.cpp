@@ -460,6 +460,113 @@ TEST(TokenizerSmall, Utf8CompletePrefix) {
   EXPECT_EQ(utf8_complete_prefix("\x80\x80"), 2u);  // stray continuation bytes: nothing to wait for
 }
 
+// A minimal GGUF v3 image with metadata only, for error paths of from_gguf.
+class MiniGguf {
+ public:
+  MiniGguf& str(const std::string& k, const std::string& v) {
+    key(k, 8);
+    put_str(v);
+    ++n_;
+    return *this;
+  }
+  MiniGguf& u32(const std::string& k, uint32_t v) {
+    key(k, 4);
+    put(v);
+    ++n_;
+    return *this;
+  }
+  MiniGguf& strs(const std::string& k, const std::vector<std::string>& v) {
+    key(k, 9);
+    put(uint32_t(8));
+    put(uint64_t(v.size()));
+    for (const auto& x : v) put_str(x);
+    ++n_;
+    return *this;
+  }
+  MiniGguf& i32s(const std::string& k, const std::vector<int32_t>& v) {
+    key(k, 9);
+    put(uint32_t(5));
+    put(uint64_t(v.size()));
+    for (int32_t x : v) put(x);
+    ++n_;
+    return *this;
+  }
+  std::vector<uint8_t> bytes() const {
+    std::vector<uint8_t> out{'G', 'G', 'U', 'F', 3, 0, 0, 0};
+    auto add = [&](uint64_t v) {
+      for (int i = 0; i < 8; ++i) out.push_back(uint8_t(v >> (8 * i)));
+    };
+    add(0);   // tensors
+    add(n_);  // key/values
+    out.insert(out.end(), body_.begin(), body_.end());
+    while (out.size() % 32) out.push_back(0);
+    return out;
+  }
+
+ private:
+  template <typename T>
+  void put(T v) {
+    for (size_t i = 0; i < sizeof(T); ++i) body_.push_back(uint8_t(uint64_t(v) >> (8 * i)));
+  }
+  void put_str(const std::string& s) {
+    put(uint64_t(s.size()));
+    body_.insert(body_.end(), s.begin(), s.end());
+  }
+  void key(const std::string& k, uint32_t type) {
+    put_str(k);
+    put(type);
+  }
+  std::vector<uint8_t> body_;
+  uint64_t n_ = 0;
+};
+
+void expect_gguf_error(const MiniGguf& g, const std::string& needle) {
+  const auto bytes = g.bytes();
+  try {
+    const auto f = GgufFile::from_memory(bytes, "mini.gguf");
+    Tokenizer::from_gguf(*f);
+    ADD_FAILURE() << "no error, expected " << needle;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("mini.gguf"), std::string::npos) << e.what();
+  }
+}
+
+MiniGguf mini_spm() {
+  MiniGguf g;
+  g.str("general.architecture", "llama").str("tokenizer.ggml.model", "llama");
+  g.strs("tokenizer.ggml.tokens", {"<unk>", "<s>", "</s>", "a"});
+  return g;
+}
+
+TEST(TokenizerGguf, ReadsAMinimalVocabulary) {
+  MiniGguf g = mini_spm();
+  g.i32s("tokenizer.ggml.token_type", {2, 3, 3, 1});
+  const auto bytes = g.bytes();
+  const auto f = GgufFile::from_memory(bytes, "mini.gguf");
+  const Tokenizer t = Tokenizer::from_gguf(*f);
+  EXPECT_EQ(t.n_vocab(), 4);
+  // "▁a": "▁" is not a token and there are no byte tokens, so each of its 3 bytes is <unk>.
+  EXPECT_EQ(t.encode("a", true), (std::vector<TokenId>{1, 0, 0, 0, 3}));
+}
+
+TEST(TokenizerGguf, RefusesBadTokenizerMetadata) {
+  expect_gguf_error(MiniGguf().str("general.architecture", "llama"),
+                    "tokenizer.ggml.model: missing");
+  expect_gguf_error(MiniGguf().str("tokenizer.ggml.model", "bert"), "tokenizer.ggml.model");
+  expect_gguf_error(MiniGguf().str("tokenizer.ggml.model", "llama"), "tokenizer.ggml.tokens");
+  expect_gguf_error(MiniGguf().str("tokenizer.ggml.model", "llama").i32s("tokenizer.ggml.tokens",
+                                                                          {1, 2}),
+                    "tokenizer.ggml.tokens");
+  expect_gguf_error(mini_spm().u32("tokenizer.ggml.bos_token_id", 4), "bos_token_id");
+  expect_gguf_error(mini_spm().i32s("tokenizer.ggml.token_type", {1}), "token_type");
+  MiniGguf bpe;
+  bpe.str("tokenizer.ggml.model", "gpt2").strs("tokenizer.ggml.tokens", {"a", "b", "ab"});
+  expect_gguf_error(bpe, "merges");
+  bpe.strs("tokenizer.ggml.merges", {"a b"}).str("tokenizer.ggml.pre", "made-up");
+  expect_gguf_error(bpe, "unsupported pre-tokenizer 'made-up'");
+}
+
 TEST(TokenizerSmall, Utf8FirstInvalid) {
   const size_t none = std::string_view::npos;
   EXPECT_EQ(utf8_first_invalid(""), none);

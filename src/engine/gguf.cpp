@@ -211,7 +211,8 @@ class Storage {
 
 class GgufImpl final : public GgufFile {
  public:
-  explicit GgufImpl(std::string name) : path_(std::move(name)) {}
+  GgufImpl(std::string name, GgufOpenOptions options)
+      : path_(std::move(name)), options_(options) {}
 
   Storage& storage() { return storage_; }
   void parse();
@@ -243,6 +244,7 @@ class GgufImpl final : public GgufFile {
   void place_tensors();
 
   std::string path_;
+  GgufOpenOptions options_;
   Storage storage_;
   uint32_t version_ = 0;
   uint64_t alignment_ = kDefaultAlignment;
@@ -348,7 +350,7 @@ void GgufImpl::parse_tensor_info(Cursor& c, uint64_t index) {
   if (!info) {
     fail("{}: {} type: expected a known ggml type id, got {}", path_, field, type_id);
   }
-  if (!info->supported) {
+  if (!info->supported && !options_.allow_unsupported_types) {
     fail("{}: {} type: expected one of the types aquakv can read ({}), got {} (id {})", path_,
          field, ggml_supported_type_names(), info->name, type_id);
   }
@@ -434,16 +436,17 @@ std::string_view gguf_value_type_name(GgufValueType type) {
   return i < std::size(kNames) ? kNames[i] : std::string_view("?");
 }
 
-std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
-  auto f = std::make_unique<GgufImpl>(path);
+std::unique_ptr<GgufFile> GgufFile::open(const std::string& path, GgufOpenOptions options) {
+  auto f = std::make_unique<GgufImpl>(path, options);
   f->storage().map_file(path);
   f->parse();
   return f;
 }
 
 std::unique_ptr<GgufFile> GgufFile::from_memory(std::span<const uint8_t> bytes,
-                                                const std::string& name) {
-  auto f = std::make_unique<GgufImpl>(name);
+                                                const std::string& name,
+                                                GgufOpenOptions options) {
+  auto f = std::make_unique<GgufImpl>(name, options);
   f->storage().copy(bytes);
   f->parse();
   return f;

@@ -3,6 +3,7 @@
 #include "aquakv/engine/tokenizer.h"
 
 #include <algorithm>
+#include <climits>
 
 #include "aquakv/util/error.h"
 #include "tokenizer_impl.h"
@@ -64,10 +65,14 @@ std::string make_piece(const Tokenizer::Impl& t, TokenId id) {
       }
       return out;
     }
-    case TokenType::Byte: {
-      // "<0xXX>"
-      if (s.size() == 6 && s.compare(0, 3, "<0x") == 0 && s[5] == '>') {
-        return std::string(1, char(std::stoi(s.substr(3, 2), nullptr, 16)));
+    case TokenType::Byte: {  // "<0xXX>"; anything else prints as its text
+      auto hex = [](char c) {
+        return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10
+             : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+      };
+      if (s.size() == 6 && s.compare(0, 3, "<0x") == 0 && s[5] == '>' && hex(s[3]) >= 0 &&
+          hex(s[4]) >= 0) {
+        return std::string(1, char(hex(s[3]) * 16 + hex(s[4])));
       }
       return s;
     }
@@ -174,6 +179,10 @@ Tokenizer::Tokenizer(const VocabSpec& spec) {
 std::vector<TokenId> Tokenizer::encode(std::string_view text, bool add_special,
                                        bool parse_special) const {
   const Impl& t = *impl_;
+  if (text.size() > size_t(INT32_MAX)) {  // offsets inside the encoders are 32-bit
+    fail("text of {} bytes is too long to tokenize at once (limit {} bytes)", text.size(),
+         INT32_MAX);
+  }
   // Split the text at special-token texts, longest tokens first, leftmost occurrence first.
   struct Frag {
     TokenId id;  // kNoToken: plain text [off, off + len)

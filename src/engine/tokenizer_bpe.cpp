@@ -4,7 +4,8 @@
 // Merging works on interned symbol ids, never on strings: each word starts as one symbol per
 // byte; a min-heap holds candidate adjacent pairs keyed by (merge rank, left position), and a
 // popped pair is applied only if both sides are still the symbols it was made from. Each merge
-// adds at most two candidates, so a word of n bytes costs O(n log n).
+// adds at most two candidates, so a word of n bytes costs O(n log n). Within one encode call
+// the ids of each short word are cached, since natural text repeats its words.
 #include <algorithm>
 
 #include "aquakv/util/error.h"
@@ -35,7 +36,7 @@ void Tokenizer::Impl::build_bpe(const VocabSpec& spec) {
     fail("{}: tokenizer.ggml.merges: expected at most {} merges, got {}", spec.source, INT32_MAX,
          spec.merges.size());
   }
-  bpe.merges.reserve(spec.merges.size() * 2);
+  bpe.merges.reserve(spec.merges.size());
   for (size_t i = 0; i < spec.merges.size(); ++i) {
     const std::string& m = spec.merges[i];
     const size_t sp = m.find(' ', 1);  // "left right"; the left part is never empty
@@ -44,8 +45,7 @@ void Tokenizer::Impl::build_bpe(const VocabSpec& spec) {
     if (right.empty()) continue;
     const int32_t l = intern(left), r = intern(right);
     const int32_t res = intern(left + right);
-    const uint64_t key = (uint64_t(uint32_t(l)) << 32) | uint32_t(r);
-    bpe.merges.try_emplace(key, BpeTables::Merge{int32_t(i), res});  // the first rank wins
+    bpe.merges.insert(BpeTables::MergeTable::key(l, r), {int32_t(i), res});  // first rank wins
   }
   // A symbol that is not a token falls back to the tokens of its single bytes, if any.
   bpe.extra_fallback.resize(bpe.extra_text.size());
@@ -76,67 +76,103 @@ struct Cand {
 
 }  // namespace
 
+namespace {
+
+struct Scratch {
+  std::vector<Sym> syms;
+  std::vector<Cand> heap;
+};
+
+// BPE of one pre-tokenizer word (its UTF-8 bytes), appending the token ids.
+void merge_word(const BpeTables& bpe, int32_t n_vocab, std::string_view bytes,
+                std::vector<TokenId>& out, Scratch& sc) {
+  const int32_t m = int32_t(bytes.size());
+  std::vector<Sym>& syms = sc.syms;
+  std::vector<Cand>& heap = sc.heap;
+  syms.resize(m);
+  for (int32_t i = 0; i < m; ++i) {
+    syms[i] = {bpe.byte_symbol[uint8_t(bytes[i])], i - 1, i + 1 < m ? i + 1 : -1, true};
+  }
+  heap.clear();
+  auto consider = [&](int32_t l, int32_t r) {
+    if (l < 0 || r < 0) return;
+    const auto* mg = bpe.merges.find(BpeTables::MergeTable::key(syms[l].id, syms[r].id));
+    if (mg == nullptr) return;
+    heap.push_back({mg->rank, l, r, syms[l].id, syms[r].id, mg->result});
+    std::push_heap(heap.begin(), heap.end());
+  };
+  for (int32_t i = 0; i + 1 < m; ++i) consider(i, i + 1);
+  while (!heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end());
+    const Cand c = heap.back();
+    heap.pop_back();
+    Sym& L = syms[c.left];
+    Sym& R = syms[c.right];
+    // Stale when either side has since been merged into something else.
+    if (!L.alive || !R.alive || L.id != c.left_id || R.id != c.right_id) continue;
+    L.id = c.result;
+    R.alive = false;
+    L.next = R.next;
+    if (R.next >= 0) syms[R.next].prev = c.left;
+    consider(L.prev, c.left);
+    consider(c.left, L.next);
+  }
+  for (int32_t i = 0; i >= 0; i = syms[i].next) {
+    const int32_t id = syms[i].id;
+    if (id < n_vocab) {
+      out.push_back(id);
+    } else {
+      const auto& fb = bpe.extra_fallback[id - n_vocab];
+      out.insert(out.end(), fb.begin(), fb.end());
+    }
+  }
+}
+
+}  // namespace
+
 void Tokenizer::Impl::encode_bpe(std::string_view s, std::vector<TokenId>& out) const {
   const std::vector<uint32_t> cps = utf8_to_cps(s);
   std::vector<uint32_t> ends;
   bpe.pretok->split(cps, ends);
   const int32_t n_vocab = int32_t(text.size());
+  // Natural text repeats its words: remember the ids of each short word for this call.
+  constexpr size_t kMaxCachedWord = 48;
+  struct Span {
+    uint32_t off, len;
+  };
+  std::unordered_map<std::string, Span, StringHash, std::equal_to<>> cache;
+  std::vector<TokenId> cached_ids;
 
   std::string bytes, spelled;
-  std::vector<Sym> syms;
-  std::vector<Cand> heap;
+  Scratch scratch;
   uint32_t start = 0;
   for (uint32_t end : ends) {
     bytes.clear();
     for (uint32_t i = start; i < end; ++i) append_utf8(bytes, cps[i]);
     start = end;
     if (bytes.empty()) continue;
+    const bool cacheable = bytes.size() <= kMaxCachedWord;
+    if (cacheable) {
+      if (auto it = cache.find(bytes); it != cache.end()) {
+        out.insert(out.end(), cached_ids.begin() + it->second.off,
+                   cached_ids.begin() + it->second.off + it->second.len);
+        continue;
+      }
+    }
+    const size_t first = out.size();
+    bool whole = false;
     if (bpe.pretok->ignore_merges()) {  // a word that is itself a token is taken whole
       spelled.clear();
       for (char c : bytes) append_utf8(spelled, byte_to_cp(uint8_t(c)));
       if (const TokenId id = lookup(spelled); id != kNoToken) {
         out.push_back(id);
-        continue;
+        whole = true;
       }
     }
-    const int32_t m = int32_t(bytes.size());
-    syms.resize(m);
-    for (int32_t i = 0; i < m; ++i) {
-      syms[i] = {bpe.byte_symbol[uint8_t(bytes[i])], i - 1, i + 1 < m ? i + 1 : -1, true};
-    }
-    heap.clear();
-    auto consider = [&](int32_t l, int32_t r) {
-      if (l < 0 || r < 0) return;
-      const uint64_t key = (uint64_t(uint32_t(syms[l].id)) << 32) | uint32_t(syms[r].id);
-      const auto it = bpe.merges.find(key);
-      if (it == bpe.merges.end()) return;
-      heap.push_back({it->second.rank, l, r, syms[l].id, syms[r].id, it->second.result});
-      std::push_heap(heap.begin(), heap.end());
-    };
-    for (int32_t i = 0; i + 1 < m; ++i) consider(i, i + 1);
-    while (!heap.empty()) {
-      std::pop_heap(heap.begin(), heap.end());
-      const Cand c = heap.back();
-      heap.pop_back();
-      Sym& L = syms[c.left];
-      Sym& R = syms[c.right];
-      // Stale when either side has since been merged into something else.
-      if (!L.alive || !R.alive || L.id != c.left_id || R.id != c.right_id) continue;
-      L.id = c.result;
-      R.alive = false;
-      L.next = R.next;
-      if (R.next >= 0) syms[R.next].prev = c.left;
-      consider(L.prev, c.left);
-      consider(c.left, L.next);
-    }
-    for (int32_t i = 0; i >= 0; i = syms[i].next) {
-      const int32_t id = syms[i].id;
-      if (id < n_vocab) {
-        out.push_back(id);
-      } else {
-        const auto& fb = bpe.extra_fallback[id - n_vocab];
-        out.insert(out.end(), fb.begin(), fb.end());
-      }
+    if (!whole) merge_word(bpe, n_vocab, bytes, out, scratch);
+    if (cacheable) {
+      cache.emplace(bytes, Span{uint32_t(cached_ids.size()), uint32_t(out.size() - first)});
+      cached_ids.insert(cached_ids.end(), out.begin() + first, out.end());
     }
   }
 }

@@ -25,6 +25,9 @@ VocabSpec Tokenizer::spec_from_gguf(const GgufFile& f) {
     fail("{}: tokenizer.ggml.model: missing (the file has no tokenizer)", f.path());
   }
   s.model = f.get_string("tokenizer.ggml.model");
+  if (s.model != "gpt2" && s.model != "llama") {
+    fail("{}: tokenizer.ggml.model: expected 'gpt2' or 'llama', got '{}'", f.path(), s.model);
+  }
   s.pre = f.get_string_opt("tokenizer.ggml.pre").value_or("");
   if (f.find("tokenizer.ggml.tokens") == nullptr) {
     fail("{}: tokenizer.ggml.tokens: missing", f.path());

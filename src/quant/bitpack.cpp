@@ -4,6 +4,7 @@
 #include "aquakv/quant/bitpack.h"
 
 #include <cassert>
+#include <cstring>
 
 namespace aquakv {
 
@@ -63,11 +64,31 @@ void unpack_bits(const uint8_t* in, int64_t n, int width, uint16_t* codes) {
     if (i < n) codes[i] = in[i / 2] & 15u;
     return;
   }
+  if (width == 2) {
+    for (int64_t i = 0; i < n; ++i) codes[i] = (in[i / 4] >> (2 * (i % 4))) & 3u;
+    return;
+  }
+  const int64_t nbytes = packed_bytes(n, width);
+  // Codes whose 32-bit window [bit/8, bit/8 + 4) lies inside the stream: one unaligned load each.
+  int64_t i0 = 0;
+  for (; i0 < n; ++i0) {
+    const int64_t bit = i0 * width;
+    if (bit / 8 + 4 > nbytes) break;
+    uint32_t w;
+    std::memcpy(&w, in + bit / 8, 4);  // little-endian hosts
+    codes[i0] = uint16_t((w >> (bit % 8)) & mask);
+  }
+  if (i0 == n) return;
+  // The tail: the byte-wise accumulator, starting at the first byte of code i0.
   uint64_t acc = 0;
   int filled = 0;
-  int64_t p = 0;
-  const int64_t nbytes = packed_bytes(n, width);
-  for (int64_t i = 0; i < n; ++i) {
+  int64_t p = (i0 * width) / 8;
+  const int skip = int((i0 * width) % 8);
+  if (skip) {
+    acc = uint64_t(in[p++]) >> skip;
+    filled = 8 - skip;
+  }
+  for (int64_t i = i0; i < n; ++i) {
     while (filled < width && p < nbytes) {
       acc |= uint64_t(in[p++]) << filled;
       filled += 8;

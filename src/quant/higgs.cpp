@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "aquakv/quant/bitpack.h"
@@ -83,8 +84,18 @@ void HiggsCodec::encode(const float* x, int64_t rows, uint8_t* out) const {
     uint8_t* o = out + r * block_bytes();
     for (int64_t k = 0; k < ng; ++k) {
       const float* xg = xr + k * g;
-      double ss = 0;
-      for (int64_t i = 0; i < g; ++i) ss += double(xg[i]) * xg[i];
+      // Four independent double accumulators in a fixed order (deterministic, and no serial
+      // dependency chain of g additions).
+      double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+      int64_t i = 0;
+      for (; i + 4 <= g; i += 4) {
+        a0 += double(xg[i]) * xg[i];
+        a1 += double(xg[i + 1]) * xg[i + 1];
+        a2 += double(xg[i + 2]) * xg[i + 2];
+        a3 += double(xg[i + 3]) * xg[i + 3];
+      }
+      for (; i < g; ++i) a0 += double(xg[i]) * xg[i];
+      const double ss = (a0 + a1) + (a2 + a3);
       const double s = std::sqrt(ss);
       const float rms = float(s / std::sqrt(double(g)));
       const uint16_t h = fp32_to_fp16(rms > 65504.0f ? 65504.0f : rms);
@@ -96,10 +107,10 @@ void HiggsCodec::encode(const float* x, int64_t rows, uint8_t* out) const {
         continue;
       }
       float* yg = buf.data() + k * g;
-      for (int64_t i = 0; i < g; ++i) yg[i] = xg[i];
+      std::memcpy(yg, xg, size_t(g) * 4);
       rot_.forward(yg, 1);
       const float inv = float(1.0 / s);
-      for (int64_t i = 0; i < g; ++i) yg[i] *= inv;
+      for (int64_t t = 0; t < g; ++t) yg[t] *= inv;
       search_.search(yg, cpg, cg);
     }
     pack_bits(codes.data(), codes_per_row_, code_bits_, o + 2 * ng);
@@ -125,8 +136,21 @@ void HiggsCodec::gather_row(const uint8_t* packed, float* x) const {
   // Codes >= n cannot come from encode (n not a power of two); clamp so corrupt bytes never
   // read outside the grid.
   const int64_t last = grid_.n - 1;
-  for (int64_t c = 0; c < codes_per_row_; ++c) {
-    std::memcpy(x + c * d, pts + std::min<int64_t>(codes[size_t(c)], last) * d, size_t(d) * 4);
+  auto gather = [&](auto dim_constant) {  // fixed-size copies for the common d
+    constexpr int64_t dd = decltype(dim_constant)::value;
+    for (int64_t c = 0; c < codes_per_row_; ++c) {
+      std::memcpy(x + c * dd, pts + std::min<int64_t>(codes[size_t(c)], last) * dd, size_t(dd) * 4);
+    }
+  };
+  switch (d) {
+    case 1: gather(std::integral_constant<int64_t, 1>()); return;
+    case 2: gather(std::integral_constant<int64_t, 2>()); return;
+    case 4: gather(std::integral_constant<int64_t, 4>()); return;
+    case 8: gather(std::integral_constant<int64_t, 8>()); return;
+    default:
+      for (int64_t c = 0; c < codes_per_row_; ++c) {
+        std::memcpy(x + c * d, pts + std::min<int64_t>(codes[size_t(c)], last) * d, size_t(d) * 4);
+      }
   }
 }
 

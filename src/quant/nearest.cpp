@@ -114,6 +114,8 @@ NearestSearch::NearestSearch(const Grid& g) : d_(g.d), n_(g.n), points_(g.points
     for (int j = 0; j < d_; ++j) nrm = nrm + points_[size_t(i * d_ + j)] * points_[size_t(i * d_ + j)];
     norms_[size_t(i)] = nrm;
   }
+  negnorms_.resize(size_t(n_));
+  for (int64_t i = 0; i < n_; ++i) negnorms_[size_t(i)] = -norms_[size_t(i)];
   std::vector<int32_t> order(static_cast<size_t>(n_));
   for (int64_t i = 0; i < n_; ++i) order[size_t(i)] = int32_t(i);
   soa_ = std::make_unique<Soa>();
@@ -188,8 +190,12 @@ NearestSearch::NearestSearch(const Grid& g) : d_(g.d), n_(g.n), points_(g.points
 NearestSearch::~NearestSearch() = default;
 
 void NearestSearch::search_brute(const float* u, int64_t m, uint16_t* idx) const {
+  int64_t done = 0;
+  if (simd_level() == SimdLevel::kAvx2 && n_ <= kLanesMaxPoints) {
+    done = detail::search_lanes_avx2(points_.data(), negnorms_.data(), n_, d_, u, m, idx);
+  }
   float u2[kMaxGridDim];
-  for (int64_t r = 0; r < m; ++r) {
+  for (int64_t r = done; r < m; ++r) {
     for (int j = 0; j < d_; ++j) u2[j] = 2.0f * u[r * d_ + j];
     float best = kNegInf;
     int32_t id = std::numeric_limits<int32_t>::max();

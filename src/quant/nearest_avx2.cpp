@@ -42,4 +42,34 @@ void scan_blocks_avx2(const float* blocks, int64_t nblocks, int d, const float* 
   }
 }
 
+int64_t search_lanes_avx2(const float* pts, const float* negnorm, int64_t n, int d, const float* u,
+                          int64_t m, uint16_t* idx) {
+  const int64_t m8 = m / 8 * 8;
+  alignas(32) float ut[16][8];
+  alignas(32) int32_t out[8];
+  for (int64_t q = 0; q < m8; q += 8) {
+    for (int l = 0; l < 8; ++l) {
+      for (int j = 0; j < d; ++j) ut[j][l] = 2.0f * u[(q + l) * d + j];
+    }
+    __m256 uj[16];
+    for (int j = 0; j < d; ++j) uj[j] = _mm256_load_ps(ut[j]);
+    __m256 best = _mm256_set1_ps(-__builtin_inff());
+    __m256i bid = _mm256_setzero_si256();
+    __m256i cur = _mm256_setzero_si256();
+    const __m256i one = _mm256_set1_epi32(1);
+    for (int64_t i = 0; i < n; ++i) {
+      const float* p = pts + i * d;
+      __m256 s = _mm256_broadcast_ss(negnorm + i);
+      for (int j = 0; j < d; ++j) s = _mm256_add_ps(s, _mm256_mul_ps(uj[j], _mm256_broadcast_ss(p + j)));
+      const __m256 gt = _mm256_cmp_ps(s, best, _CMP_GT_OQ);
+      best = _mm256_blendv_ps(best, s, gt);
+      bid = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(bid), _mm256_castsi256_ps(cur), gt));
+      cur = _mm256_add_epi32(cur, one);
+    }
+    _mm256_store_si256(reinterpret_cast<__m256i*>(out), bid);
+    for (int l = 0; l < 8; ++l) idx[q + l] = uint16_t(out[l]);
+  }
+  return m8;
+}
+
 }  // namespace aquakv::detail

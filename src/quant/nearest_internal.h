@@ -16,4 +16,10 @@ void scan_blocks_scalar(const float* blocks, int64_t nblocks, int d, const float
 void scan_blocks_avx2(const float* blocks, int64_t nblocks, int d, const float* u2,
                       float& best_score, int32_t& best_id);
 
+// Brute force with 8 queries per vector (one query per lane), the points visited in index order
+// with a strict > so the first maximum wins; scores as in scan_blocks_*. Handles the first
+// m / 8 * 8 queries of u (m x d) and returns how many it handled. pts: (n, d), negnorm: (n).
+int64_t search_lanes_avx2(const float* pts, const float* negnorm, int64_t n, int d, const float* u,
+                          int64_t m, uint16_t* idx);
+
 }  // namespace aquakv::detail

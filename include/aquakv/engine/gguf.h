@@ -40,20 +40,28 @@ std::string_view gguf_value_type_name(GgufValueType type);
 struct GgufTensorInfo {
   std::string name;
   std::vector<int64_t> shape;  // ggml order: shape[0] is the contiguous (row) dimension
-  GgmlType type;
+  GgmlType type;               // a supported type unless opened with allow_unsupported_types
   uint64_t offset;             // relative to the start of the tensor data section
   int64_t n_values;            // product of shape
   int64_t n_bytes;             // bytes of data in the file
   const uint8_t* data;         // points into the mapping
 };
 
+struct GgufOpenOptions {
+  // Accept tensors of ggml types aquakv knows by geometry but cannot dequantize (IQ*, TQ*,
+  // I8..I64, ...; see ggml_type_info). For inspection only: dequantize_row must not be called
+  // on them. Unknown type ids are refused either way.
+  bool allow_unsupported_types = false;
+};
+
 class GgufFile {
  public:
   // Opens and validates `path`. Throws Error on any problem.
-  static std::unique_ptr<GgufFile> open(const std::string& path);
-  // Parses an in-memory image (used by the fuzzer and tests); `name` appears in errors.
+  static std::unique_ptr<GgufFile> open(const std::string& path, GgufOpenOptions options = {});
+  // Parses an in-memory image (copied; used by the fuzzer and tests); `name` appears in errors.
   static std::unique_ptr<GgufFile> from_memory(std::span<const uint8_t> bytes,
-                                               const std::string& name);
+                                               const std::string& name,
+                                               GgufOpenOptions options = {});
   virtual ~GgufFile() = default;
 
   virtual const std::string& path() const = 0;

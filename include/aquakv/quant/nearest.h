@@ -26,6 +26,8 @@ class NearestSearch {
   NearestSearch& operator=(const NearestSearch&) = delete;
 
   static constexpr int64_t kPruneThreshold = 1024;
+  // Up to this many points, AVX2 brute force runs 8 queries at once (one per lane).
+  static constexpr int64_t kLanesMaxPoints = 256;
 
   int dim() const { return d_; }
   int64_t size() const { return n_; }
@@ -41,6 +43,7 @@ class NearestSearch {
   int64_t n_;
   std::vector<float> points_;  // (n, d) row-major, for the scalar path
   std::vector<float> norms_;   // (n) ||G_i||^2
+  std::vector<float> negnorms_;  // (n) -||G_i||^2
   std::unique_ptr<Soa> soa_;   // all points, for brute force
   struct Clusters;
   std::unique_ptr<Clusters> clusters_;  // only for n > kPruneThreshold
