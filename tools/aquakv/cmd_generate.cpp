@@ -1,0 +1,169 @@
+// `aquakv generate`: prompt (or chat message) in, streamed text out, like llama.cpp's
+// llama-cli/llama-simple. Ends with a timing line: prefill and decode tokens/s and the KV
+// cache's live memory. With no prompt it answers a built-in chat message.
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "aquakv/engine/chat_template.h"
+#include "aquakv/engine/forward.h"
+#include "aquakv/engine/sampler.h"
+#include "aquakv/engine/tokenizer.h"
+#include "aquakv/kv/cache_factory.h"
+#include "aquakv/util/error.h"
+#include "aquakv/util/parallel.h"
+#include "command.h"
+
+namespace aquakv::cli {
+namespace {
+
+constexpr const char* kBuiltinPrompt =
+    "In three sentences, explain what the key-value cache of a language model stores and why "
+    "compressing it matters.";
+
+struct Opts {
+  std::string model, prompt, file, system, chat_template, kv = "fp16";
+  bool chat = false;
+  int64_t n_predict = 256, n_ctx = 4096;
+  int threads = 0;
+  float temp = 0.8f, top_p = 0.95f, min_p = 0.05f;
+  int top_k = 40;
+  int64_t seed = -1;
+};
+
+std::string read_text(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) fail("-f {}: cannot open: {}", path, std::strerror(errno));
+  std::ostringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+// The prompt text: the user's (or the built-in) message, through the chat template when asked.
+std::string prompt_text(const Opts& o, const Model& model, bool& chat) {
+  std::string text = o.file.empty() ? o.prompt : read_text(o.file);
+  chat = o.chat || (o.prompt.empty() && o.file.empty());
+  if (o.prompt.empty() && o.file.empty()) text = kBuiltinPrompt;
+  if (!chat) return text;
+  ChatFormat fmt;
+  if (!o.chat_template.empty()) {
+    fmt = chat_format_from_name(o.chat_template);
+  } else {
+    const auto src = model.gguf().get_string_opt("tokenizer.chat_template");
+    if (!src) fail("{}: the model has no tokenizer.chat_template; pass --chat-template chatml (or llama3, ...)", model.path());
+    const auto d = detect_chat_format(*src);
+    if (!d) fail("{}: tokenizer.chat_template is not a template aquakv recognizes; pass --chat-template NAME", model.path());
+    fmt = *d;
+  }
+  std::vector<ChatMessage> msgs;
+  if (!o.system.empty()) msgs.push_back({"system", o.system});
+  msgs.push_back({"user", text});
+  return render_chat(fmt, msgs, true);
+}
+
+int run(const Opts& o) {
+  if (o.n_predict < 0) fail("-n: expected a number of tokens >= 0, got {}", o.n_predict);
+  if (o.n_ctx < 0) fail("-c: expected a context size >= 0, got {}", o.n_ctx);
+  if (o.threads < 0) fail("-t: expected a thread count >= 0, got {}", o.threads);
+  if (!o.prompt.empty() && !o.file.empty()) fail("-p and -f: give one prompt, not both");
+  SamplerParams sp;
+  sp.temperature = o.temp;
+  sp.top_k = o.top_k;
+  sp.top_p = o.top_p;
+  sp.min_p = o.min_p;
+  sp.seed = o.seed >= 0 ? uint64_t(o.seed) : std::random_device{}();
+  Sampler sampler(sp);  // validates the sampling flags before the model loads
+
+  const auto model = Model::load(o.model);
+  const ModelConfig& cfg = model->config();
+  const Tokenizer tok = Tokenizer::from_gguf(model->gguf());
+  int64_t n_ctx = o.n_ctx == 0 ? cfg.n_ctx_train : o.n_ctx;
+  if (n_ctx > cfg.n_ctx_train) {
+    std::fprintf(stderr, "aquakv: warning: -c %lld exceeds the model's training context %lld\n",
+                 (long long)n_ctx, (long long)cfg.n_ctx_train);
+  }
+  bool chat = false;
+  const std::string text = prompt_text(o, *model, chat);
+  const std::vector<TokenId> ids = tok.encode(text, true, true);
+  if (ids.empty()) fail("the prompt is empty");
+  if (int64_t(ids.size()) >= n_ctx) {
+    fail("the prompt is {} tokens, the context (-c) holds {}; it must leave room to generate",
+         ids.size(), n_ctx);
+  }
+  const int threads = o.threads > 0 ? o.threads : 0;
+  Forward fwd(*model, threads);
+  auto cache = make_cache(o.kv, model->kv_shape(n_ctx));
+  const int seq = cache->add_sequence();
+  std::vector<float> logits(static_cast<size_t>(cfg.n_vocab));
+
+  if (!chat) std::fputs(text.c_str(), stdout);
+  std::fflush(stdout);
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  fwd.eval(*cache, seq, ids, logits.data(), false);
+  const double t_prefill = std::chrono::duration<double>(clock::now() - t0).count();
+
+  std::string pending;  // bytes that may end inside a UTF-8 sequence
+  int64_t n_gen = 0;
+  const auto t1 = clock::now();
+  while (n_gen < o.n_predict) {
+    const TokenId next = sampler.sample(logits);
+    ++n_gen;
+    if (tok.is_eog(next)) break;
+    pending += tok.piece(next);
+    const size_t ok = utf8_complete_prefix(pending);
+    std::fwrite(pending.data(), 1, ok, stdout);
+    std::fflush(stdout);
+    pending.erase(0, ok);
+    if (cache->n_tokens(seq) >= n_ctx) {
+      std::fprintf(stderr, "\naquakv: context full (%lld tokens), stopping\n", (long long)n_ctx);
+      break;
+    }
+    fwd.eval(*cache, seq, std::span<const int32_t>(&next, 1), logits.data(), false);
+  }
+  std::fwrite(pending.data(), 1, pending.size(), stdout);
+  std::fputs("\n", stdout);
+  std::fflush(stdout);
+  const double t_decode = std::chrono::duration<double>(clock::now() - t1).count();
+  // Decode time covers n_gen - 1 forward passes (the last sampled token is not evaluated) plus
+  // sampling; tokens/s counts the tokens produced.
+  std::fprintf(stderr,
+               "\nprefill: %zu tokens in %.3f s (%.1f tok/s) | decode: %lld tokens in %.3f s "
+               "(%.1f tok/s) | KV cache %s: %.2f MiB live (%lld tokens) | threads %d, seed %llu\n",
+               ids.size(), t_prefill, double(ids.size()) / t_prefill, (long long)n_gen, t_decode,
+               t_decode > 0 ? double(n_gen) / t_decode : 0.0, cache->name().c_str(),
+               double(cache->live_bytes()) / (1024.0 * 1024.0), (long long)cache->n_tokens(seq),
+               num_threads(), (unsigned long long)sp.seed);
+  return 0;
+}
+
+const CommandRegistrar reg{"generate", "generate text from a prompt or a chat message", [](CLI::App& sub) {
+  auto o = std::make_shared<Opts>();
+  o->model = default_model_path();
+  sub.add_option("-m,--model", o->model, "GGUF model file")->capture_default_str();
+  sub.add_option("-p,--prompt", o->prompt, "prompt text (default: a built-in chat message)");
+  sub.add_option("-f,--file", o->file, "read the prompt from a file");
+  sub.add_flag("--chat", o->chat, "wrap the prompt as a user message in the model's chat template");
+  sub.add_option("--chat-template", o->chat_template,
+                 "chat format instead of the model's: chatml, llama3, llama2, mistral, phi3, gemma, zephyr");
+  sub.add_option("--system", o->system, "system message for --chat");
+  sub.add_option("-n,--n-predict", o->n_predict, "tokens to generate")->capture_default_str();
+  sub.add_option("-c,--ctx-size", o->n_ctx, "context size in tokens (0: the model's)")->capture_default_str();
+  sub.add_option("-t,--threads", o->threads, "threads (default: all cores)");
+  sub.add_option("--temp", o->temp, "temperature (0: greedy)")->capture_default_str();
+  sub.add_option("--top-k", o->top_k, "top-k (0: off)")->capture_default_str();
+  sub.add_option("--top-p", o->top_p, "top-p (1: off)")->capture_default_str();
+  sub.add_option("--min-p", o->min_p, "min-p (0: off)")->capture_default_str();
+  sub.add_option("-s,--seed", o->seed, "random seed (default: random)");
+  sub.add_option("--kv", o->kv, "KV cache format (fp16, f32, ...)")->capture_default_str();
+  return RunFn([o] { return run(*o); });
+}};
+
+}  // namespace
+}  // namespace aquakv::cli
