@@ -14,6 +14,8 @@ Writes
   spm_vocab.gguf         a small SentencePiece-style ("llama" model) vocab-only GGUF: a BPE
                          vocabulary trained here with Hugging Face `tokenizers` (Metaspace "▁"),
                          with byte-fallback <0xXX> tokens, user-defined and control tokens.
+                         Kept when present (training is not reproducible bit for bit); pass
+                         --retrain-spm to make a new one.
   spm_goldens.json       llama.cpp's ids/pieces/decodes for it, with two flag settings.
 Compact format: corpus.json holds each piece once ({"kind", "text"} or {"kind", "hex"} for
 malformed UTF-8); a case is [piece index, flags (1: add_special, 2: parse_special), ids], with
@@ -259,10 +261,22 @@ SPM_EXTRA = [("special", s.encode()) for s in
               "x <|sp|> y", "<|ctl|><|ctl|>", "<0x41><0xFF>")]
 
 
-def spm(corpus):
-    tokens, scores, types = train_spm_vocab()
+def read_spm_vocab(path):
+    r = gguf.GGUFReader(path)
+    return (r.fields["tokenizer.ggml.tokens"].contents(),
+            r.fields["tokenizer.ggml.scores"].contents(),
+            r.fields["tokenizer.ggml.token_type"].contents())
+
+
+def spm(corpus, retrain):
+    # The committed vocabulary is reused (training is not bit-reproducible across runs);
+    # --retrain-spm makes a new one.
     path = os.path.join(OUT, "spm_vocab.gguf")
-    write_spm_gguf(path, tokens, scores, types)
+    if retrain or not os.path.exists(path):
+        tokens, scores, types = train_spm_vocab()
+        write_spm_gguf(path, tokens, scores, types)
+    else:
+        tokens, scores, types = read_spm_vocab(path)
     ref = Ref(path)
     sub = [i for i, c in enumerate(corpus)
            if i % 4 == 0 or c[0] not in ("prose", "code", "numbers", "whitespace")]
@@ -294,6 +308,8 @@ def spm(corpus):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--retrain-spm", action="store_true",
+                    help="train a new SentencePiece test vocabulary instead of the committed one")
     args = ap.parse_args()
     os.makedirs(OUT, exist_ok=True)
     corpus = tokenizer_corpus.pieces() + SPM_EXTRA
@@ -301,7 +317,7 @@ def main():
     docs = [("corpus.json", {"generator": "scripts/tokenizer_corpus.py",
                              "pieces": [{"kind": k, **text_field(d)} for k, d in corpus]})]
     docs += [("smollm2_goldens.json", smollm(args.model, corpus)),
-             ("spm_goldens.json", spm(corpus))]
+             ("spm_goldens.json", spm(corpus, args.retrain_spm))]
     for name, doc in docs:
         tmp = os.path.join(OUT, name + ".tmp")
         with open(tmp, "w", encoding="utf-8") as f:

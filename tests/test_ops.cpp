@@ -51,3 +51,63 @@ TEST(Attention, MatchesFloat64ReferenceAcrossShapes) {
 
 }  // namespace
 }  // namespace aquakv
+
+namespace aquakv {
+namespace {
+
+TEST(Rope, TableMatchesDirectAnglesBothTypesAndFactors) {
+  for (RopeType type : {RopeType::kNormal, RopeType::kNeox}) {
+    RopeParams p;
+    p.type = type;
+    p.n_rot = 48;  // partial rotation: the last 16 of 64 values stay put
+    p.freq_base = 100000.0;
+    p.freq_scale = 0.5;
+    for (int i = 0; i < 24; ++i) p.freq_factors.push_back(1.0f + 0.25f * float(i % 3));
+    RopeTable table(p);
+    table.ensure(3000);
+    for (int64_t pos : {0, 1, 17, 2999}) {
+      auto a = randn(3 * 64, uint32_t(pos) + 9), b = a;
+      rope_row(table, a.data(), 3, 64, pos);
+      rope_row_ref(p, b.data(), 3, 64, pos);
+      EXPECT_LT(max_diff(a, b), 2e-5) << pos;
+      for (int h = 0; h < 3; ++h) {
+        for (int j = 48; j < 64; ++j) EXPECT_EQ(a[size_t(h * 64 + j)], b[size_t(h * 64 + j)]);
+      }
+    }
+  }
+}
+
+TEST(Rope, PairConventions) {
+  // One pair rotated by 90 degrees: theta_0(pos) = pos, so pos = pi/2 is not integral; use the
+  // table at pos 1 with base chosen so theta_0 = 1 and check against cos(1), sin(1).
+  for (RopeType type : {RopeType::kNormal, RopeType::kNeox}) {
+    RopeParams p;
+    p.type = type;
+    p.n_rot = 4;
+    std::vector<float> x = {1, 2, 3, 4};
+    rope_row_ref(p, x.data(), 1, 4, 1);
+    const int a = 0, b = type == RopeType::kNormal ? 1 : 2;  // the pair of value 0
+    const float x0 = type == RopeType::kNormal ? 1 : 1, x1 = type == RopeType::kNormal ? 2 : 3;
+    EXPECT_NEAR(x[size_t(a)], x0 * std::cos(1.0) - x1 * std::sin(1.0), 1e-6);
+    EXPECT_NEAR(x[size_t(b)], x0 * std::sin(1.0) + x1 * std::cos(1.0), 1e-6);
+  }
+}
+
+TEST(Nn, RmsNormSoftmaxSwiglu) {
+  const std::vector<float> x = {1, -2, 3, -4}, w = {1, 1, 2, 0.5f};
+  std::vector<float> y(4);
+  rms_norm(x.data(), w.data(), y.data(), 4, 0.0f);
+  const double r = std::sqrt((1 + 4 + 9 + 16) / 4.0);
+  for (int i = 0; i < 4; ++i) EXPECT_NEAR(y[size_t(i)], x[size_t(i)] / r * w[size_t(i)], 1e-6);
+  std::vector<float> s = {1, 2, 3};
+  softmax(s.data(), 3);
+  const double z = std::exp(1) + std::exp(2) + std::exp(3);
+  for (int i = 0; i < 3; ++i) EXPECT_NEAR(s[size_t(i)], std::exp(i + 1) / z, 1e-6);
+  std::vector<float> g = {0.5f, -1.0f}, u = {2, 3}, h(2);
+  swiglu(g.data(), u.data(), h.data(), 2);
+  EXPECT_NEAR(h[0], 0.5 / (1 + std::exp(-0.5)) * 2, 1e-6);
+  EXPECT_NEAR(h[1], -1.0 / (1 + std::exp(1.0)) * 3, 1e-6);
+}
+
+}  // namespace
+}  // namespace aquakv
