@@ -21,6 +21,8 @@
 #include <map>
 #include <numeric>
 
+#include <fmt/ranges.h>
+
 #include "aquakv/util/error.h"
 
 namespace aquakv {
@@ -65,6 +67,23 @@ std::string printable(std::string_view s) {
   return out;
 }
 
+// Name of the field being read, for error messages only. It is turned into a string only when
+// an error is reported, so reading the ~100k elements of a tokenizer array builds no strings.
+struct FieldName {
+  FieldName(const char* b) : base(b) {}                          // NOLINT: implicit on purpose
+  FieldName(const std::string& b) : base(b) {}                   // NOLINT
+  FieldName(std::string_view b, int64_t i, std::string_view s = {}) : base(b), index(i), suffix(s) {}
+  std::string str() const {
+    std::string out(base);
+    if (index >= 0) out += "[" + std::to_string(index) + "]";
+    out += suffix;
+    return out;
+  }
+  std::string_view base;
+  int64_t index = -1;
+  std::string_view suffix;
+};
+
 // Bounds-checked little-endian cursor over the file image.
 class Cursor {
  public:
@@ -76,15 +95,15 @@ class Cursor {
   const std::string& name() const { return name_; }
 
   // Throws unless n more bytes exist.
-  void need(uint64_t n, const std::string& field) const {
+  void need(uint64_t n, const FieldName& field) const {
     if (n > left()) {
       fail("{}: {}: expected {} more bytes at offset {}, got {} (file truncated: {} bytes)",
-           name_, field, n, pos_, left(), size_);
+           name_, field.str(), n, pos_, left(), size_);
     }
   }
 
   template <typename T>
-  T read(const std::string& field) {
+  T read(const FieldName& field) {
     need(sizeof(T), field);
     T v;
     std::memcpy(&v, base_ + pos_, sizeof(T));
@@ -92,11 +111,12 @@ class Cursor {
     return v;
   }
 
-  std::string read_string(const std::string& field) {
-    const uint64_t len = read<uint64_t>(field + " length");
+  std::string read_string(const FieldName& field) {
+    if (8 > left()) need(8, FieldName(field.str() + " length"));
+    const uint64_t len = read<uint64_t>(field);
     if (len > left()) {
       fail("{}: {} length: expected at most the {} bytes left in the file, got {}", name_,
-           field, left(), len);
+           field.str(), left(), len);
     }
     std::string s(reinterpret_cast<const char*>(base_ + pos_), size_t(len));
     pos_ += len;
@@ -110,9 +130,10 @@ class Cursor {
   const std::string& name_;
 };
 
-GgufValue read_value(Cursor& c, GgufValueType type, const std::string& field, int depth);
+GgufValue read_value(Cursor& c, GgufValueType type, const FieldName& field, int depth);
 
-GgufValue read_array(Cursor& c, const std::string& field, int depth) {
+GgufValue read_array(Cursor& c, const FieldName& name, int depth) {
+  const std::string field = name.str();  // once per array, not per element
   if (depth >= kMaxArrayDepth) {
     fail("{}: {}: expected arrays nested at most {} deep, got deeper nesting", c.name(), field,
          kMaxArrayDepth);
@@ -131,12 +152,12 @@ GgufValue read_array(Cursor& c, const std::string& field, int depth) {
   GgufValue::Array arr{elem, {}};
   arr.items.reserve(size_t(count));
   for (uint64_t i = 0; i < count; ++i) {
-    arr.items.push_back(read_value(c, elem, field + "[" + std::to_string(i) + "]", depth + 1));
+    arr.items.push_back(read_value(c, elem, FieldName(field, int64_t(i)), depth + 1));
   }
   return GgufValue{GgufValueType::ARRAY, std::move(arr)};
 }
 
-GgufValue read_value(Cursor& c, GgufValueType type, const std::string& field, int depth) {
+GgufValue read_value(Cursor& c, GgufValueType type, const FieldName& field, int depth) {
   switch (type) {
     case GgufValueType::U8: return {type, uint64_t(c.read<uint8_t>(field))};
     case GgufValueType::U16: return {type, uint64_t(c.read<uint16_t>(field))};
@@ -150,13 +171,13 @@ GgufValue read_value(Cursor& c, GgufValueType type, const std::string& field, in
     case GgufValueType::F64: return {type, c.read<double>(field)};
     case GgufValueType::BOOL: {
       const uint8_t b = c.read<uint8_t>(field);
-      if (b > 1) fail("{}: {}: expected a BOOL byte 0 or 1, got {}", c.name(), field, b);
+      if (b > 1) fail("{}: {}: expected a BOOL byte 0 or 1, got {}", c.name(), field.str(), b);
       return {type, b == 1};
     }
     case GgufValueType::STRING: return {type, c.read_string(field)};
     case GgufValueType::ARRAY: return read_array(c, field, depth);
   }
-  fail("{}: {}: expected a GGUF value type 0..12, got {}", c.name(), field,
+  fail("{}: {}: expected a GGUF value type 0..12, got {}", c.name(), field.str(),
        static_cast<uint32_t>(type));
 }
 
@@ -365,8 +386,8 @@ void GgufImpl::parse_tensor_info(Cursor& c, uint64_t index) {
   const int64_t rows = t.shape[0] == 0 ? 0 : t.n_values / t.shape[0];
   if (__builtin_mul_overflow(t.shape[0] / info->block_values, info->block_bytes, &row_bytes) ||
       __builtin_mul_overflow(row_bytes, rows, &t.n_bytes)) {
-    fail("{}: {}: expected a byte size that fits in int64, got {} values of {}", path_, field,
-         t.n_values, info->name);
+    fail("{}: {}: expected a byte size that fits in int64, got shape [{}] of {}", path_, field,
+         fmt::join(t.shape, ", "), info->name);
   }
   t.offset = c.read<uint64_t>(field + " offset");
   tensor_index_.emplace(t.name, tensors_.size());

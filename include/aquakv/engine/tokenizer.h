@@ -6,6 +6,7 @@
 //
 // Behaviour follows llama.cpp's tokenizer for the same GGUF (our goldens come from it):
 // encode(text, add_special, parse_special) is llama_tokenize(text, add_special, parse_special).
+// A Tokenizer is immutable once built: its const methods may be called from several threads.
 #pragma once
 
 #include <cstdint>
