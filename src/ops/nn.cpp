@@ -1,11 +1,17 @@
-// Scalar kernels of ops/nn.h (they are not the bottleneck: matmul and attention are).
+// Scalar kernels of ops/nn.h; softmax dispatches to AVX2 (nn_avx2.cpp), the hot one in attention.
 #include "aquakv/ops/nn.h"
 
 #include <algorithm>
 #include <cassert>
 #include <cmath>
 
+#include "aquakv/util/cpu.h"
+
 namespace aquakv {
+namespace detail {
+void softmax_avx2(float* x, int64_t n);  // src/ops/nn_avx2.cpp
+}
+
 
 void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps) {
   double ss = 0.0;
@@ -73,6 +79,12 @@ void rope_row_ref(const RopeParams& p, float* x, int n_heads, int head_dim, int6
 }
 
 void softmax(float* x, int64_t n) {
+  if (n <= 0) return;
+  if (simd_level() == SimdLevel::kAvx2) return detail::softmax_avx2(x, n);
+  softmax_ref(x, n);
+}
+
+void softmax_ref(float* x, int64_t n) {
   if (n <= 0) return;
   float mx = x[0];
   for (int64_t i = 1; i < n; ++i) mx = std::max(mx, x[i]);

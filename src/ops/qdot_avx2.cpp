@@ -102,57 +102,58 @@ void quantize_q8_avx2(const float* x, Q8Act* out, int64_t n) {
   }
 }
 
+// Runs `blk(block_ptr, activations, acc, acc_s)` over nb blocks of bb bytes with two
+// independent accumulator pairs (even/odd blocks) so consecutive FMAs do not wait on each other.
+template <typename Block>
+inline float run_blocks(const uint8_t* p, int64_t bb, const Q8Act* x, int64_t nb, Block blk) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  float s0 = 0.0f, s1 = 0.0f;
+  int64_t b = 0;
+  for (; b + 2 <= nb; b += 2) {
+    blk(p + bb * b, x[b], acc0, s0);
+    blk(p + bb * (b + 1), x[b + 1], acc1, s1);
+  }
+  if (b < nb) blk(p + bb * b, x[b], acc0, s0);
+  return hsum(_mm256_add_ps(acc0, acc1)) + (s0 + s1);
+}
+
 float qdot_q8_avx2(GgmlType type, const void* row, const Q8Act* x, int64_t n) {
   const uint8_t* p = static_cast<const uint8_t*>(row);
   const int64_t nb = n / 32;
-  __m256 acc = _mm256_setzero_ps();
-  float acc_s = 0.0f;  // offset terms m*s
   switch (type) {
     case GgmlType::Q4_0:
-      for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t* blk = p + 18 * b;
+      return run_blocks(p, 18, x, nb, [](const uint8_t* blk, const Q8Act& a, __m256& acc, float& s) {
         const float dw = half_at(blk);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * x[b].d), udot(unpack_nibbles(blk + 2), x[b].q), acc);
-        acc_s -= 8.0f * dw * x[b].s;
-      }
-      break;
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * a.d), udot(unpack_nibbles(blk + 2), a.q), acc);
+        s -= 8.0f * dw * a.s;
+      });
     case GgmlType::Q4_1:
-      for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t* blk = p + 20 * b;
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(half_at(blk) * x[b].d),
-                              udot(unpack_nibbles(blk + 4), x[b].q), acc);
-        acc_s += half_at(blk + 2) * x[b].s;
-      }
-      break;
+      return run_blocks(p, 20, x, nb, [](const uint8_t* blk, const Q8Act& a, __m256& acc, float& s) {
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(half_at(blk) * a.d), udot(unpack_nibbles(blk + 4), a.q), acc);
+        s += half_at(blk + 2) * a.s;
+      });
     case GgmlType::Q5_0:
-      for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t* blk = p + 22 * b;
+      return run_blocks(p, 22, x, nb, [](const uint8_t* blk, const Q8Act& a, __m256& acc, float& s) {
         const float dw = half_at(blk);
         const __m256i c = _mm256_or_si256(unpack_nibbles(blk + 6), bits_to_16s(blk + 2));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * x[b].d), udot(c, x[b].q), acc);
-        acc_s -= 16.0f * dw * x[b].s;
-      }
-      break;
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * a.d), udot(c, a.q), acc);
+        s -= 16.0f * dw * a.s;
+      });
     case GgmlType::Q5_1:
-      for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t* blk = p + 24 * b;
+      return run_blocks(p, 24, x, nb, [](const uint8_t* blk, const Q8Act& a, __m256& acc, float& s) {
         const __m256i c = _mm256_or_si256(unpack_nibbles(blk + 8), bits_to_16s(blk + 4));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(half_at(blk) * x[b].d), udot(c, x[b].q), acc);
-        acc_s += half_at(blk + 2) * x[b].s;
-      }
-      break;
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(half_at(blk) * a.d), udot(c, a.q), acc);
+        s += half_at(blk + 2) * a.s;
+      });
     case GgmlType::Q8_0:
-      for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t* blk = p + 34 * b;
+      return run_blocks(p, 34, x, nb, [](const uint8_t* blk, const Q8Act& a, __m256& acc, float&) {
         const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(half_at(blk) * x[b].d), sdot(c, x[b].q), acc);
-      }
-      break;
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(half_at(blk) * a.d), sdot(c, a.q), acc);
+      });
     default:
       assert(false && "qdot_q8_avx2: not an integer-path type");
       return 0.0f;
   }
-  return hsum(acc) + acc_s;
 }
 
 float dot_f32_avx2(const float* a, const float* b, int64_t n) {
