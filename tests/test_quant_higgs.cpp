@@ -139,8 +139,10 @@ TEST(Higgs, RejectsBadParametersAtConstruction) {
 TEST(Higgs, SimdAndScalarGiveIdenticalBytes) {
   if (cpu_simd_level() != SimdLevel::kAvx2) GTEST_SKIP() << "no AVX2";
   const SimdLevel saved = simd_level();
-  const HiggsCodec codec(192, 192, builtin_grid(2, 256), 3);
-  const auto x = gaussian_rows(200, 192, 8);
+  for (const Case& c : {Case{192, 192, 2, 256, 3}, Case{192, 192, 2, 16, 0}, Case{192, 64, 2, 16, 5},
+                        Case{192, 192, 2, 64, 0}, Case{256, 128, 4, 256, 0}, Case{192, 192, 1, 4, 0}}) {
+  const HiggsCodec codec(c.dim, c.g, builtin_grid(c.d, c.n), c.seed);
+  const auto x = gaussian_rows(200, c.dim, 8);
   std::vector<uint8_t> a(size_t(codec.encoded_bytes(200))), b(a.size());
   std::vector<float> ya(x.size()), yb(x.size());
   set_simd_level(SimdLevel::kScalar);
@@ -150,8 +152,9 @@ TEST(Higgs, SimdAndScalarGiveIdenticalBytes) {
   codec.encode(x.data(), 200, b.data());
   codec.decode(a.data(), 200, yb.data());
   set_simd_level(saved);
-  EXPECT_EQ(a, b);
-  EXPECT_EQ(ya, yb);
+  EXPECT_EQ(a, b) << codec.spec();
+  EXPECT_EQ(ya, yb) << codec.spec();
+  }
 }
 
 std::vector<uint8_t> unhex(const std::string& s) {

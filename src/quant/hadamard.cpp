@@ -55,11 +55,7 @@ void hadamard_mix_scalar(const detail::MixPlan& plan, float* x, int64_t m) {
   }
 }
 
-void transform(float* x, int64_t n, bool simd) {
-  int p;
-  int64_t m;
-  split_order(n, p, m);
-  assert(p != 0);
+void transform_pm(float* x, int p, int64_t m, bool simd) {
   const bool vec = simd && m >= 8;
   for (int r = 0; r < p; ++r) {
     if (vec) {
@@ -75,6 +71,14 @@ void transform(float* x, int64_t n, bool simd) {
   } else {
     hadamard_mix_scalar(plan, x, m);
   }
+}
+
+void transform(float* x, int64_t n, bool simd) {
+  int p;
+  int64_t m;
+  split_order(n, p, m);
+  assert(p != 0);
+  transform_pm(x, p, m, simd);
 }
 
 }  // namespace
@@ -137,9 +141,8 @@ void hadamard_transform(float* x, int64_t n) {
 }
 
 HadamardRotation::HadamardRotation(int64_t n, uint64_t sign_seed) : n_(n), seed_(sign_seed) {
-  if (!hadamard_supported(n)) {
-    fail("Hadamard order: expected 2^k (<= 65536), 12*2^k or 20*2^k, got {}", n);
-  }
+  split_order(n, p_, m_);
+  if (p_ == 0) fail("Hadamard order: expected 2^k (<= 65536), 12*2^k or 20*2^k, got {}", n);
   if (sign_seed != 0) {
     SplitMix64 rng(sign_seed);
     signs_.resize(size_t(n));
@@ -153,7 +156,7 @@ void HadamardRotation::forward(float* x, int64_t rows) const {
     if (!signs_.empty()) {
       for (int64_t i = 0; i < n_; ++i) v[i] *= signs_[size_t(i)];
     }
-    hadamard_transform(v, n_);
+    transform_pm(v, p_, m_, simd_level() == SimdLevel::kAvx2);
   }
 }
 
@@ -161,7 +164,7 @@ void HadamardRotation::inverse(float* y, int64_t rows, float scale) const {
   if (scale < 0.0f) scale = 1.0f / float(n_);
   for (int64_t r = 0; r < rows; ++r) {
     float* v = y + r * n_;
-    hadamard_transform(v, n_);
+    transform_pm(v, p_, m_, simd_level() == SimdLevel::kAvx2);
     if (!signs_.empty()) {
       for (int64_t i = 0; i < n_; ++i) v[i] *= signs_[size_t(i)] * scale;
     } else if (scale != 1.0f) {

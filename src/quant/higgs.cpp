@@ -11,6 +11,8 @@
 #include "aquakv/util/error.h"
 #include "aquakv/util/fp16.h"
 #include "half_rows.h"
+#include "higgs_kernels.h"
+#include "aquakv/util/cpu.h"
 
 namespace aquakv {
 
@@ -157,16 +159,32 @@ void HiggsCodec::gather_row(const uint8_t* packed, float* x) const {
 void HiggsCodec::decode(const uint8_t* in, int64_t rows, float* x) const {
   const int64_t dim = this->dim(), g = group_, ng = dim / g;
   const float inv_sqrt_g = float(1.0 / std::sqrt(double(g)));
+  const bool avx2 = simd_level() == SimdLevel::kAvx2;
+  // d = 2 with 4-bit codes and whole bytes per group: gather and scale group by group.
+  const bool by_bytes = !byte_table_.empty() && g % 4 == 0;
   for (int64_t r = 0; r < rows; ++r) {
     const uint8_t* o = in + r * block_bytes();
     float* xr = x + r * dim;
-    gather_row(o + 2 * ng, xr);
+    if (!by_bytes) gather_row(o + 2 * ng, xr);
     for (int64_t k = 0; k < ng; ++k) {
       const float rms = fp16_to_fp32(uint16_t(o[2 * k] | (o[2 * k + 1] << 8)));
       float* xg = xr + k * g;
       // x_g = D H (yhat * rms / sqrt(g)); a zero scale gives zeros (never a division).
       const float f = rms * inv_sqrt_g;
-      for (int64_t i = 0; i < g; ++i) xg[i] *= f;
+      if (by_bytes) {
+        const uint8_t* bytes = o + 2 * ng + k * (g / 4);
+        if (avx2) {
+          detail::gather_byte_table_scaled_avx2(byte_table_.data(), bytes, g / 4, f, xg);
+        } else {
+          for (int64_t b = 0; b < g / 4; ++b) {
+            for (int j = 0; j < 4; ++j) xg[4 * b + j] = byte_table_[size_t(4 * bytes[b] + j)] * f;
+          }
+        }
+      } else if (avx2) {
+        detail::scale_avx2(xg, g, f);
+      } else {
+        for (int64_t i = 0; i < g; ++i) xg[i] *= f;
+      }
       if (rms != 0.0f) rot_.inverse(xg, 1, 1.0f);
     }
   }

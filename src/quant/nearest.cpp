@@ -78,6 +78,21 @@ struct NearestSearch::Soa {
   int64_t nblocks = 0;
 };
 
+// Cell table for d <= 2: the box [-R, R]^d cut into K^d cells; each cell lists (in increasing
+// index order) every point that can be the nearest to some query in the (slightly enlarged)
+// cell: point j is dropped only when its smallest squared distance to the cell exceeds the
+// smallest over points of the largest squared distance, plus a slack far above float rounding.
+// A dropped point is then strictly farther than some listed point for every query in the cell,
+// so the first maximum of the score over the list is the brute-force answer. Queries outside the
+// box (or non-finite) take brute force.
+struct NearestSearch::Cells {
+  int k = 0;            // cells per axis
+  float r = 0;          // half-width of the box
+  float inv_w = 0;      // cells per unit length
+  std::vector<int32_t> begin;  // (K^d + 1) offsets into ids
+  std::vector<int32_t> ids;
+};
+
 struct NearestSearch::Clusters {
   int64_t k = 0;
   std::vector<double> centers;      // (k, d)
@@ -122,6 +137,7 @@ NearestSearch::NearestSearch(const Grid& g) : d_(g.d), n_(g.n), points_(g.points
   soa_->nblocks = (n_ + 7) / 8;
   soa_->blocks.resize(size_t(soa_->nblocks * detail::nearest_block_floats(d_)));
   fill_blocks(points_, norms_, d_, order.data(), n_, soa_->blocks.data());
+  if (d_ <= 2 && n_ >= kCellMinPoints && n_ <= kPruneThreshold) build_cells();
   if (n_ <= kPruneThreshold) return;
 
   // k-means on the points themselves: k = ~sqrt(n) clusters, init from evenly spaced points.
@@ -187,6 +203,76 @@ NearestSearch::NearestSearch(const Grid& g) : d_(g.d), n_(g.n), points_(g.points
   clusters_ = std::move(c);
 }
 
+void NearestSearch::build_cells() {
+  auto c = std::make_unique<Cells>();
+  float maxabs = 0;
+  double maxnorm = 0;
+  for (float v : points_) maxabs = std::max(maxabs, std::fabs(v));
+  for (float v : norms_) maxnorm = std::max(maxnorm, double(v));
+  c->r = std::max(4.0f, maxabs);
+  c->k = d_ == 1 ? 1024 : 64;
+  const double w = 2.0 * c->r / c->k;
+  c->inv_w = float(c->k / (2.0 * c->r));
+  const double slack = 1e-4 * (1.0 + d_ * double(c->r) * c->r + maxnorm);
+  const int64_t ncell = d_ == 1 ? c->k : int64_t(c->k) * c->k;
+  c->begin.assign(size_t(ncell + 1), 0);
+  std::vector<double> dmin(static_cast<size_t>(n_));
+  for (int64_t cell = 0; cell < ncell; ++cell) {
+    double lo[2], hi[2];
+    const int64_t ix[2] = {cell % c->k, cell / c->k};
+    for (int j = 0; j < d_; ++j) {
+      lo[j] = -c->r + ix[j] * w - 1e-3 * w;
+      hi[j] = -c->r + (ix[j] + 1) * w + 1e-3 * w;
+    }
+    double best_max = std::numeric_limits<double>::infinity();
+    for (int64_t i = 0; i < n_; ++i) {
+      double mn = 0, mx = 0;
+      for (int j = 0; j < d_; ++j) {
+        const double p = points_[size_t(i * d_ + j)];
+        const double near = p < lo[j] ? lo[j] - p : (p > hi[j] ? p - hi[j] : 0.0);
+        const double far = std::max(std::fabs(p - lo[j]), std::fabs(p - hi[j]));
+        mn += near * near;
+        mx += far * far;
+      }
+      dmin[size_t(i)] = mn;
+      best_max = std::min(best_max, mx);
+    }
+    for (int64_t i = 0; i < n_; ++i) {
+      if (dmin[size_t(i)] <= best_max + slack) c->ids.push_back(int32_t(i));
+    }
+    c->begin[size_t(cell + 1)] = int32_t(c->ids.size());
+  }
+  cells_ = std::move(c);
+}
+
+// Cell-table search for one query; returns false when the query is outside the table's box.
+bool NearestSearch::search_cells(const float* u, uint16_t* idx) const {
+  const Cells& c = *cells_;
+  int64_t cell = 0, stride = 1;
+  for (int j = 0; j < d_; ++j) {
+    const float t = (u[j] + c.r) * c.inv_w;
+    if (!(t >= 0.0f && t < float(c.k))) return false;  // also NaN
+    cell += std::min<int64_t>(int64_t(t), c.k - 1) * stride;
+    stride *= c.k;
+  }
+  float u2[2] = {2.0f * u[0], d_ == 2 ? 2.0f * u[1] : 0.0f};
+  float best = kNegInf;
+  int32_t id = 0;
+  for (int32_t q = c.begin[size_t(cell)]; q < c.begin[size_t(cell + 1)]; ++q) {
+    const int32_t i = c.ids[size_t(q)];
+    const float* p = points_.data() + int64_t(i) * d_;
+    float s = negnorms_[size_t(i)];
+    s = s + u2[0] * p[0];
+    if (d_ == 2) s = s + u2[1] * p[1];
+    if (s > best) {
+      best = s;
+      id = i;
+    }
+  }
+  *idx = uint16_t(id);
+  return true;
+}
+
 NearestSearch::~NearestSearch() = default;
 
 void NearestSearch::search_brute(const float* u, int64_t m, uint16_t* idx) const {
@@ -206,6 +292,12 @@ void NearestSearch::search_brute(const float* u, int64_t m, uint16_t* idx) const
 }
 
 void NearestSearch::search(const float* u, int64_t m, uint16_t* idx) const {
+  if (cells_) {
+    for (int64_t r = 0; r < m; ++r) {
+      if (!search_cells(u + r * d_, idx + r)) search_brute(u + r * d_, 1, idx + r);
+    }
+    return;
+  }
   if (!clusters_) {
     search_brute(u, m, idx);
     return;

@@ -41,6 +41,8 @@ class HadamardRotation {
 
  private:
   int64_t n_;
+  int p_ = 0;      // n = p_ * m_, p_ in {1, 12, 20}, m_ a power of two
+  int64_t m_ = 0;
   uint64_t seed_;
   std::vector<float> signs_;  // (n) +-1, empty when seed == 0
 };

@@ -2,7 +2,8 @@
 // uses -- the index i maximising score_i(u) = sum_j (2 u_j) G_ij - ||G_i||^2 accumulated in float
 // in the order -||G_i||^2, j = 0..d-1 (one rounding per multiply and per add, no FMA), the first
 // (smallest) index on ties -- and its fast versions (AVX2 brute force; cluster pruning for
-// large grids), which return exactly the same index. Not: building grids (quant/grid.h).
+// large grids; a cell table of candidate lists for dense grids in R^1 and R^2), which return
+// exactly the same index. Not: building grids (quant/grid.h).
 #pragma once
 
 #include <cstdint>
@@ -28,6 +29,8 @@ class NearestSearch {
   static constexpr int64_t kPruneThreshold = 1024;
   // Up to this many points, AVX2 brute force runs 8 queries at once (one per lane).
   static constexpr int64_t kLanesMaxPoints = 256;
+  // Grids in R^1 or R^2 with at least this many points get a cell table (see nearest.cpp).
+  static constexpr int64_t kCellMinPoints = 64;
 
   int dim() const { return d_; }
   int64_t size() const { return n_; }
@@ -39,6 +42,9 @@ class NearestSearch {
   struct Soa;  // points transposed into blocks of 8 (see nearest.cpp)
 
  private:
+  void build_cells();
+  bool search_cells(const float* u, uint16_t* idx) const;
+
   int d_;
   int64_t n_;
   std::vector<float> points_;  // (n, d) row-major, for the scalar path
@@ -47,6 +53,8 @@ class NearestSearch {
   std::unique_ptr<Soa> soa_;   // all points, for brute force
   struct Clusters;
   std::unique_ptr<Clusters> clusters_;  // only for n > kPruneThreshold
+  struct Cells;
+  std::unique_ptr<Cells> cells_;  // only for d <= 2 and n >= kCellMinPoints
 };
 
 }  // namespace aquakv
