@@ -82,6 +82,13 @@ TEST_F(CliGenerate, BadInputIsOneLineAndNonZero) {
   }
 }
 
+// Like llama.cpp, -c above the training context is allowed with a warning.
+TEST_F(CliGenerate, ContextAboveTrainingWarns) {
+  const Result r = gen("-p hi -n 1 --temp 0 -c 9000");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("warning: -c 9000 exceeds the model's training context 8192"), std::string::npos) << r.out;
+}
+
 TEST(CliGenerateNoModel, MissingModelIsAnError) {
   const Result r = run("generate -m /nonexistent/model.gguf -p hi");
   EXPECT_EQ(r.code, 1) << r.out;

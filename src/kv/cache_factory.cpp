@@ -3,6 +3,7 @@
 
 #include <mutex>
 
+#include "aquakv/kv/compressed_formats.h"
 #include "aquakv/util/error.h"
 
 namespace aquakv {
@@ -21,6 +22,16 @@ std::vector<CacheFormat>& table() {
       {"f16", "same as fp16", plain(KvDtype::F16)},
       {"f32", "32-bit float keys and values", plain(KvDtype::F32)},
   };
+  static const bool compressed_added = [] {
+    // The compressed caches of kv/compressed_formats.h (AQUA-KV, HIGGS, q8_0, q4_0, KIVI).
+    for (const auto& f : compressed_formats()) {
+      t.push_back({f.name, f.help, [name = f.name](const std::string& args, const KvShape& shape) {
+                     return make_compressed_format(name, args, shape);
+                   }});
+    }
+    return true;
+  }();
+  (void)compressed_added;
   return t;
 }
 
@@ -48,9 +59,11 @@ std::vector<CacheFormat> cache_formats() {
 }
 
 std::unique_ptr<KvCache> make_cache(const std::string& spec, const KvShape& shape) {
-  const auto colon = spec.find(':');
-  const std::string name = spec.substr(0, colon);
-  const std::string args = colon == std::string::npos ? "" : spec.substr(colon + 1);
+  // "name", "name:args" or "name,options": args keep a leading ',' so a format can tell
+  // options ("higgs3,p=2") from arguments ("higgs:2x64:g64,p=2").
+  const auto cut = spec.find_first_of(":,");
+  const std::string name = spec.substr(0, cut);
+  const std::string args = cut == std::string::npos ? "" : spec.substr(spec[cut] == ':' ? cut + 1 : cut);
   std::string known;
   for (const auto& f : cache_formats()) {
     if (f.name == name) return f.make(args, shape);

@@ -19,22 +19,22 @@ void tile16(int64_t i, int64_t j, const AffineInput* inputs, int n_inputs, const
   __m256 acc0[R], acc1[R];
   const __m256 b0 = bias != nullptr ? _mm256_loadu_ps(bias + j) : _mm256_setzero_ps();
   const __m256 b1 = bias != nullptr ? _mm256_loadu_ps(bias + j + 8) : _mm256_setzero_ps();
-  for (int r = 0; r < R; ++r) { acc0[r] = b0; acc1[r] = b1; }
+  _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) { acc0[r] = b0; acc1[r] = b1; }
   const float* wk = w + j;
   for (int s = 0; s < n_inputs; ++s) {
     const float* x[R];
-    for (int r = 0; r < R; ++r) x[r] = inputs[s].x + (i + r) * inputs[s].ld;
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) x[r] = inputs[s].x + (i + r) * inputs[s].ld;
     const int64_t K = inputs[s].k;
     for (int64_t k = 0; k < K; ++k, wk += n_out) {
       const __m256 w0 = _mm256_loadu_ps(wk), w1 = _mm256_loadu_ps(wk + 8);
-      for (int r = 0; r < R; ++r) {
+      _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {
         const __m256 xb = _mm256_broadcast_ss(x[r] + k);
         acc0[r] = _mm256_fmadd_ps(xb, w0, acc0[r]);
         acc1[r] = _mm256_fmadd_ps(xb, w1, acc1[r]);
       }
     }
   }
-  for (int r = 0; r < R; ++r) {
+  _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {
     _mm256_storeu_ps(y + (i + r) * ldy + j, acc0[r]);
     _mm256_storeu_ps(y + (i + r) * ldy + j + 8, acc1[r]);
   }
@@ -46,18 +46,18 @@ void tile8(int64_t i, int64_t j, const AffineInput* inputs, int n_inputs, const 
            int64_t n_out, const float* bias, float* y, int64_t ldy) {
   __m256 acc[R];
   const __m256 b0 = bias != nullptr ? _mm256_loadu_ps(bias + j) : _mm256_setzero_ps();
-  for (int r = 0; r < R; ++r) acc[r] = b0;
+  _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) acc[r] = b0;
   const float* wk = w + j;
   for (int s = 0; s < n_inputs; ++s) {
     const float* x[R];
-    for (int r = 0; r < R; ++r) x[r] = inputs[s].x + (i + r) * inputs[s].ld;
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) x[r] = inputs[s].x + (i + r) * inputs[s].ld;
     const int64_t K = inputs[s].k;
     for (int64_t k = 0; k < K; ++k, wk += n_out) {
       const __m256 w0 = _mm256_loadu_ps(wk);
-      for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(x[r] + k), w0, acc[r]);
+      _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(x[r] + k), w0, acc[r]);
     }
   }
-  for (int r = 0; r < R; ++r) _mm256_storeu_ps(y + (i + r) * ldy + j, acc[r]);
+  _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) _mm256_storeu_ps(y + (i + r) * ldy + j, acc[r]);
 }
 
 // One row, one column, scalar (column tails narrower than 8).

@@ -1,5 +1,5 @@
 // Causal GQA (ops/attention.h). Blocks of up to kBlock queries of one head are computed with two
-// sgemm calls (scores = q k^T, out = p v); single queries (decode) use dot products and axpys.
+// sgemm calls (scores = q k^T, out = p v); one to three queries (decode) use two sgemv calls each.
 #include "aquakv/ops/attention.h"
 
 #include <cblas.h>
@@ -35,10 +35,10 @@ void head_block(const AttentionShape& s, const float* q, int64_t i0, int64_t m, 
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(n_keys), int(hd), s.scale, qh,
                 int(qs), kg, int(kv_stride), 0.0f, scores.data(), int(n_keys));
   } else {
+    // Few queries (decode): one matrix-vector product per query over the strided key rows.
     for (int64_t r = 0; r < m; ++r) {
-      for (int64_t t = 0; t < n_keys; ++t) {
-        scores[size_t(r * n_keys + t)] = s.scale * dot_f32(qh + r * qs, kg + t * kv_stride, hd);
-      }
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, int(n_keys), int(hd), s.scale, kg, int(kv_stride),
+                  qh + r * qs, 1, 0.0f, scores.data() + r * n_keys, 1);
     }
   }
   for (int64_t r = 0; r < m; ++r) {
@@ -51,13 +51,10 @@ void head_block(const AttentionShape& s, const float* q, int64_t i0, int64_t m, 
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(m), int(hd), int(n_keys), 1.0f,
                 scores.data(), int(n_keys), vg, int(kv_stride), 0.0f, oh, int(qs));
   } else {
+    // out = V^T p over the keys this query sees.
     for (int64_t r = 0; r < m; ++r) {
-      float* o = oh + r * qs;
-      std::fill(o, o + hd, 0.0f);
-      const float* p = scores.data() + r * n_keys;
-      for (int64_t t = 0; t < p0 + i0 + r + 1; ++t) {
-        cblas_saxpy(int(hd), p[t], vg + t * kv_stride, 1, o, 1);
-      }
+      cblas_sgemv(CblasRowMajor, CblasTrans, int(p0 + i0 + r + 1), int(hd), 1.0f, vg,
+                  int(kv_stride), scores.data() + r * n_keys, 1, 0.0f, oh + r * qs, 1);
     }
   }
 }

@@ -10,6 +10,8 @@
 namespace aquakv {
 namespace detail {
 void softmax_avx2(float* x, int64_t n);  // src/ops/nn_avx2.cpp
+void rope_rotate_avx2(float* x, int n_heads, int head_dim, int n_rot, bool neox, const float* c,
+                      const float* s);
 }
 
 
@@ -60,6 +62,9 @@ void rope_row(const RopeTable& table, float* x, int n_heads, int head_dim, int64
   const RopeParams& p = table.params();
   const float* c = table.cos_at(pos);
   const float* s = table.sin_at(pos);
+  if (simd_level() == SimdLevel::kAvx2 && p.n_rot % 16 == 0) {
+    return detail::rope_rotate_avx2(x, n_heads, head_dim, p.n_rot, p.type == RopeType::kNeox, c, s);
+  }
   for (int h = 0; h < n_heads; ++h) rotate(x + int64_t(h) * head_dim, head_dim, p.n_rot, p.type, c, s);
 }
 

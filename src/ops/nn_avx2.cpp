@@ -66,4 +66,37 @@ void softmax_avx2(float* x, int64_t n) {
   for (; i < n; ++i) x[i] *= float(1.0 / sum);
 }
 
+// RoPE of n_heads heads with cos/sin c[i], s[i] for pair i (n_rot % 16 == 0).
+// NeoX pairs (i, i + n_rot/2): two contiguous halves, rotated 8 pairs at a time.
+// Normal pairs (2i, 2i+1): 8 values = 4 pairs; c and s are expanded to [c0 c0 c1 c1 ...] and the
+// pair partner is brought in with an in-lane swap, out = x*c + swap(x)*[-s0 s0 -s1 s1 ...].
+void rope_rotate_avx2(float* x, int n_heads, int head_dim, int n_rot, bool neox, const float* c,
+                      const float* s) {
+  const int half = n_rot / 2;
+  const __m256i dup_lo = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+  const __m256 sign = _mm256_setr_ps(-1, 1, -1, 1, -1, 1, -1, 1);
+  for (int h = 0; h < n_heads; ++h) {
+    float* xh = x + int64_t(h) * head_dim;
+    if (neox) {
+      for (int i = 0; i < half; i += 8) {
+        const __m256 vc = _mm256_loadu_ps(c + i), vs = _mm256_loadu_ps(s + i);
+        const __m256 a = _mm256_loadu_ps(xh + i), b = _mm256_loadu_ps(xh + i + half);
+        _mm256_storeu_ps(xh + i, _mm256_fmsub_ps(a, vc, _mm256_mul_ps(b, vs)));
+        _mm256_storeu_ps(xh + i + half, _mm256_fmadd_ps(a, vs, _mm256_mul_ps(b, vc)));
+      }
+    } else {
+      for (int i = 0; i < half; i += 4) {
+        // 4 pairs: cos/sin of pairs i..i+3 duplicated into 8 lanes.
+        const __m256 c4 = _mm256_castps128_ps256(_mm_loadu_ps(c + i));
+        const __m256 s4 = _mm256_castps128_ps256(_mm_loadu_ps(s + i));
+        const __m256 vc = _mm256_permutevar8x32_ps(c4, dup_lo);
+        const __m256 vs = _mm256_mul_ps(_mm256_permutevar8x32_ps(s4, dup_lo), sign);
+        const __m256 v = _mm256_loadu_ps(xh + 2 * i);
+        const __m256 sw = _mm256_permute_ps(v, 0xB1);  // (x1, x0) per pair
+        _mm256_storeu_ps(xh + 2 * i, _mm256_fmadd_ps(v, vc, _mm256_mul_ps(sw, vs)));
+      }
+    }
+  }
+}
+
 }  // namespace aquakv::detail

@@ -1,0 +1,54 @@
+// AQUA-KV calibration front end: from a model and calibration texts (or text the model samples
+// itself) to an adapter file. Owns: window sampling, the exact-KV capture run, the call into the
+// sequential fit, the report (table + JSON). Not: the fit math (calib/fit_chain.h, calib/ridge.h)
+// or the file format (kv/adapters.h).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "aquakv/calib/fit_chain.h"
+#include "aquakv/kv/adapters.h"
+
+namespace aquakv {
+
+struct CalibrateOptions {
+  std::string model_path;
+  std::vector<std::string> text_files;  // empty: sample calibration text from the model
+  int64_t tokens = 16384;        // calibration tokens in all (train + validation)
+  int64_t window = 1024;         // tokens per window (each run with a fresh cache)
+  double val_fraction = 0.125;   // share of the windows held out for validation
+  int64_t gen_tokens = 8192;     // tokens sampled from the model when there is no text
+  double gen_temperature = 1.0;
+  std::string key_codec = "higgs2";    // codec of key residuals (quant/codec.h spec)
+  std::string value_codec = "higgs2";  // codec of value residuals
+  std::string layer0 = "higgs4";       // layer-0 policy: a codec spec, or "fp16" (exact)
+  int64_t rank = 0;                    // 0: full-rank predictors
+  double damping = 1e-3;
+  bool fit_keys = true, fit_values = true;
+  uint64_t seed = 1;
+  int threads = 0;
+  AdapterDtype dtype = AdapterDtype::kF32;
+};
+
+struct CalibrateReport {
+  std::vector<LayerFitStats> layers;
+  int64_t train_rows = 0, val_rows = 0, windows = 0;
+  std::string source;        // "text: a.txt, b.txt" or "self-generated"
+  double capture_seconds = 0, fit_seconds = 0, total_seconds = 0;
+  int64_t peak_rss_bytes = 0;
+  std::string table() const;  // the per-layer table, human readable
+  std::string json() const;   // the same as JSON
+};
+
+// Runs the whole calibration and returns the adapters (not yet written). `progress(stage, done,
+// total)` reports "capture" and "fit" progress.
+Adapters calibrate(const CalibrateOptions& opt, CalibrateReport* report,
+                   const std::function<void(const char*, int64_t, int64_t)>& progress = {});
+
+// Peak resident set size of this process in bytes (VmHWM), 0 if unknown.
+int64_t peak_rss_bytes();
+
+}  // namespace aquakv

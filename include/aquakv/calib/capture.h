@@ -1,0 +1,51 @@
+// RecordingCache: an exact KvCache (f32 storage, what attention reads) that also records every
+// appended pre-RoPE key and value row in fp16, per sequence and layer, for calibration. Owns:
+// that storage and the records. Not: choosing what to run (calib/calibrate.h).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "aquakv/calib/fit_chain.h"
+#include "aquakv/kv/kv_cache.h"
+
+namespace aquakv {
+
+class RecordingCache final : public KvCache {
+ public:
+  explicit RecordingCache(const KvShape& shape);
+
+  const KvShape& shape() const override { return shape_; }
+  std::string name() const override { return "recording-f32"; }
+  int add_sequence() override;
+  int n_seqs() const override { return int(seqs_.size()); }
+  void clear(int seq) override;  // drops the tokens, keeps the records
+  int64_t n_tokens(int seq) const override;
+  void begin_step(int seq, int64_t n) override;
+  void append(int layer, const float* k, const float* v) override;
+  KvView read(int layer) override;
+  void end_step() override;
+  int64_t live_bytes() const override;
+  std::vector<KvBitsTerm> bits_report(int seq) const override;
+
+  // Rows recorded for sequence `seq` (all its windows so far).
+  int64_t recorded_rows(int seq) const;
+  // Moves the records into samples: the sequences in `train` first, then those in `val`.
+  KvSamples take_samples(const std::vector<int>& train, const std::vector<int>& val);
+
+ private:
+  struct Seq {
+    int64_t n_tokens = 0;
+    std::vector<std::vector<float>> k, v;        // per layer, (n_tokens, C) exact
+    std::vector<std::vector<uint16_t>> rk, rv;  // per layer, recorded rows (fp16)
+  };
+  Seq& at(int seq);
+  const Seq& at(int seq) const;
+
+  KvShape shape_;
+  std::vector<Seq> seqs_;
+  int cur_ = 0;
+  int64_t step_n_ = 0;
+};
+
+}  // namespace aquakv

@@ -1,0 +1,44 @@
+// The --kv spellings of the compressed caches (kv/aquakv_cache.h). Owns: parsing those specs
+// into codecs, cache options and adapters. Not: the factory table (kv/cache_factory.h) or the
+// codecs' own spec grammar (quant/codec.h).
+//
+//   aquakv:FILE[,opts]       AQUA-KV with the predictors in FILE (docs/ADAPTERS.md); codecs and
+//                            layer-0 policy come from the file        (defaults p=4, b=128)
+//   higgs[:D x N[:gG][:seedS]][,opts]
+//                            HIGGS on every layer, no predictors (default 2x16) (p=4, b=128)
+//   higgs2, higgs3, higgs4   higgs:2x16, higgs:2x64, higgs:2x256         (p=4, b=128)
+//   q8_0, q4_0               llama.cpp blocks, every token coded at the end of its step (p=0, b=1)
+//   kivi2, kivi4             KIVI: keys per channel over 32-token blocks, values per token;
+//                            recent tokens exact until 128 have gathered   (p=0, b=128)
+// opts: p=N (exact sink tokens), b=N (exact buffer size B), k=CODEC, v=CODEC (key / value codec
+// specs of quant/codec.h; not for aquakv, whose codecs are fixed by its adapters), l0=CODEC
+// (layer-0 codec, "fp16" for exact).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "aquakv/kv/adapters.h"
+#include "aquakv/kv/kv_cache.h"
+
+namespace aquakv {
+
+struct CompressedFormat {
+  std::string name;
+  std::string help;
+};
+
+// The names above (for the factory's table and --help).
+std::vector<CompressedFormat> compressed_formats();
+
+// Builds cache `name` with `args` (the spec after "name:" or "name,"; may be empty).
+std::unique_ptr<KvCache> make_compressed_format(const std::string& name, const std::string& args,
+                                                const KvShape& shape);
+
+// The quantizer configuration an AQUA-KV cache with these codec specs uses (what adapters must
+// have been fitted with). Canonicalises the specs through quant's codec factory.
+AdapterQuantConfig aquakv_quant_config(const std::string& key_codec, const std::string& value_codec,
+                                       const std::string& layer0_codec, int64_t width);
+
+}  // namespace aquakv

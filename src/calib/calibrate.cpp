@@ -1,0 +1,202 @@
+#include "aquakv/calib/calibrate.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <numeric>
+#include <random>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "aquakv/calib/capture.h"
+#include "aquakv/calib/fingerprint.h"
+#include "aquakv/calib/ridge.h"
+#include "aquakv/engine/forward.h"
+#include "aquakv/engine/model.h"
+#include "aquakv/engine/tokenizer.h"
+#include "aquakv/kv/compressed_formats.h"
+#include "aquakv/quant/codec.h"
+#include "aquakv/util/error.h"
+#include "aquakv/util/parallel.h"
+
+namespace aquakv {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+std::string read_text(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) fail("calibrate: cannot open text file {}", path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// Windows of `window` tokens at seeded, non-overlapping positions of the joined token stream.
+std::vector<std::vector<int32_t>> sample_windows(const std::vector<int32_t>& stream, int64_t window,
+                                                 int64_t count, uint64_t seed) {
+  const int64_t slots = int64_t(stream.size()) / window;
+  if (slots < 1)
+    fail("calibrate: the calibration text has {} tokens, fewer than one window of {}", stream.size(), window);
+  std::vector<int64_t> order(static_cast<size_t>(slots));
+  std::iota(order.begin(), order.end(), 0);
+  std::mt19937_64 rng(seed);
+  std::shuffle(order.begin(), order.end(), rng);
+  count = std::min(count, slots);
+  std::vector<std::vector<int32_t>> out;
+  for (int64_t i = 0; i < count; ++i) {
+    const auto b = stream.begin() + order[size_t(i)] * window;
+    out.emplace_back(b, b + window);
+  }
+  return out;
+}
+
+int32_t sample_token(const std::vector<float>& logits, double temperature, std::mt19937_64& rng) {
+  const float mx = *std::max_element(logits.begin(), logits.end());
+  std::vector<double> p(logits.size());
+  double sum = 0;
+  for (size_t i = 0; i < p.size(); ++i) sum += p[i] = std::exp((double(logits[i]) - mx) / temperature);
+  double u = std::uniform_real_distribution<double>(0, sum)(rng);
+  for (size_t i = 0; i < p.size(); ++i) {
+    if ((u -= p[i]) <= 0) return int32_t(i);
+  }
+  return int32_t(p.size() - 1);
+}
+
+}  // namespace
+
+int64_t peak_rss_bytes() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
+Adapters calibrate(const CalibrateOptions& opt, CalibrateReport* report,
+                   const std::function<void(const char*, int64_t, int64_t)>& progress) {
+  const auto t_start = Clock::now();
+  if (opt.window < 2) fail("calibrate: --window must be >= 2 (got {})", opt.window);
+  if (opt.tokens < opt.window) fail("calibrate: --tokens {} is less than one window of {}", opt.tokens, opt.window);
+  if (!(opt.val_fraction >= 0 && opt.val_fraction < 1)) fail("calibrate: --val must be in [0, 1) (got {})", opt.val_fraction);
+  CalibrateReport rep;
+  const auto model = Model::load(opt.model_path);
+  const ModelConfig& cfg = model->config();
+  Forward fwd(*model, opt.threads);
+  const int64_t C = cfg.kv_width();
+
+  // Codecs first: a bad spec fails before minutes of capture.
+  ChainOptions chain;
+  chain.key_codec = std::shared_ptr<const Codec>(make_codec(opt.key_codec, C, KvStream::kKey));
+  chain.value_codec = std::shared_ptr<const Codec>(make_codec(opt.value_codec, C, KvStream::kValue));
+  chain.layer0_codec = std::shared_ptr<const Codec>(make_codec(opt.layer0, C, KvStream::kKey));
+  chain.rank = opt.rank;
+  chain.damping = opt.damping;
+  chain.fit_keys = opt.fit_keys;
+  chain.fit_values = opt.fit_values;
+
+  // Capture: each window (or generated sequence) is one sequence of the recording cache.
+  const auto t_cap = Clock::now();
+  std::vector<std::vector<int32_t>> windows;
+  const bool generate = opt.text_files.empty();
+  if (!generate) {
+    const Tokenizer tok = Tokenizer::from_gguf(model->gguf());
+    std::vector<int32_t> stream;
+    rep.source = "text:";
+    for (const auto& path : opt.text_files) {
+      const auto ids = tok.encode(read_text(path), false, false);
+      stream.insert(stream.end(), ids.begin(), ids.end());
+      rep.source += " " + path;
+    }
+    windows = sample_windows(stream, opt.window, opt.tokens / opt.window, opt.seed);
+  } else {
+    rep.source = fmt::format("self-generated ({} tokens, temperature {}, seed {})", opt.gen_tokens, opt.gen_temperature, opt.seed);
+  }
+  const int64_t n_seq = generate ? std::max<int64_t>(1, opt.gen_tokens / opt.window) : int64_t(windows.size());
+  const int64_t n_val = n_seq > 1 ? std::min<int64_t>(n_seq - 1, std::llround(double(n_seq) * opt.val_fraction)) : 0;
+  RecordingCache cache(model->kv_shape(opt.window));
+  std::vector<int> train_ids, val_ids;
+  std::mt19937_64 rng(opt.seed);
+  std::vector<float> logits(static_cast<size_t>(cfg.n_vocab));
+  for (int64_t w = 0; w < n_seq; ++w) {
+    const int seq = cache.add_sequence();
+    if (!generate) {
+      fwd.eval(cache, seq, windows[size_t(w)], nullptr, false);
+    } else {
+      // Sampled text: start from BOS (or a random token), then one token at a time.
+      const int32_t bos = Tokenizer::from_gguf(model->gguf()).bos();
+      int32_t t = bos >= 0 ? bos : int32_t(rng() % uint64_t(cfg.n_vocab));
+      for (int64_t i = 0; i < opt.window; ++i) {
+        const int32_t one[1] = {t};
+        fwd.eval(cache, seq, one, logits.data(), false);
+        t = sample_token(logits, opt.gen_temperature, rng);
+      }
+    }
+    cache.clear(seq);
+    (w < n_seq - n_val ? train_ids : val_ids).push_back(seq);
+    if (progress) progress("capture", w + 1, n_seq);
+  }
+  rep.windows = n_seq;
+  rep.capture_seconds = since(t_cap);
+
+  KvSamples samples = cache.take_samples(train_ids, val_ids);
+  rep.train_rows = samples.n_train;
+  rep.val_rows = samples.n_val;
+  const auto t_fit = Clock::now();
+  Adapters a;
+  a.model = model_fingerprint(model->gguf(), model->kv_shape(opt.window));
+  a.quant = aquakv_quant_config(opt.key_codec, opt.value_codec, opt.layer0, C);
+  a.rank = opt.rank;
+  a.dtype = opt.dtype;
+  a.layers = fit_chain(samples, chain, &rep.layers, [&](int d, int t) { if (progress) progress("fit", d, t); });
+  rep.fit_seconds = since(t_fit);
+  rep.total_seconds = since(t_start);
+  rep.peak_rss_bytes = peak_rss_bytes();
+  nlohmann::json notes = nlohmann::json::parse(rep.json());
+  notes["options"] = {{"tokens", opt.tokens}, {"window", opt.window}, {"val_fraction", opt.val_fraction},
+                      {"key_codec", a.quant.key_codec}, {"value_codec", a.quant.value_codec},
+                      {"layer0", a.quant.layer0_codec}, {"rank", opt.rank}, {"damping", opt.damping},
+                      {"fit_keys", opt.fit_keys}, {"fit_values", opt.fit_values}, {"seed", opt.seed}};
+  a.notes = notes.dump();
+  if (report) *report = rep;
+  return a;
+}
+
+std::string CalibrateReport::table() const {
+  std::string s = fmt::format("{:>5} | {:>9} {:>9} {:>6} | {:>9} {:>9} {:>6} | {:>9} {:>9}\n", "layer",
+                              "K train", "K val", "K bits", "V train", "V val", "V bits", "K̂ err", "V̂ err");
+  for (const auto& l : layers)
+    s += fmt::format("{:>5} | {:>9.4f} {:>9.4f} {:>6.2f} | {:>9.4f} {:>9.4f} {:>6.2f} | {:>9.5f} {:>9.5f}\n", l.layer,
+                     l.k_train, l.k_val, equivalent_bits(l.k_val), l.v_train, l.v_val,
+                     equivalent_bits(l.v_val), l.k_recon_val, l.v_recon_val);
+  s += "(K/V train, val: relative MSE of the predictor ||P(X)-Y||^2/||Y||^2; bits: -log4(val);\n"
+       " K̂/V̂ err: relative MSE of the cache's reconstruction on validation rows)\n";
+  return s;
+}
+
+std::string CalibrateReport::json() const {
+  nlohmann::json j;
+  j["source"] = source;
+  j["windows"] = windows;
+  j["train_rows"] = train_rows;
+  j["val_rows"] = val_rows;
+  j["capture_seconds"] = capture_seconds;
+  j["fit_seconds"] = fit_seconds;
+  j["total_seconds"] = total_seconds;
+  j["peak_rss_bytes"] = peak_rss_bytes;
+  auto& arr = j["layers"] = nlohmann::json::array();
+  for (const auto& l : layers) {
+    auto bits = [](double r) { return std::isfinite(equivalent_bits(r)) ? equivalent_bits(r) : 99.0; };
+    arr.push_back({{"layer", l.layer}, {"k_train", l.k_train}, {"k_val", l.k_val}, {"k_bits", bits(l.k_val)},
+                   {"v_train", l.v_train}, {"v_val", l.v_val}, {"v_bits", bits(l.v_val)},
+                   {"k_recon_val", l.k_recon_val}, {"v_recon_val", l.v_recon_val}, {"seconds", l.seconds}});
+  }
+  return j.dump(1);
+}
+
+}  // namespace aquakv

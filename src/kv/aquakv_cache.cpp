@@ -1,0 +1,349 @@
+// The compressed cache of kv/aquakv_cache.h: storage, the chunk encoder (end_step) and the
+// layer-by-layer decoder (read).
+#include "aquakv/kv/aquakv_cache.h"
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+#include "aquakv/util/error.h"
+#include "aquakv/util/fp16.h"
+#include "aquakv/util/parallel.h"
+
+namespace aquakv {
+namespace {
+
+void halves_to_floats(const uint16_t* h, int64_t n, float* f) {
+  for (int64_t i = 0; i < n; ++i) f[i] = fp16_to_fp32(h[i]);
+}
+void floats_to_halves(const float* f, int64_t n, std::vector<uint16_t>& out) {
+  const size_t o = out.size();
+  out.resize(o + size_t(n));
+  for (int64_t i = 0; i < n; ++i) out[o + size_t(i)] = fp32_to_fp16(f[i]);
+}
+
+// Codec calls spread over threads in whole blocks (codecs are thread-safe, see quant/codec.h).
+void encode_rows(const Codec& c, const float* x, int64_t rows, uint8_t* out) {
+  const int64_t br = c.block_rows(), blocks = rows / br, C = c.dim();
+  parallel_for(blocks, [&](int64_t b0, int64_t b1) {
+    c.encode(x + b0 * br * C, (b1 - b0) * br, out + c.encoded_bytes(b0 * br));
+  }, std::max<int64_t>(1, 16 / br));
+}
+void decode_rows(const Codec& c, const uint8_t* in, int64_t rows, float* x) {
+  const int64_t br = c.block_rows(), blocks = rows / br, C = c.dim();
+  parallel_for(blocks, [&](int64_t b0, int64_t b1) {
+    c.decode(in + c.encoded_bytes(b0 * br), (b1 - b0) * br, x + b0 * br * C);
+  }, std::max<int64_t>(1, 32 / br));
+}
+
+// y[i] = a[i] + b[i] (the reconstruction pk + Q^-1(c); same expression in encoder and decoder).
+void add_into(float* y, const float* r, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = y[i] + r[i];
+}
+
+class CompressedCache final : public KvCache {
+ public:
+  CompressedCache(const KvShape& shape, CompressedCacheOptions opt) : shape_(shape), opt_(std::move(opt)) {
+    const int64_t C = shape.width();
+    if (shape.n_layers <= 0 || C <= 0 || shape.max_tokens <= 0)
+      fail("kv cache {}: invalid shape (layers {}, width {}, max tokens {})", opt_.name, shape.n_layers, C, shape.max_tokens);
+    if (opt_.sinks < 0 || opt_.buffer < 1)
+      fail("kv cache {}: sinks must be >= 0 and buffer >= 1 (got p={}, b={})", opt_.name, opt_.sinks, opt_.buffer);
+    if (!opt_.key_codec || !opt_.value_codec) fail("kv cache {}: key and value codecs are required", opt_.name);
+    if (!opt_.layer0_key_codec) opt_.layer0_key_codec = opt_.key_codec;
+    if (!opt_.layer0_value_codec) opt_.layer0_value_codec = opt_.value_codec;
+    block_ = 1;
+    for (const Codec* c : {opt_.key_codec.get(), opt_.value_codec.get(), opt_.layer0_key_codec.get(),
+                           opt_.layer0_value_codec.get()}) {
+      if (c->dim() != C) fail("kv cache {}: codec {} is for rows of {}, the KV width is {}", opt_.name, c->spec(), c->dim(), C);
+      block_ = std::lcm(block_, c->block_rows());
+    }
+    if (const Adapters* a = opt_.adapters.get()) {
+      if (a->model.n_layers != shape.n_layers || a->model.kv_width != C)
+        fail("kv cache {}: adapters for {} layers of width {}, the model has {} layers of width {}",
+             opt_.name, a->model.n_layers, a->model.kv_width, shape.n_layers, C);
+    }
+  }
+
+  const KvShape& shape() const override { return shape_; }
+  std::string name() const override { return opt_.name; }
+
+  int add_sequence() override {
+    seqs_.emplace_back();
+    Seq& s = seqs_.back();
+    const size_t L = size_t(shape_.n_layers);
+    s.sink_k.resize(L); s.sink_v.resize(L); s.buf_k.resize(L); s.buf_v.resize(L);
+    return int(seqs_.size()) - 1;
+  }
+  int n_seqs() const override { return int(seqs_.size()); }
+  void clear(int seq) override {
+    Seq& s = at(seq);
+    for (auto* v : {&s.sink_k, &s.sink_v, &s.buf_k, &s.buf_v})
+      for (auto& x : *v) { x.clear(); x.shrink_to_fit(); }
+    s.chunks.clear();
+    s.n_tokens = s.n_sinks = s.n_buf = s.n_compressed = 0;
+    ++generation_;
+  }
+  int64_t n_tokens(int seq) const override { return at(seq).n_tokens; }
+
+  void begin_step(int seq, int64_t n) override {
+    Seq& s = at(seq);
+    if (n < 0 || s.n_tokens + n > shape_.max_tokens)
+      fail("kv cache: sequence {} holds {} tokens, a step of {} exceeds the context of {}", seq, s.n_tokens, n, shape_.max_tokens);
+    cur_ = seq;
+    step_n_ = n;
+    step_sinks_ = std::clamp<int64_t>(opt_.sinks - s.n_tokens, 0, n);
+    ++generation_;  // views of the previous step are stale
+  }
+
+  void append(int layer, const float* k, const float* v) override {
+    Seq& s = at(cur_);
+    check_layer(layer);
+    const int64_t C = shape_.width();
+    const size_t l = size_t(layer);
+    if (int64_t(s.sink_k[l].size()) != s.n_sinks * C || int64_t(s.buf_k[l].size()) != s.n_buf * C)
+      fail("kv cache: append to layer {} twice in one step", layer);
+    floats_to_halves(k, step_sinks_ * C, s.sink_k[l]);
+    floats_to_halves(v, step_sinks_ * C, s.sink_v[l]);
+    floats_to_halves(k + step_sinks_ * C, (step_n_ - step_sinks_) * C, s.buf_k[l]);
+    floats_to_halves(v + step_sinks_ * C, (step_n_ - step_sinks_) * C, s.buf_v[l]);
+  }
+
+  KvView read(int layer) override {
+    Seq& s = at(cur_);
+    check_layer(layer);
+    const int64_t C = shape_.width();
+    const size_t l = size_t(layer);
+    const int64_t ns = s.n_sinks + step_sinks_, nb = s.n_buf + step_n_ - step_sinks_;
+    if (int64_t(s.sink_k[l].size()) != ns * C || int64_t(s.buf_k[l].size()) != nb * C)
+      fail("kv cache: read of layer {} before its append in this step", layer);
+    const int64_t T = ns + s.n_compressed + nb;
+    const int slot = layer & 1;
+    ensure_views(T);
+    float* vk = view_k_[slot].data();
+    float* vv = view_v_[slot].data();
+    halves_to_floats(s.sink_k[l].data(), ns * C, vk);
+    halves_to_floats(s.sink_v[l].data(), ns * C, vv);
+    if (s.n_compressed > 0) rebuild_to(s, layer, ns);
+    halves_to_floats(s.buf_k[l].data(), nb * C, vk + (ns + s.n_compressed) * C);
+    halves_to_floats(s.buf_v[l].data(), nb * C, vv + (ns + s.n_compressed) * C);
+    KvView view;
+    view.dtype = KvDtype::F32;
+    view.k = vk;
+    view.v = vv;
+    view.row_stride = C;
+    view.n_tokens = T;
+    return view;
+  }
+
+  void end_step() override {
+    Seq& s = at(cur_);
+    s.n_tokens += step_n_;
+    s.n_sinks += step_sinks_;
+    s.n_buf += step_n_ - step_sinks_;
+    step_n_ = step_sinks_ = 0;
+    if (s.n_buf >= opt_.buffer) {
+      const int64_t n = s.n_buf - s.n_buf % block_;
+      if (n > 0) compress(s, n);
+    }
+    ++generation_;
+  }
+
+  int64_t live_bytes() const override {
+    int64_t total = 0;
+    for (const Seq& s : seqs_) total += exact_bytes(s) + code_bytes(s, -1);
+    return total;
+  }
+  int64_t fixed_bytes() const override { return opt_.adapters ? opt_.adapters->bytes_in_memory() : 0; }
+
+  std::vector<KvBitsTerm> bits_report(int seq) const override {
+    const Seq& s = at(seq);
+    const double values = double(s.n_tokens) * double(shape_.n_layers) * 2.0 * double(shape_.width());
+    auto bits = [&](int64_t bytes) { return values > 0 ? 8.0 * double(bytes) / values : 0.0; };
+    const int64_t row = 2 * 2 * shape_.width() * shape_.n_layers;  // fp16 K+V bytes of a token
+    const int64_t l0 = code_bytes(s, 0), all = code_bytes(s, -1);
+    return {{"codes+scales, layer 0", bits(l0)},
+            {"codes+scales, layers >= 1", bits(all - l0)},
+            {"exact sinks (fp16)", bits(s.n_sinks * row)},
+            {"exact buffer (fp16)", bits(s.n_buf * row)}};
+  }
+
+ private:
+  struct Chunk {
+    int64_t n = 0;
+    std::vector<uint8_t> data;  // per layer: key codes then value codes
+    std::vector<int64_t> off;   // 2L+1 offsets into data: off[2l] key, off[2l+1] value
+  };
+  struct Seq {
+    int64_t n_tokens = 0, n_sinks = 0, n_buf = 0, n_compressed = 0;
+    std::vector<std::vector<uint16_t>> sink_k, sink_v, buf_k, buf_v;  // per layer, (rows, C) fp16
+    std::vector<Chunk> chunks;
+  };
+
+  const Codec& kc(int l) const { return l == 0 ? *opt_.layer0_key_codec : *opt_.key_codec; }
+  const Codec& vc(int l) const { return l == 0 ? *opt_.layer0_value_codec : *opt_.value_codec; }
+  const AffineMap* kmap(int l) const {
+    if (l == 0 || !opt_.adapters) return nullptr;
+    const AffineMap& m = opt_.adapters->layers[size_t(l)].key;
+    return m.empty() ? nullptr : &m;
+  }
+  const AffineMap* vmap(int l) const {
+    if (l == 0 || !opt_.adapters) return nullptr;
+    const AffineMap& m = opt_.adapters->layers[size_t(l)].value;
+    return m.empty() ? nullptr : &m;
+  }
+
+  Seq& at(int seq) {
+    if (seq < 0 || seq >= int(seqs_.size())) fail("kv cache: no sequence {} (have {})", seq, seqs_.size());
+    return seqs_[size_t(seq)];
+  }
+  const Seq& at(int seq) const { return const_cast<CompressedCache*>(this)->at(seq); }
+  void check_layer(int layer) const {
+    if (layer < 0 || layer >= shape_.n_layers) fail("kv cache: layer {} outside [0, {})", layer, shape_.n_layers);
+  }
+
+  int64_t exact_bytes(const Seq& s) const {
+    int64_t b = 0;
+    for (size_t l = 0; l < s.sink_k.size(); ++l)
+      b += int64_t(s.sink_k[l].size() + s.sink_v[l].size() + s.buf_k[l].size() + s.buf_v[l].size()) * 2;
+    return b;
+  }
+  // Bytes of codes of layer `layer` over all chunks, or of all layers when layer < 0.
+  int64_t code_bytes(const Seq& s, int layer) const {
+    int64_t b = 0;
+    for (const Chunk& c : s.chunks)
+      b += layer < 0 ? int64_t(c.data.size()) : c.off[size_t(2 * layer + 2)] - c.off[size_t(2 * layer)];
+    return b;
+  }
+
+  void ensure_views(int64_t T) {
+    const size_t need = size_t(T * shape_.width());
+    for (int i = 0; i < 2; ++i) {
+      if (view_k_[i].size() < need) { view_k_[i].resize(need); view_v_[i].resize(need); }
+    }
+  }
+
+  // One layer of the decoder over all compressed rows: out = (map(prev) or 0) + decoded codes.
+  void decode_layer(const Seq& s, int l, const float* prev_k, const float* prev_v, float* out_k, float* out_v) {
+    const int64_t C = shape_.width(), N = s.n_compressed;
+    res_.resize(size_t(N * C));
+    const AffineMap* km = kmap(l);
+    const AffineMap* vm = vmap(l);
+    int64_t row = 0;
+    for (const Chunk& c : s.chunks) {
+      decode_rows(kc(l), c.data.data() + c.off[size_t(2 * l)], c.n, (km ? res_.data() : out_k) + row * C);
+      row += c.n;
+    }
+    if (km) {
+      const AffineInput in{prev_k, C, C};
+      km->apply(N, &in, 1, out_k, C, scratch_);
+      add_into(out_k, res_.data(), N * C);
+    }
+    row = 0;
+    for (const Chunk& c : s.chunks) {
+      decode_rows(vc(l), c.data.data() + c.off[size_t(2 * l + 1)], c.n, (vm ? res_.data() : out_v) + row * C);
+      row += c.n;
+    }
+    if (vm) {
+      const AffineInput in[2] = {{out_k, C, C}, {prev_v, C, C}};
+      vm->apply(N, in, 2, out_v, C, scratch_);
+      add_into(out_v, res_.data(), N * C);
+    }
+  }
+
+  // Fills rows [row0, row0 + n_compressed) of the layer's view slot with its reconstruction,
+  // rebuilding earlier layers first when the previous layer's is not at hand.
+  void rebuild_to(const Seq& s, int layer, int64_t row0) {
+    const int64_t C = shape_.width();
+    int from = layer;
+    if (layer > 0 && !(recon_gen_ == generation_ && recon_seq_ == cur_ && recon_layer_ == layer - 1 && recon_row0_ == row0)) {
+      from = 0;  // out of protocol order: start over from layer 0
+    }
+    for (int l = from; l <= layer; ++l) {
+      const int slot = l & 1, prev = (l + 1) & 1;
+      const float* pk = l > 0 ? view_k_[prev].data() + row0 * C : nullptr;
+      const float* pv = l > 0 ? view_v_[prev].data() + row0 * C : nullptr;
+      decode_layer(s, l, pk, pv, view_k_[slot].data() + row0 * C, view_v_[slot].data() + row0 * C);
+    }
+    recon_gen_ = generation_;
+    recon_seq_ = cur_;
+    recon_layer_ = layer;
+    recon_row0_ = row0;
+  }
+
+  // The encoder: compresses the first n buffered tokens of every layer into one chunk.
+  void compress(Seq& s, int64_t n) {
+    const int64_t C = shape_.width(), L = shape_.n_layers;
+    Chunk ch;
+    ch.n = n;
+    ch.off.resize(size_t(2 * L + 1));
+    int64_t off = 0;
+    for (int l = 0; l < L; ++l) {
+      ch.off[size_t(2 * l)] = off;
+      off += kc(l).encoded_bytes(n);
+      ch.off[size_t(2 * l + 1)] = off;
+      off += vc(l).encoded_bytes(n);
+    }
+    ch.off[size_t(2 * L)] = off;
+    ch.data.resize(size_t(off));
+    std::vector<float> x(size_t(n * C)), hk[2], hv[2];
+    for (int i = 0; i < 2; ++i) { hk[i].resize(size_t(n * C)); hv[i].resize(size_t(n * C)); }
+    res_.resize(size_t(n * C));
+    for (int l = 0; l < L; ++l) {
+      const int cur = l & 1, prev = (l + 1) & 1;
+      const AffineInput kin{hk[prev].data(), C, C};
+      encode_stream(kc(l), kmap(l), s.buf_k[size_t(l)].data(), n, &kin, 1,
+                    ch.data.data() + ch.off[size_t(2 * l)], x, hk[cur].data());
+      const AffineInput vin[2] = {{hk[cur].data(), C, C}, {hv[prev].data(), C, C}};
+      encode_stream(vc(l), vmap(l), s.buf_v[size_t(l)].data(), n, vin, 2,
+                    ch.data.data() + ch.off[size_t(2 * l + 1)], x, hv[cur].data());
+    }
+    for (int l = 0; l < L; ++l) {
+      for (auto* b : {&s.buf_k[size_t(l)], &s.buf_v[size_t(l)]}) b->erase(b->begin(), b->begin() + n * C);
+    }
+    s.chunks.push_back(std::move(ch));
+    s.n_buf -= n;
+    s.n_compressed += n;
+  }
+
+  // Codes one stream of one layer: target rows (fp16) -> residual -> codes; writes the
+  // reconstruction (prediction + decoded residual) to `recon`.
+  void encode_stream(const Codec& codec, const AffineMap* map, const uint16_t* target, int64_t n,
+                     const AffineInput* inputs, int n_inputs, uint8_t* codes,
+                     std::vector<float>& x, float* recon) {
+    const int64_t C = shape_.width();
+    halves_to_floats(target, n * C, x.data());
+    if (map) {
+      map->apply(n, inputs, n_inputs, recon, C, scratch_);  // recon := prediction
+      for (int64_t i = 0; i < n * C; ++i) x[size_t(i)] = x[size_t(i)] - recon[i];
+      encode_rows(codec, x.data(), n, codes);
+      decode_rows(codec, codes, n, res_.data());
+      add_into(recon, res_.data(), n * C);
+    } else {
+      encode_rows(codec, x.data(), n, codes);
+      decode_rows(codec, codes, n, recon);
+    }
+  }
+
+  KvShape shape_;
+  CompressedCacheOptions opt_;
+  int64_t block_ = 1;  // chunk sizes are multiples of this (lcm of the codecs' block rows)
+  std::vector<Seq> seqs_;
+  int cur_ = 0;
+  int64_t step_n_ = 0, step_sinks_ = 0;
+  uint64_t generation_ = 0;  // bumps whenever stored tokens or the step change
+  // Decoder scratch (not live storage): two view slots (layers l-1 and l) and residuals.
+  std::vector<float> view_k_[2], view_v_[2], res_, scratch_;
+  uint64_t recon_gen_ = ~0ull;
+  int recon_seq_ = -1, recon_layer_ = -1;
+  int64_t recon_row0_ = -1;
+};
+
+}  // namespace
+
+std::unique_ptr<KvCache> make_compressed_cache(const KvShape& shape, CompressedCacheOptions opt) {
+  return std::make_unique<CompressedCache>(shape, std::move(opt));
+}
+
+}  // namespace aquakv

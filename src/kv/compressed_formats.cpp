@@ -1,0 +1,153 @@
+// Spec parsing for the compressed caches (see kv/compressed_formats.h).
+#include "aquakv/kv/compressed_formats.h"
+
+#include <charconv>
+
+#include "aquakv/kv/aquakv_cache.h"
+#include "aquakv/quant/codec.h"
+#include "aquakv/quant/higgs.h"
+#include "aquakv/util/error.h"
+
+namespace aquakv {
+namespace {
+
+struct Parsed {
+  std::string head;  // before the first ','
+  int64_t p = -1, b = -1;
+  std::string k, v, l0;
+};
+
+int64_t parse_count(const std::string& spec, const std::string& key, const std::string& val) {
+  int64_t x = 0;
+  const auto r = std::from_chars(val.data(), val.data() + val.size(), x);
+  if (r.ec != std::errc() || r.ptr != val.data() + val.size() || x < 0)
+    fail("--kv {}: {}= needs a non-negative integer, got '{}'", spec, key, val);
+  return x;
+}
+
+Parsed parse(const std::string& name, const std::string& args) {
+  Parsed out;
+  const std::string spec = args.empty() ? name : name + ":" + args;
+  size_t pos = args.find(',');
+  out.head = args.substr(0, pos);
+  while (pos != std::string::npos) {
+    const size_t next = args.find(',', pos + 1);
+    const std::string item = args.substr(pos + 1, next == std::string::npos ? std::string::npos : next - pos - 1);
+    pos = next;
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos) fail("--kv {}: option '{}' is not key=value", spec, item);
+    const std::string key = item.substr(0, eq), val = item.substr(eq + 1);
+    if (key == "p") out.p = parse_count(spec, key, val);
+    else if (key == "b") out.b = parse_count(spec, key, val);
+    else if (key == "k") out.k = val;
+    else if (key == "v") out.v = val;
+    else if (key == "l0") out.l0 = val;
+    else fail("--kv {}: unknown option '{}' (known: p, b, k, v, l0)", spec, key);
+  }
+  if (out.b == 0) fail("--kv {}: b must be >= 1", spec);
+  return out;
+}
+
+std::shared_ptr<const Codec> codec(const std::string& spec, int64_t C, KvStream stream) {
+  return std::shared_ptr<const Codec>(make_codec(spec, C, stream));
+}
+
+std::unique_ptr<KvCache> build(const std::string& name, const Parsed& ps, const KvShape& shape,
+                               const std::string& kdef, const std::string& vdef, int64_t p, int64_t b) {
+  const int64_t C = shape.width();
+  CompressedCacheOptions o;
+  o.sinks = ps.p >= 0 ? ps.p : p;
+  o.buffer = ps.b >= 0 ? ps.b : b;
+  o.key_codec = codec(ps.k.empty() ? kdef : ps.k, C, KvStream::kKey);
+  o.value_codec = codec(ps.v.empty() ? vdef : ps.v, C, KvStream::kValue);
+  if (!ps.l0.empty()) {
+    o.layer0_key_codec = codec(ps.l0, C, KvStream::kKey);
+    o.layer0_value_codec = codec(ps.l0, C, KvStream::kValue);
+  }
+  o.name = name;
+  if (!ps.head.empty()) o.name += ":" + ps.head;
+  o.name += ",p=" + std::to_string(o.sinks) + ",b=" + std::to_string(o.buffer);
+  if (!ps.k.empty()) o.name += ",k=" + o.key_codec->spec();
+  if (!ps.v.empty()) o.name += ",v=" + o.value_codec->spec();
+  if (!ps.l0.empty()) o.name += ",l0=" + o.layer0_key_codec->spec();
+  return make_compressed_cache(shape, std::move(o));
+}
+
+std::unique_ptr<KvCache> build_aquakv(const std::string& args, const Parsed& ps, const KvShape& shape) {
+  if (ps.head.empty()) fail("--kv aquakv: needs the adapter file: aquakv:FILE (make one with aquakv calibrate)");
+  if (!ps.k.empty() || !ps.v.empty() || !ps.l0.empty())
+    fail("--kv aquakv:{}: k=, v=, l0= are fixed by the adapters (they were fitted for them)", args);
+  auto a = std::make_shared<Adapters>(load_adapters(ps.head));
+  const int64_t C = shape.width();
+  ModelFingerprint want = a->model;  // what the shape can tell; the model hash is the engine's
+  want.n_layers = shape.n_layers;
+  want.n_kv_heads = shape.n_kv_heads;
+  want.head_dim = shape.head_dim;
+  want.kv_width = C;
+  // The quantizer configuration is re-derived from the file's codec specs, so a file whose
+  // group size or seed fields disagree with its own specs is refused too.
+  check_adapters_match(*a, want, aquakv_quant_config(a->quant.key_codec, a->quant.value_codec, a->quant.layer0_codec, C), ps.head);
+  CompressedCacheOptions o;
+  o.sinks = ps.p >= 0 ? ps.p : 4;
+  o.buffer = ps.b >= 0 ? ps.b : 128;
+  o.key_codec = codec(a->quant.key_codec, C, KvStream::kKey);
+  o.value_codec = codec(a->quant.value_codec, C, KvStream::kValue);
+  o.layer0_key_codec = codec(a->quant.layer0_codec, C, KvStream::kKey);
+  o.layer0_value_codec = codec(a->quant.layer0_codec, C, KvStream::kValue);
+  o.adapters = a;
+  o.name = "aquakv:" + ps.head + ",p=" + std::to_string(o.sinks) + ",b=" + std::to_string(o.buffer);
+  return make_compressed_cache(shape, std::move(o));
+}
+
+}  // namespace
+
+std::vector<CompressedFormat> compressed_formats() {
+  return {
+      {"aquakv", "AQUA-KV: aquakv:ADAPTERS[,p=4,b=128] (predictors from aquakv calibrate)"},
+      {"higgs", "HIGGS on every layer, no predictors: higgs[:DxN[:gG][:seedS]][,p=4,b=128,k=,v=,l0=]"},
+      {"higgs2", "HIGGS 2x16 (2 bits + scales), no predictors"},
+      {"higgs3", "HIGGS 2x64 (3 bits + scales), no predictors"},
+      {"higgs4", "HIGGS 2x256 (4 bits + scales), no predictors"},
+      {"q8_0", "llama.cpp q8_0 blocks (8.5 bits)"},
+      {"q4_0", "llama.cpp q4_0 blocks (4.5 bits)"},
+      {"kivi2", "KIVI 2-bit: keys per channel, values per token, 128 recent tokens exact"},
+      {"kivi4", "KIVI 4-bit: keys per channel, values per token, 128 recent tokens exact"},
+  };
+}
+
+std::unique_ptr<KvCache> make_compressed_format(const std::string& name, const std::string& args,
+                                                const KvShape& shape) {
+  const Parsed ps = parse(name, args);
+  if (name == "aquakv") return build_aquakv(args, ps, shape);
+  if (name == "higgs") {
+    const std::string c = ps.head.empty() ? "higgs:2x16" : "higgs:" + ps.head;
+    return build(name, ps, shape, c, c, 4, 128);
+  }
+  if (name == "higgs2" || name == "higgs3" || name == "higgs4" || name == "q8_0" || name == "q4_0" ||
+      name == "kivi2" || name == "kivi4") {
+    if (!ps.head.empty()) fail("--kv {}:{}: takes only options (p=, b=, k=, v=, l0=)", name, args);
+    const bool block = name[0] == 'q';
+    const bool kivi = name[0] == 'k';
+    return build(name, ps, shape, name, name, block || kivi ? 0 : 4, block ? 1 : 128);
+  }
+  fail("--kv {}: not a compressed cache format", name);
+}
+
+AdapterQuantConfig aquakv_quant_config(const std::string& key_codec, const std::string& value_codec,
+                                       const std::string& layer0_codec, int64_t width) {
+  AdapterQuantConfig q;
+  const auto k = make_codec(key_codec, width, KvStream::kKey);
+  const auto v = make_codec(value_codec, width, KvStream::kValue);
+  const auto l0 = make_codec(layer0_codec, width, KvStream::kKey);
+  q.key_codec = k->spec();
+  q.value_codec = v->spec();
+  q.layer0_codec = l0->spec();
+  // Group size and sign seed of the residual codecs (HIGGS); 0 for other codecs.
+  if (const auto* h = dynamic_cast<const HiggsCodec*>(k.get())) {
+    q.group_size = h->group();
+    q.signs_seed = h->sign_seed();
+  }
+  return q;
+}
+
+}  // namespace aquakv

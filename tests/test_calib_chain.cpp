@@ -1,0 +1,188 @@
+// Tests of calib/fit_chain: on synthetic K/V with planted cross-layer maps the chain recovers
+// them; its reconstructions equal the compressed cache's bit for bit (the predictors are fitted
+// on exactly what the cache will see); the ablation switches drop predictors.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "aquakv/calib/fit_chain.h"
+#include "aquakv/kv/aquakv_cache.h"
+#include "aquakv/util/error.h"
+#include "aquakv/util/fp16.h"
+#include "test_codecs.h"
+
+namespace aquakv {
+namespace {
+
+constexpr int kL = 3, kC = 12;
+
+// K_l = K_{l-1} M_l + c_l + noise,  V_l = [K_l ; V_{l-1}] N_l + d_l + noise (fp16-rounded).
+struct Planted {
+  KvSamples s;
+  std::vector<std::vector<double>> m, n, c, d;  // per layer
+};
+
+Planted planted(int64_t train, int64_t val, double noise, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> g(0, 1);
+  Planted p;
+  p.s.n_layers = kL;
+  p.s.width = kC;
+  p.s.n_train = train;
+  p.s.n_val = val;
+  const int64_t rows = train + val;
+  p.s.k.assign(kL, std::vector<uint16_t>(size_t(rows * kC)));
+  p.s.v.assign(kL, std::vector<uint16_t>(size_t(rows * kC)));
+  p.m.resize(kL); p.n.resize(kL); p.c.resize(kL); p.d.resize(kL);
+  for (int l = 1; l < kL; ++l) {
+    p.m[l].resize(kC * kC); p.n[l].resize(2 * kC * kC); p.c[l].resize(kC); p.d[l].resize(kC);
+    // Near-identity blocks keep the inputs well conditioned (smallest variance ~0.3).
+    for (int i = 0; i < kC * kC; ++i) p.m[l][i] = 0.8 * (i % (kC + 1) == 0) + 0.2 * g(rng) / std::sqrt(kC);
+    for (int i = 0; i < 2 * kC * kC; ++i) p.n[l][i] = 0.5 * ((i % (kC * kC)) % (kC + 1) == 0) + 0.2 * g(rng) / std::sqrt(kC);
+    for (auto& e : p.c[l]) e = g(rng) * 0.3;
+    for (auto& e : p.d[l]) e = g(rng) * 0.3;
+  }
+  std::vector<double> k(kC), v(kC), kn(kC), vn(kC);
+  for (int64_t t = 0; t < rows; ++t) {
+    for (int j = 0; j < kC; ++j) { k[j] = g(rng); v[j] = g(rng); }
+    for (int l = 0; l < kL; ++l) {
+      if (l > 0) {
+        for (int j = 0; j < kC; ++j) {
+          double a = p.c[l][j];
+          for (int i = 0; i < kC; ++i) a += k[i] * p.m[l][i * kC + j];
+          kn[j] = a + noise * g(rng);
+        }
+        for (int j = 0; j < kC; ++j) {
+          double a = p.d[l][j];
+          for (int i = 0; i < kC; ++i) a += kn[i] * p.n[l][i * kC + j] + v[i] * p.n[l][(kC + i) * kC + j];
+          vn[j] = a + noise * g(rng);
+        }
+        k = kn;
+        v = vn;
+      }
+      for (int j = 0; j < kC; ++j) {
+        p.s.k[l][size_t(t * kC + j)] = fp32_to_fp16(float(k[j]));
+        p.s.v[l][size_t(t * kC + j)] = fp32_to_fp16(float(v[j]));
+      }
+    }
+  }
+  return p;
+}
+
+TEST(FitChain, RecoversPlantedCrossLayerMaps) {
+  const double noise = 0.02;
+  const Planted p = planted(6000, 1000, noise, 1);
+  ChainOptions o;
+  o.key_codec = o.value_codec = o.layer0_codec = std::make_shared<HalfCodec>(kC);
+  o.damping = 0;
+  std::vector<LayerFitStats> st;
+  int calls = 0;
+  const auto maps = fit_chain(p.s, o, &st, [&](int done, int total) { ++calls; EXPECT_EQ(total, kL); EXPECT_EQ(done, calls); });
+  EXPECT_EQ(calls, kL);
+  ASSERT_EQ(st.size(), size_t(kL));
+  EXPECT_TRUE(maps[0].key.empty());
+  EXPECT_TRUE(maps[0].value.empty());
+  for (int l = 1; l < kL; ++l) {
+    // Noise 0.02 (fp16 rounding, ~3e-4, is far below it) bounds the coefficient error: with
+    // n = 6000 rows and input variances >= ~0.3 its std is <= 0.02 / sqrt(0.3 * 6000) = 4.7e-4;
+    // allow ~6 std over the 432 coefficients.
+    double worst = 0;
+    for (int i = 0; i < kC * kC; ++i) worst = std::max(worst, std::abs(maps[l].key.w[i] - p.m[l][i]));
+    for (int i = 0; i < 2 * kC * kC; ++i) worst = std::max(worst, std::abs(maps[l].value.w[i] - p.n[l][i]));
+    EXPECT_LT(worst, 3e-3) << "layer " << l;
+    // Prediction error ~ noise^2 / var(Y): well below 1e-2, and validation ~ train.
+    EXPECT_LT(st[l].k_val, 1e-2);
+    EXPECT_LT(st[l].v_val, 1e-2);
+    EXPECT_NEAR(st[l].k_val, st[l].k_train, 0.3 * st[l].k_train);
+    EXPECT_GT(st[l].k_val, 0.0);
+  }
+  EXPECT_EQ(st[0].k_val, 1.0);  // layer 0: no predictor
+}
+
+TEST(FitChain, ReconstructionsEqualTheCachesBitForBit) {
+  const Planted p = planted(300, 60, 0.05, 2);
+  auto kq = std::make_shared<CoarseCodec>(kC, 3);
+  auto vq = std::make_shared<CoarseCodec>(kC, 2);
+  auto l0 = std::make_shared<CoarseCodec>(kC, 5);
+  ChainOptions o;
+  o.key_codec = kq;
+  o.value_codec = vq;
+  o.layer0_codec = l0;
+  std::vector<std::vector<float>> ck(kL), cv(kL);
+  o.on_layer = [&](int l, const std::vector<float>& k, const std::vector<float>& v) { ck[l] = k; cv[l] = v; };
+  auto a = std::make_shared<Adapters>();
+  a->model = {"t", kL, 1, kC, kC, 0};
+  a->layers = fit_chain(p.s, o, nullptr);
+  // Feed all rows as one sequence with no sinks, compressing at every step of 37 tokens.
+  KvShape shape;
+  shape.n_layers = kL;
+  shape.n_kv_heads = 1;
+  shape.head_dim = kC;
+  shape.max_tokens = 1000;
+  CompressedCacheOptions co;
+  co.name = "t";
+  co.sinks = 0;
+  co.buffer = 1;
+  co.key_codec = kq;
+  co.value_codec = vq;
+  co.layer0_key_codec = co.layer0_value_codec = l0;
+  co.adapters = a;
+  auto cache = make_compressed_cache(shape, co);
+  const int seq = cache->add_sequence();
+  const int64_t rows = p.s.rows();
+  std::vector<float> k, v;
+  for (int64_t t0 = 0; t0 < rows; t0 += 37) {
+    const int64_t n = std::min<int64_t>(37, rows - t0);
+    cache->begin_step(seq, n);
+    for (int l = 0; l < kL; ++l) {
+      k.resize(size_t(n * kC));
+      v.resize(size_t(n * kC));
+      for (int64_t i = 0; i < n * kC; ++i) {
+        k[size_t(i)] = fp16_to_fp32(p.s.k[l][size_t(t0 * kC + i)]);
+        v[size_t(i)] = fp16_to_fp32(p.s.v[l][size_t(t0 * kC + i)]);
+      }
+      cache->append(l, k.data(), v.data());
+      cache->read(l);
+    }
+    cache->end_step();
+  }
+  // One more step reads everything back compressed.
+  cache->begin_step(seq, 0);
+  for (int l = 0; l < kL; ++l) {
+    cache->append(l, nullptr, nullptr);
+    const KvView view = cache->read(l);
+    ASSERT_EQ(view.n_tokens, rows);
+    EXPECT_EQ(std::memcmp(view.k, ck[l].data(), size_t(rows * kC * 4)), 0) << "keys, layer " << l;
+    EXPECT_EQ(std::memcmp(view.v, cv[l].data(), size_t(rows * kC * 4)), 0) << "values, layer " << l;
+  }
+  cache->end_step();
+}
+
+TEST(FitChain, AblationSwitchesDropPredictors) {
+  const Planted p = planted(500, 100, 0.05, 3);
+  ChainOptions o;
+  o.key_codec = o.value_codec = o.layer0_codec = std::make_shared<CoarseCodec>(kC, 4);
+  o.fit_values = false;
+  std::vector<LayerFitStats> st;
+  auto maps = fit_chain(p.s, o, &st);
+  for (int l = 1; l < kL; ++l) {
+    EXPECT_FALSE(maps[l].key.empty());
+    EXPECT_TRUE(maps[l].value.empty());
+    EXPECT_EQ(st[l].v_val, 1.0);
+  }
+  o.fit_values = true;
+  o.fit_keys = false;
+  o.rank = 2;
+  maps = fit_chain(p.s, o, &st);
+  for (int l = 1; l < kL; ++l) {
+    EXPECT_TRUE(maps[l].key.empty());
+    EXPECT_EQ(maps[l].value.rank, 2);
+  }
+  o.rank = kC + 1;
+  EXPECT_THROW(fit_chain(p.s, o, &st), Error);
+}
+
+}  // namespace
+}  // namespace aquakv

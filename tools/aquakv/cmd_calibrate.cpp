@@ -1,0 +1,78 @@
+// `aquakv calibrate`: fits AQUA-KV cross-layer predictors for a model and writes an adapter file
+// (docs/ADAPTERS.md). Prints progress, the per-layer fit table, wall time and peak memory.
+#include <cstdio>
+#include <fstream>
+
+#include "aquakv/calib/calibrate.h"
+#include "aquakv/kv/adapters.h"
+#include "aquakv/util/error.h"
+#include "command.h"
+
+namespace aquakv::cli {
+namespace {
+
+struct Args {
+  CalibrateOptions o;
+  std::string out;
+  std::string json_out;
+  bool f16 = false;
+  bool quiet = false;
+};
+
+const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors and write an adapter file", [](CLI::App& sub) {
+  auto a = std::make_shared<Args>();
+  a->o.model_path = default_model_path();
+  sub.add_option("-m,--model", a->o.model_path, "GGUF model")->capture_default_str();
+  sub.add_option("-f,--file", a->o.text_files,
+                 "calibration text file (repeatable); none: sample text from the model itself")->check(CLI::ExistingFile);
+  sub.add_option("-o,--output", a->out, "adapter file to write")->required();
+  sub.add_option("--tokens", a->o.tokens, "calibration tokens (train + validation)")->capture_default_str()->check(CLI::PositiveNumber);
+  sub.add_option("--window", a->o.window, "tokens per window")->capture_default_str()->check(CLI::Range(int64_t(2), int64_t(1) << 20));
+  sub.add_option("--val", a->o.val_fraction, "fraction of windows held out for validation")->capture_default_str()->check(CLI::Range(0.0, 0.9));
+  sub.add_option("--gen-tokens", a->o.gen_tokens, "tokens to sample from the model when no -f is given")->capture_default_str()->check(CLI::PositiveNumber);
+  sub.add_option("--gen-temp", a->o.gen_temperature, "sampling temperature for self-generated text")->capture_default_str()->check(CLI::Range(0.05, 5.0));
+  sub.add_option("-k,--key-codec", a->o.key_codec, "codec of key residuals (e.g. higgs2, higgs3, higgs:2x64:g64)")->capture_default_str();
+  sub.add_option("-v,--value-codec", a->o.value_codec, "codec of value residuals")->capture_default_str();
+  sub.add_option("--layer0", a->o.layer0, "layer-0 policy: a codec (higgs4) or fp16 (exact)")->capture_default_str();
+  sub.add_option("--rank", a->o.rank, "predictor rank, 0 = full")->capture_default_str()->check(CLI::NonNegativeNumber);
+  sub.add_option("--damping", a->o.damping, "ridge damping, relative to mean(diag X^T X)")->capture_default_str()->check(CLI::Range(0.0, 1e3));
+  sub.add_flag("--no-key-predictors{false}", a->o.fit_keys, "ablation: no key predictors");
+  sub.add_flag("--no-value-predictors{false}", a->o.fit_values, "ablation: no value predictors");
+  sub.add_option("-s,--seed", a->o.seed, "seed of window sampling / text generation")->capture_default_str();
+  sub.add_option("-t,--threads", a->o.threads, "threads (0 = all cores)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  sub.add_flag("--f16", a->f16, "store the weights in fp16 (half the file)");
+  sub.add_option("--json", a->json_out, "also write the fit report as JSON to this file");
+  sub.add_flag("-q,--quiet", a->quiet, "no progress output");
+  return RunFn([a] {
+    a->o.dtype = a->f16 ? AdapterDtype::kF16 : AdapterDtype::kF32;
+    CalibrateReport rep;
+    int last_pct = -1;
+    const Adapters ad = calibrate(a->o, &rep, [&](const char* stage, int64_t done, int64_t total) {
+      if (a->quiet) return;
+      const int pct = int(100 * done / std::max<int64_t>(1, total));
+      if (pct == last_pct && done != total) return;
+      last_pct = pct;
+      const int bar = pct / 4;
+      std::fprintf(stderr, "\r%-8s [%-25.*s] %3d%% (%lld/%lld)", stage, bar, "#########################", pct,
+                   (long long)done, (long long)total);
+      if (done == total) { std::fputc('\n', stderr); last_pct = -1; }
+    });
+    save_adapters(ad, a->out);
+    std::printf("calibration: %s\n%lld windows, %lld train rows, %lld validation rows\n", rep.source.c_str(),
+                (long long)rep.windows, (long long)rep.train_rows, (long long)rep.val_rows);
+    std::printf("%s", rep.table().c_str());
+    std::printf("wrote %s (%lld predictor parameters, %.1f MiB in memory)\n", a->out.c_str(),
+                (long long)ad.n_params(), double(ad.bytes_in_memory()) / (1 << 20));
+    std::printf("wall time %.1f s (capture %.1f s, fit %.1f s), peak memory %.0f MiB\n", rep.total_seconds,
+                rep.capture_seconds, rep.fit_seconds, double(rep.peak_rss_bytes) / (1 << 20));
+    if (!a->json_out.empty()) {
+      std::ofstream f(a->json_out);
+      if (!f) fail("calibrate: cannot write --json {}", a->json_out);
+      f << rep.json() << "\n";
+    }
+    return 0;
+  });
+}};
+
+}  // namespace
+}  // namespace aquakv::cli
