@@ -2,6 +2,8 @@
 // error, non-zero exit): prompt longer than the context, negative -n, malformed numbers,
 // unknown flags, unknown KV format, unknown chat template, missing model.
 #include <gtest/gtest.h>
+
+#include "cli_runner.h"
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -11,21 +13,8 @@
 
 namespace {
 
-struct Result {
-  int code;
-  std::string out;  // stdout and stderr together
-};
-
-Result run(const std::string& args) {
-  const std::string cmd = std::string(AQUAKV_CLI) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return {-1, "popen failed"};
-  std::string out;
-  char buf[4096];
-  for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
-  const int st = pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
-}
+using Result = aquakv::testing::CliResult;
+Result run(const std::string& args) { return aquakv::testing::run_cli(args); }
 
 int lines(const std::string& s) { return int(std::count(s.begin(), s.end(), '\n')); }
 

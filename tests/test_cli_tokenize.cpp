@@ -3,6 +3,8 @@
 // usage). Uses the committed SentencePiece test vocabulary, and the default model when
 // AQUAKV_MODEL is set.
 #include <gtest/gtest.h>
+
+#include "cli_runner.h"
 #include <sys/wait.h>
 
 #include <cstdio>
@@ -14,21 +16,8 @@ namespace {
 
 const std::string kSpm = std::string(AQUAKV_TEST_DATA) + "/tokenizer/spm_vocab.gguf";
 
-struct Result {
-  int code;
-  std::string out;  // stdout and stderr together
-};
-
-Result run(const std::string& args) {
-  const std::string cmd = std::string(AQUAKV_CLI) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return {-1, "popen failed"};
-  std::string out;
-  char buf[4096];
-  for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
-  const int st = pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
-}
+using Result = aquakv::testing::CliResult;
+Result run(const std::string& args) { return aquakv::testing::run_cli(args); }
 
 std::string temp_file(const std::string& name, const std::string& bytes) {
   const std::string path = ::testing::TempDir() + name;
