@@ -1,6 +1,7 @@
 // Cost of one decode step (1 new token, all 30 layers: append + read, then end_step) of the
 // compressed caches on the default model's KV shape (30 layers, C = 192) at several cached
-// lengths, against the plain fp16 cache. The AQUA-KV read rebuilds every compressed token from
+// lengths, against the plain fp16 cache; kind 0 fp16, 1 higgs2, 2 AQUA-KV (full-rank predictors),
+// 3 AQUA-KV with rank-64 predictors. The AQUA-KV read rebuilds every compressed token from
 // codes (decode + predictor GEMMs), so its cost grows with the context.
 #include <benchmark/benchmark.h>
 
@@ -26,7 +27,8 @@ KvShape shape() {
   return s;
 }
 
-std::shared_ptr<Adapters> random_adapters() {
+// Random predictors of full rank (rank 0) or reduced rank r: y = (x U) V + b.
+std::shared_ptr<Adapters> random_adapters(int64_t rank) {
   std::mt19937 rng(1);
   std::normal_distribution<float> g(0, 0.05f);
   auto a = std::make_shared<Adapters>();
@@ -36,9 +38,16 @@ std::shared_ptr<Adapters> random_adapters() {
     for (auto* m : {&a->layers[size_t(l)].key, &a->layers[size_t(l)].value}) {
       m->in = m == &a->layers[size_t(l)].key ? kC : 2 * kC;
       m->out = kC;
-      m->w.resize(size_t(m->in * kC));
+      m->rank = rank;
+      if (rank == 0) {
+        m->w.resize(size_t(m->in * kC));
+      } else {
+        m->u.resize(size_t(m->in * rank));
+        m->v.resize(size_t(rank * kC));
+      }
       m->bias.resize(kC);
-      for (auto& e : m->w) e = g(rng);
+      for (auto* t : {&m->w, &m->u, &m->v})
+        for (auto& e : *t) e = g(rng);
     }
   }
   return a;
@@ -48,10 +57,10 @@ std::unique_ptr<KvCache> make(int kind) {
   if (kind == 0) return make_cache("fp16", shape());
   if (kind == 1) return make_cache("higgs2", shape());
   CompressedCacheOptions o;
-  o.name = "aquakv";
+  o.name = kind == 2 ? "aquakv" : "aquakv rank 64";
   o.key_codec = o.value_codec = std::shared_ptr<const Codec>(make_codec("higgs2", kC));
   o.layer0_key_codec = o.layer0_value_codec = std::shared_ptr<const Codec>(make_codec("higgs4", kC));
-  o.adapters = random_adapters();
+  o.adapters = random_adapters(kind == 2 ? 0 : 64);
   return make_compressed_cache(shape(), o);
 }
 
@@ -84,7 +93,7 @@ void BM_DecodeStep(benchmark::State& st) {
 }
 
 BENCHMARK(BM_DecodeStep)
-    ->ArgsProduct({{0, 1, 2}, {512, 2048, 4096}})
+    ->ArgsProduct({{0, 1, 2, 3}, {512, 2048, 4096}})
     ->Unit(benchmark::kMillisecond)
     ->Iterations(20);
 

@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Markdown tables of docs/RESULTS.md ("AQUA-KV quality") from the outputs of
+bench/aquakv_quality.sh: OUT/main/rows.jsonl, OUT/ablation/rows.jsonl, OUT/passkey.json and the
+calibration reports OUT/adapters/*.json. Prints Markdown to stdout; computes nothing new except
+the asymptotic codes+scales bits (the formula of docs/AQUAKV.md) and per-config means of the
+calibration report.
+
+  python3 bench/aquakv_table.py OUT
+"""
+import json
+import math
+import os
+import sys
+
+L = 30  # layers of the default model
+HIGGS = {"higgs2": 2 + 16 / 192, "higgs3": 3 + 16 / 192, "higgs4": 4 + 16 / 192}
+# bits per value of compressed tokens (codes + scales): llama.cpp blocks of 32 with an fp16
+# scale; KIVI: b bits + fp16 scale and zero point per group of 32; HIGGS d=2: log2(n)/2 + 16/g.
+PLAIN = {"fp16": 16.0, "q8_0": 8.5, "q4_0": 4.5, "kivi4": 5.0, "kivi2": 3.0, **HIGGS}
+# AQUA-KV configurations of bench/aquakv_quality.sh: key codec, value codec, layer-0 codec.
+AQUA = {
+    "aq2": ("higgs2", "higgs2", "higgs4", "keys 2-bit, values 2-bit, layer 0 4-bit"),
+    "aq25": ("higgs3", "higgs2", "higgs4", "keys 3-bit, values 2-bit, layer 0 4-bit"),
+    "aq3": ("higgs3", "higgs3", "higgs4", "keys 3-bit, values 3-bit, layer 0 4-bit"),
+    "abl_konly": ("higgs2", "higgs2", "higgs4", "aq2 with key predictors only"),
+    "abl_vonly": ("higgs2", "higgs2", "higgs4", "aq2 with value predictors only"),
+    "abl_l0fp16": ("higgs2", "higgs2", "fp16", "aq2 with layer 0 exact (fp16)"),
+    "abl_r16": ("higgs2", "higgs2", "higgs4", "aq2 with rank-16 predictors"),
+    "abl_r64": ("higgs2", "higgs2", "higgs4", "aq2 with rank-64 predictors"),
+    "abl_signs": ("higgs2", "higgs2", "higgs4", "aq2 with random Hadamard signs (seed 1)"),
+    "aq2_self": ("higgs2", "higgs2", "higgs4", "aq2 calibrated on 8192 self-generated tokens"),
+}
+
+
+def codes_bits(kv):
+    if kv in PLAIN:
+        return PLAIN[kv]
+    name = os.path.splitext(os.path.basename(kv.split(":", 1)[1].split(",")[0]))[0]
+    k, v, l0 = AQUA[name][:3]
+    b = lambda c: 16.0 if c == "fp16" else HIGGS[c]
+    return ((L - 1) * (b(k) + b(v)) / 2 + b(l0)) / L
+
+
+def label(kv):
+    if not kv.startswith("aquakv:"):
+        return kv, ""
+    name = os.path.splitext(os.path.basename(kv.split(":", 1)[1].split(",")[0]))[0]
+    return name, AQUA[name][3]
+
+
+def read_rows(path):
+    with open(path) as f:
+        return [json.loads(x) for x in f if x.strip()]
+
+
+def calib(out, kv):
+    if not kv.startswith("aquakv:"):
+        return None
+    name = label(kv)[0]
+    p = os.path.join(out, "adapters", name + ".json")
+    return json.load(open(p)) if os.path.exists(p) else None
+
+
+def mean_rel(j, key):
+    xs = [l[key] for l in j["layers"] if l["layer"] >= 1 and l.get(key) is not None]
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def passkey(out):
+    p = os.path.join(out, "passkey.json")
+    if not os.path.exists(p):
+        return {}, None
+    j = json.load(open(p))
+    acc, lens = {}, set()
+    for c in j["cells"]:
+        a = acc.setdefault(c["kv"], [0, 0])
+        a[0] += c["correct"]
+        a[1] += c["trials"]
+        lens.add(c["len"])
+    return acc, max(lens)
+
+
+def table(out, name, with_passkey):
+    rows = read_rows(os.path.join(out, name, "rows.jsonl"))
+    pk, pk_len = passkey(out) if with_passkey else ({}, None)
+    head = ("| cache | configuration | bits/value, codes+scales | bits/value at 2048 tokens, all "
+            "overheads (measured) | PPL | PPL ratio | KL mean | KL p99 | same top token |")
+    sep = "|---|---|--:|--:|--:|--:|--:|--:|--:|"
+    if pk:
+        head += f" passkey @ {pk_len} |"
+        sep += "--:|"
+    head += " calibration (wall) |"
+    sep += "--:|"
+    lines = [head, sep]
+    for r in rows:
+        if r.get("ppl") is None:
+            continue
+        kv = r["kv"]
+        cache, cfg = label(kv)
+        c = calib(out, kv)
+        line = (f"| {cache} | {cfg} | {codes_bits(kv):.3f} | {r['bits_per_value']:.3f} | "
+                f"{r['ppl']:.4f} ± {r['ppl_se']:.4f} | {r['ppl_ratio']:.4f} | {r['kl_mean']:.4f} | "
+                f"{r['kl_p99']:.4f} | {100 * r['same_top']:.2f}% |")
+        if pk:
+            a = pk.get(kv)
+            line += f" {a[0]}/{a[1]} |" if a else " - |"
+        line += f" {c['total_seconds']:.0f} s |" if c else " - |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def calib_table(out):
+    lines = ["| configuration | tokens (train / val rows) | K predictor val relMSE, mean over layers 1-29 "
+             "| V predictor val relMSE | K̂ reconstruction relMSE | V̂ reconstruction relMSE | wall | capture | fit | peak memory |",
+             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for name in AQUA:
+        p = os.path.join(out, "adapters", name + ".json")
+        if not os.path.exists(p):
+            continue
+        j = json.load(open(p))
+        lines.append(
+            f"| {name} | {j['train_rows']} / {j['val_rows']} | {mean_rel(j, 'k_val'):.4f} | "
+            f"{mean_rel(j, 'v_val'):.4f} | {mean_rel(j, 'k_recon_val'):.4f} | "
+            f"{mean_rel(j, 'v_recon_val'):.4f} | {j['total_seconds']:.0f} s | "
+            f"{j['capture_seconds']:.0f} s | {j['fit_seconds']:.0f} s | "
+            f"{j['peak_rss_bytes'] / 2**20:.0f} MiB |")
+    return "\n".join(lines)
+
+
+def main():
+    out = sys.argv[1] if len(sys.argv) > 1 else "quality-run"
+    if os.path.exists(os.path.join(out, "main", "rows.jsonl")):
+        print("### Main table\n\n" + table(out, "main", True) + "\n")
+    if os.path.exists(os.path.join(out, "ablation", "rows.jsonl")):
+        print("### Ablations\n\n" + table(out, "ablation", False) + "\n")
+    print("### Calibration\n\n" + calib_table(out) + "\n")
+
+
+if __name__ == "__main__":
+    main()
