@@ -74,7 +74,9 @@ std::unique_ptr<KvCache> build(const std::string& name, const Parsed& ps, const 
 }
 
 std::unique_ptr<KvCache> build_aquakv(const std::string& args, const Parsed& ps, const KvShape& shape) {
-  if (ps.head.empty()) fail("--kv aquakv: needs the adapter file: aquakv:FILE (make one with aquakv calibrate)");
+  if (ps.head.empty())
+    fail("--kv aquakv: needs the adapter file here: aquakv:FILE (make one with aquakv calibrate; "
+         "aquakv generate takes plain 'aquakv' and calibrates once per model)");
   if (!ps.k.empty() || !ps.v.empty() || !ps.l0.empty())
     fail("--kv aquakv:{}: k=, v=, l0= are fixed by the adapters (they were fitted for them)", args);
   auto a = std::make_shared<Adapters>(load_adapters(ps.head));
