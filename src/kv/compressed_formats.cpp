@@ -79,11 +79,16 @@ std::unique_ptr<KvCache> build_aquakv(const std::string& args, const Parsed& ps,
     fail("--kv aquakv:{}: k=, v=, l0= are fixed by the adapters (they were fitted for them)", args);
   auto a = std::make_shared<Adapters>(load_adapters(ps.head));
   const int64_t C = shape.width();
-  ModelFingerprint want = a->model;  // what the shape can tell; the model hash is the engine's
+  // The model the cache serves, as far as the shape tells: its dimensions always, its
+  // architecture and fingerprint when the caller knows them (Model::kv_shape fills both; a
+  // hand-made shape leaves them unknown and only the dimensions are checked).
+  ModelFingerprint want = a->model;
   want.n_layers = shape.n_layers;
   want.n_kv_heads = shape.n_kv_heads;
   want.head_dim = shape.head_dim;
   want.kv_width = C;
+  if (!shape.arch.empty()) want.arch = shape.arch;
+  if (shape.model_hash != 0) want.meta_hash = shape.model_hash;
   // The quantizer configuration is re-derived from the file's codec specs, so a file whose
   // group size or seed fields disagree with its own specs is refused too.
   check_adapters_match(*a, want, aquakv_quant_config(a->quant.key_codec, a->quant.value_codec, a->quant.layer0_codec, C), ps.head);
