@@ -25,26 +25,13 @@
 #include "aquakv/kv/compressed_formats.h"
 #include "aquakv/quant/codec.h"
 #include "aquakv/util/error.h"
+#include "model_fixture.h"
 
 namespace aquakv {
 namespace {
 
-class AquaModelTest : public ::testing::Test {
+class AquaModelTest : public testing::RealModelTest {
  protected:
-  static void SetUpTestSuite() {
-    const char* p = std::getenv("AQUAKV_MODEL");
-    if (p != nullptr && *p != '\0') model_ = Model::load(p).release();
-  }
-  static void TearDownTestSuite() {
-    delete model_;
-    model_ = nullptr;
-  }
-  void SetUp() override {
-    if (model_ == nullptr) GTEST_SKIP() << "AQUAKV_MODEL not set";
-  }
-  int64_t V() const { return model_->config().n_vocab; }
-  int64_t C() const { return model_->config().kv_width(); }
-
   // Calibration text (never the evaluation text); $AQUAKV_SHARED_DIR overrides the build's path.
   static std::string shared_dir() {
     const char* e = std::getenv("AQUAKV_SHARED_DIR");
@@ -61,13 +48,7 @@ class AquaModelTest : public ::testing::Test {
 
   std::vector<float> run(KvCache& cache, const std::vector<int32_t>& ids, int64_t step) const {
     Forward fwd(*model_, 2);
-    const int seq = cache.add_sequence();
-    std::vector<float> logits(ids.size() * size_t(V()));
-    for (size_t i = 0; i < ids.size(); i += size_t(step)) {
-      const size_t m = std::min(ids.size() - i, size_t(step));
-      fwd.eval(cache, seq, std::span<const int32_t>(ids.data() + i, m), logits.data() + i * V(), true);
-    }
-    return logits;
+    return testing::logits_in_steps(fwd, cache, cache.add_sequence(), ids, step);
   }
 
   // Mean KL(p_ref || p) over rows.
@@ -89,10 +70,7 @@ class AquaModelTest : public ::testing::Test {
     }
     return total / double(rows);
   }
-
-  static Model* model_;
 };
-Model* AquaModelTest::model_ = nullptr;
 
 TEST_F(AquaModelTest, QuantizationOffAndZeroPredictorsGiveFp16Logits) {
   const auto ids = text_tokens(120, 0);
