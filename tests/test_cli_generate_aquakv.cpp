@@ -186,6 +186,17 @@ TEST_F(CliAquakv, CompareUsesTheSameSamplingForBoth) {
   EXPECT_EQ(text_of(plain.out), t1) << plain.out << "\n---\n" << r.out;
 }
 
+// Bad options of a plain aquakv spec are refused before the first-run calibration starts.
+TEST_F(CliAquakv, BadOptionsFailBeforeCalibrating) {
+  for (const std::string bad : {"aquakv,p=x", "aquakv,k=higgs3", "aquakv,q=1"}) {
+    const Result r = gen("-p hi -n 1 --kv " + bad);
+    EXPECT_EQ(r.code, 1) << r.out;
+    EXPECT_EQ(lines(r.out), 1) << r.out;
+    EXPECT_EQ(r.out.find("calibrating"), std::string::npos) << r.out;
+    EXPECT_TRUE(adapter_files().empty()) << r.out;
+  }
+}
+
 TEST_F(CliAquakv, BadCompareSpecIsOneLine) {
   const Result r = gen("-p hi -n 1 --compare nonsense");
   EXPECT_EQ(r.code, 1) << r.out;

@@ -3,6 +3,7 @@
 
 #include <cstdio>
 
+#include "aquakv/kv/compressed_formats.h"
 #include "progress.h"
 
 namespace aquakv::cli {
@@ -17,6 +18,7 @@ void add_self_adapter_flags(CLI::App& sub, SelfCalibration& s) {
 
 std::string resolve_kv_spec(const std::string& spec, const Model& model, const SelfCalibration& s) {
   if (spec != "aquakv" && spec.rfind("aquakv,", 0) != 0) return spec;
+  check_aquakv_options(spec.substr(6));  // a typo fails now, not after minutes of calibration
   ProgressBar bar;
   const CachedAdapters c = cached_self_adapters(
       model, s, user_cache_root() + "/adapters",
