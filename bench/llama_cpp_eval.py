@@ -36,23 +36,8 @@ import time
 
 import numpy as np
 
-# llama.cpp cache types: ggml type id (GGUF spec numbering) and storage bits per value (block
-# size 32: q8_0 stores 32 int8 + one f16 scale = 34 bytes, q4_0 32 nibbles + one f16 scale = 18).
-TYPES = {
-    "f16": (1, 16.0),
-    "q8_0": (8, 34 * 8 / 32),
-    "q4_0": (2, 18 * 8 / 32),
-}
-
-
-def import_llama_cpp():
-    global llama_cpp, Llama
-    try:
-        import llama_cpp
-        from llama_cpp import Llama
-    except ImportError:
-        sys.exit("llama_cpp_eval.py: llama-cpp-python is missing; run scripts/ref_venv.sh and "
-                 "use ~/.cache/aquakv/ref-venv/bin/python")
+import llama_cpp_common as lc
+from llama_cpp_common import TYPES
 
 
 def fnv1a64_tokens(ids):
@@ -136,21 +121,8 @@ def log_softmax64(scores):
     return x - (m + np.log(np.exp(x - m).sum(axis=1, keepdims=True)))
 
 
-def tokenize(model_path, text, bos):
-    vocab = Llama(model_path=model_path, vocab_only=True, verbose=False)
-    ids = vocab.tokenize(text.encode("utf-8"), add_bos=False, special=False)
-    model_adds_bos = len(vocab.tokenize(b"", add_bos=True, special=False)) > 0
-    if bos == "on" or (bos == "auto" and model_adds_bos):
-        ids = [vocab.token_bos()] + ids
-    return ids, model_adds_bos
-
-
 def make_llama(args, kv, n_ctx, logits_all=True):
-    type_id, _ = TYPES[kv]
-    return Llama(model_path=args.model, n_ctx=n_ctx, n_batch=min(n_ctx, 512),
-                 n_ubatch=min(n_ctx, 512), n_threads=args.threads,
-                 n_threads_batch=args.threads, logits_all=logits_all, flash_attn=True,
-                 type_k=type_id, type_v=type_id, seed=0, verbose=False)
+    return lc.make_llama(args.model, kv, n_ctx, args.threads, True, logits_all)
 
 
 def run_window(llm, window):
@@ -164,22 +136,10 @@ def stats(values):
     return float(v.mean()), float(np.sqrt(v.var(ddof=1) / len(v))) if len(v) > 1 else 0.0
 
 
-def measure_speed(args, kv, ctx, vocab_ids):
-    llm = make_llama(args, kv, ctx, logits_all=False)  # logits of the last token only
-    prompt = (vocab_ids * (ctx // max(len(vocab_ids), 1) + 1))[:ctx]
-    llm.reset()
-    t0 = time.perf_counter()
-    llm.eval(prompt)
-    prefill = ctx / (time.perf_counter() - t0)
-    n_dec = min(args.decode_tokens, ctx - 1)
-    llm.reset()
-    llm.eval(prompt[: ctx - n_dec])
-    t0 = time.perf_counter()
-    for t in prompt[ctx - n_dec:]:
-        llm.eval([t])
-    decode = n_dec / (time.perf_counter() - t0)
-    del llm
-    return prefill, decode
+def measure_speed(args, kv, ctx, ids):
+    """Flash attention on, as for the perplexity rows (see the top of this file)."""
+    return lc.measure_speed(args.model, kv, ctx, lc.speed_prompt(ids, ctx), args.decode_tokens,
+                            args.threads, True)
 
 
 def main():
@@ -202,7 +162,8 @@ def main():
     ap.add_argument("--save-logits", help="write the f16 run's logits in aquakv's base-logits "
                     "format, for `aquakv perplexity --kl-base FILE`")
     args = ap.parse_args()
-    import_llama_cpp()
+    lc.import_llama_cpp()
+    llama_cpp = lc.llama_cpp
 
     types = [t for t in args.types.split(",") if t]
     for t in types:
@@ -213,7 +174,7 @@ def main():
 
     with open(args.file, encoding="utf-8") as f:
         text = f.read()
-    ids, model_adds_bos = tokenize(args.model, text, args.bos)
+    ids, model_adds_bos = lc.tokenize(args.model, text, args.bos)
     n_full = len(ids) // args.ctx
     n_win = min(n_full, args.chunks) if args.chunks > 0 else n_full
     if n_win == 0:
@@ -291,11 +252,8 @@ def main():
         del llms
     for c in [int(x) for x in args.speed_ctx.split(",") if x]:
         for t in types:
-            pf, dc = measure_speed(args, t, c, ids[: min(len(ids), c)])
-            rows.append(dict(common, kv=t, bits_per_value=TYPES[t][1], ctx=c, windows=None,
-                             positions=None, step=min(c, 512), ppl=None, ppl_se=None,
-                             ppl_ratio=None, kl_mean=None, kl_p99=None, kl_p999=None,
-                             same_top=None, prefill_tps=pf, decode_tps=dc))
+            pf, dc = measure_speed(args, t, c, ids)
+            rows.append(lc.speed_row(args.model, t, c, args.threads, True, pf, dc))
     for r in rows:
         print(json.dumps(r))
     if args.out:

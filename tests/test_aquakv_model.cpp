@@ -1,46 +1,37 @@
 // AQUA-KV on the real model (needs AQUAKV_MODEL): with quantization off and zero predictors the
 // compressed cache gives exactly the fp16 cache's logits; predictors calibrated on a little text
 // beat plain HIGGS at the same bits (KL to the fp16 logits); the model fingerprint reacts to
-// weights and hyper-parameters, not to tokenizer metadata.
+// weights and hyper-parameters, not to tokenizer metadata; --kv aquakv:FILE refuses adapters of
+// a same-shape model with another fingerprint.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <stdexcept>
+#include <unistd.h>
 
 #include "aquakv/calib/capture.h"
-#include "aquakv/calib/fingerprint.h"
 #include "aquakv/calib/fit_chain.h"
+#include "aquakv/engine/fingerprint.h"
 #include "aquakv/engine/forward.h"
 #include "aquakv/engine/tokenizer.h"
 #include "aquakv/kv/aquakv_cache.h"
 #include "aquakv/kv/cache_factory.h"
 #include "aquakv/kv/compressed_formats.h"
 #include "aquakv/quant/codec.h"
+#include "aquakv/util/error.h"
+#include "model_fixture.h"
 
 namespace aquakv {
 namespace {
 
-class AquaModelTest : public ::testing::Test {
+class AquaModelTest : public testing::RealModelTest {
  protected:
-  static void SetUpTestSuite() {
-    const char* p = std::getenv("AQUAKV_MODEL");
-    if (p != nullptr && *p != '\0') model_ = Model::load(p).release();
-  }
-  static void TearDownTestSuite() {
-    delete model_;
-    model_ = nullptr;
-  }
-  void SetUp() override {
-    if (model_ == nullptr) GTEST_SKIP() << "AQUAKV_MODEL not set";
-  }
-  int64_t V() const { return model_->config().n_vocab; }
-  int64_t C() const { return model_->config().kv_width(); }
-
   // Calibration text (never the evaluation text); $AQUAKV_SHARED_DIR overrides the build's path.
   static std::string shared_dir() {
     const char* e = std::getenv("AQUAKV_SHARED_DIR");
@@ -57,13 +48,7 @@ class AquaModelTest : public ::testing::Test {
 
   std::vector<float> run(KvCache& cache, const std::vector<int32_t>& ids, int64_t step) const {
     Forward fwd(*model_, 2);
-    const int seq = cache.add_sequence();
-    std::vector<float> logits(ids.size() * size_t(V()));
-    for (size_t i = 0; i < ids.size(); i += size_t(step)) {
-      const size_t m = std::min(ids.size() - i, size_t(step));
-      fwd.eval(cache, seq, std::span<const int32_t>(ids.data() + i, m), logits.data() + i * V(), true);
-    }
-    return logits;
+    return testing::logits_in_steps(fwd, cache, cache.add_sequence(), ids, step);
   }
 
   // Mean KL(p_ref || p) over rows.
@@ -85,10 +70,7 @@ class AquaModelTest : public ::testing::Test {
     }
     return total / double(rows);
   }
-
-  static Model* model_;
 };
-Model* AquaModelTest::model_ = nullptr;
 
 TEST_F(AquaModelTest, QuantizationOffAndZeroPredictorsGiveFp16Logits) {
   const auto ids = text_tokens(120, 0);
@@ -205,6 +187,61 @@ TEST_F(AquaModelTest, FingerprintFollowsWeightsNotTokenizer) {
   w = bytes;
   w[find(pre.data(), pre.size()) + 5] = 'x';
   EXPECT_EQ(hash_of(w), base);
+}
+
+// The engine passes the model's identity to caches (KvShape::arch, model_hash), so adapters of a
+// model with the same shape but other weights or hyper-parameters are refused by --kv aquakv:FILE.
+TEST_F(AquaModelTest, AdaptersOfAnotherSameShapeModelAreRefused) {
+  const KvShape shape = model_->kv_shape(64);
+  const ModelFingerprint fp = model_fingerprint(model_->gguf(), shape);
+  EXPECT_EQ(shape.arch, "llama");
+  EXPECT_EQ(shape.model_hash, fp.meta_hash);
+  EXPECT_EQ(model_->meta_hash(), fp.meta_hash);
+  Adapters a;
+  a.model = fp;
+  a.quant = aquakv_quant_config("higgs2", "higgs2", "higgs4", C());
+  a.layers.resize(size_t(shape.n_layers));
+  for (int l = 1; l < shape.n_layers; ++l) {
+    auto& lp = a.layers[size_t(l)];
+    lp.key.in = lp.key.out = lp.value.out = C();
+    lp.value.in = 2 * C();
+    lp.key.w.assign(size_t(C() * C()), 0.f);
+    lp.value.w.assign(size_t(2 * C() * C()), 0.f);
+    lp.key.bias.assign(size_t(C()), 0.f);
+    lp.value.bias.assign(size_t(C()), 0.f);
+  }
+  const std::string path =
+      (std::filesystem::temp_directory_path() / ("aqkv_model_id_" + std::to_string(getpid()) + ".aqkv")).string();
+  save_adapters(a, path);
+  EXPECT_NE(make_cache("aquakv:" + path, shape), nullptr);  // its own model: accepted
+
+  // The same model with one hyper-parameter changed (the lowest mantissa bit of the RoPE base, an
+  // f32 after the key's bytes and the u32 value type): same shape, other fingerprint.
+  std::ifstream f(model_->path(), std::ios::binary);
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const std::string key = "llama.rope.freq_base";
+  const auto it = std::search(bytes.begin(), bytes.end(), key.begin(), key.end());
+  ASSERT_NE(it, bytes.end());
+  bytes[size_t(it - bytes.begin()) + key.size() + 4] ^= 1;
+  const auto other = Model::from_gguf(GgufFile::from_memory(bytes, "rope-changed.gguf"));
+  EXPECT_NE(other->config().rope.freq_base, model_->config().rope.freq_base);
+  const KvShape oshape = other->kv_shape(64);
+  EXPECT_EQ(oshape.width(), shape.width());
+  EXPECT_EQ(oshape.n_layers, shape.n_layers);
+  EXPECT_NE(oshape.model_hash, shape.model_hash);
+  try {
+    make_cache("aquakv:" + path, oshape);
+    ADD_FAILURE() << "adapters of another model accepted";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    char want[64], got[64];
+    std::snprintf(want, sizeof want, "%016llx in the file", (unsigned long long)shape.model_hash);
+    std::snprintf(got, sizeof got, "this model's is %016llx", (unsigned long long)oshape.model_hash);
+    EXPECT_NE(m.find(path), std::string::npos) << m;
+    EXPECT_NE(m.find(want), std::string::npos) << m;
+    EXPECT_NE(m.find(got), std::string::npos) << m;
+  }
+  std::filesystem::remove(path);
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
 // Tests of kv/compressed_formats with quant's real codecs on the default model's KV shape
 // (C = 192): every --kv spelling builds, live bytes equal the codecs' byte formula, HIGGS
 // reconstruction of the calibration chain equals the cache's bit for bit, and bad specs and
-// mismatched adapters are refused with a message.
+// mismatched adapters (other shape, other model identity) are refused with a message.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -12,6 +12,7 @@
 
 #include "aquakv/calib/fit_chain.h"
 #include "aquakv/kv/aquakv_cache.h"
+#include "aquakv/kv/cache_factory.h"
 #include "aquakv/kv/compressed_formats.h"
 #include "aquakv/quant/codec.h"
 #include "aquakv/util/error.h"
@@ -179,6 +180,58 @@ TEST(CompressedFormats, HiggsChainEqualsCacheBitForBit) {
     ADD_FAILURE() << "accepted adapters for another layer count";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("layers"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove(path);
+}
+
+// Adapters carry the fingerprint of the model they were fitted on; a shape that knows its model
+// (Model::kv_shape) gets them only when architecture and model hash match. Shapes that do not
+// know the model (arch "", hash 0) are checked on dimensions only.
+TEST(CompressedFormats, AquakvChecksTheModelIdentity) {
+  Adapters a;
+  a.model = {"llama", kL, kH, kHd, kC, 0x0123456789abcdefull};
+  a.quant = aquakv_quant_config("higgs2", "higgs2", "higgs4", kC);
+  a.layers.resize(kL);
+  for (int l = 1; l < kL; ++l) {
+    auto& p = a.layers[size_t(l)];
+    p.key.in = p.key.out = p.value.out = kC;
+    p.value.in = 2 * kC;
+    p.key.w.assign(size_t(kC * kC), 0.f);
+    p.value.w.assign(size_t(2 * kC * kC), 0.f);
+    p.key.bias.assign(size_t(kC), 0.f);
+    p.value.bias.assign(size_t(kC), 0.f);
+  }
+  const std::string path = (std::filesystem::temp_directory_path() / ("aqkv_id_" + std::to_string(getpid()))).string();
+  save_adapters(a, path);
+  KvShape same = shape();
+  same.arch = "llama";
+  same.model_hash = 0x0123456789abcdefull;
+  EXPECT_NE(make_cache("aquakv:" + path, same), nullptr);
+  EXPECT_NE(make_cache("aquakv:" + path, shape()), nullptr);  // identity unknown: shape only
+  KvShape hash_known = shape();
+  hash_known.model_hash = 0x0123456789abcdefull;
+  EXPECT_NE(make_cache("aquakv:" + path, hash_known), nullptr);  // arch unknown, hash equal
+
+  KvShape other = same;
+  other.model_hash = 0xfedcba9876543210ull;
+  try {
+    make_cache("aquakv:" + path, other);
+    ADD_FAILURE() << "accepted adapters made for another model";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("adapters " + path + ":"), std::string::npos) << m;
+    EXPECT_NE(m.find("another model"), std::string::npos) << m;
+    EXPECT_NE(m.find("0123456789abcdef in the file"), std::string::npos) << m;
+    EXPECT_NE(m.find("this model's is fedcba9876543210"), std::string::npos) << m;
+    EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+  }
+  other = same;
+  other.arch = "qwen2";
+  try {
+    make_cache("aquakv:" + path, other);
+    ADD_FAILURE() << "accepted adapters made for another architecture";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("architecture 'llama', the model is 'qwen2'"), std::string::npos) << e.what();
   }
   std::filesystem::remove(path);
 }

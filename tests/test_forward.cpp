@@ -14,6 +14,7 @@
 #include "aquakv/kv/cache_factory.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/fp16.h"
+#include "model_fixture.h"
 
 namespace aquakv {
 namespace {
@@ -50,21 +51,8 @@ const Golden& golden() {
 
 int64_t argmax(const float* x, int64_t n) { return std::max_element(x, x + n) - x; }
 
-class ForwardTest : public ::testing::Test {
+class ForwardTest : public testing::RealModelTest {
  protected:
-  static void SetUpTestSuite() {
-    const char* p = std::getenv("AQUAKV_MODEL");
-    if (p != nullptr && *p != '\0') model_ = Model::load(p).release();
-  }
-  static void TearDownTestSuite() {
-    delete model_;
-    model_ = nullptr;
-  }
-  void SetUp() override {
-    if (model_ == nullptr) GTEST_SKIP() << "AQUAKV_MODEL not set";
-  }
-  int64_t V() const { return model_->config().n_vocab; }
-
   // All logits of `ids` run through a fresh cache in steps of `step` tokens.
   std::vector<float> run(const std::vector<int32_t>& ids, int64_t step,
                          MatmulPath path = MatmulPath::kAuto, const std::string& kv = "fp16") {
@@ -72,22 +60,13 @@ class ForwardTest : public ::testing::Test {
     opt.matmul = path;
     Forward fwd(*model_, 2, opt);
     auto cache = make_cache(kv, model_->kv_shape(1024));
-    const int seq = cache->add_sequence();
-    std::vector<float> logits(ids.size() * size_t(V()));
-    for (size_t i = 0; i < ids.size(); i += size_t(step)) {
-      const size_t m = std::min(ids.size() - i, size_t(step));
-      fwd.eval(*cache, seq, std::span<const int32_t>(ids.data() + i, m), logits.data() + i * V(), true);
-    }
-    return logits;
+    return testing::logits_in_steps(fwd, *cache, cache->add_sequence(), ids, step);
   }
 
   std::vector<int32_t> prompt_ids(size_t i) const {
     return golden().meta["prompts"][i]["ids"].get<std::vector<int32_t>>();
   }
-
-  static Model* model_;
 };
-Model* ForwardTest::model_ = nullptr;
 
 TEST_F(ForwardTest, ConfigFromMetadata) {
   const ModelConfig& c = model_->config();

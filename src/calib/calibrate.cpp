@@ -12,8 +12,8 @@
 #include <nlohmann/json.hpp>
 
 #include "aquakv/calib/capture.h"
-#include "aquakv/calib/fingerprint.h"
 #include "aquakv/calib/ridge.h"
+#include "aquakv/engine/fingerprint.h"
 #include "aquakv/engine/forward.h"
 #include "aquakv/engine/model.h"
 #include "aquakv/engine/tokenizer.h"

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <numbers>
 
+#include "aquakv/engine/fingerprint.h"
 #include "aquakv/util/error.h"
 
 namespace aquakv {
@@ -241,6 +242,8 @@ std::unique_ptr<Model> Model::from_gguf(std::unique_ptr<GgufFile> file) {
       m->weight_bytes_ += q->rows * q->row_bytes;
     }
   }
+  // ~8 KiB per tensor: a few milliseconds, once per load.
+  m->meta_hash_ = model_meta_hash(f, c.arch);
   return m;
 }
 
@@ -250,6 +253,8 @@ KvShape Model::kv_shape(int64_t max_tokens) const {
   s.n_kv_heads = cfg_.n_kv_heads;
   s.head_dim = cfg_.head_dim;
   s.max_tokens = max_tokens;
+  s.arch = cfg_.arch;
+  s.model_hash = meta_hash_;
   return s;
 }
 

@@ -256,8 +256,12 @@ std::vector<std::string> write_charts(const std::vector<ReportRow>& rows, const 
                             r->decode_tps ? fmt::format("{}", *r->decode_tps) : "NaN");
       data += "\n\n";
       const std::string sep = idx ? ", " : "";
-      plot_p += fmt::format("{}'speed.dat' index {} using 1:2 with linespoints pt 7 title '{}'", sep, idx, name);
-      plot_d += fmt::format("{}'speed.dat' index {} using 1:3 with linespoints pt 7 title '{}'", sep, idx, name);
+      // Solid lines for aquakv, dashed for other implementations (e.g. llama.cpp rows).
+      const int dash = v.front()->impl == "aquakv" ? 1 : 2;
+      plot_p += fmt::format("{}'speed.dat' index {} using 1:2 with linespoints pt 7 dt {} title '{}'",
+                            sep, idx, dash, name);
+      plot_d += fmt::format("{}'speed.dat' index {} using 1:3 with linespoints pt 7 dt {} title '{}'",
+                            sep, idx, dash, name);
       ++idx;
     }
     write_text(dir + "/speed.dat", data);

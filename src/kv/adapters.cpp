@@ -253,7 +253,8 @@ void check_adapters_match(const Adapters& a, const ModelFingerprint& m,
   if (f.head_dim != m.head_dim) fail("adapters {}: made for head dim {}, the model has {}", path, f.head_dim, m.head_dim);
   if (f.kv_width != m.kv_width) fail("adapters {}: made for KV width {}, the model has {}", path, f.kv_width, m.kv_width);
   if (f.meta_hash != m.meta_hash)
-    fail("adapters {}: made for another model (fingerprint {:016x}, this model's is {:016x})", path, f.meta_hash, m.meta_hash);
+    fail("adapters {}: made for another model (model hash {:016x} in the file, this model's is {:016x}: another "
+         "fine-tune, weight quantization or hyper-parameters; calibrate for this model)", path, f.meta_hash, m.meta_hash);
   const auto& g = a.quant;
   if (g.key_codec != q.key_codec) fail("adapters {}: fitted for key codec '{}', the cache uses '{}'", path, g.key_codec, q.key_codec);
   if (g.value_codec != q.value_codec) fail("adapters {}: fitted for value codec '{}', the cache uses '{}'", path, g.value_codec, q.value_codec);

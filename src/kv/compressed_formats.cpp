@@ -27,7 +27,8 @@ int64_t parse_count(const std::string& spec, const std::string& key, const std::
 
 Parsed parse(const std::string& name, const std::string& args) {
   Parsed out;
-  const std::string spec = args.empty() ? name : name + ":" + args;
+  // The spec as the user wrote it: "name", "name:args..." or "name,options".
+  const std::string spec = args.empty() ? name : args[0] == ',' ? name + args : name + ":" + args;
   size_t pos = args.find(',');
   out.head = args.substr(0, pos);
   while (pos != std::string::npos) {
@@ -73,17 +74,29 @@ std::unique_ptr<KvCache> build(const std::string& name, const Parsed& ps, const 
   return make_compressed_cache(shape, std::move(o));
 }
 
-std::unique_ptr<KvCache> build_aquakv(const std::string& args, const Parsed& ps, const KvShape& shape) {
-  if (ps.head.empty()) fail("--kv aquakv: needs the adapter file: aquakv:FILE (make one with aquakv calibrate)");
+void refuse_codec_options(const std::string& args, const Parsed& ps) {
   if (!ps.k.empty() || !ps.v.empty() || !ps.l0.empty())
-    fail("--kv aquakv:{}: k=, v=, l0= are fixed by the adapters (they were fitted for them)", args);
+    fail("--kv aquakv{}{}: k=, v=, l0= are fixed by the adapters (they were fitted for them)",
+         args.empty() || args[0] == ',' ? "" : ":", args);
+}
+
+std::unique_ptr<KvCache> build_aquakv(const std::string& args, const Parsed& ps, const KvShape& shape) {
+  if (ps.head.empty())
+    fail("--kv aquakv: needs the adapter file here: aquakv:FILE (make one with aquakv calibrate; "
+         "aquakv generate takes plain 'aquakv' and calibrates once per model)");
+  refuse_codec_options(args, ps);
   auto a = std::make_shared<Adapters>(load_adapters(ps.head));
   const int64_t C = shape.width();
-  ModelFingerprint want = a->model;  // what the shape can tell; the model hash is the engine's
+  // The model the cache serves, as far as the shape tells: its dimensions always, its
+  // architecture and fingerprint when the caller knows them (Model::kv_shape fills both; a
+  // hand-made shape leaves them unknown and only the dimensions are checked).
+  ModelFingerprint want = a->model;
   want.n_layers = shape.n_layers;
   want.n_kv_heads = shape.n_kv_heads;
   want.head_dim = shape.head_dim;
   want.kv_width = C;
+  if (!shape.arch.empty()) want.arch = shape.arch;
+  if (shape.model_hash != 0) want.meta_hash = shape.model_hash;
   // The quantizer configuration is re-derived from the file's codec specs, so a file whose
   // group size or seed fields disagree with its own specs is refused too.
   check_adapters_match(*a, want, aquakv_quant_config(a->quant.key_codec, a->quant.value_codec, a->quant.layer0_codec, C), ps.head);
@@ -131,6 +144,10 @@ std::unique_ptr<KvCache> make_compressed_format(const std::string& name, const s
     return build(name, ps, shape, name, name, block || kivi ? 0 : 4, block ? 1 : 128);
   }
   fail("--kv {}: not a compressed cache format", name);
+}
+
+void check_aquakv_options(const std::string& options) {
+  refuse_codec_options(options, parse("aquakv", options));
 }
 
 AdapterQuantConfig aquakv_quant_config(const std::string& key_codec, const std::string& value_codec,

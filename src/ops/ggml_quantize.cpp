@@ -62,6 +62,59 @@ inline void pack_high_bits(const int* q, uint8_t* qh) {
   std::memcpy(qh, &h, 4);
 }
 
+// The 4- and 5-bit formats differ only in the code width B: codes span [0, 2^B - 1], and for
+// B = 5 the fifth bit of every code goes into qh (a u32 before the nibbles). So each family
+// (symmetric: q4_0, q5_0; affine: q4_1, q5_1) is written once for both widths.
+constexpr int code_max(int bits) { return (1 << bits) - 1; }
+constexpr int64_t code_bytes(int bits) { return (bits == 5 ? 4 : 0) + 16; }
+
+// Code bytes after the scale fields: qh(4) for B = 5, then qs(16).
+template <int kBits>
+void pack_codes(const int* q, uint8_t* p) {
+  static_assert(kBits == 4 || kBits == 5);
+  if constexpr (kBits == 5) {
+    pack_high_bits(q, p);
+    p += 4;
+  }
+  pack_nibbles(q, p);
+}
+
+// q4_0 / q5_0: d = (signed absmax) / -2^(B-1), code = trunc(x * id + 2^(B-1) + 0.5) clamped to
+// [0, 2^B - 1]; block d(2) [qh(4)] qs(16).
+template <int kBits, int64_t kBlockBytes>
+void quantize_symmetric(const float* x, void* dst, int64_t n) {
+  static_assert(kBlockBytes == 2 + code_bytes(kBits));
+  constexpr float half = float(1 << (kBits - 1));  // 8 or 16, exact
+  auto* out = static_cast<uint8_t*>(dst);
+  for (int64_t b = 0; b < n / kQK; ++b, x += kQK, out += kBlockBytes) {
+    const float d = signed_absmax(x) / -half;
+    const float id = reciprocal_or_zero(d);
+    write_f16(out, d);
+    int q[kQK];
+    for (int i = 0; i < kQK; ++i) q[i] = trunc_clamp(x[i] * id + (half + 0.5f), code_max(kBits));
+    pack_codes<kBits>(q, out + 2);
+  }
+}
+
+// q4_1 / q5_1: m = min, d = (max - min) / (2^B - 1), code = trunc((x - m) * id + 0.5) clamped
+// to [0, 2^B - 1]; block d(2) m(2) [qh(4)] qs(16).
+template <int kBits, int64_t kBlockBytes>
+void quantize_affine(const float* x, void* dst, int64_t n) {
+  static_assert(kBlockBytes == 4 + code_bytes(kBits));
+  auto* out = static_cast<uint8_t*>(dst);
+  for (int64_t b = 0; b < n / kQK; ++b, x += kQK, out += kBlockBytes) {
+    float mn, mx;
+    min_max(x, mn, mx);
+    const float d = (mx - mn) / float(code_max(kBits));  // 15 or 31, exact
+    const float id = reciprocal_or_zero(d);
+    write_f16(out, d);
+    write_f16(out + 2, mn);
+    int q[kQK];
+    for (int i = 0; i < kQK; ++i) q[i] = trunc_clamp((x[i] - mn) * id + 0.5f, code_max(kBits));
+    pack_codes<kBits>(q, out + 4);
+  }
+}
+
 }  // namespace
 
 void quantize_row_q8_0_ref(const float* x, void* dst, int64_t n) {
@@ -81,59 +134,16 @@ void quantize_row_q8_0_ref(const float* x, void* dst, int64_t n) {
 }
 
 void quantize_row_q4_0_ref(const float* x, void* dst, int64_t n) {
-  auto* out = static_cast<uint8_t*>(dst);
-  for (int64_t b = 0; b < n / kQK; ++b, x += kQK, out += kQ4_0Bytes) {
-    const float d = signed_absmax(x) / -8.0f;
-    const float id = reciprocal_or_zero(d);
-    write_f16(out, d);
-    int q[kQK];
-    for (int i = 0; i < kQK; ++i) q[i] = trunc_clamp(x[i] * id + 8.5f, 15);
-    pack_nibbles(q, out + 2);
-  }
+  quantize_symmetric<4, kQ4_0Bytes>(x, dst, n);
 }
-
-void quantize_row_q4_1_ref(const float* x, void* dst, int64_t n) {
-  auto* out = static_cast<uint8_t*>(dst);
-  for (int64_t b = 0; b < n / kQK; ++b, x += kQK, out += kQ4_1Bytes) {
-    float mn, mx;
-    min_max(x, mn, mx);
-    const float d = (mx - mn) / 15.0f;
-    const float id = reciprocal_or_zero(d);
-    write_f16(out, d);
-    write_f16(out + 2, mn);
-    int q[kQK];
-    for (int i = 0; i < kQK; ++i) q[i] = trunc_clamp((x[i] - mn) * id + 0.5f, 15);
-    pack_nibbles(q, out + 4);
-  }
-}
-
 void quantize_row_q5_0_ref(const float* x, void* dst, int64_t n) {
-  auto* out = static_cast<uint8_t*>(dst);
-  for (int64_t b = 0; b < n / kQK; ++b, x += kQK, out += kQ5_0Bytes) {
-    const float d = signed_absmax(x) / -16.0f;
-    const float id = reciprocal_or_zero(d);
-    write_f16(out, d);
-    int q[kQK];
-    for (int i = 0; i < kQK; ++i) q[i] = trunc_clamp(x[i] * id + 16.5f, 31);
-    pack_high_bits(q, out + 2);
-    pack_nibbles(q, out + 6);
-  }
+  quantize_symmetric<5, kQ5_0Bytes>(x, dst, n);
 }
-
+void quantize_row_q4_1_ref(const float* x, void* dst, int64_t n) {
+  quantize_affine<4, kQ4_1Bytes>(x, dst, n);
+}
 void quantize_row_q5_1_ref(const float* x, void* dst, int64_t n) {
-  auto* out = static_cast<uint8_t*>(dst);
-  for (int64_t b = 0; b < n / kQK; ++b, x += kQK, out += kQ5_1Bytes) {
-    float mn, mx;
-    min_max(x, mn, mx);
-    const float d = (mx - mn) / 31.0f;
-    const float id = reciprocal_or_zero(d);
-    write_f16(out, d);
-    write_f16(out + 2, mn);
-    int q[kQK];
-    for (int i = 0; i < kQK; ++i) q[i] = trunc_clamp((x[i] - mn) * id + 0.5f, 31);
-    pack_high_bits(q, out + 4);
-    pack_nibbles(q, out + 8);
-  }
+  quantize_affine<5, kQ5_1Bytes>(x, dst, n);
 }
 
 bool quantize_row_ref(GgmlType type, const float* x, void* dst, int64_t n) {

@@ -7,6 +7,7 @@
 #include "aquakv/kv/adapters.h"
 #include "aquakv/util/error.h"
 #include "command.h"
+#include "progress.h"
 
 namespace aquakv::cli {
 namespace {
@@ -46,17 +47,8 @@ const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors and write an ada
   return RunFn([a] {
     a->o.dtype = a->f16 ? AdapterDtype::kF16 : AdapterDtype::kF32;
     CalibrateReport rep;
-    int last_pct = -1;
-    const Adapters ad = calibrate(a->o, &rep, [&](const char* stage, int64_t done, int64_t total) {
-      if (a->quiet) return;
-      const int pct = int(100 * done / std::max<int64_t>(1, total));
-      if (pct == last_pct && done != total) return;
-      last_pct = pct;
-      const int bar = pct / 4;
-      std::fprintf(stderr, "\r%-8s [%-25.*s] %3d%% (%lld/%lld)", stage, bar, "#########################", pct,
-                   (long long)done, (long long)total);
-      if (done == total) { std::fputc('\n', stderr); last_pct = -1; }
-    });
+    ProgressBar bar(a->quiet);
+    const Adapters ad = calibrate(a->o, &rep, [&](const char* stage, int64_t done, int64_t total) { bar(stage, done, total); });
     save_adapters(ad, a->out);
     std::printf("calibration: %s\n%lld windows, %lld train rows, %lld validation rows\n", rep.source.c_str(),
                 (long long)rep.windows, (long long)rep.train_rows, (long long)rep.val_rows);

@@ -1,8 +1,9 @@
 // `aquakv generate`: prompt (or chat message) in, streamed text out, like llama.cpp's
 // llama-cli/llama-simple. Ends with a timing line: prefill and decode tokens/s and the KV
-// cache's live memory. With no prompt it answers a built-in chat message.
+// cache's live memory. With no prompt it answers a built-in chat message. `--kv aquakv` without
+// a file uses the per-user self-calibrated adapters (self_adapters.h); `--compare [KV]` runs the
+// prompt through a reference cache too and prints a table (generate_compare.h).
 #include <cerrno>
-#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -12,23 +13,28 @@
 #include <vector>
 
 #include "aquakv/engine/chat_template.h"
-#include "aquakv/engine/forward.h"
-#include "aquakv/engine/sampler.h"
-#include "aquakv/engine/tokenizer.h"
 #include "aquakv/kv/cache_factory.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/parallel.h"
 #include "command.h"
+#include "generate_compare.h"
+#include "generation.h"
+#include "self_adapters.h"
 
 namespace aquakv::cli {
 namespace {
 
+// Asks for a few hundred tokens, so that with the default -n 256 a compressed cache has
+// compressed chunks to show (AQUA-KV keeps the 128 most recent tokens exact).
 constexpr const char* kBuiltinPrompt =
-    "In three sentences, explain what the key-value cache of a language model stores and why "
-    "compressing it matters.";
+    "Write a short essay, about 300 words, on what the key-value cache of a language model stores "
+    "and why compressing it matters.";
 
 struct Opts {
   std::string model, prompt, file, system, chat_template, kv = "fp16";
+  std::string compare;         // reference cache of --compare ("" with no value: fp16)
+  CLI::Option* compare_opt = nullptr;
+  SelfCalibration self_calib;  // --kv aquakv without a file
   bool chat = false;
   int64_t n_predict = 256, n_ctx = 4096;
   int threads = 0;
@@ -98,47 +104,23 @@ int run(const Opts& o) {
   }
   const int threads = o.threads > 0 ? o.threads : 0;
   Forward fwd(*model, threads);
-  auto cache = make_cache(o.kv, model->kv_shape(n_ctx));
-  const int seq = cache->add_sequence();
-  std::vector<float> logits(static_cast<size_t>(cfg.n_vocab));
-
+  SelfCalibration sc = o.self_calib;
+  sc.threads = threads;
+  const std::string spec = resolve_kv_spec(o.kv, *model, sc);
+  if (o.compare_opt != nullptr && o.compare_opt->count() > 0) {
+    const std::string ref = o.compare.empty() ? "fp16" : o.compare;
+    return compare_generation(fwd, tok, ids, chat ? "" : text, sp, o.n_predict, n_ctx,
+                              {ref, resolve_kv_spec(ref, *model, sc)}, {o.kv, spec});
+  }
+  auto cache = make_cache(spec, model->kv_shape(n_ctx));
   if (!chat) std::fputs(text.c_str(), stdout);
   std::fflush(stdout);
-  using clock = std::chrono::steady_clock;
-  const auto t0 = clock::now();
-  fwd.eval(*cache, seq, ids, logits.data(), false);
-  const double t_prefill = std::chrono::duration<double>(clock::now() - t0).count();
-
-  std::string pending;  // bytes that may end inside a UTF-8 sequence
-  int64_t n_gen = 0;
-  const auto t1 = clock::now();
-  while (n_gen < o.n_predict) {
-    const TokenId next = sampler.sample(logits);
-    ++n_gen;
-    if (tok.is_eog(next)) break;
-    pending += tok.piece(next);
-    const size_t ok = utf8_complete_prefix(pending);
-    std::fwrite(pending.data(), 1, ok, stdout);
-    std::fflush(stdout);
-    pending.erase(0, ok);
-    if (cache->n_tokens(seq) >= n_ctx) {
-      std::fprintf(stderr, "\naquakv: context full (%lld tokens), stopping\n", (long long)n_ctx);
-      break;
-    }
-    fwd.eval(*cache, seq, std::span<const int32_t>(&next, 1), logits.data(), false);
-  }
-  std::fwrite(pending.data(), 1, pending.size(), stdout);
-  std::fputs("\n", stdout);
-  std::fflush(stdout);
-  const double t_decode = std::chrono::duration<double>(clock::now() - t1).count();
-  // Decode time covers n_gen - 1 forward passes (the last sampled token is not evaluated) plus
-  // sampling; tokens/s counts the tokens produced.
+  const GenerationResult r = generate_tokens(fwd, tok, *cache, ids, sampler, o.n_predict, n_ctx, stdout);
   std::fprintf(stderr,
                "\nprefill: %zu tokens in %.3f s (%.1f tok/s) | decode: %lld tokens in %.3f s "
                "(%.1f tok/s) | KV cache %s: %.2f MiB live (%lld tokens) | threads %d, seed %llu\n",
-               ids.size(), t_prefill, double(ids.size()) / t_prefill, (long long)n_gen, t_decode,
-               t_decode > 0 ? double(n_gen) / t_decode : 0.0, cache->name().c_str(),
-               double(cache->live_bytes()) / (1024.0 * 1024.0), (long long)cache->n_tokens(seq),
+               ids.size(), r.t_prefill, r.prefill_tps(), (long long)r.tokens.size(), r.t_decode, r.decode_tps(),
+               cache->name().c_str(), double(r.live_bytes) / (1024.0 * 1024.0), (long long)r.cache_tokens,
                num_threads(), (unsigned long long)sp.seed);
   return 0;
 }
@@ -161,7 +143,14 @@ const CommandRegistrar reg{"generate", "generate text from a prompt or a chat me
   sub.add_option("--top-p", o->top_p, "top-p (1: off)")->capture_default_str();
   sub.add_option("--min-p", o->min_p, "min-p (0: off)")->capture_default_str();
   sub.add_option("-s,--seed", o->seed, "random seed (default: random)");
-  sub.add_option("--kv", o->kv, "KV cache format (fp16, f32, ...)")->capture_default_str();
+  sub.add_option("--kv", o->kv,
+                 "KV cache format (fp16, f32, aquakv = self-calibrated AQUA-KV, aquakv:FILE, higgs2, q8_0, ...)")
+      ->capture_default_str();
+  o->compare_opt = sub.add_option("--compare", o->compare,
+                                  "also run the prompt with this reference cache (default fp16), same sampling; "
+                                  "print both outputs and a comparison table")
+                       ->expected(0, 1);
+  add_self_adapter_flags(sub, o->self_calib);
   return RunFn([o] { return run(*o); });
 }};
 

@@ -1,16 +1,20 @@
 // `aquakv report`: runs a matrix of cache formats x context lengths (perplexity, KL to the
 // 16-bit cache, speed, optionally passkey) and writes report.md, rows.jsonl and PNG charts.
 //
-// Config file (JSON; every key optional, flags given on the command line win):
+// Config file (JSON; every key optional, flags given on the command line win; examples:
+// bench/report_quality.json, bench/report_speed.json, docs/EVAL.md):
 //   {"model": "m.gguf", "text": "wiki.txt", "kv": ["fp16", "q4_0"], "ctx": [512, 2048],
 //    "chunks": 4, "step": 32, "threads": 2, "speed_ctx": [512, 2048], "decode_tokens": 32,
 //    "passkey": {"lens": [1024, 2048], "depths": [0.1, 0.5, 0.9], "trials": 2},
 //    "extra_rows": ["llama_cpp.jsonl"], "out": "report"}
 // Files named in it (model, text, extra_rows) are relative to the config file's folder; "out"
-// is relative to the current directory.
+// is relative to the current directory. With nothing to measure (no ctx, speed_ctx or passkey
+// lens) the report only renders the extra rows and needs no model.
 // The first kv format is the KL base and must be a 16-bit one (fp16 by default).
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -94,9 +98,7 @@ void apply_config_file(Config& c) {
   }
 }
 
-int run(Config c) {
-  if (!c.config.empty()) apply_config_file(c);
-  if (c.model.empty()) c.model = default_model_path();
+void apply_defaults(Config& c) {
   if (c.kvs.empty()) c.kvs = {"fp16"};
   if (c.chunks < 0) c.chunks = 4;
   if (c.step < 0) c.step = 32;
@@ -104,19 +106,19 @@ int run(Config c) {
   if (c.decode_tokens < 0) c.decode_tokens = 32;
   if (c.trials < 0) c.trials = 2;
   if (c.depths.empty()) c.depths = {0.1, 0.5, 0.9};
-  if (!c.ctxs.empty() && c.text.empty()) fail("report: perplexity rows need a text (-f or \"text\")");
-  const eval::BosPolicy bos = eval::parse_bos_policy(c.bos);
+}
+
+// What the engine measured, and on what.
+struct Measured {
   std::vector<eval::ReportRow> rows;
-  for (const auto& e : c.extra) {
-    auto r = eval::read_rows(e);  // read first: a bad file fails before the runs
-    rows.insert(rows.end(), r.begin(), r.end());
-  }
-  LoadedModel m = load_model(c.model, c.threads);
-  const std::string model_name = std::filesystem::path(c.model).filename().string();
+  std::vector<eval::PasskeyCell> cells;
+  std::string model_name;
+  size_t text_tokens = 0;
+};
+
+// Perplexity and KL rows: every kv format on the same windows of every context.
+void run_quality(const Config& c, LoadedModel& m, const std::vector<int32_t>& ids, Measured& out) {
   const int64_t V = m.model->config().n_vocab;
-  std::vector<int32_t> ids;
-  if (!c.text.empty()) ids = eval::tokenize_for_eval(*m.tok, eval::read_text_file(c.text), bos);
-  std::vector<eval::ReportRow> ours;
   for (int64_t ctx : c.ctxs) {
     const auto windows = eval::make_windows(ids, ctx, c.chunks);
     eval::LogitsRunInfo info;
@@ -139,7 +141,7 @@ int run(Config c) {
       const eval::PerplexityResult r = eval::run_perplexity(lm, windows, opt);
       bar.clear();
       eval::ReportRow row;
-      row.model = model_name;
+      row.model = out.model_name;
       row.kv = c.kvs[k];
       row.bits_per_value = eval::cache_report(lm.cache(), lm.seq()).bits_per_value;
       row.ctx = ctx;
@@ -160,9 +162,14 @@ int run(Config c) {
       }
       std::fprintf(stderr, "  PPL %.4f +/- %.4f, ratio %.4f, KL %.5f, %.3f bits/value, %.1f s\n",
                    *row.ppl, *row.ppl_se, *row.ppl_ratio, *row.kl_mean, row.bits_per_value, r.seconds);
-      ours.push_back(row);
+      out.rows.push_back(row);
     }
   }
+}
+
+// Speed rows (eval::measure_speed). The prompt is the text's tokens, or without a text a fixed
+// sentence, repeated to ctx tokens; bench/llama_cpp_bench.py builds the same prompt for llama.cpp.
+void run_speed(const Config& c, LoadedModel& m, const std::vector<int32_t>& ids, Measured& out) {
   for (int64_t ctx : c.speed_ctx) {
     std::vector<int32_t> prompt = ids;
     if (prompt.empty()) prompt = m.tok->encode("The quick brown fox jumps over the lazy dog. ", false, false);
@@ -171,7 +178,7 @@ int run(Config c) {
       std::fprintf(stderr, "report: speed kv %s ctx %lld\n", kv.c_str(), static_cast<long long>(ctx));
       const eval::SpeedResult s = eval::measure_speed(*m.fwd, kv, prompt, ctx, c.decode_tokens);
       eval::ReportRow row;
-      row.model = model_name;
+      row.model = out.model_name;
       row.kv = kv;
       eval::EngineLogitsModel probe(*m.fwd, kv, ctx);
       row.bits_per_value = eval::cache_report(probe.cache(), probe.seq()).bits_per_value;
@@ -180,31 +187,69 @@ int run(Config c) {
       row.step = 512;
       row.prefill_tps = s.prefill_tps;
       row.decode_tps = s.decode_tps;
-      ours.push_back(row);
+      out.rows.push_back(row);
     }
   }
-  std::vector<eval::PasskeyCell> cells;
-  if (!c.passkey_lens.empty()) {
-    const eval::TokenizeFn tokenize = [&](const std::string& s) { return m.tok->encode(s, false, false); };
-    const bool add_bos = bos == eval::BosPolicy::kOn || (bos == eval::BosPolicy::kAuto && m.tok->add_bos());
-    for (const auto& kv : c.kvs)
-      for (int64_t len : c.passkey_lens)
-        for (double depth : c.depths) {
-          std::fprintf(stderr, "report: passkey kv %s len %lld depth %g\n", kv.c_str(),
-                       static_cast<long long>(len), depth);
-          eval::PasskeyCell cell{kv, len, depth, c.trials, 0};
-          for (int t = 0; t < c.trials; ++t) {
-            const uint64_t seed = 1000003u + uint64_t(len) * 7919u + uint64_t(depth * 1000) * 31u + uint64_t(t);
-            const auto p = eval::make_passkey_prompt(tokenize, len - 8 - (add_bos ? 1 : 0), depth, seed);
-            auto pids = tokenize(p.text);
-            if (add_bos) pids.insert(pids.begin(), m.tok->bos());
-            cell.correct += eval::passkey_answer_correct(
-                eval::greedy_continuation(*m.fwd, kv, *m.tok, pids, 8), p.key);
-          }
-          cells.push_back(cell);
+}
+
+void run_passkey(const Config& c, LoadedModel& m, eval::BosPolicy bos, Measured& out) {
+  const eval::TokenizeFn tokenize = [&](const std::string& s) { return m.tok->encode(s, false, false); };
+  const bool add_bos = bos == eval::BosPolicy::kOn || (bos == eval::BosPolicy::kAuto && m.tok->add_bos());
+  for (const auto& kv : c.kvs)
+    for (int64_t len : c.passkey_lens)
+      for (double depth : c.depths) {
+        std::fprintf(stderr, "report: passkey kv %s len %lld depth %g\n", kv.c_str(),
+                     static_cast<long long>(len), depth);
+        eval::PasskeyCell cell{kv, len, depth, c.trials, 0};
+        for (int t = 0; t < c.trials; ++t) {
+          const uint64_t seed = 1000003u + uint64_t(len) * 7919u + uint64_t(depth * 1000) * 31u + uint64_t(t);
+          const auto p = eval::make_passkey_prompt(tokenize, len - 8 - (add_bos ? 1 : 0), depth, seed);
+          auto pids = tokenize(p.text);
+          if (add_bos) pids.insert(pids.begin(), m.tok->bos());
+          cell.correct += eval::passkey_answer_correct(
+              eval::greedy_continuation(*m.fwd, kv, *m.tok, pids, 8), p.key);
         }
+        out.cells.push_back(cell);
+      }
+}
+
+// Model file names of rows, comma separated (the report's model line when nothing ran here).
+std::string models_of(const std::vector<eval::ReportRow>& rows) {
+  std::vector<std::string> names;
+  for (const auto& r : rows)
+    if (!r.model.empty() && std::find(names.begin(), names.end(), r.model) == names.end())
+      names.push_back(r.model);
+  return names.empty() ? std::string("-") : fmt::format("{}", fmt::join(names, ", "));
+}
+
+int run(Config c) {
+  if (!c.config.empty()) apply_config_file(c);
+  apply_defaults(c);
+  if (!c.ctxs.empty() && c.text.empty()) fail("report: perplexity rows need a text (-f or \"text\")");
+  const eval::BosPolicy bos = eval::parse_bos_policy(c.bos);
+  std::vector<eval::ReportRow> extra;
+  for (const auto& e : c.extra) {
+    auto r = eval::read_rows(e);  // read first: a bad file fails before the runs
+    extra.insert(extra.end(), r.begin(), r.end());
   }
-  rows.insert(rows.begin(), ours.begin(), ours.end());
+  // Only extra rows (no -c, --speed-ctx, --passkey-lens): render them; no model is needed.
+  const bool measure = !c.ctxs.empty() || !c.speed_ctx.empty() || !c.passkey_lens.empty();
+  if (!measure && extra.empty())
+    fail("report: nothing to do: give -c, --speed-ctx, --passkey-lens or --extra rows");
+  Measured ours;
+  if (measure) {
+    if (c.model.empty()) c.model = default_model_path();
+    LoadedModel m = load_model(c.model, c.threads);
+    ours.model_name = std::filesystem::path(c.model).filename().string();
+    std::vector<int32_t> ids;
+    if (!c.text.empty()) ids = eval::tokenize_for_eval(*m.tok, eval::read_text_file(c.text), bos);
+    ours.text_tokens = ids.size();
+    run_quality(c, m, ids, ours);
+    run_speed(c, m, ids, ours);
+    if (!c.passkey_lens.empty()) run_passkey(c, m, bos, ours);
+  }
+  std::vector<eval::ReportRow> rows = ours.rows;
+  rows.insert(rows.end(), extra.begin(), extra.end());
   std::filesystem::create_directories(c.out);
   std::string jsonl;
   for (const auto& r : rows) jsonl += eval::row_to_json(r) + "\n";
@@ -213,11 +258,12 @@ int run(Config c) {
   std::string md = fmt::format(
       "# aquakv report\n\n- command: `{}`\n- date: {}\n- machine: {}\n- model: {}\n- text: {} "
       "({} tokens; {} windows per context at most, step {})\n- threads: {}\n\n",
-      command_line(), utc_now(), machine_description(), model_name,
-      c.text.empty() ? "-" : c.text, ids.size(), c.chunks, c.step, num_threads());
+      command_line(), utc_now(), machine_description(),
+      measure ? ours.model_name : models_of(rows), c.text.empty() ? "-" : c.text,
+      ours.text_tokens, c.chunks, c.step, measure ? std::to_string(num_threads()) : "-");
   md += "## Quality\n\n" + eval::quality_table(rows) + "\n";
   md += "## Speed\n\n" + eval::speed_table(rows) + "\n";
-  if (!cells.empty()) md += "## Passkey retrieval\n\n" + eval::passkey_table(cells) + "\n";
+  if (!ours.cells.empty()) md += "## Passkey retrieval\n\n" + eval::passkey_table(ours.cells) + "\n";
   for (const auto& p : pngs) {
     const std::string name = std::filesystem::path(p).filename().string();
     md += fmt::format("![{}]({})\n\n", name, name);

@@ -28,6 +28,10 @@ struct CommandRegistrar {
   }
 };
 
+// Per-user cache directory: $AQUAKV_CACHE, else $XDG_CACHE_HOME/aquakv, else ~/.cache/aquakv.
+// Models live under models/ (scripts/fetch_model.sh), self-calibrated adapters under adapters/.
+std::string user_cache_root();
+
 // Default model path: $AQUAKV_MODEL, else the cache that scripts/fetch_model.sh fills.
 std::string default_model_path();
 

@@ -14,18 +14,16 @@ std::vector<CommandSpec>& command_registry() {
   return r;
 }
 
+std::string user_cache_root() {
+  if (const char* c = std::getenv("AQUAKV_CACHE"); c != nullptr && *c != '\0') return c;
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x != nullptr && *x != '\0') return std::string(x) + "/aquakv";
+  const char* home = std::getenv("HOME");
+  return std::string(home != nullptr ? home : ".") + "/.cache/aquakv";
+}
+
 std::string default_model_path() {
   if (const char* m = std::getenv("AQUAKV_MODEL"); m != nullptr && *m != '\0') return m;
-  std::string cache;
-  if (const char* c = std::getenv("AQUAKV_CACHE"); c != nullptr && *c != '\0') {
-    cache = c;
-  } else if (const char* x = std::getenv("XDG_CACHE_HOME"); x != nullptr && *x != '\0') {
-    cache = std::string(x) + "/aquakv";
-  } else {
-    const char* home = std::getenv("HOME");
-    cache = std::string(home != nullptr ? home : ".") + "/.cache/aquakv";
-  }
-  return cache + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  return user_cache_root() + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
 }
 
 }  // namespace aquakv::cli

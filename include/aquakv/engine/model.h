@@ -70,8 +70,11 @@ class Model {
   const std::vector<float>& output_norm() const { return output_norm_; }  // (d_model)
   const LayerWeights& layer(int i) const { return layers_[size_t(i)]; }
 
-  // The KV shape a cache for this model needs, for `max_tokens` tokens per sequence.
+  // The KV shape a cache for this model needs, for `max_tokens` tokens per sequence, with the
+  // model's identity (arch, meta_hash) so caches holding model-specific data can check it.
   KvShape kv_shape(int64_t max_tokens) const;
+  // The model fingerprint of engine/fingerprint.h, computed once at load.
+  uint64_t meta_hash() const { return meta_hash_; }
   // Bytes of weights in the file (all tensors the model uses).
   int64_t weight_bytes() const { return weight_bytes_; }
 
@@ -83,6 +86,7 @@ class Model {
   std::vector<float> output_norm_;
   std::vector<LayerWeights> layers_;
   int64_t weight_bytes_ = 0;
+  uint64_t meta_hash_ = 0;
 };
 
 }  // namespace aquakv

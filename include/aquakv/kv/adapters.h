@@ -12,7 +12,7 @@
 namespace aquakv {
 
 // What identifies the model the predictors were fitted on. meta_hash covers the metadata and
-// tensors that determine K and V (computed by the front end that knows the model).
+// tensors that determine K and V (engine/fingerprint.h; the engine passes it in KvShape).
 struct ModelFingerprint {
   std::string arch;     // e.g. "llama"
   int64_t n_layers = 0;

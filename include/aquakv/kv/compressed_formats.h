@@ -36,6 +36,10 @@ std::vector<CompressedFormat> compressed_formats();
 std::unique_ptr<KvCache> make_compressed_format(const std::string& name, const std::string& args,
                                                 const KvShape& shape);
 
+// Checks the options of an aquakv spec (",p=N,b=N" or ""; k=, v=, l0= are refused) without
+// needing the adapter file: lets a front end refuse a typo before it calibrates the file.
+void check_aquakv_options(const std::string& options);
+
 // The quantizer configuration an AQUA-KV cache with these codec specs uses (what adapters must
 // have been fitted with). Canonicalises the specs through quant's codec factory.
 AdapterQuantConfig aquakv_quant_config(const std::string& key_codec, const std::string& value_codec,

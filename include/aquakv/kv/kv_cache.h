@@ -26,6 +26,11 @@ struct KvShape {
   int n_kv_heads = 0;
   int head_dim = 0;
   int64_t max_tokens = 0;  // per sequence (the context size)
+  // Identity of the model the cache serves, for formats whose stored data is fitted to one
+  // model (AQUA-KV adapters): general.architecture and the model fingerprint of
+  // engine/fingerprint.h. Empty / 0 = unknown (the format then checks the shape only).
+  std::string arch;
+  uint64_t model_hash = 0;
   int64_t width() const { return int64_t(n_kv_heads) * head_dim; }  // C
 };
 

@@ -1,4 +1,5 @@
-#include "aquakv/calib/fingerprint.h"
+// Model fingerprint (engine/fingerprint.h).
+#include "aquakv/engine/fingerprint.h"
 
 #include <algorithm>
 #include <cstring>
@@ -31,15 +32,9 @@ struct Fnv {
 
 }  // namespace
 
-ModelFingerprint model_fingerprint(const GgufFile& file, const KvShape& shape) {
-  ModelFingerprint fp;
-  fp.arch = file.get_string("general.architecture");
-  fp.n_layers = shape.n_layers;
-  fp.n_kv_heads = shape.n_kv_heads;
-  fp.head_dim = shape.head_dim;
-  fp.kv_width = shape.width();
+uint64_t model_meta_hash(const GgufFile& file, const std::string& arch) {
   Fnv f;
-  const std::string prefix = fp.arch + ".";
+  const std::string prefix = arch + ".";
   for (const auto& [key, val] : file.metadata()) {
     if (key.compare(0, prefix.size(), prefix) != 0) continue;
     f.str(key);
@@ -54,7 +49,17 @@ ModelFingerprint model_fingerprint(const GgufFile& file, const KvShape& shape) {
     f.bytes(t.data, size_t(head));
     if (t.n_bytes > kSample) f.bytes(t.data + t.n_bytes - kSample, size_t(kSample));
   }
-  fp.meta_hash = f.h;
+  return f.h;
+}
+
+ModelFingerprint model_fingerprint(const GgufFile& file, const KvShape& shape) {
+  ModelFingerprint fp;
+  fp.arch = file.get_string("general.architecture");
+  fp.n_layers = shape.n_layers;
+  fp.n_kv_heads = shape.n_kv_heads;
+  fp.head_dim = shape.head_dim;
+  fp.kv_width = shape.width();
+  fp.meta_hash = model_meta_hash(file, fp.arch);
   return fp;
 }
 
