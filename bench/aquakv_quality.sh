@@ -9,10 +9,11 @@
 #
 # Environment: AQUAKV (binary, default build/aquakv), AQUAKV_SHARED_DIR (default ../shared),
 # CHUNKS (windows of 2048 tokens, default 8), THREADS (default 2), PASSKEY_LENS (default 4096),
-# PASSKEY_TRIALS (default 2), STAGES (any of "calib main ablation passkey", default all).
+# PASSKEY_TRIALS (default 2), STAGES (any of "calib main ablation extra passkey", default all).
 # Existing adapter files in OUT/adapters are reused (delete them to recalibrate).
 # Outputs: OUT/adapters/*.bin + *.json + *.log (fit reports with wall time), OUT/main/ and
-# OUT/ablation/ (report.md, rows.jsonl, charts), OUT/passkey.json, OUT/passkey.md.
+# OUT/ablation/, OUT/extra/ (report.md, rows.jsonl, charts), OUT/passkey.json, OUT/passkey.md.
+# bench/aquakv_table.py OUT renders the tables of docs/RESULTS.md from these files.
 set -euo pipefail
 A=${AQUAKV:-build/aquakv}
 OUT=${1:-quality-run}
@@ -21,7 +22,7 @@ CHUNKS=${CHUNKS:-8}
 THREADS=${THREADS:-2}
 PASSKEY_LENS=${PASSKEY_LENS:-4096}
 PASSKEY_TRIALS=${PASSKEY_TRIALS:-2}
-STAGES=${STAGES:-calib main ablation passkey}
+STAGES=${STAGES:-calib main ablation extra passkey}
 TEXT=$SHARED/data/wikitext-2-raw-test.txt
 CAL="-f $SHARED/data/calibration/wiki.txt -f $SHARED/data/calibration/c4.txt"
 AD=$OUT/adapters
@@ -50,6 +51,8 @@ if has calib; then
   calibrate abl_r64 --rank 64
   calibrate abl_signs -k higgs:2x16:seed1 -v higgs:2x16:seed1 --layer0 higgs:2x256:seed1
   calibrate aq2_self                                # aq2 on self-generated text
+  calibrate aq2_64k --tokens 65536                  # aq2 on 4x the calibration text
+  calibrate aq25v -k higgs2 -v higgs3               # the extra bit on values instead of keys
 fi
 
 report() {  # name, kv formats...
@@ -64,6 +67,7 @@ has main && report main fp16 q8_0 q4_0 kivi4 kivi2 higgs4 higgs3 higgs2 \
 has ablation && report ablation fp16 "aquakv:$AD/aq2.bin" "aquakv:$AD/abl_konly.bin" \
   "aquakv:$AD/abl_vonly.bin" "aquakv:$AD/abl_l0fp16.bin" "aquakv:$AD/abl_r16.bin" \
   "aquakv:$AD/abl_r64.bin" "aquakv:$AD/abl_signs.bin" "aquakv:$AD/aq2_self.bin"
+has extra && report extra fp16 "aquakv:$AD/aq2_64k.bin" "aquakv:$AD/aq25v.bin"
 if has passkey; then
   "$A" passkey -c "$PASSKEY_LENS" --depths 0.1,0.5,0.9 --trials "$PASSKEY_TRIALS" -t "$THREADS" \
     --kv fp16 --kv q8_0 --kv q4_0 --kv kivi4 --kv kivi2 --kv higgs4 --kv higgs3 --kv higgs2 \

@@ -21,6 +21,7 @@ PLAIN = {"fp16": 16.0, "q8_0": 8.5, "q4_0": 4.5, "kivi4": 5.0, "kivi2": 3.0, **H
 AQUA = {
     "aq2": ("higgs2", "higgs2", "higgs4", "keys 2-bit, values 2-bit, layer 0 4-bit"),
     "aq25": ("higgs3", "higgs2", "higgs4", "keys 3-bit, values 2-bit, layer 0 4-bit"),
+    "aq25v": ("higgs2", "higgs3", "higgs4", "keys 2-bit, values 3-bit, layer 0 4-bit"),
     "aq3": ("higgs3", "higgs3", "higgs4", "keys 3-bit, values 3-bit, layer 0 4-bit"),
     "abl_konly": ("higgs2", "higgs2", "higgs4", "aq2 with key predictors only"),
     "abl_vonly": ("higgs2", "higgs2", "higgs4", "aq2 with value predictors only"),
@@ -29,6 +30,7 @@ AQUA = {
     "abl_r64": ("higgs2", "higgs2", "higgs4", "aq2 with rank-64 predictors"),
     "abl_signs": ("higgs2", "higgs2", "higgs4", "aq2 with random Hadamard signs (seed 1)"),
     "aq2_self": ("higgs2", "higgs2", "higgs4", "aq2 calibrated on 8192 self-generated tokens"),
+    "aq2_64k": ("higgs2", "higgs2", "higgs4", "aq2 calibrated on 65536 text tokens (4x)"),
 }
 
 
@@ -80,8 +82,13 @@ def passkey(out):
     return acc, max(lens)
 
 
-def table(out, name, with_passkey):
-    rows = read_rows(os.path.join(out, name, "rows.jsonl"))
+def table(out, names, with_passkey):
+    rows, seen = [], set()
+    for name in names:  # later reports' repeated rows (their own fp16 base) are left out
+        for r in read_rows(os.path.join(out, name, "rows.jsonl")):
+            if r["kv"] not in seen:
+                seen.add(r["kv"])
+                rows.append(r)
     pk, pk_len = passkey(out) if with_passkey else ({}, None)
     head = ("| cache | configuration | bits/value, codes+scales | bits/value at 2048 tokens, all "
             "overheads (measured) | PPL | PPL ratio | KL mean | KL p99 | same top token |")
@@ -130,9 +137,10 @@ def calib_table(out):
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "quality-run"
     if os.path.exists(os.path.join(out, "main", "rows.jsonl")):
-        print("### Main table\n\n" + table(out, "main", True) + "\n")
-    if os.path.exists(os.path.join(out, "ablation", "rows.jsonl")):
-        print("### Ablations\n\n" + table(out, "ablation", False) + "\n")
+        print("### Main table\n\n" + table(out, ["main"], True) + "\n")
+    abl = [n for n in ("ablation", "extra") if os.path.exists(os.path.join(out, n, "rows.jsonl"))]
+    if abl:
+        print("### Ablations\n\n" + table(out, abl, False) + "\n")
     print("### Calibration\n\n" + calib_table(out) + "\n")
 
 
