@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
+#include <memory>
 #include <vector>
 
 #include "aquakv/engine/forward.h"
@@ -297,6 +299,79 @@ TEST_F(ForwardTest, SequencesAreIndependent) {
   }
   EXPECT_EQ(max_abs_diff(la2, ra), 0.0);
   EXPECT_EQ(cache->n_tokens(sb), int64_t(b.size()));
+}
+
+// One decode step of B sequences at once (eval_batch) gives each sequence the logits of eval()
+// with one token, bit for bit, and leaves the same K/V in its cache: sequences of different
+// lengths (a prompt, then lockstep tokens), f32 caches so the cached rows are compared exactly.
+TEST_F(ForwardTest, BatchedDecodeEqualsSingleEvals) {
+  const std::vector<std::vector<int32_t>> prompts = {prompt_ids(0), prompt_ids(1), prompt_ids(2), {1}, {2, 3}};
+  const size_t B = prompts.size();
+  const int64_t kSteps = 6;
+  Forward fwd(*model_, 2);
+  std::vector<std::unique_ptr<KvCache>> single, batched;
+  std::vector<KvCache*> ptrs;
+  const std::vector<int> seqs(B, 0);
+  for (size_t b = 0; b < B; ++b) {
+    single.push_back(make_cache("f32", model_->kv_shape(1024)));
+    batched.push_back(make_cache("f32", model_->kv_shape(1024)));
+    ptrs.push_back(batched.back().get());
+    for (auto* c : {single[b].get(), batched[b].get()}) {
+      c->add_sequence();
+      fwd.eval(*c, 0, prompts[b], nullptr, false);
+    }
+  }
+  std::vector<float> one(static_cast<size_t>(V())), all(B * size_t(V()));
+  for (int64_t i = 0; i < kSteps; ++i) {
+    std::vector<int32_t> tok(B);
+    for (size_t b = 0; b < B; ++b) tok[b] = int32_t((1000 + 37 * b + 101 * size_t(i)) % size_t(V()));
+    fwd.eval_batch(ptrs, seqs, tok, all.data());
+    for (size_t b = 0; b < B; ++b) {
+      fwd.eval(*single[b], 0, std::span<const int32_t>(&tok[b], 1), one.data(), false);
+      ASSERT_EQ(std::memcmp(one.data(), all.data() + b * size_t(V()), one.size() * 4), 0)
+          << "step " << i << " sequence " << b << ": max diff "
+          << max_abs_diff(one, std::vector<float>(all.begin() + ptrdiff_t(b * size_t(V())), all.begin() + ptrdiff_t((b + 1) * size_t(V()))));
+    }
+  }
+  for (size_t b = 0; b < B; ++b) {
+    ASSERT_EQ(batched[b]->n_tokens(0), single[b]->n_tokens(0));
+    const int64_t T = single[b]->n_tokens(0);
+    for (int l = 0; l < model_->config().n_layers; l += 7) {
+      batched[b]->begin_step(0, 0);
+      const KvView vb = batched[b]->read(l);
+      const float* kp = static_cast<const float*>(vb.k);
+      const float* vp = static_cast<const float*>(vb.v);
+      const std::vector<float> kb(kp, kp + T * vb.row_stride), vbuf(vp, vp + T * vb.row_stride);
+      batched[b]->end_step();
+      single[b]->begin_step(0, 0);
+      const KvView vs = single[b]->read(l);
+      EXPECT_EQ(std::memcmp(kb.data(), vs.k, size_t(T * vs.row_stride) * 4), 0) << "keys, layer " << l << " sequence " << b;
+      EXPECT_EQ(std::memcmp(vbuf.data(), vs.v, size_t(T * vs.row_stride) * 4), 0) << "values, layer " << l << " sequence " << b;
+      single[b]->end_step();
+    }
+  }
+}
+
+// eval_batch refuses mismatched spans, a cache given twice, bad tokens and full contexts before
+// touching any cache.
+TEST_F(ForwardTest, BatchedDecodeRefusesBadInput) {
+  Forward fwd(*model_, 2);
+  auto a = make_cache("fp16", model_->kv_shape(4)), b = make_cache("fp16", model_->kv_shape(4));
+  a->add_sequence();
+  b->add_sequence();
+  const std::vector<int32_t> four(4, 1);
+  fwd.eval(*b, 0, four, nullptr, false);
+  std::vector<KvCache*> ab = {a.get(), b.get()}, aa = {a.get(), a.get()}, a1 = {a.get()};
+  const std::vector<int> seqs = {0, 0};
+  const std::vector<int32_t> toks = {1, 1};
+  EXPECT_THROW(fwd.eval_batch(ab, seqs, toks, nullptr), Error);  // b is full
+  EXPECT_THROW(fwd.eval_batch(aa, seqs, toks, nullptr), Error);  // one step per cache
+  EXPECT_THROW(fwd.eval_batch(a1, seqs, toks, nullptr), Error);  // 1 cache, 2 tokens
+  EXPECT_THROW(fwd.eval_batch(a1, std::vector<int>{0}, std::vector<int32_t>{-1}, nullptr), Error);
+  EXPECT_EQ(a->n_tokens(0), 0);
+  EXPECT_EQ(b->n_tokens(0), 4);
+  fwd.eval_batch(a1, std::vector<int>{0}, std::vector<int32_t>{1}, nullptr);
+  EXPECT_EQ(a->n_tokens(0), 1);
 }
 
 TEST_F(ForwardTest, RefusesBadInput) {

@@ -124,6 +124,36 @@ TEST(Qdot, IntegerPathSimdScalarAndActivationBound) {
   }
 }
 
+// The multi-row dot (decode of several sequences) gives each activation exactly the single-row
+// dot's float, for the scalar reference and for AVX2, for every group size of its AVX2 version
+// (groups of 4, then a rest of 1..3).
+TEST(Qdot, RowsDotIsBitIdenticalToSingleDots) {
+  std::mt19937 rng(5);
+  for (GgmlType t : kIntTypes) {
+    for (int64_t n : {32, 96, 576}) {
+      const auto row = make_rows(t, 1, n, rng);
+      for (int64_t n_act : {1, 2, 3, 4, 5, 7, 8, 9}) {
+        const auto x = randn(n_act * n, rng);
+        std::vector<Q8Act> xq(size_t(n_act * n / 32));
+        quantize_q8_ref(x.data(), xq.data(), n_act * n);
+        std::vector<float> multi(static_cast<size_t>(n_act));
+        for (SimdLevel lvl : {SimdLevel::kScalar, SimdLevel::kAvx2}) {
+          if (lvl == SimdLevel::kAvx2 && !have_avx2()) continue;
+          set_simd_level(lvl);
+          qdot_q8_rows(t, row.data(), xq.data(), n, n_act, multi.data());
+          for (int64_t a = 0; a < n_act; ++a) {
+            const float single = qdot_q8(t, row.data(), xq.data() + a * n / 32, n);
+            ASSERT_EQ(std::memcmp(&single, &multi[size_t(a)], 4), 0)
+                << ggml_type_name(t) << " n " << n << " n_act " << n_act << " a " << a << " "
+                << simd_level_name(lvl) << ": " << single << " vs " << multi[size_t(a)];
+          }
+        }
+      }
+    }
+  }
+  set_simd_level(cpu_simd_level());
+}
+
 TEST(Qdot, FloatPathMatchesFloat64) {
   std::mt19937 rng(3);
   for (GgmlType t : kAllTypes) {

@@ -6,6 +6,8 @@
 #include <fstream>
 #include <numeric>
 #include <random>
+#include <memory>
+#include <span>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -55,7 +57,7 @@ std::vector<std::vector<int32_t>> sample_windows(const std::vector<int32_t>& str
   return out;
 }
 
-int32_t sample_token(const std::vector<float>& logits, double temperature, std::mt19937_64& rng) {
+int32_t sample_token(std::span<const float> logits, double temperature, std::mt19937_64& rng) {
   const float mx = *std::max_element(logits.begin(), logits.end());
   std::vector<double> p(logits.size());
   double sum = 0;
@@ -67,7 +69,95 @@ int32_t sample_token(const std::vector<float>& logits, double temperature, std::
   return int32_t(p.size() - 1);
 }
 
+using Progress = std::function<void(const char*, int64_t, int64_t)>;
+
+// Text windows: each is one sequence of one recording cache, prefilled in one eval.
+KvSamples capture_windows(Forward& fwd, const Model& model, const std::vector<std::vector<int32_t>>& windows,
+                          int64_t window, int64_t n_val, const Progress& progress) {
+  const int64_t n_seq = int64_t(windows.size());
+  RecordingCache cache(model.kv_shape(window));
+  std::vector<int> train_ids, val_ids;
+  for (int64_t w = 0; w < n_seq; ++w) {
+    const int seq = cache.add_sequence();
+    fwd.eval(cache, seq, windows[size_t(w)], nullptr, false);
+    cache.clear(seq);
+    (w < n_seq - n_val ? train_ids : val_ids).push_back(seq);
+    if (progress) progress("capture", w + 1, n_seq);
+  }
+  return cache.take_samples(train_ids, val_ids);
+}
+
+// Sequences [g0, g0 + B) of self-generated text, decoded in lockstep: each starts from BOS (or a
+// token drawn by its own generator when the model has none) and then samples one token per step
+// from its logits with its own generator. One recording cache per sequence, because a decode step
+// of several sequences needs one cache object each (Forward::eval_batch).
+std::vector<std::unique_ptr<RecordingCache>> generate_group(Forward& fwd, const Model& model,
+                                                            const CalibrateOptions& opt, int64_t g0, int64_t B) {
+  const int64_t V = model.config().n_vocab;
+  const int32_t bos = Tokenizer::from_gguf(model.gguf()).bos();
+  std::vector<std::unique_ptr<RecordingCache>> caches;
+  std::vector<KvCache*> ptrs;
+  std::vector<std::mt19937_64> rngs;
+  std::vector<int32_t> tok;
+  for (int64_t b = 0; b < B; ++b) {
+    caches.push_back(std::make_unique<RecordingCache>(model.kv_shape(opt.window)));
+    caches.back()->add_sequence();
+    ptrs.push_back(caches.back().get());
+    rngs.emplace_back(generation_seed(opt.seed, g0 + b));
+    tok.push_back(bos >= 0 ? bos : int32_t(rngs.back()() % uint64_t(V)));
+  }
+  const std::vector<int> seqs(size_t(B), 0);
+  std::vector<float> logits(size_t(B * V));
+  for (int64_t i = 0; i < opt.window; ++i) {
+    const bool last = i + 1 == opt.window;  // the last token's successor is never used
+    fwd.eval_batch(ptrs, seqs, tok, last ? nullptr : logits.data());
+    if (last) break;
+    for (int64_t b = 0; b < B; ++b)
+      tok[size_t(b)] = sample_token(std::span<const float>(logits).subspan(size_t(b * V), size_t(V)), opt.gen_temperature, rngs[size_t(b)]);
+  }
+  for (auto& c : caches) c->clear(0);  // keeps the records, frees the f32 rows
+  return caches;
+}
+
+// Appends one sequence's records to `out` (training sequences must all come first).
+void append_samples(KvSamples& out, KvSamples part) {
+  out.n_train += part.n_train;
+  out.n_val += part.n_val;
+  for (size_t l = 0; l < size_t(out.n_layers); ++l) {
+    out.k[l].insert(out.k[l].end(), part.k[l].begin(), part.k[l].end());
+    out.v[l].insert(out.v[l].end(), part.v[l].begin(), part.v[l].end());
+  }
+}
+
+// Self-generated text: n_seq sequences of `window` tokens, opt.gen_batch at a time; the first
+// n_seq - n_val train, the rest validate.
+KvSamples capture_generated(Forward& fwd, const Model& model, const CalibrateOptions& opt, int64_t n_seq,
+                            int64_t n_val, const Progress& progress) {
+  KvSamples out;
+  out.n_layers = model.config().n_layers;
+  out.width = model.config().kv_width();
+  out.k.resize(size_t(out.n_layers));
+  out.v.resize(size_t(out.n_layers));
+  const int64_t batch = opt.gen_batch;
+  for (int64_t g0 = 0; g0 < n_seq; g0 += batch) {
+    const int64_t B = std::min(batch, n_seq - g0);
+    auto caches = generate_group(fwd, model, opt, g0, B);
+    for (int64_t b = 0; b < B; ++b) {
+      const bool train = g0 + b < n_seq - n_val;
+      append_samples(out, caches[size_t(b)]->take_samples(train ? std::vector<int>{0} : std::vector<int>{},
+                                                          train ? std::vector<int>{} : std::vector<int>{0}));
+    }
+    if (progress) progress("capture", g0 + B, n_seq);
+  }
+  return out;
+}
+
 }  // namespace
+
+uint64_t generation_seed(uint64_t seed, int64_t i) {
+  std::seed_seq ss{uint32_t(seed), uint32_t(seed >> 32), uint32_t(uint64_t(i)), uint32_t(uint64_t(i) >> 32)};
+  return std::mt19937_64(ss)();
+}
 
 int64_t peak_rss_bytes() {
   std::ifstream f("/proc/self/status");
@@ -82,6 +172,7 @@ Adapters calibrate(const CalibrateOptions& opt, CalibrateReport* report,
                    const std::function<void(const char*, int64_t, int64_t)>& progress) {
   const auto t_start = Clock::now();
   if (opt.window < 2) fail("calibrate: --window must be >= 2 (got {})", opt.window);
+  if (opt.gen_batch < 1) fail("calibrate: --gen-batch must be >= 1 (got {})", opt.gen_batch);
   if (opt.tokens < opt.window) fail("calibrate: --tokens {} is less than one window of {}", opt.tokens, opt.window);
   if (!(opt.val_fraction >= 0 && opt.val_fraction < 1)) fail("calibrate: --val must be in [0, 1) (got {})", opt.val_fraction);
   CalibrateReport rep;
@@ -119,32 +210,10 @@ Adapters calibrate(const CalibrateOptions& opt, CalibrateReport* report,
   }
   const int64_t n_seq = generate ? std::max<int64_t>(1, opt.gen_tokens / opt.window) : int64_t(windows.size());
   const int64_t n_val = n_seq > 1 ? std::min<int64_t>(n_seq - 1, std::llround(double(n_seq) * opt.val_fraction)) : 0;
-  RecordingCache cache(model->kv_shape(opt.window));
-  std::vector<int> train_ids, val_ids;
-  std::mt19937_64 rng(opt.seed);
-  std::vector<float> logits(static_cast<size_t>(cfg.n_vocab));
-  for (int64_t w = 0; w < n_seq; ++w) {
-    const int seq = cache.add_sequence();
-    if (!generate) {
-      fwd.eval(cache, seq, windows[size_t(w)], nullptr, false);
-    } else {
-      // Sampled text: start from BOS (or a random token), then one token at a time.
-      const int32_t bos = Tokenizer::from_gguf(model->gguf()).bos();
-      int32_t t = bos >= 0 ? bos : int32_t(rng() % uint64_t(cfg.n_vocab));
-      for (int64_t i = 0; i < opt.window; ++i) {
-        const int32_t one[1] = {t};
-        fwd.eval(cache, seq, one, logits.data(), false);
-        t = sample_token(logits, opt.gen_temperature, rng);
-      }
-    }
-    cache.clear(seq);
-    (w < n_seq - n_val ? train_ids : val_ids).push_back(seq);
-    if (progress) progress("capture", w + 1, n_seq);
-  }
+  KvSamples samples = generate ? capture_generated(fwd, *model, opt, n_seq, n_val, progress)
+                               : capture_windows(fwd, *model, windows, opt.window, n_val, progress);
   rep.windows = n_seq;
   rep.capture_seconds = since(t_cap);
-
-  KvSamples samples = cache.take_samples(train_ids, val_ids);
   rep.train_rows = samples.n_train;
   rep.val_rows = samples.n_val;
   const auto t_fit = Clock::now();

@@ -74,24 +74,35 @@ Forward::Forward(const Model& model, int threads, ForwardOptions options)
 
 Forward::~Forward() = default;
 
-void Forward::eval(KvCache& cache, int seq, std::span<const int32_t> tokens, float* logits_out,
-                   bool all_logits) {
+void Forward::check_shape(const KvCache& cache) const {
   const ModelConfig& c = model_.config();
   const KvShape& ks = cache.shape();
   if (ks.n_layers != c.n_layers || ks.n_kv_heads != c.n_kv_heads || ks.head_dim != c.head_dim) {
     fail("kv cache shape (layers {}, kv heads {}, head dim {}) does not match the model ({}, {}, {})",
          ks.n_layers, ks.n_kv_heads, ks.head_dim, c.n_layers, c.n_kv_heads, c.head_dim);
   }
-  const int64_t n = int64_t(tokens.size());
-  for (int64_t i = 0; i < n; ++i) {
-    if (tokens[size_t(i)] < 0 || tokens[size_t(i)] >= c.n_vocab) {
-      fail("token id {} at index {} is outside the vocabulary [0, {})", tokens[size_t(i)], i, c.n_vocab);
-    }
-  }
-  if (cache.n_tokens(seq) + n > ks.max_tokens) {
+}
+
+void Forward::check_token(int32_t token, int64_t index) const {
+  const int n_vocab = model_.config().n_vocab;
+  if (token < 0 || token >= n_vocab) fail("token id {} at index {} is outside the vocabulary [0, {})", token, index, n_vocab);
+}
+
+void Forward::check_room(const KvCache& cache, int seq, int64_t n) const {
+  const int64_t max_tokens = cache.shape().max_tokens;
+  if (cache.n_tokens(seq) + n > max_tokens) {
     fail("context full: sequence {} holds {} tokens, {} more exceed the context of {}", seq,
-         cache.n_tokens(seq), n, ks.max_tokens);
+         cache.n_tokens(seq), n, max_tokens);
   }
+}
+
+void Forward::eval(KvCache& cache, int seq, std::span<const int32_t> tokens, float* logits_out,
+                   bool all_logits) {
+  const ModelConfig& c = model_.config();
+  check_shape(cache);
+  const int64_t n = int64_t(tokens.size());
+  for (int64_t i = 0; i < n; ++i) check_token(tokens[size_t(i)], i);
+  check_room(cache, seq, n);
   for (int64_t i0 = 0; i0 < n; i0 += opt_.max_step) {
     const int64_t m = std::min(opt_.max_step, n - i0);
     const bool last = i0 + m == n;
@@ -104,40 +115,102 @@ void Forward::eval(KvCache& cache, int seq, std::span<const int32_t> tokens, flo
 
 void Forward::step(KvCache& cache, int seq, std::span<const int32_t> tokens, float* logits_out,
                    bool all_logits) {
-  const ModelConfig& c = model_.config();
-  const int64_t n = int64_t(tokens.size()), d = c.d_model;
+  const int64_t n = int64_t(tokens.size());
   if (n == 0) return;
   const int64_t p0 = cache.n_tokens(seq);
   s_->rope.ensure(p0 + n);
+  embed(tokens);
+  cache.begin_step(seq, n);
+  for (int l = 0; l < model_.config().n_layers; ++l) layer(cache, l, n, p0);
+  cache.end_step();
+  if (logits_out == nullptr) return;
+  logits(all_logits ? 0 : n - 1, n, logits_out, opt_.matmul);
+}
+
+void Forward::eval_batch(std::span<KvCache* const> caches, std::span<const int> seqs,
+                         std::span<const int32_t> tokens, float* logits_out) {
+  const size_t B = caches.size();
+  if (seqs.size() != B || tokens.size() != B)
+    fail("eval_batch: {} caches, {} sequence ids and {} tokens; expected one of each per sequence", B, seqs.size(), tokens.size());
+  for (size_t b = 0; b < B; ++b) {
+    if (caches[b] == nullptr) fail("eval_batch: cache {} is null", b);
+    if (std::find(caches.begin(), caches.begin() + b, caches[b]) != caches.begin() + b)
+      fail("eval_batch: cache {} is also given for an earlier sequence (one step per cache at a time)", b);
+    check_shape(*caches[b]);
+    check_token(tokens[b], int64_t(b));
+    check_room(*caches[b], seqs[b], 1);
+  }
+  if (B == 0) return;
+  std::vector<int64_t> p0(B);
+  for (size_t b = 0; b < B; ++b) p0[b] = caches[b]->n_tokens(seqs[b]);
+  s_->rope.ensure(*std::max_element(p0.begin(), p0.end()) + 1);
+  embed(tokens);
+  for (size_t b = 0; b < B; ++b) caches[b]->begin_step(seqs[b], 1);
+  for (int l = 0; l < model_.config().n_layers; ++l) layer_batch(caches, l, p0);
+  for (size_t b = 0; b < B; ++b) caches[b]->end_step();
+  if (logits_out != nullptr) logits(0, int64_t(B), logits_out, one_token_path());
+}
+
+MatmulPath Forward::one_token_path() const {
+  if (opt_.matmul != MatmulPath::kAuto) return opt_.matmul;
+  return 1 < matmul_gemm_min_rows() ? MatmulPath::kDot : MatmulPath::kGemm;
+}
+
+// Rows of x: the embeddings of `tokens`.
+void Forward::embed(std::span<const int32_t> tokens) {
+  const int64_t n = int64_t(tokens.size()), d = model_.config().d_model;
   float* x = sized(s_->x, n * d);
   const QMatrix& emb = model_.tok_embd();
   parallel_for(n, [&](int64_t a, int64_t b) {
     for (int64_t t = a; t < b; ++t) dequantize_row(emb.type, emb.row(tokens[size_t(t)]), x + t * d, d);
   });
-  cache.begin_step(seq, n);
-  for (int l = 0; l < c.n_layers; ++l) layer(cache, l, n, p0);
-  cache.end_step();
-  if (logits_out == nullptr) return;
-  // Final norm and output projection for all rows or only the last.
-  const int64_t first = all_logits ? 0 : n - 1, rows = n - first;
+}
+
+// Final norm and output projection of rows [first, n) of x.
+void Forward::logits(int64_t first, int64_t n, float* logits_out, MatmulPath mp) {
+  const ModelConfig& c = model_.config();
+  const int64_t d = c.d_model, rows = n - first;
+  const float* x = s_->x.data();
   float* xn = sized(s_->xn, n * d);
   for (int64_t t = first; t < n; ++t) rms_norm(x + t * d, model_.output_norm().data(), xn + (t - first) * d, d, c.norm_eps);
-  matmul(model_.output(), xn, rows, logits_out, opt_.matmul);
+  matmul(model_.output(), xn, rows, logits_out, mp);
 }
 
 void Forward::layer(KvCache& cache, int l, int64_t n, int64_t p0) {
+  const LayerWeights& w = model_.layer(l);
+  Scratch& s = *s_;
+  qkv(w, n, opt_.matmul);
+  float* att = sized(s.att, n * model_.config().q_width());
+  attend(cache, l, n, p0, s.k.data(), s.v.data(), s.q.data(), att);
+  out_and_ffn(w, n, opt_.matmul);
+}
+
+// Row b of the batch is sequence b's single token; only attention is per sequence.
+void Forward::layer_batch(std::span<KvCache* const> caches, int l, std::span<const int64_t> p0) {
   const ModelConfig& c = model_.config();
   const LayerWeights& w = model_.layer(l);
-  const int64_t d = c.d_model, C = c.kv_width(), Q = c.q_width(), T = p0 + n;
-  const MatmulPath mp = opt_.matmul;
+  const int64_t B = int64_t(caches.size()), C = c.kv_width(), Q = c.q_width();
+  const MatmulPath mp = one_token_path();
+  Scratch& s = *s_;
+  qkv(w, B, mp);
+  float* att = sized(s.att, B * Q);
+  for (int64_t b = 0; b < B; ++b) {
+    attend(*caches[size_t(b)], l, 1, p0[size_t(b)], s.k.data() + b * C, s.v.data() + b * C,
+           s.q.data() + b * Q, att + b * Q);
+  }
+  out_and_ffn(w, B, mp);
+}
+
+// xn = RMSNorm(x); q, k, v = projections of xn (plus biases) for n rows.
+void Forward::qkv(const LayerWeights& w, int64_t n, MatmulPath mp) {
+  const ModelConfig& c = model_.config();
+  const int64_t d = c.d_model, C = c.kv_width(), Q = c.q_width();
   Scratch& s = *s_;
   float* x = s.x.data();
   float* xn = sized(s.xn, n * d);
   float* q = sized(s.q, n * Q);
   float* k = sized(s.k, n * C);
   float* v = sized(s.v, n * C);
-
-  // Attention block.
   parallel_for(n, [&](int64_t a, int64_t b) {
     for (int64_t t = a; t < b; ++t) rms_norm(x + t * d, w.attn_norm.data(), xn + t * d, d, c.norm_eps);
   });
@@ -147,6 +220,15 @@ void Forward::layer(KvCache& cache, int l, int64_t n, int64_t p0) {
   add_bias(q, w.bq, n);
   add_bias(k, w.bk, n);
   add_bias(v, w.bv, n);
+}
+
+// One sequence's attention for its n new rows: hands k, v to the cache, reads back all T =
+// p0 + n tokens, applies RoPE to q (in place) and the keys, and writes att (n, Q).
+void Forward::attend(KvCache& cache, int l, int64_t n, int64_t p0, const float* k,
+                     const float* v, float* q, float* att) {
+  const ModelConfig& c = model_.config();
+  const int64_t C = c.kv_width(), Q = c.q_width(), T = p0 + n;
+  Scratch& s = *s_;
   cache.append(l, k, v);
   const KvView view = cache.read(l);
   if (view.n_tokens != T || view.row_stride < C) {
@@ -161,13 +243,19 @@ void Forward::layer(KvCache& cache, int l, int64_t n, int64_t p0) {
     for (int64_t t = a; t < b; ++t) rope_row(s.rope, q + t * Q, c.n_heads, c.head_dim, p0 + t);
   });
   AttentionShape as{c.n_heads, c.n_kv_heads, c.head_dim, float(1.0 / std::sqrt(double(c.head_dim)))};
-  float* att = sized(s.att, n * Q);
   attention(as, q, n, p0, kr, vf, C, att);
-  float* o = sized(s.o, n * d);
-  matmul(w.wo, att, n, o, mp);
-  add_rows(x, o, n * d);
+}
 
-  // Feed-forward block.
+// x += att * Wo^T; then the SwiGLU feed-forward block on n rows.
+void Forward::out_and_ffn(const LayerWeights& w, int64_t n, MatmulPath mp) {
+  const ModelConfig& c = model_.config();
+  const int64_t d = c.d_model;
+  Scratch& s = *s_;
+  float* x = s.x.data();
+  float* xn = sized(s.xn, n * d);
+  float* o = sized(s.o, n * d);
+  matmul(w.wo, s.att.data(), n, o, mp);
+  add_rows(x, o, n * d);
   parallel_for(n, [&](int64_t a, int64_t b) {
     for (int64_t t = a; t < b; ++t) rms_norm(x + t * d, w.ffn_norm.data(), xn + t * d, d, c.norm_eps);
   });

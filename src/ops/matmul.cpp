@@ -25,6 +25,9 @@ int64_t tile_rows(int64_t rows, int64_t cols) {
   return std::max<int64_t>(16, (tr + 15) / 16 * 16);
 }
 
+// Activation rows handed to one multi-row dot (bounds its stack buffer; any count is exact).
+constexpr int64_t kRowsAtOnce = 16;
+
 void matmul_dot(const QMatrix& w, const float* x, int64_t n, float* y) {
   const int64_t cols = w.cols;
   if (qdot_uses_q8(w.type)) {
@@ -32,10 +35,19 @@ void matmul_dot(const QMatrix& w, const float* x, int64_t n, float* y) {
     parallel_for(n, [&](int64_t a, int64_t b) {
       for (int64_t t = a; t < b; ++t) quantize_q8(x + t * cols, xq.data() + t * cols / 32, cols);
     });
+    // Several rows (a decode step of several sequences): each weight row is dotted with all n
+    // activation rows at once, so it is read once per call (bit-identical to n single dots).
     parallel_for(w.rows, [&](int64_t r0, int64_t r1) {
+      float out[kRowsAtOnce];
       for (int64_t r = r0; r < r1; ++r) {
-        for (int64_t t = 0; t < n; ++t) {
-          y[t * w.rows + r] = qdot_q8(w.type, w.row(r), xq.data() + t * cols / 32, cols);
+        for (int64_t t0 = 0; t0 < n; t0 += kRowsAtOnce) {
+          const int64_t m = std::min(kRowsAtOnce, n - t0);
+          if (m == 1) {
+            out[0] = qdot_q8(w.type, w.row(r), xq.data() + t0 * cols / 32, cols);
+          } else {
+            qdot_q8_rows(w.type, w.row(r), xq.data() + t0 * cols / 32, cols, m, out);
+          }
+          for (int64_t t = 0; t < m; ++t) y[(t0 + t) * w.rows + r] = out[t];
         }
       }
     }, 16);

@@ -75,53 +75,69 @@ void quantize_q8(const float* x, Q8Act* out, int64_t n) {
   quantize_q8_ref(x, out, n);
 }
 
+namespace {
+
+// Block b's contribution to the dot of an integer-path row with activations a (see qdot.h).
+float block_term(GgmlType type, const uint8_t* p, int64_t b, const Q8Act& a) {
+  switch (type) {
+    case GgmlType::Q4_0: {  // value = dw*(c-8)
+      const uint8_t* blk = p + 18 * b;
+      const float dw = half_at(blk);
+      return dw * a.d * float(isum_nibbles(blk + 2, a.q)) - 8.0f * dw * a.s;
+    }
+    case GgmlType::Q4_1: {  // value = dw*c + m
+      const uint8_t* blk = p + 20 * b;
+      return half_at(blk) * a.d * float(isum_nibbles(blk + 4, a.q)) + half_at(blk + 2) * a.s;
+    }
+    case GgmlType::Q5_0: {  // value = dw*(c-16)
+      const uint8_t* blk = p + 22 * b;
+      const float dw = half_at(blk);
+      return dw * a.d * float(isum_5bit(blk + 2, blk + 6, a.q)) - 16.0f * dw * a.s;
+    }
+    case GgmlType::Q5_1: {  // value = dw*c + m
+      const uint8_t* blk = p + 24 * b;
+      return half_at(blk) * a.d * float(isum_5bit(blk + 4, blk + 8, a.q)) + half_at(blk + 2) * a.s;
+    }
+    case GgmlType::Q8_0: {  // value = dw*c, c signed
+      const uint8_t* blk = p + 34 * b;
+      int32_t s = 0;
+      for (int j = 0; j < 32; ++j) s += int32_t(int8_t(blk[2 + j])) * a.q[j];
+      return half_at(blk) * a.d * float(s);
+    }
+    default:
+      assert(false && "qdot_q8_ref: not an integer-path type");
+      return 0.0f;
+  }
+}
+
+}  // namespace
+
 float qdot_q8_ref(GgmlType type, const void* row, const Q8Act* x, int64_t n) {
   const uint8_t* p = static_cast<const uint8_t*>(row);
-  const int64_t nb = n / 32;
   float acc = 0.0f;
-  for (int64_t b = 0; b < nb; ++b) {
-    const Q8Act& a = x[b];
-    switch (type) {
-      case GgmlType::Q4_0: {  // value = dw*(c-8)
-        const uint8_t* blk = p + 18 * b;
-        const float dw = half_at(blk);
-        acc += dw * a.d * float(isum_nibbles(blk + 2, a.q)) - 8.0f * dw * a.s;
-        break;
-      }
-      case GgmlType::Q4_1: {  // value = dw*c + m
-        const uint8_t* blk = p + 20 * b;
-        acc += half_at(blk) * a.d * float(isum_nibbles(blk + 4, a.q)) + half_at(blk + 2) * a.s;
-        break;
-      }
-      case GgmlType::Q5_0: {  // value = dw*(c-16)
-        const uint8_t* blk = p + 22 * b;
-        const float dw = half_at(blk);
-        acc += dw * a.d * float(isum_5bit(blk + 2, blk + 6, a.q)) - 16.0f * dw * a.s;
-        break;
-      }
-      case GgmlType::Q5_1: {  // value = dw*c + m
-        const uint8_t* blk = p + 24 * b;
-        acc += half_at(blk) * a.d * float(isum_5bit(blk + 4, blk + 8, a.q)) + half_at(blk + 2) * a.s;
-        break;
-      }
-      case GgmlType::Q8_0: {  // value = dw*c, c signed
-        const uint8_t* blk = p + 34 * b;
-        int32_t s = 0;
-        for (int j = 0; j < 32; ++j) s += int32_t(int8_t(blk[2 + j])) * a.q[j];
-        acc += half_at(blk) * a.d * float(s);
-        break;
-      }
-      default:
-        assert(false && "qdot_q8_ref: not an integer-path type");
-        return 0.0f;
-    }
-  }
+  for (int64_t b = 0; b < n / 32; ++b) acc += block_term(type, p, b, x[b]);
   return acc;
+}
+
+void qdot_q8_rows_ref(GgmlType type, const void* row, const Q8Act* x, int64_t n, int64_t n_act,
+                      float* out) {
+  const uint8_t* p = static_cast<const uint8_t*>(row);
+  const int64_t nb = n / 32;
+  std::fill(out, out + n_act, 0.0f);
+  for (int64_t b = 0; b < nb; ++b) {
+    for (int64_t t = 0; t < n_act; ++t) out[t] += block_term(type, p, b, x[t * nb + b]);
+  }
 }
 
 float qdot_q8(GgmlType type, const void* row, const Q8Act* x, int64_t n) {
   if (simd_level() == SimdLevel::kAvx2) return detail::qdot_q8_avx2(type, row, x, n);
   return qdot_q8_ref(type, row, x, n);
+}
+
+void qdot_q8_rows(GgmlType type, const void* row, const Q8Act* x, int64_t n, int64_t n_act,
+                  float* out) {
+  if (simd_level() == SimdLevel::kAvx2) return detail::qdot_q8_rows_avx2(type, row, x, n, n_act, out);
+  qdot_q8_rows_ref(type, row, x, n, n_act, out);
 }
 
 float qdot_f32_ref(GgmlType type, const void* row, const float* x, int64_t n) {

@@ -102,12 +102,58 @@ void quantize_q8_avx2(const float* x, Q8Act* out, int64_t n) {
   }
 }
 
-// Runs `blk(block_ptr, activations, acc, acc_s)` over nb blocks of bb bytes with two
-// independent accumulator pairs (even/odd blocks) so consecutive FMAs do not wait on each other.
+namespace {
+
+// Block kernels: blk(block_ptr, activations, acc, acc_s) adds one weight block's dot with one
+// activation block to the vector accumulator acc and the scalar accumulator acc_s. Shared by
+// the single-row and multi-row dots so both do the same float operations.
+struct Q4_0Block {
+  static constexpr int64_t kBytes = 18;
+  void operator()(const uint8_t* blk, const Q8Act& a, __m256& acc, float& s) const {
+    const float dw = half_at(blk);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * a.d), udot(unpack_nibbles(blk + 2), a.q), acc);
+    s -= 8.0f * dw * a.s;
+  }
+};
+struct Q4_1Block {
+  static constexpr int64_t kBytes = 20;
+  void operator()(const uint8_t* blk, const Q8Act& a, __m256& acc, float& s) const {
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(half_at(blk) * a.d), udot(unpack_nibbles(blk + 4), a.q), acc);
+    s += half_at(blk + 2) * a.s;
+  }
+};
+struct Q5_0Block {
+  static constexpr int64_t kBytes = 22;
+  void operator()(const uint8_t* blk, const Q8Act& a, __m256& acc, float& s) const {
+    const float dw = half_at(blk);
+    const __m256i c = _mm256_or_si256(unpack_nibbles(blk + 6), bits_to_16s(blk + 2));
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * a.d), udot(c, a.q), acc);
+    s -= 16.0f * dw * a.s;
+  }
+};
+struct Q5_1Block {
+  static constexpr int64_t kBytes = 24;
+  void operator()(const uint8_t* blk, const Q8Act& a, __m256& acc, float& s) const {
+    const __m256i c = _mm256_or_si256(unpack_nibbles(blk + 8), bits_to_16s(blk + 4));
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(half_at(blk) * a.d), udot(c, a.q), acc);
+    s += half_at(blk + 2) * a.s;
+  }
+};
+struct Q8_0Block {
+  static constexpr int64_t kBytes = 34;
+  void operator()(const uint8_t* blk, const Q8Act& a, __m256& acc, float&) const {
+    const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(half_at(blk) * a.d), sdot(c, a.q), acc);
+  }
+};
+
+// Runs blk over nb blocks with two independent accumulator pairs (even/odd blocks) so
+// consecutive FMAs do not wait on each other.
 template <typename Block>
-inline float run_blocks(const uint8_t* p, int64_t bb, const Q8Act* x, int64_t nb, Block blk) {
+inline float run_blocks(const uint8_t* p, const Q8Act* x, int64_t nb, Block blk) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   float s0 = 0.0f, s1 = 0.0f;
+  const int64_t bb = Block::kBytes;
   int64_t b = 0;
   for (; b + 2 <= nb; b += 2) {
     blk(p + bb * b, x[b], acc0, s0);
@@ -117,42 +163,68 @@ inline float run_blocks(const uint8_t* p, int64_t bb, const Q8Act* x, int64_t nb
   return hsum(_mm256_add_ps(acc0, acc1)) + (s0 + s1);
 }
 
+// run_blocks for G activation vectors (x + g*nb) at once: the same accumulators and order per
+// activation, with the activation loop inside the block loop so a block's bytes are loaded once
+// for all G (the compiler can share the unpacking too). G <= 4 keeps 8 accumulators in the 16
+// ymm registers.
+template <int G, typename Block>
+inline void run_blocks_g(const uint8_t* p, const Q8Act* x, int64_t nb, Block blk, float* out) {
+  __m256 acc0[G], acc1[G];
+  float s0[G], s1[G];
+  for (int g = 0; g < G; ++g) acc0[g] = acc1[g] = _mm256_setzero_ps(), s0[g] = s1[g] = 0.0f;
+  const int64_t bb = Block::kBytes;
+  int64_t b = 0;
+  for (; b + 2 <= nb; b += 2) {
+    for (int g = 0; g < G; ++g) blk(p + bb * b, x[g * nb + b], acc0[g], s0[g]);
+    for (int g = 0; g < G; ++g) blk(p + bb * (b + 1), x[g * nb + b + 1], acc1[g], s1[g]);
+  }
+  if (b < nb) {
+    for (int g = 0; g < G; ++g) blk(p + bb * b, x[g * nb + b], acc0[g], s0[g]);
+  }
+  for (int g = 0; g < G; ++g) out[g] = hsum(_mm256_add_ps(acc0[g], acc1[g])) + (s0[g] + s1[g]);
+}
+
+template <typename Block>
+void rows_with(const uint8_t* p, const Q8Act* x, int64_t nb, int64_t n_act, float* out) {
+  int64_t t = 0;
+  for (; t + 4 <= n_act; t += 4) run_blocks_g<4>(p, x + t * nb, nb, Block{}, out + t);
+  switch (n_act - t) {
+    case 3: run_blocks_g<3>(p, x + t * nb, nb, Block{}, out + t); break;
+    case 2: run_blocks_g<2>(p, x + t * nb, nb, Block{}, out + t); break;
+    case 1: run_blocks_g<1>(p, x + t * nb, nb, Block{}, out + t); break;
+    default: break;
+  }
+}
+
+}  // namespace
+
 float qdot_q8_avx2(GgmlType type, const void* row, const Q8Act* x, int64_t n) {
   const uint8_t* p = static_cast<const uint8_t*>(row);
   const int64_t nb = n / 32;
   switch (type) {
-    case GgmlType::Q4_0:
-      return run_blocks(p, 18, x, nb, [](const uint8_t* blk, const Q8Act& a, __m256& acc, float& s) {
-        const float dw = half_at(blk);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * a.d), udot(unpack_nibbles(blk + 2), a.q), acc);
-        s -= 8.0f * dw * a.s;
-      });
-    case GgmlType::Q4_1:
-      return run_blocks(p, 20, x, nb, [](const uint8_t* blk, const Q8Act& a, __m256& acc, float& s) {
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(half_at(blk) * a.d), udot(unpack_nibbles(blk + 4), a.q), acc);
-        s += half_at(blk + 2) * a.s;
-      });
-    case GgmlType::Q5_0:
-      return run_blocks(p, 22, x, nb, [](const uint8_t* blk, const Q8Act& a, __m256& acc, float& s) {
-        const float dw = half_at(blk);
-        const __m256i c = _mm256_or_si256(unpack_nibbles(blk + 6), bits_to_16s(blk + 2));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * a.d), udot(c, a.q), acc);
-        s -= 16.0f * dw * a.s;
-      });
-    case GgmlType::Q5_1:
-      return run_blocks(p, 24, x, nb, [](const uint8_t* blk, const Q8Act& a, __m256& acc, float& s) {
-        const __m256i c = _mm256_or_si256(unpack_nibbles(blk + 8), bits_to_16s(blk + 4));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(half_at(blk) * a.d), udot(c, a.q), acc);
-        s += half_at(blk + 2) * a.s;
-      });
-    case GgmlType::Q8_0:
-      return run_blocks(p, 34, x, nb, [](const uint8_t* blk, const Q8Act& a, __m256& acc, float&) {
-        const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(half_at(blk) * a.d), sdot(c, a.q), acc);
-      });
+    case GgmlType::Q4_0: return run_blocks(p, x, nb, Q4_0Block{});
+    case GgmlType::Q4_1: return run_blocks(p, x, nb, Q4_1Block{});
+    case GgmlType::Q5_0: return run_blocks(p, x, nb, Q5_0Block{});
+    case GgmlType::Q5_1: return run_blocks(p, x, nb, Q5_1Block{});
+    case GgmlType::Q8_0: return run_blocks(p, x, nb, Q8_0Block{});
     default:
       assert(false && "qdot_q8_avx2: not an integer-path type");
       return 0.0f;
+  }
+}
+
+void qdot_q8_rows_avx2(GgmlType type, const void* row, const Q8Act* x, int64_t n, int64_t n_act,
+                       float* out) {
+  const uint8_t* p = static_cast<const uint8_t*>(row);
+  const int64_t nb = n / 32;
+  switch (type) {
+    case GgmlType::Q4_0: return rows_with<Q4_0Block>(p, x, nb, n_act, out);
+    case GgmlType::Q4_1: return rows_with<Q4_1Block>(p, x, nb, n_act, out);
+    case GgmlType::Q5_0: return rows_with<Q5_0Block>(p, x, nb, n_act, out);
+    case GgmlType::Q5_1: return rows_with<Q5_1Block>(p, x, nb, n_act, out);
+    case GgmlType::Q8_0: return rows_with<Q8_0Block>(p, x, nb, n_act, out);
+    default:
+      assert(false && "qdot_q8_rows_avx2: not an integer-path type");
   }
 }
 

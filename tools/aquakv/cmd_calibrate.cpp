@@ -31,6 +31,9 @@ const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors and write an ada
   sub.add_option("--window", a->o.window, "tokens per window")->capture_default_str()->check(CLI::Range(int64_t(2), int64_t(1) << 20));
   sub.add_option("--val", a->o.val_fraction, "fraction of windows held out for validation")->capture_default_str()->check(CLI::Range(0.0, 0.9));
   sub.add_option("--gen-tokens", a->o.gen_tokens, "tokens to sample from the model when no -f is given")->capture_default_str()->check(CLI::PositiveNumber);
+  sub.add_option("--gen-batch", a->o.gen_batch,
+                 "self-generated sequences decoded together (speed only: the text does not depend on it)")
+      ->capture_default_str()->check(CLI::PositiveNumber);
   sub.add_option("--gen-temp", a->o.gen_temperature, "sampling temperature for self-generated text")->capture_default_str()->check(CLI::Range(0.05, 5.0));
   sub.add_option("-k,--key-codec", a->o.key_codec, "codec of key residuals (e.g. higgs2, higgs3, higgs:2x64:g64)")->capture_default_str();
   sub.add_option("-v,--value-codec", a->o.value_codec, "codec of value residuals")->capture_default_str();
@@ -55,6 +58,11 @@ const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors and write an ada
     std::printf("%s", rep.table().c_str());
     std::printf("wrote %s (%lld predictor parameters, %.1f MiB in memory)\n", a->out.c_str(),
                 (long long)ad.n_params(), double(ad.bytes_in_memory()) / (1 << 20));
+    if (a->o.text_files.empty()) {
+      const double gen = double(rep.windows * a->o.window);
+      std::printf("self-generation: %.0f tokens, %lld at a time, %.1f tokens/s (capture time)\n", gen,
+                  (long long)a->o.gen_batch, gen / rep.capture_seconds);
+    }
     std::printf("wall time %.1f s (capture %.1f s, fit %.1f s), peak memory %.0f MiB\n", rep.total_seconds,
                 rep.capture_seconds, rep.fit_seconds, double(rep.peak_rss_bytes) / (1 << 20));
     if (!a->json_out.empty()) {

@@ -22,6 +22,10 @@ struct CalibrateOptions {
   double val_fraction = 0.125;   // share of the windows held out for validation
   int64_t gen_tokens = 8192;     // tokens sampled from the model when there is no text
   double gen_temperature = 1.0;
+  // Self-generated sequences decoded together, one token each per forward step (weights are
+  // streamed once per step for all of them). Does not change the text: sequence i samples from
+  // its own generator seeded by (seed, i) (see generation_seed).
+  int64_t gen_batch = 8;
   std::string key_codec = "higgs2";    // codec of key residuals (quant/codec.h spec)
   std::string value_codec = "higgs2";  // codec of value residuals
   std::string layer0 = "higgs4";       // layer-0 policy: a codec spec, or "fp16" (exact)
@@ -47,6 +51,11 @@ struct CalibrateReport {
 // total)` reports "capture" and "fit" progress.
 Adapters calibrate(const CalibrateOptions& opt, CalibrateReport* report,
                    const std::function<void(const char*, int64_t, int64_t)>& progress = {});
+
+// Seed of the sampler of self-generated sequence i: the 64-bit output of std::seed_seq{seed
+// low 32 bits, seed high 32 bits, i} (via std::mt19937_64), so each sequence's text depends on
+// (seed, i) only, not on which sequences are decoded together.
+uint64_t generation_seed(uint64_t seed, int64_t i);
 
 // Peak resident set size of this process in bytes (VmHWM), 0 if unknown.
 int64_t peak_rss_bytes();

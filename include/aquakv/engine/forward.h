@@ -40,6 +40,19 @@ class Forward {
   void eval(KvCache& cache, int seq, std::span<const int32_t> tokens, float* logits_out,
             bool all_logits);
 
+  // One decode step of B sequences at once: appends tokens[b] to sequence seqs[b] of
+  // *caches[b] and writes its next-token logits to logits_out + b*n_vocab ((B, n_vocab);
+  // nullptr computes none). The weight matmuls run once for all B rows (each weight row is read
+  // once per step); attention runs per sequence through its own cache, whose calls are exactly
+  // those of eval() with one token. The caches must be B distinct objects: the KvCache protocol
+  // keeps one step open per object (append/read name no sequence), so sequences of one cache
+  // cannot share a step. With the default options the logits equal, bit for bit, those of B
+  // separate eval() calls with one token each (same per-row kernels, dot path); with
+  // ForwardOptions::matmul = kGemm both run sgemm, whose rounding may depend on B. Throws Error
+  // as eval() does, and before any cache is touched.
+  void eval_batch(std::span<KvCache* const> caches, std::span<const int> seqs,
+                  std::span<const int32_t> tokens, float* logits_out);
+
   const Model& model() const { return model_; }
 
  private:
@@ -47,6 +60,17 @@ class Forward {
   void step(KvCache& cache, int seq, std::span<const int32_t> tokens, float* logits_out,
             bool all_logits);
   void layer(KvCache& cache, int l, int64_t n, int64_t p0);
+  void layer_batch(std::span<KvCache* const> caches, int l, std::span<const int64_t> p0);
+  void check_shape(const KvCache& cache) const;
+  void check_token(int32_t token, int64_t index) const;
+  void check_room(const KvCache& cache, int seq, int64_t n) const;
+  MatmulPath one_token_path() const;
+  void embed(std::span<const int32_t> tokens);
+  void qkv(const LayerWeights& w, int64_t n, MatmulPath mp);
+  void attend(KvCache& cache, int l, int64_t n, int64_t p0, const float* k, const float* v,
+              float* q, float* att);
+  void out_and_ffn(const LayerWeights& w, int64_t n, MatmulPath mp);
+  void logits(int64_t first, int64_t n, float* logits_out, MatmulPath mp);
 
   const Model& model_;
   ForwardOptions opt_;

@@ -41,6 +41,16 @@ void quantize_q8(const float* x, Q8Act* out, int64_t n);
 float qdot_q8_ref(GgmlType type, const void* row, const Q8Act* x, int64_t n);
 float qdot_q8(GgmlType type, const void* row, const Q8Act* x, int64_t n);
 
+// Dots of one row with n_act activation vectors at once (decode of several sequences): x holds
+// n_act runs of n/32 blocks back to back, out[t] = qdot_q8(type, row, x + t*n/32, n) bit for
+// bit (each activation keeps the single-row kernel's accumulators and order of additions). The
+// loop over activations sits inside the loop over weight blocks, so each weight block is loaded
+// (and, in AVX2, unpacked) once for a group of activations instead of once per activation.
+void qdot_q8_rows_ref(GgmlType type, const void* row, const Q8Act* x, int64_t n, int64_t n_act,
+                      float* out);
+void qdot_q8_rows(GgmlType type, const void* row, const Q8Act* x, int64_t n, int64_t n_act,
+                  float* out);
+
 // Dot of one row of any supported type with f32 activations (float path).
 float qdot_f32_ref(GgmlType type, const void* row, const float* x, int64_t n);
 float qdot_f32(GgmlType type, const void* row, const float* x, int64_t n);
@@ -52,6 +62,8 @@ namespace detail {
 // AVX2 kernels (src/ops/qdot_avx2.cpp); only called when simd_level() is kAvx2.
 void quantize_q8_avx2(const float* x, Q8Act* out, int64_t n);
 float qdot_q8_avx2(GgmlType type, const void* row, const Q8Act* x, int64_t n);
+void qdot_q8_rows_avx2(GgmlType type, const void* row, const Q8Act* x, int64_t n, int64_t n_act,
+                       float* out);
 float dot_f32_avx2(const float* a, const float* b, int64_t n);
 }  // namespace detail
 
