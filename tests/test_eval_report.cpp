@@ -92,7 +92,7 @@ TEST(Report, Tables) {
 TEST(Report, ChartsArePngFiles) {
   if (std::system("gnuplot --version > /dev/null 2>&1") != 0) GTEST_SKIP() << "no gnuplot";
   std::vector<ReportRow> rows;
-  for (const char* kv : {"fp16", "q8_0", "q4_0"}) {
+  for (const char* kv : {"fp16", "q8_0", "q4_0", "aquakv:/some/dir/aq2.bin,p=4"}) {
     ReportRow r = sample_row();
     r.kv = kv;
     r.bits_per_value = kv[1] == 'p' ? 16 : kv[1] == '8' ? 8.5 : 4.5;
@@ -115,6 +115,11 @@ TEST(Report, ChartsArePngFiles) {
     EXPECT_EQ(std::string(sig + 1, 3), "PNG") << p;
     EXPECT_GT(std::filesystem::file_size(p), 5000u) << p;
   }
+  // Chart labels name an adapter file by its stem, not its path.
+  std::ifstream dat(dir + "/quality.dat");
+  const std::string d((std::istreambuf_iterator<char>(dat)), std::istreambuf_iterator<char>());
+  EXPECT_NE(d.find("\"aquakv:aq2,p=4\""), std::string::npos) << d;
+  EXPECT_EQ(d.find("/some/dir"), std::string::npos) << d;
   if (!std::getenv("AQUAKV_KEEP_CHARTS")) std::filesystem::remove_all(dir);
 }
 

@@ -201,6 +201,16 @@ std::string passkey_table(const std::vector<PasskeyCell>& cells) {
   return t;
 }
 
+// A cache spec short enough for a chart label: "aquakv:/path/to/aq2.bin,p=4" -> "aquakv:aq2,p=4".
+static std::string chart_label(const std::string& kv) {
+  const size_t colon = kv.find(':');
+  if (kv.rfind("aquakv:", 0) != 0 || colon == std::string::npos) return kv;
+  const size_t comma = kv.find(',', colon);
+  const std::string file = kv.substr(colon + 1, comma == std::string::npos ? std::string::npos : comma - colon - 1);
+  const std::string opts = comma == std::string::npos ? "" : kv.substr(comma);
+  return "aquakv:" + std::filesystem::path(file).stem().string() + opts;
+}
+
 std::vector<std::string> write_charts(const std::vector<ReportRow>& rows, const std::string& dir) {
   std::filesystem::create_directories(dir);
   std::vector<std::string> out;
@@ -215,7 +225,8 @@ std::vector<std::string> write_charts(const std::vector<ReportRow>& rows, const 
     const ReportRow& r = *rp;
     q[fmt::format("{} ctx {}", r.impl, r.ctx)] +=
         fmt::format("{} {} {} \"{}\"\n", r.bits_per_value, *r.ppl_ratio,
-                    r.kl_mean && *r.kl_mean > 0 ? fmt::format("{}", *r.kl_mean) : "NaN", r.kv);
+                    r.kl_mean && *r.kl_mean > 0 ? fmt::format("{}", *r.kl_mean) : "NaN",
+                    chart_label(r.kv));
   }
   if (!q.empty()) {
     std::string data, plot_ratio, plot_kl;
@@ -223,10 +234,11 @@ std::vector<std::string> write_charts(const std::vector<ReportRow>& rows, const 
     for (const auto& [name, block] : q) {
       data += "# " + name + "\n" + block + "\n\n";
       const std::string sep = idx ? ", " : "";
-      plot_ratio += fmt::format("{}'quality.dat' index {} using 1:2 with linespoints pt 7 title '{}', "
+      // Points, not lines: neighbours in bits are different formats, not one curve.
+      plot_ratio += fmt::format("{}'quality.dat' index {} using 1:2 with points pt 7 title '{}', "
                                 "'' index {} using 1:2:4 with labels offset 0.8,0.6 notitle",
                                 sep, idx, name, idx);
-      plot_kl += fmt::format("{}'quality.dat' index {} using 1:3 with linespoints pt 7 title '{}', "
+      plot_kl += fmt::format("{}'quality.dat' index {} using 1:3 with points pt 7 title '{}', "
                              "'' index {} using 1:3:4 with labels offset 0.8,0.6 notitle",
                              sep, idx, name, idx);
       ++idx;
@@ -235,7 +247,8 @@ std::vector<std::string> write_charts(const std::vector<ReportRow>& rows, const 
     write_text(dir + "/quality.gp",
                "set terminal pngcairo noenhanced size 1200,500 font 'sans,10'\nset output 'quality.png'\n"
                "set multiplot layout 1,2 title 'Quality against storage bits per value'\n"
-               "set grid\nset xlabel 'bits per value'\nset key top right\n"
+               "set grid\nset xlabel 'bits per value (log scale)'\nset key top right\n"
+               "set logscale x 2\nset xtics (2, 3, 4, 5, 6, 8, 12, 16, 32)\nset offsets graph 0.03, graph 0.1, graph 0.05, graph 0.05\n"
                "set ylabel 'PPL / PPL(16-bit cache)'\nplot " + plot_ratio + "\n"
                "set logscale y\nset format y '%.0e'\nset ylabel 'mean KL divergence to the 16-bit cache (nats)'\nplot " +
                plot_kl + "\nunset multiplot\n");
