@@ -83,11 +83,15 @@ def passkey(out):
 
 
 def table(out, names, with_passkey):
-    rows, seen = [], set()
-    for name in names:  # later reports' repeated rows (their own fp16 base) are left out
+    # A later report's row for a configuration already seen (its own fp16 base, or a re-run)
+    # replaces the earlier row in place.
+    rows, where = [], {}
+    for name in names:
         for r in read_rows(os.path.join(out, name, "rows.jsonl")):
-            if r["kv"] not in seen:
-                seen.add(r["kv"])
+            if r["kv"] in where:
+                rows[where[r["kv"]]] = r
+            else:
+                where[r["kv"]] = len(rows)
                 rows.append(r)
     pk, pk_len = passkey(out) if with_passkey else ({}, None)
     head = ("| cache | configuration | bits/value, codes+scales | bits/value at 2048 tokens, all "
@@ -138,7 +142,7 @@ def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "quality-run"
     if os.path.exists(os.path.join(out, "main", "rows.jsonl")):
         print("### Main table\n\n" + table(out, ["main"], True) + "\n")
-    abl = [n for n in ("ablation", "extra") if os.path.exists(os.path.join(out, n, "rows.jsonl"))]
+    abl = [n for n in ("ablation", "extra", "extra2") if os.path.exists(os.path.join(out, n, "rows.jsonl"))]
     if abl:
         print("### Ablations\n\n" + table(out, abl, False) + "\n")
     print("### Calibration\n\n" + calib_table(out) + "\n")
