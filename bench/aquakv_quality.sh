@@ -7,7 +7,8 @@
 #
 #   bench/aquakv_quality.sh [OUT]          (default OUT=quality-run)
 #
-# Environment: AQUAKV (binary, default build/aquakv), AQUAKV_SHARED_DIR (default ../shared),
+# Environment: AQUAKV (binary, default build/aquakv), MODEL (GGUF file, default the default
+# model), AQUAKV_SHARED_DIR (default ../shared),
 # CHUNKS (windows of 2048 tokens, default 8), THREADS (default 2), PASSKEY_LENS (default 4096),
 # PASSKEY_TRIALS (default 2), STAGES (any of "calib main ablation extra passkey", default all).
 # Existing adapter files in OUT/adapters are reused (delete them to recalibrate).
@@ -16,6 +17,8 @@
 # bench/aquakv_table.py OUT renders the tables of docs/RESULTS.md from these files.
 set -euo pipefail
 A=${AQUAKV:-build/aquakv}
+MODEL_ARGS=()
+[[ -n ${MODEL:-} ]] && MODEL_ARGS=(-m "$MODEL")
 OUT=${1:-quality-run}
 SHARED=${AQUAKV_SHARED_DIR:-../shared}
 CHUNKS=${CHUNKS:-8}
@@ -37,7 +40,7 @@ calibrate() {
   echo "calibrate $name: $*" >&2
   local text=$CAL
   [[ $name == *_self ]] && text=
-  "$A" calibrate $text -t "$THREADS" -o "$AD/$name.bin" --json "$AD/$name.json" -q "$@" \
+  "$A" calibrate "${MODEL_ARGS[@]}" $text -t "$THREADS" -o "$AD/$name.bin" --json "$AD/$name.json" -q "$@" \
     > "$AD/$name.log" 2>&1 || { cat "$AD/$name.log" >&2; exit 1; }
 }
 if has calib; then
@@ -59,7 +62,7 @@ report() {  # name, kv formats...
   local name=$1; shift
   local kvs=()
   for k in "$@"; do kvs+=(--kv "$k"); done
-  "$A" report -f "$TEXT" -c 2048 --chunks "$CHUNKS" --step 32 -t "$THREADS" "${kvs[@]}" \
+  "$A" report "${MODEL_ARGS[@]}" -f "$TEXT" -c 2048 --chunks "$CHUNKS" --step 32 -t "$THREADS" "${kvs[@]}" \
     -o "$OUT/$name" > "$OUT/$name.log" 2>&1 || { tail -5 "$OUT/$name.log" >&2; exit 1; }
 }
 has main && report main fp16 q8_0 q4_0 kivi4 kivi2 higgs4 higgs3 higgs2 \
@@ -69,7 +72,7 @@ has ablation && report ablation fp16 "aquakv:$AD/aq2.bin" "aquakv:$AD/abl_konly.
   "aquakv:$AD/abl_r64.bin" "aquakv:$AD/abl_signs.bin" "aquakv:$AD/aq2_self.bin"
 has extra && report extra fp16 "aquakv:$AD/aq2_64k.bin" "aquakv:$AD/aq25v.bin"
 if has passkey; then
-  "$A" passkey -c "$PASSKEY_LENS" --depths 0.1,0.5,0.9 --trials "$PASSKEY_TRIALS" -t "$THREADS" \
+  "$A" passkey "${MODEL_ARGS[@]}" -c "$PASSKEY_LENS" --depths 0.1,0.5,0.9 --trials "$PASSKEY_TRIALS" -t "$THREADS" \
     --kv fp16 --kv q8_0 --kv q4_0 --kv kivi4 --kv kivi2 --kv higgs4 --kv higgs3 --kv higgs2 \
     --kv "aquakv:$AD/aq3.bin" --kv "aquakv:$AD/aq25.bin" --kv "aquakv:$AD/aq2.bin" \
     --json "$OUT/passkey.json" > "$OUT/passkey.md" 2> "$OUT/passkey.log"
