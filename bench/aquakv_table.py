@@ -8,7 +8,6 @@ calibration report.
   python3 bench/aquakv_table.py OUT
 """
 import json
-import math
 import os
 import sys
 
@@ -34,11 +33,15 @@ AQUA = {
 }
 
 
+def adapter_name(kv):
+    """"aquakv:/dir/aq2.bin,p=4" -> "aq2"."""
+    return os.path.splitext(os.path.basename(kv.split(":", 1)[1].split(",")[0]))[0]
+
+
 def codes_bits(kv):
     if kv in PLAIN:
         return PLAIN[kv]
-    name = os.path.splitext(os.path.basename(kv.split(":", 1)[1].split(",")[0]))[0]
-    k, v, l0 = AQUA[name][:3]
+    k, v, l0 = AQUA[adapter_name(kv)][:3]
     b = lambda c: 16.0 if c == "fp16" else HIGGS[c]
     return ((L - 1) * (b(k) + b(v)) / 2 + b(l0)) / L
 
@@ -46,7 +49,7 @@ def codes_bits(kv):
 def label(kv):
     if not kv.startswith("aquakv:"):
         return kv, ""
-    name = os.path.splitext(os.path.basename(kv.split(":", 1)[1].split(",")[0]))[0]
+    name = adapter_name(kv)
     return name, AQUA[name][3]
 
 
@@ -58,8 +61,7 @@ def read_rows(path):
 def calib(out, kv):
     if not kv.startswith("aquakv:"):
         return None
-    name = label(kv)[0]
-    p = os.path.join(out, "adapters", name + ".json")
+    p = os.path.join(out, "adapters", adapter_name(kv) + ".json")
     return json.load(open(p)) if os.path.exists(p) else None
 
 
