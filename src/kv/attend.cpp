@@ -16,7 +16,7 @@ namespace aquakv {
 namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-constexpr int64_t kQueryBlock = 32;  // queries per block (prefill); x G query heads per KV head
+constexpr int64_t kQueryBlock = 64;  // queries per block (prefill); x G query heads per KV head
 
 struct Tile {
   int seg;
@@ -142,12 +142,12 @@ void write_out(const Ctx& c, const State& st, int64_t base, int64_t nq) {
       }
 }
 
-std::vector<Tile> make_tiles(std::span<const KvSegment> segs) {
+std::vector<Tile> make_tiles(std::span<const KvSegment> segs, int64_t tile_rows) {
   std::vector<Tile> tiles;
   for (size_t i = 0; i < segs.size(); ++i) {
     const KvSegment& sg = segs[i];
     const int64_t b = std::max<int64_t>(1, sg.block);
-    const int64_t step = std::max(b, kTileRows / b * b);
+    const int64_t step = std::max(b, tile_rows / b * b);
     for (int64_t r0 = 0; r0 < sg.n; r0 += step) tiles.push_back({int(i), r0, std::min(sg.n, r0 + step)});
   }
   return tiles;
@@ -199,10 +199,13 @@ void attend_segments(const KvShape& shape, const KvRope& rope, int layer, const 
         float* dst = c.qpack.data() + ((g * n + i) * c.G + hh) * c.hd;
         for (int64_t d = 0; d < c.hd; ++d) dst[d] = src[d] * a.scale;
       }
-  const std::vector<Tile> tiles = make_tiles(segs);
+  const bool many = n >= 2 * kQueryBlock;
+  // Prefill: larger tiles (fewer, larger sgemm calls); decode: kTileRows, the unit of the split
+  // over threads.
+  const std::vector<Tile> tiles = make_tiles(segs, many ? 4 * kTileRows : kTileRows);
 
   with_single_threaded_blas([&] {
-    if (n >= 2 * kQueryBlock) {
+    if (many) {
       // Many queries: one work item per block of queries over all tiles; no merge. Items are
       // ordered small/large alternately so that the contiguous split over threads balances the
       // causal triangle.

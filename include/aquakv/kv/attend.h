@@ -20,7 +20,7 @@
 
 namespace aquakv {
 
-// Rows per tile (rounded up to a segment's block rows).
+// Rows per tile for decode (rounded up to a segment's block rows); prefill uses 4x.
 constexpr int64_t kTileRows = 128;
 
 // A run of rows of one layer with ascending positions.
