@@ -112,7 +112,7 @@ int run(const Opts& o) {
   const int64_t ctx = max_depth + step;
   std::mt19937 rng(1234);
   std::uniform_int_distribution<int32_t> tok(0, int32_t(cfg.n_vocab - 1));
-  std::vector<int32_t> fill(static_cast<size_t>(max_depth + o.n_prompt));
+  std::vector<int32_t> fill(static_cast<size_t>(max_depth + std::max<int64_t>(o.n_prompt, 1)));  // tg starts from fill[d]
   for (auto& t : fill) t = tok(rng);
   std::vector<float> logits(static_cast<size_t>(cfg.n_vocab));
   using clock = std::chrono::steady_clock;
