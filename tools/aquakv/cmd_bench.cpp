@@ -68,9 +68,17 @@ int run(const Opts& o) {
   const std::vector<int64_t> depths = parse_depths(o.depths);
   const auto model = Model::load(o.model);
   const ModelConfig& cfg = model->config();
-  Forward fwd(*model, o.threads);
   const int64_t max_depth = *std::max_element(depths.begin(), depths.end());
-  const int64_t ctx = max_depth + std::max(o.n_prompt, o.n_gen) + 1;
+  const int64_t max_n = std::max(o.n_prompt, o.n_gen);
+  // Each test fills the cache to depth + tokens: beyond the model's context the positions are
+  // ones it was never trained on (and a typo such as -d 99999999 would run for days). Compared
+  // one by one first so that the sum cannot overflow.
+  const int64_t limit = cfg.n_ctx_train;
+  if (max_depth > limit || max_n > limit || max_depth + max_n > limit)
+    fail("-d/-p/-n: the deepest test needs depth {} + {} tokens, more than the model's context of {}",
+         max_depth, max_n, limit);
+  const int64_t ctx = max_depth + max_n + 1;
+  Forward fwd(*model, o.threads);
   std::mt19937 rng(1234);
   std::uniform_int_distribution<int32_t> tok(0, int32_t(cfg.n_vocab - 1));
   std::vector<int32_t> fill(static_cast<size_t>(max_depth + o.n_prompt));
