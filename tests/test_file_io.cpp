@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -167,9 +168,16 @@ TEST_F(FileIo, PlantedTemporarySymlinkIsNotFollowed) {
 TEST_F(FileIo, ConcurrentWritersDoNotShareATemporary) {
   // Finding 2: two writers to one path. Each result is one writer's complete file.
   const std::string p = path("shared.json");
-  const std::string a(200000, 'a'), b(100000, 'b');
+  const std::string a(1 << 20, 'a'), b(1 << 19, 'b');
+  std::atomic<int> errors{0};
   auto writer = [&](const std::string& text) {
-    for (int i = 0; i < 30; ++i) write_file_atomic(p, text, "--json");
+    for (int i = 0; i < 40; ++i) {
+      try {
+        write_file_atomic(p, text, "--json");
+      } catch (const Error&) {
+        ++errors;  // a shared temporary renamed away by the other writer
+      }
+    }
   };
   std::thread ta(writer, a), tb(writer, b);
   for (int i = 0; i < 60; ++i) {
@@ -180,6 +188,7 @@ TEST_F(FileIo, ConcurrentWritersDoNotShareATemporary) {
   }
   ta.join();
   tb.join();
+  EXPECT_EQ(errors.load(), 0);
   const std::string last = slurp(p);
   EXPECT_TRUE(last == a || last == b);
   EXPECT_EQ(names(), std::vector<std::string>{"shared.json"});
