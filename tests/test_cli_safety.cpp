@@ -6,6 +6,7 @@
 // they exercise come before the model loads (a regression would fail them on the message).
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -79,9 +80,16 @@ TEST_F(CliSafety, F1_SpecialFileOutputsAreNotReplaced) {
   EXPECT_EQ(r.code, 1);
   EXPECT_HAS(r.out, "-o " + fifo + ": is a FIFO; refusing to replace it");
   EXPECT_TRUE(is_fifo(fifo));
-  r = run("perplexity " + mflag_ + " -f " + t + " --save-logits /dev/null");
-  EXPECT_EQ(r.code, 1);
-  EXPECT_HAS(r.out, "--save-logits /dev/null: is a character device; refusing to replace it");
+  // A device node made here, never a system one: a broken build must not be able to replace
+  // the machine's /dev/null (creating one needs root; without it the FIFO cases stand in).
+  const std::string dev = path("null");
+  if (mknod(dev.c_str(), S_IFCHR | 0666, makedev(1, 3)) == 0) {
+    r = run("perplexity " + mflag_ + " -f " + t + " -c 128 --chunks 1 --save-logits " + dev);
+    EXPECT_EQ(r.code, 1);
+    EXPECT_HAS(r.out, "--save-logits " + dev + ": is a character device; refusing to replace it");
+    struct stat st {};
+    EXPECT_TRUE(lstat(dev.c_str(), &st) == 0 && S_ISCHR(st.st_mode));
+  }
   r = run("grid generate -d 1 -n 4 --iterations 1 --samples 64 --final-samples 0 -o " + fifo);
   EXPECT_EQ(r.code, 1);
   EXPECT_HAS(r.out, "is a FIFO");
@@ -248,6 +256,18 @@ TEST_F(CliSafety, F7_StdoutWriteErrorsFail) {
   std::ifstream f(err);
   const std::string out((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   EXPECT_EQ(out, "aquakv: error: cannot write standard output: No space left on device\n");
+}
+
+TEST_F(CliSafety, F7_GenerateStopsOnAFullDisk) {
+  need_model();
+  const std::string err = path("stderr.txt");
+  const int st = std::system((std::string(AQUAKV_CLI) + " generate " + mflag_ +
+                              " -p 'Once upon a time' -n 64 --temp 0 -t 2 >/dev/full 2>" + err).c_str());
+  ASSERT_TRUE(WIFEXITED(st));
+  EXPECT_EQ(WEXITSTATUS(st), 1);
+  std::ifstream f(err);
+  const std::string out((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  EXPECT_HAS(out, "aquakv: error: cannot write");
 }
 
 TEST_F(CliSafety, F7_BenchDepthBeyondTheModel) {
