@@ -12,7 +12,7 @@
 #include <random>
 
 #include "aquakv/kv/adapters.h"
-#include "aquakv/kv/compressed_formats.h"
+#include "aquakv/kv/cache_factory.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/fp16.h"
 
@@ -280,7 +280,7 @@ TEST(Adapters, BogusCodecInTheFileNamesTheFile) {
   s.n_kv_heads = 2;
   s.head_dim = 8;
   s.max_tokens = 64;
-  expect_refused([&] { make_compressed_format("aquakv", p, s); }, "adapters " + p + ": ");
+  expect_refused([&] { make_cache("aquakv:" + p, s); }, "adapters " + p + ": ");
 }
 
 TEST(Adapters, DirectoryIsNamed) {
