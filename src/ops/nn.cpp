@@ -2,10 +2,10 @@
 #include "aquakv/ops/nn.h"
 
 #include <algorithm>
-#include <cassert>
 #include <cmath>
 
 #include "aquakv/util/cpu.h"
+#include "aquakv/util/check.h"
 
 namespace aquakv {
 namespace detail {
@@ -58,7 +58,7 @@ void RopeTable::ensure(int64_t n_pos) {
 }
 
 void rope_row(const RopeTable& table, float* x, int n_heads, int head_dim, int64_t pos) {
-  assert(pos < table.n_pos());
+  AQUAKV_CHECK(pos < table.n_pos());
   const RopeParams& p = table.params();
   const float* c = table.cos_at(pos);
   const float* s = table.sin_at(pos);

@@ -5,13 +5,13 @@
 // and SIMD paths, so both give bit-identical results.
 #include "aquakv/quant/hadamard.h"
 
-#include <cassert>
 #include <cmath>
 #include <mutex>
 
 #include "aquakv/quant/gauss_rng.h"
 #include "aquakv/util/cpu.h"
 #include "aquakv/util/error.h"
+#include "aquakv/util/check.h"
 
 namespace aquakv {
 namespace {
@@ -77,7 +77,7 @@ void transform(float* x, int64_t n, bool simd) {
   int p;
   int64_t m;
   split_order(n, p, m);
-  assert(p != 0);
+  AQUAKV_CHECK(p != 0);
   transform_pm(x, p, m, simd);
 }
 
@@ -98,7 +98,7 @@ const MixPlan& mix_plan(int p) {
     return plan;
   };
   static const MixPlan p12 = make(11), p20 = make(19);
-  assert(p == 12 || p == 20);
+  AQUAKV_CHECK(p == 12 || p == 20);
   return p == 12 ? p12 : p20;
 }
 
@@ -112,7 +112,7 @@ bool hadamard_supported(int64_t n) {
 }
 
 std::vector<int8_t> paley_hadamard(int q) {
-  assert(q == 11 || q == 19);
+  AQUAKV_CHECK(q == 11 || q == 19);
   // chi(a) = +1 if a is a non-zero square mod q, -1 if a non-square, 0 for a = 0.
   std::vector<int> chi(q, -1);
   chi[0] = 0;

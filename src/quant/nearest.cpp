@@ -9,12 +9,12 @@
 #include "aquakv/quant/nearest.h"
 
 #include <algorithm>
-#include <cassert>
 #include <cmath>
 #include <cstring>
 #include <limits>
 
 #include "aquakv/util/cpu.h"
+#include "aquakv/util/check.h"
 #include "nearest_internal.h"
 
 namespace aquakv {
@@ -122,7 +122,7 @@ int64_t nearest_brute_scalar(const Grid& g, const float* u) {
 }
 
 NearestSearch::NearestSearch(const Grid& g) : d_(g.d), n_(g.n), points_(g.points) {
-  assert(d_ >= 1 && d_ <= kMaxGridDim && n_ >= 1 && n_ <= kMaxGridPoints);
+  AQUAKV_CHECK(d_ >= 1 && d_ <= kMaxGridDim && n_ >= 1 && n_ <= kMaxGridPoints);
   norms_.resize(size_t(n_));
   for (int64_t i = 0; i < n_; ++i) {
     float nrm = 0.0f;

@@ -106,9 +106,16 @@ int run(const Opts& o) {
   const int64_t step = std::max(o.n_prompt, o.n_gen) + 1;
   const int64_t model_ctx = cfg.n_ctx_train > 0 ? cfg.n_ctx_train : 8192;
   const std::vector<int64_t> depths = parse_depths(o.depths, std::max<int64_t>(0, model_ctx - step));
+  const int64_t max_depth = *std::max_element(depths.begin(), depths.end());
+  const int64_t max_n = step - 1;
+  // Each test fills the cache to depth + tokens: beyond the model's context the positions are
+  // ones it was never trained on (and a typo such as -d 99999999 would run for days). Compared
+  // one by one first so that the sum cannot overflow.
+  if (max_depth > model_ctx || max_n > model_ctx || max_depth + max_n > model_ctx)
+    fail("-d/-p/-n: the deepest test needs depth {} + {} tokens, more than the model's context of {}",
+         max_depth, max_n, model_ctx);
   Forward fwd(*model, o.threads);
   for (const auto& kv : o.kvs) make_cache(kv, model->kv_shape(1));  // bad specs fail before any work
-  const int64_t max_depth = *std::max_element(depths.begin(), depths.end());
   const int64_t ctx = max_depth + step;
   std::mt19937 rng(1234);
   std::uniform_int_distribution<int32_t> tok(0, int32_t(cfg.n_vocab - 1));
