@@ -10,8 +10,9 @@ namespace {
 
 const CommandRegistrar reg{"info", "print build and machine information", [](CLI::App& sub) {
   return RunFn([] {
-    std::printf("simd: %s (cpu supports %s)\nthreads: %d\n", simd_level_name(simd_level()),
-                simd_level_name(cpu_simd_level()), num_threads());
+    std::printf("simd: %s (cpu supports %s; AQUAKV_SIMD=scalar|avx2|avx512 forces a lower one)\n"
+                "cpu features: %s\nthreads: %d\n", simd_level_name(simd_level()),
+                simd_level_name(cpu_simd_level()), cpu_features().c_str(), num_threads());
     return 0;
   });
 }};

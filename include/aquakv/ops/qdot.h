@@ -1,6 +1,6 @@
 // Quantized dot products: one weight row stored in a GGUF block format times one activation
 // vector. Owns: the 8-bit activation blocks (Q8Act) and the row-dot kernels, scalar reference
-// and AVX2. Not: block byte layouts / dequantization (ops/ggml_types.h) or matrix loops
+// and AVX2 and AVX-512 VNNI versions. Not: block byte layouts / dequantization (ops/ggml_types.h) or matrix loops
 // (ops/matmul.h).
 //
 // Two families:
@@ -51,6 +51,15 @@ void qdot_q8_rows_ref(GgmlType type, const void* row, const Q8Act* x, int64_t n,
 void qdot_q8_rows(GgmlType type, const void* row, const Q8Act* x, int64_t n, int64_t n_act,
                   float* out);
 
+// Dots of n_rows weight rows (row r at rows + r*row_bytes) with one activation vector (decode
+// of one sequence): out[r] = qdot_q8(type, row r, x, n) bit for bit. At the AVX-512 level rows
+// go in groups of 4 that share each activation load and prefetch the next group; elsewhere it
+// is a loop of single dots.
+void qdot_q8_multirow_ref(GgmlType type, const void* rows, int64_t row_bytes, int64_t n_rows,
+                          const Q8Act* x, int64_t n, float* out);
+void qdot_q8_multirow(GgmlType type, const void* rows, int64_t row_bytes, int64_t n_rows,
+                      const Q8Act* x, int64_t n, float* out);
+
 // Dot of one row of any supported type with f32 activations (float path).
 float qdot_f32_ref(GgmlType type, const void* row, const float* x, int64_t n);
 float qdot_f32(GgmlType type, const void* row, const float* x, int64_t n);
@@ -65,6 +74,12 @@ float qdot_q8_avx2(GgmlType type, const void* row, const Q8Act* x, int64_t n);
 void qdot_q8_rows_avx2(GgmlType type, const void* row, const Q8Act* x, int64_t n, int64_t n_act,
                        float* out);
 float dot_f32_avx2(const float* a, const float* b, int64_t n);
+// AVX-512 VNNI kernels (src/ops/qdot_avx512.cpp); only called at SimdLevel::kAvx512.
+float qdot_q8_avx512(GgmlType type, const void* row, const Q8Act* x, int64_t n);
+void qdot_q8_rows_avx512(GgmlType type, const void* row, const Q8Act* x, int64_t n, int64_t n_act,
+                         float* out);
+void qdot_q8_multirow_avx512(GgmlType type, const void* rows, int64_t row_bytes, int64_t n_rows,
+                             const Q8Act* x, int64_t n, float* out);
 }  // namespace detail
 
 }  // namespace aquakv
