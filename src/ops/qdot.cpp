@@ -151,9 +151,6 @@ void qdot_q8_multirow_ref(GgmlType type, const void* rows, int64_t row_bytes, in
 
 void qdot_q8_multirow(GgmlType type, const void* rows, int64_t row_bytes, int64_t n_rows,
                       const Q8Act* x, int64_t n, float* out) {
-  if (simd_at_least(SimdLevel::kAvx512)) {
-    return detail::qdot_q8_multirow_avx512(type, rows, row_bytes, n_rows, x, n, out);
-  }
   const uint8_t* p = static_cast<const uint8_t*>(rows);
   for (int64_t r = 0; r < n_rows; ++r) out[r] = qdot_q8(type, p + r * row_bytes, x, n);
 }

@@ -1,20 +1,27 @@
 // AVX-512 (F, BW, VL, VNNI) kernels of ops/qdot.h for the integer path. Same math as the
 // scalar references in qdot.cpp: per weight block the integer sum of code*activation is exact;
-// only the order of float additions differs (16 lanes, two blocks per step, then a horizontal
-// sum).
+// only the order of float additions differs (8 lanes, two accumulators, then a horizontal sum).
 //
-// Per step, two consecutive 32-value blocks fill one zmm: 64 unsigned codes (u8) against 64
-// activations (s8). vpdpbusd multiplies u8 by s8 and adds groups of 4 into 16 int32 lanes, so
-// lanes 0..7 hold partial sums of block b and lanes 8..15 those of block b+1; the lanes become
-// floats and are scaled by dw*d of their block with one FMA into a float accumulator. Q8_0's
-// codes are signed: they are biased to c+128 (u8) and 128*sum(q), computed with the same
-// instruction against a vector of 128s, is subtracted (still exact integers: |lane| < 2^17).
+// Per 32-value block, 32 unsigned codes (u8) meet 32 activations (s8) in one vpdpbusd (VNNI on
+// 256-bit registers through AVX512VL): it multiplies u8 by s8 and adds groups of 4 into 8 int32
+// lanes, replacing AVX2's maddubs + madd pair. The lanes become floats and are scaled by dw*d
+// with one FMA. Q8_0's codes are signed: they are biased to c+128 (u8) and 128*sum(q), computed
+// with the same instruction against a vector of 128s, is subtracted (exact: |lane| < 2^17).
+// Full 512-bit registers (two blocks per step) were measured slower on decode: the inserts and
+// per-half scale broadcasts they need cost more than they save on these short rows.
 //
-// One template serves three shapes with the same per-(row, activation) operations in the same
-// order, so the results are bit-identical between them: R weight rows x G activation vectors
-// (R=1, G=1: single dot; R=4: several output rows sharing each activation load; G<=4: one
-// weight row for several sequences). Compiled with -ffp-contract=off (CMakeLists.txt) so the
-// scalar terms are never fused differently in different shapes.
+// One template serves R weight rows x G activation vectors with the same per-(row, activation)
+// operations in the same order, so all shapes give bit-identical results: R=1, G=1 is the single
+// dot, G<=4 one weight row for several sequences (batched decode). Compiled with
+// -ffp-contract=off (CMakeLists.txt) so the scalar terms are never fused differently in
+// different shapes.
+//
+// Measured and rejected (bench_decode, docs/RESULTS.md): R=4 rows sharing each activation load
+// on the GGUF row layout, with or without prefetching the next group, was no faster on a
+// cache-resident matrix and ~1.5x slower on a matrix streamed from memory (four interleaved row
+// streams instead of one). Several rows per pass needs the rows repacked so that one load
+// brings a block of every row (issue 16, part 2, not done); qdot_q8_multirow is where such a
+// kernel plugs in.
 #include <immintrin.h>
 
 // GCC 12 warns inside its own AVX-512 intrinsic headers (_mm512_undefined_* placeholders).
@@ -90,54 +97,57 @@ struct Q8_0K {
   static float term(const uint8_t*, const Q8Act&) { return 0.0f; }
 };
 
-inline __m512i pair(__m256i lo, __m256i hi) {
-  return _mm512_inserti64x4(_mm512_zextsi256_si512(lo), hi, 1);
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
 }
 inline __m256i act(const Q8Act& a) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q));
 }
 
 // out[r*G + g] = dot(row r, activation g) over nb blocks. rows[r] and xs[g] point at block 0.
-// pf > 0: prefetch the bytes pf past each block of row 0 (the next group of rows).
+// Even and odd blocks go to two accumulators so that consecutive FMAs do not wait on each other.
 template <typename K, int R, int G>
-void run(const uint8_t* const* rows, const Q8Act* const* xs, int64_t nb, int64_t pf,
-         float* out) {
-  __m512 acc[R][G];
+void run(const uint8_t* const* rows, const Q8Act* const* xs, int64_t nb, float* out) {
+  __m256 acc[2][R][G];
   float s[R][G];
   for (int r = 0; r < R; ++r) {
-    for (int g = 0; g < G; ++g) acc[r][g] = _mm512_setzero_ps(), s[r][g] = 0.0f;
-  }
-  const __m512i bias = _mm512_set1_epi8(int8_t(0x80));
-  const __m512i zero = _mm512_setzero_si512();
-  // One step: blocks b and (when two) b+1; a lone last block leaves the upper half zero.
-  auto step = [&](int64_t b, bool two) {
-    __m512i a[G], corr[G];
     for (int g = 0; g < G; ++g) {
-      a[g] = pair(act(xs[g][b]), two ? act(xs[g][b + 1]) : _mm256_setzero_si256());
-      if constexpr (K::kBiased) corr[g] = _mm512_dpbusd_epi32(zero, bias, a[g]);
+      acc[0][r][g] = acc[1][r][g] = _mm256_setzero_ps();
+      s[r][g] = 0.0f;
     }
-    if (pf > 0) _mm_prefetch(reinterpret_cast<const char*>(rows[0] + b * K::kBytes + pf), _MM_HINT_T0);
+  }
+  const __m256i bias = _mm256_set1_epi8(int8_t(0x80));
+  const __m256i zero = _mm256_setzero_si256();
+  // Block b into accumulator set h (a compile-time index keeps the accumulators in registers).
+  auto step = [&]<int h>(int64_t b) __attribute__((always_inline)) {
+    __m256i a[G], corr[G];
+    for (int g = 0; g < G; ++g) {
+      a[g] = act(xs[g][b]);
+      if constexpr (K::kBiased) corr[g] = _mm256_dpbusd_epi32(zero, bias, a[g]);
+    }
     for (int r = 0; r < R; ++r) {
-      const uint8_t* p0 = rows[r] + b * K::kBytes;
-      const uint8_t* p1 = p0 + K::kBytes;
-      const __m512i w = pair(K::codes(p0), two ? K::codes(p1) : _mm256_setzero_si256());
-      const float d0 = half_at(p0), d1 = two ? half_at(p1) : 0.0f;
+      const uint8_t* p = rows[r] + b * K::kBytes;
+      const __m256i w = K::codes(p);
+      const float dw = half_at(p);
       for (int g = 0; g < G; ++g) {
-        __m512i is = _mm512_dpbusd_epi32(zero, w, a[g]);
-        if constexpr (K::kBiased) is = _mm512_sub_epi32(is, corr[g]);
-        const float sc1 = two ? d1 * xs[g][b + 1].d : 0.0f;
-        const __m512 sc = _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(d0 * xs[g][b].d), _mm512_set1_ps(sc1));
-        acc[r][g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), sc, acc[r][g]);
-        s[r][g] += K::term(p0, xs[g][b]);
-        if (two) s[r][g] += K::term(p1, xs[g][b + 1]);
+        __m256i is = _mm256_dpbusd_epi32(zero, w, a[g]);
+        if constexpr (K::kBiased) is = _mm256_sub_epi32(is, corr[g]);
+        acc[h][r][g] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_set1_ps(dw * xs[g][b].d), acc[h][r][g]);
+        s[r][g] += K::term(p, xs[g][b]);
       }
     }
   };
   int64_t b = 0;
-  for (; b + 2 <= nb; b += 2) step(b, true);
-  if (b < nb) step(b, false);
+  for (; b + 2 <= nb; b += 2) {
+    step.template operator()<0>(b);
+    step.template operator()<1>(b + 1);
+  }
+  if (b < nb) step.template operator()<0>(b);
   for (int r = 0; r < R; ++r) {
-    for (int g = 0; g < G; ++g) out[r * G + g] = _mm512_reduce_add_ps(acc[r][g]) + s[r][g];
+    for (int g = 0; g < G; ++g) out[r * G + g] = hsum(_mm256_add_ps(acc[0][r][g], acc[1][r][g])) + s[r][g];
   }
 }
 
@@ -148,28 +158,11 @@ void rows_with(const uint8_t* p, const Q8Act* x, int64_t nb, int64_t n_act, floa
   int64_t t = 0;
   for (; t + 4 <= n_act; t += 4) {
     const Q8Act* xs[4] = {x + t * nb, x + (t + 1) * nb, x + (t + 2) * nb, x + (t + 3) * nb};
-    run<K, 1, 4>(rows, xs, nb, 0, out + t);
+    run<K, 1, 4>(rows, xs, nb, out + t);
   }
   for (; t < n_act; ++t) {
     const Q8Act* xs[1] = {x + t * nb};
-    run<K, 1, 1>(rows, xs, nb, 0, out + t);
-  }
-}
-
-// Groups of 4 weight rows sharing each activation load, then single rows.
-template <typename K>
-void multirow_with(const uint8_t* p, int64_t row_bytes, int64_t n_rows, const Q8Act* x,
-                   int64_t nb, float* out) {
-  const Q8Act* xs[1] = {x};
-  int64_t r = 0;
-  for (; r + 4 <= n_rows; r += 4) {
-    const uint8_t* rows[4] = {p + r * row_bytes, p + (r + 1) * row_bytes, p + (r + 2) * row_bytes,
-                              p + (r + 3) * row_bytes};
-    run<K, 4, 1>(rows, xs, nb, 4 * row_bytes, out + r);
-  }
-  for (; r < n_rows; ++r) {
-    const uint8_t* rows[1] = {p + r * row_bytes};
-    run<K, 1, 1>(rows, xs, nb, 0, out + r);
+    run<K, 1, 1>(rows, xs, nb, out + t);
   }
 }
 
@@ -191,7 +184,7 @@ float qdot_q8_avx512(GgmlType type, const void* row, const Q8Act* x, int64_t n) 
   float out = 0.0f;
   const uint8_t* rows[1] = {static_cast<const uint8_t*>(row)};
   const Q8Act* xs[1] = {x};
-  with_kernel(type, [&](auto k) { run<decltype(k), 1, 1>(rows, xs, n / 32, 0, &out); });
+  with_kernel(type, [&](auto k) { run<decltype(k), 1, 1>(rows, xs, n / 32, &out); });
   return out;
 }
 
@@ -199,12 +192,6 @@ void qdot_q8_rows_avx512(GgmlType type, const void* row, const Q8Act* x, int64_t
                          int64_t n_act, float* out) {
   const uint8_t* p = static_cast<const uint8_t*>(row);
   with_kernel(type, [&](auto k) { rows_with<decltype(k)>(p, x, n / 32, n_act, out); });
-}
-
-void qdot_q8_multirow_avx512(GgmlType type, const void* rows, int64_t row_bytes, int64_t n_rows,
-                             const Q8Act* x, int64_t n, float* out) {
-  const uint8_t* p = static_cast<const uint8_t*>(rows);
-  with_kernel(type, [&](auto k) { multirow_with<decltype(k)>(p, row_bytes, n_rows, x, n / 32, out); });
 }
 
 }  // namespace aquakv::detail

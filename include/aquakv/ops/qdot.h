@@ -52,9 +52,9 @@ void qdot_q8_rows(GgmlType type, const void* row, const Q8Act* x, int64_t n, int
                   float* out);
 
 // Dots of n_rows weight rows (row r at rows + r*row_bytes) with one activation vector (decode
-// of one sequence): out[r] = qdot_q8(type, row r, x, n) bit for bit. At the AVX-512 level rows
-// go in groups of 4 that share each activation load and prefetch the next group; elsewhere it
-// is a loop of single dots.
+// of one sequence): out[r] = qdot_q8(type, row r, x, n) bit for bit. Today a loop of single
+// dots at every level: on the GGUF row layout, groups of rows sharing each activation load were
+// measured slower (src/ops/qdot_avx512.cpp); a kernel for repacked rows would plug in here.
 void qdot_q8_multirow_ref(GgmlType type, const void* rows, int64_t row_bytes, int64_t n_rows,
                           const Q8Act* x, int64_t n, float* out);
 void qdot_q8_multirow(GgmlType type, const void* rows, int64_t row_bytes, int64_t n_rows,
@@ -78,8 +78,6 @@ float dot_f32_avx2(const float* a, const float* b, int64_t n);
 float qdot_q8_avx512(GgmlType type, const void* row, const Q8Act* x, int64_t n);
 void qdot_q8_rows_avx512(GgmlType type, const void* row, const Q8Act* x, int64_t n, int64_t n_act,
                          float* out);
-void qdot_q8_multirow_avx512(GgmlType type, const void* rows, int64_t row_bytes, int64_t n_rows,
-                             const Q8Act* x, int64_t n, float* out);
 }  // namespace detail
 
 }  // namespace aquakv
