@@ -13,6 +13,7 @@
 
 #include <linux/futex.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -21,6 +22,7 @@
 #include <climits>
 #include <cstdlib>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -214,6 +216,54 @@ Pool& pool() {
 
 std::mutex g_run_mu;
 
+// Whether the cores are shared with other busy processes, judged from the caller's own share
+// of the CPU: over windows of >= 20 ms of wall time, the thread CPU time the calling thread got
+// divided by the wall time. On a machine with idle cores that share is ~1 (spinning counts as
+// running). When other processes keep the cores busy it falls, and a second thread of ours
+// costs more than it brings: every spinning or working worker takes a time slice the caller
+// would otherwise get, and a worker descheduled in the middle of a chunk makes the caller wait
+// for a whole scheduler slice. Below kLow the pool steps aside (regions run inline on the
+// caller, as with one thread, and the workers fall asleep); above kHigh it comes back. The
+// window is measured in both modes, so the pool returns as soon as the machine is free.
+// AQUAKV_ADAPT=0 turns this off (always parallel). Called with g_run_mu held.
+class Contention {
+ public:
+  bool shared() {
+    if (!enabled_) return false;
+    const auto now = Clock::now();
+    if (now - wall0_ < std::chrono::milliseconds(20)) return shared_;
+    const int64_t cpu = thread_cpu_ns();
+    const double wall = double(std::chrono::duration_cast<std::chrono::nanoseconds>(now - wall0_).count());
+    // A window much longer than the decisions it serves spans idle time (the caller blocked on
+    // input between requests), not contention: start over.
+    const bool first = cpu0_ < 0 || now - wall0_ > std::chrono::milliseconds(250);
+    const double share = first ? 1.0 : double(cpu - cpu0_) / wall;
+    wall0_ = now;
+    cpu0_ = cpu;
+    if (!first && share < kLow) shared_ = true;
+    if (!first && share > kHigh) shared_ = false;
+    return shared_;
+  }
+
+ private:
+  static constexpr double kLow = 0.80, kHigh = 0.92;
+  static int64_t thread_cpu_ns() {
+    timespec ts{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+  }
+  bool enabled_ = [] {
+    const char* env = std::getenv("AQUAKV_ADAPT");
+    return env == nullptr || std::string(env) != "0";
+  }();
+  bool shared_ = false;
+  Clock::time_point wall0_{};
+  int64_t cpu0_ = -1;
+};
+
+Contention g_contention;
+uint64_t g_inline_regions = 0;
+
 }  // namespace
 
 void set_num_threads(int n) {
@@ -227,7 +277,9 @@ int num_threads() { return pool().size(); }
 
 PoolStats pool_stats() {
   std::lock_guard<std::mutex> lock(g_run_mu);
-  return pool().stats();
+  PoolStats st = pool().stats();
+  st.inline_regions = g_inline_regions;
+  return st;
 }
 
 void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain) {
@@ -238,6 +290,11 @@ void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, in
     return;
   }
   std::lock_guard<std::mutex> lock(g_run_mu);
+  if (g_contention.shared()) {
+    ++g_inline_regions;
+    fn(0, n);
+    return;
+  }
   Pool::in_worker = true;  // nested parallel_for calls from the caller's slice run inline
   pool().run(n, fn, grain);
   Pool::in_worker = false;

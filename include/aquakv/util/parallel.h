@@ -2,6 +2,9 @@
 // (set once from -t) and their wait statistics. Not: BLAS threading (OpenBLAS keeps its own pool;
 // see set_num_threads). Workers wait for work by spinning for a short while, then sleep on a
 // futex (src/util/parallel.cpp says why); AQUAKV_SPIN_US sets the spin time (default 200).
+// When other processes keep the cores busy (the caller gets < 80% of a CPU), regions run on the
+// caller alone until it gets > 92% again, so -t N is not slower than -t 1 on a shared machine;
+// AQUAKV_ADAPT=0 turns that off.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +21,7 @@ struct PoolStats {
   uint64_t regions = 0;  // parallel_for calls that went to the pool (not run inline)
   uint64_t wait_ns = 0;  // time the calling thread waited for workers after its own slice
   uint64_t sleeps = 0;   // regions whose caller gave up spinning and slept on the futex
+  uint64_t inline_regions = 0;  // regions run on the caller alone: cores busy with other work
 };
 PoolStats pool_stats();
 
