@@ -10,6 +10,7 @@
 
 #include "aquakv/ops/ggml_quantize.h"
 #include "aquakv/ops/matmul.h"
+#include "aquakv/ops/nn.h"
 #include "aquakv/ops/qdot.h"
 #include "aquakv/util/cpu.h"
 #include "aquakv/util/fp16.h"
@@ -257,6 +258,40 @@ TEST(Matmul, PathsMatchReferenceAndThreadCountDoesNotMatter) {
                   << ggml_type_name(t) << " path " << int(path) << " rows " << rows << " n " << n << " r " << r;
             }
           }
+        }
+      }
+    }
+  }
+  set_num_threads(0);
+}
+
+// The fused decode products give the same bits as the separate ones they replace: matmul_many
+// as k matmul calls, matmul_swiglu as two matmuls and swiglu; at 1 and 2 threads, both paths.
+TEST(Matmul, FusedProductsAreBitIdenticalToSeparateOnes) {
+  std::mt19937 rng(7);
+  const int64_t cols = 96;
+  for (GgmlType t : {GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4_K}) {
+    const int64_t c = t == GgmlType::Q4_K ? 256 : cols;
+    const auto da = make_rows(t, 40, c, rng), db = make_rows(t, 24, c, rng), dc = make_rows(t, 24, c, rng);
+    const QMatrix a = view(t, 40, c, da), b = view(t, 24, c, db), u = view(t, 24, c, dc);
+    for (int threads : {1, 2}) {
+      set_num_threads(threads);
+      for (int64_t n : {1, 2, 5}) {
+        const auto x = randn(n * c, rng);
+        for (MatmulPath path : {MatmulPath::kDot, MatmulPath::kGemm}) {
+          std::vector<float> ya(size_t(n * 40)), yb(size_t(n * 24)), fa(ya.size()), fb(yb.size());
+          matmul(a, x.data(), n, ya.data(), path);
+          matmul(b, x.data(), n, yb.data(), path);
+          const QMatrix* ws[2] = {&a, &b};
+          float* ys[2] = {fa.data(), fb.data()};
+          matmul_many(ws, ys, 2, x.data(), n, path);
+          ASSERT_EQ(std::memcmp(ya.data(), fa.data(), ya.size() * 4), 0) << ggml_type_name(t) << " n " << n;
+          ASSERT_EQ(std::memcmp(yb.data(), fb.data(), yb.size() * 4), 0) << ggml_type_name(t) << " n " << n;
+          std::vector<float> yu(yb.size()), h(yb.size()), us(yb.size());
+          matmul(u, x.data(), n, yu.data(), path);
+          swiglu(yb.data(), yu.data(), yb.data(), int64_t(yb.size()));
+          matmul_swiglu(b, u, x.data(), n, h.data(), us.data(), path);
+          ASSERT_EQ(std::memcmp(yb.data(), h.data(), h.size() * 4), 0) << ggml_type_name(t) << " n " << n;
         }
       }
     }

@@ -46,7 +46,7 @@ void dot_rows(const QMatrix& w, const float* x, const Q8Act* xq, int64_t n, floa
   if (qdot_uses_q8(w.type)) {
     // Several activation rows (a decode step of several sequences): each weight row is dotted
     // with all n rows at once, so it is read once per call (bit-identical to n single dots).
-    if (n == 1) {  // one sequence: groups of weight rows share each activation load
+    if (n == 1) {  // one sequence: the multi-row entry point (see ops/qdot.h)
       qdot_q8_multirow(w.type, w.row(r0), w.row_bytes, r1 - r0, xq, cols, y + r0);
       return;
     }
