@@ -228,6 +228,11 @@ std::mutex g_run_mu;
 // AQUAKV_ADAPT=0 turns this off (always parallel). Called with g_run_mu held.
 class Contention {
  public:
+  void set_enabled(bool on) {
+    enabled_ = on;
+    shared_ = false;
+    cpu0_ = -1;
+  }
   bool shared() {
     if (!enabled_) return false;
     const auto now = Clock::now();
@@ -274,6 +279,11 @@ void set_num_threads(int n) {
 }
 
 int num_threads() { return pool().size(); }
+
+void set_parallel_adaptive(bool on) {
+  std::lock_guard<std::mutex> lock(g_run_mu);
+  g_contention.set_enabled(on);
+}
 
 PoolStats pool_stats() {
   std::lock_guard<std::mutex> lock(g_run_mu);

@@ -25,6 +25,10 @@ struct PoolStats {
 };
 PoolStats pool_stats();
 
+// Turns the step-aside on busy cores on or off (default: on unless AQUAKV_ADAPT=0). Tests turn
+// it off so that regions reach the workers whatever the machine's load.
+void set_parallel_adaptive(bool on);
+
 // Runs fn(begin, end) over [0, n) split into contiguous ranges, one per thread, and waits.
 // Ranges are split on multiples of `grain` (except the last). Runs inline when n is small or
 // when called from inside a worker. fn must not throw.
