@@ -120,6 +120,7 @@ class Pool {
     auto finished = [&] { return done_.load(std::memory_order_acquire) == total; };
     if (!spin_until(finished)) {
       ++stats_.sleeps;
+      const auto s0 = Clock::now();
       for (;;) {
         main_sleeping_.store(1, std::memory_order_seq_cst);
         const uint32_t d = done_.load(std::memory_order_seq_cst);
@@ -127,6 +128,7 @@ class Pool {
         futex_wait(done_, d);
       }
       main_sleeping_.store(0, std::memory_order_relaxed);
+      stats_.sleep_ns += uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - s0).count());
     }
     stats_.wait_ns += uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
     ++stats_.regions;
@@ -218,8 +220,8 @@ std::mutex g_run_mu;
 
 // Whether the cores are shared with other busy processes, judged from the caller's own share
 // of the CPU: over windows of >= 20 ms of wall time, the thread CPU time the calling thread got
-// divided by the wall time. On a machine with idle cores that share is ~1 (spinning counts as
-// running). When other processes keep the cores busy it falls, and a second thread of ours
+// (plus the time it slept waiting for its own workers) divided by the wall time. On a machine
+// with idle cores that share is ~1 (spinning counts as running). When other processes keep the cores busy it falls, and a second thread of ours
 // costs more than it brings: every spinning or working worker takes a time slice the caller
 // would otherwise get, and a worker descheduled in the middle of a chunk makes the caller wait
 // for a whole scheduler slice. Below kLow the pool steps aside (regions run inline on the
@@ -233,11 +235,13 @@ class Contention {
     shared_ = false;
     cpu0_ = -1;
   }
-  bool shared() {
+  // slept_ns: the caller's total time asleep waiting for its own workers, counted as running
+  // (waiting for a long chunk of our own is not contention).
+  bool shared(uint64_t slept_ns) {
     if (!enabled_) return false;
     const auto now = Clock::now();
     if (now - wall0_ < std::chrono::milliseconds(20)) return shared_;
-    const int64_t cpu = thread_cpu_ns();
+    const int64_t cpu = thread_cpu_ns() + int64_t(slept_ns);
     const double wall = double(std::chrono::duration_cast<std::chrono::nanoseconds>(now - wall0_).count());
     // A window much longer than the decisions it serves spans idle time (the caller blocked on
     // input between requests), not contention: start over.
@@ -300,7 +304,7 @@ void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, in
     return;
   }
   std::lock_guard<std::mutex> lock(g_run_mu);
-  if (g_contention.shared()) {
+  if (g_contention.shared(pool().stats().sleep_ns)) {
     ++g_inline_regions;
     fn(0, n);
     return;

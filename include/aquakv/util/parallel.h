@@ -21,6 +21,7 @@ struct PoolStats {
   uint64_t regions = 0;  // parallel_for calls that went to the pool (not run inline)
   uint64_t wait_ns = 0;  // time the calling thread waited for workers after its own slice
   uint64_t sleeps = 0;   // regions whose caller gave up spinning and slept on the futex
+  uint64_t sleep_ns = 0;  // the caller's time asleep in those regions (part of wait_ns)
   uint64_t inline_regions = 0;  // regions run on the caller alone: cores busy with other work
 };
 PoolStats pool_stats();
