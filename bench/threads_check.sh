@@ -26,7 +26,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 for ((i = 0; i < ROUNDS; i++)); do
   for t in 1 "$T"; do
-    "$A" bench "${MODEL_ARGS[@]}" -r "$R" -d "$DEPTHS" -p "$P" -n "$N" -t "$t" >>"$tmp/t$t.txt"
+    "$A" bench "${MODEL_ARGS[@]}" --no-cost -r "$R" -d "$DEPTHS" -p "$P" -n "$N" -t "$t" >>"$tmp/t$t.txt"
   done
 done
 grep '^# sync' "$tmp/t$T.txt" || true

@@ -255,6 +255,7 @@ KvShape Model::kv_shape(int64_t max_tokens) const {
   s.max_tokens = max_tokens;
   s.arch = cfg_.arch;
   s.model_hash = meta_hash_;
+  s.rope = cfg_.rope;
   return s;
 }
 
