@@ -68,7 +68,7 @@ float qdot_f32(GgmlType type, const void* row, const float* x, int64_t n);
 float dot_f32(const float* a, const float* b, int64_t n);
 
 namespace detail {
-// AVX2 kernels (src/ops/qdot_avx2.cpp); only called when simd_level() is kAvx2.
+// AVX2 kernels (src/ops/qdot_avx2.cpp); called at kAvx2, and at kAvx512 where no AVX-512 one exists.
 void quantize_q8_avx2(const float* x, Q8Act* out, int64_t n);
 float qdot_q8_avx2(GgmlType type, const void* row, const Q8Act* x, int64_t n);
 void qdot_q8_rows_avx2(GgmlType type, const void* row, const Q8Act* x, int64_t n, int64_t n_act,
