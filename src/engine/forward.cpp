@@ -193,9 +193,10 @@ void Forward::qkv(const LayerWeights& w, int64_t n, MatmulPath mp) {
   parallel_for(n, [&](int64_t a, int64_t b) {
     for (int64_t t = a; t < b; ++t) rms_norm(x + t * d, w.attn_norm.data(), xn + t * d, d, c.norm_eps);
   });
-  matmul(w.wq, xn, n, q, mp);
-  matmul(w.wk, xn, n, k, mp);
-  matmul(w.wv, xn, n, v, mp);
+  // One parallel region for the three projections (decode: one barrier instead of three).
+  const QMatrix* ws[3] = {&w.wq, &w.wk, &w.wv};
+  float* ys[3] = {q, k, v};
+  matmul_many(ws, ys, 3, xn, n, mp);
   add_bias(q, w.bq, n);
   add_bias(k, w.bk, n);
   add_bias(v, w.bv, n);
@@ -238,9 +239,7 @@ void Forward::out_and_ffn(const LayerWeights& w, int64_t n, MatmulPath mp) {
   });
   float* g = sized(s.g, n * c.n_ff);
   float* u = sized(s.u, n * c.n_ff);
-  matmul(w.w_gate, xn, n, g, mp);
-  matmul(w.w_up, xn, n, u, mp);
-  parallel_for(n * c.n_ff, [&](int64_t a, int64_t b) { swiglu(g + a, u + a, g + a, b - a); }, 4096);
+  matmul_swiglu(w.w_gate, w.w_up, xn, n, g, u, mp);  // g = silu(xn Wg^T) * (xn Wu^T)
   matmul(w.w_down, g, n, o, mp);
   add_rows(x, o, n * d);
 }

@@ -109,7 +109,7 @@ void dequantize_row_ref(GgmlType type, const void* src, float* dst, int64_t n) {
 }
 
 void dequantize_row(GgmlType type, const void* src, float* dst, int64_t n) {
-  if (simd_level() == SimdLevel::kAvx2) {
+  if (simd_at_least(SimdLevel::kAvx2)) {
     const auto* p = static_cast<const uint8_t*>(src);
     switch (type) {
       case GgmlType::F16: ggml::dequant_f16_avx2(p, dst, n); return;

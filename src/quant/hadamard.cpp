@@ -137,7 +137,7 @@ std::vector<int8_t> paley_hadamard(int q) {
 void hadamard_transform_scalar(float* x, int64_t n) { transform(x, n, false); }
 
 void hadamard_transform(float* x, int64_t n) {
-  transform(x, n, simd_level() == SimdLevel::kAvx2);
+  transform(x, n, simd_at_least(SimdLevel::kAvx2));
 }
 
 HadamardRotation::HadamardRotation(int64_t n, uint64_t sign_seed) : n_(n), seed_(sign_seed) {
@@ -156,7 +156,7 @@ void HadamardRotation::forward(float* x, int64_t rows) const {
     if (!signs_.empty()) {
       for (int64_t i = 0; i < n_; ++i) v[i] *= signs_[size_t(i)];
     }
-    transform_pm(v, p_, m_, simd_level() == SimdLevel::kAvx2);
+    transform_pm(v, p_, m_, simd_at_least(SimdLevel::kAvx2));
   }
 }
 
@@ -164,7 +164,7 @@ void HadamardRotation::inverse(float* y, int64_t rows, float scale) const {
   if (scale < 0.0f) scale = 1.0f / float(n_);
   for (int64_t r = 0; r < rows; ++r) {
     float* v = y + r * n_;
-    transform_pm(v, p_, m_, simd_level() == SimdLevel::kAvx2);
+    transform_pm(v, p_, m_, simd_at_least(SimdLevel::kAvx2));
     if (!signs_.empty()) {
       for (int64_t i = 0; i < n_; ++i) v[i] *= signs_[size_t(i)] * scale;
     } else if (scale != 1.0f) {
