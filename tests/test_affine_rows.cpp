@@ -1,4 +1,4 @@
-// Tests of ops/affine_rows: AVX2 == scalar reference bit for bit, results independent of row
+// Tests of ops/affine_rows: AVX2 and AVX-512 == scalar reference bit for bit, results independent of row
 // grouping and threads, and close to a float64 reference within a derived bound.
 #include <gtest/gtest.h>
 
@@ -59,6 +59,21 @@ TEST(AffineRows, Avx2EqualsScalarBitForBit) {
       for (size_t i = 0; i < fast.size(); ++i)
         ASSERT_EQ(bits_of(fast[i]), bits_of(ref[i])) << "n=" << n << " out=" << out << " i=" << i;
     }
+}
+
+TEST(AffineRows, Avx512EqualsScalarBitForBit) {
+  if (cpu_simd_level() < SimdLevel::kAvx512) GTEST_SKIP() << "no AVX-512";
+  for (int64_t n : {0, 1, 5, 11, 12, 13, 25, 100, 200})
+    for (int64_t out : {1, 7, 15, 16, 17, 31, 32, 33, 64, 192}) {
+      const Case c = make_case(n, 11, 5, out, uint32_t(n * 137 + out));
+      const int64_t ldy = out + 2;
+      set_simd_level(SimdLevel::kAvx512);
+      const auto fast = run(c, false, 0, n, ldy);
+      const auto ref = run(c, true, 0, n, ldy);
+      for (size_t i = 0; i < fast.size(); ++i)
+        ASSERT_EQ(bits_of(fast[i]), bits_of(ref[i])) << "n=" << n << " out=" << out << " i=" << i;
+    }
+  set_simd_level(cpu_simd_level());
 }
 
 TEST(AffineRows, RowGroupingAndThreadsDoNotChangeBits) {

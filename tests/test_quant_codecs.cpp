@@ -131,7 +131,9 @@ void check_uniform(const Codec& c, const std::vector<float>& x, int bits, bool p
     }
   }
   // With >= 3 bits the rounding error is close to uniform on [-s/2, s/2]: variance s^2/12.
-  if (bits >= 3) EXPECT_NEAR(err / expected, 1.0, 0.2) << c.spec();
+  if (bits >= 3) {
+    EXPECT_NEAR(err / expected, 1.0, 0.2) << c.spec();
+  }
 }
 
 TEST(UniformCodec, PerTokenAndPerChannelErrorBounds) {

@@ -37,19 +37,21 @@ void affine_rows(int64_t n, const AffineInput* inputs, int n_inputs, const float
   if (n <= 0 || n_out <= 0) return;
   int64_t k_total = 0;
   for (int s = 0; s < n_inputs; ++s) k_total += inputs[s].k;
-  const bool avx2 = simd_at_least(SimdLevel::kAvx2);
+  const bool avx2 = simd_at_least(SimdLevel::kAvx2), avx512 = simd_at_least(SimdLevel::kAvx512);
   auto body = [&](int64_t r0, int64_t r1) {
-    if (avx2) {
+    if (avx512) {
+      detail::affine_rows_avx512(r0, r1, inputs, n_inputs, w, n_out, bias, y, ldy);
+    } else if (avx2) {
       detail::affine_rows_avx2(r0, r1, inputs, n_inputs, w, n_out, bias, y, ldy);
     } else {
       ref_rows(r0, r1, inputs, n_inputs, w, n_out, bias, y, ldy);
     }
   };
-  // Threads only pay off above ~1 MFLOP; row ranges are multiples of the 6-row tile.
+  // Threads only pay off above ~1 MFLOP; row ranges are multiples of the 6- and 12-row tiles.
   if (n * k_total * n_out < (int64_t(1) << 20)) {
     body(0, n);
   } else {
-    parallel_for(n, body, 48);
+    parallel_for(n, body, 96);
   }
 }
 

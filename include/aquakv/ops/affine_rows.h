@@ -23,7 +23,7 @@ struct AffineInput {
 
 // Y (n, n_out, row stride ldy) = concat(inputs) (n, K) * W (K, n_out row-major) + bias (n_out, or
 // nullptr for zero), K = sum of the inputs' k. Blocked over rows and columns (6x16 register
-// tiles on AVX2) and spread over threads for large n.
+// tiles on AVX2, 12x32 on AVX-512) and spread over threads for large n.
 void affine_rows(int64_t n, const AffineInput* inputs, int n_inputs, const float* w,
                  int64_t n_out, const float* bias, float* y, int64_t ldy);
 
@@ -35,6 +35,9 @@ namespace detail {
 // AVX2+FMA kernel for rows [r0, r1) (defined in affine_rows_avx2.cpp).
 void affine_rows_avx2(int64_t r0, int64_t r1, const AffineInput* inputs, int n_inputs,
                       const float* w, int64_t n_out, const float* bias, float* y, int64_t ldy);
+// AVX-512 kernel, 12x32 tiles (affine_rows_avx512.cpp); same order, same bits.
+void affine_rows_avx512(int64_t r0, int64_t r1, const AffineInput* inputs, int n_inputs,
+                        const float* w, int64_t n_out, const float* bias, float* y, int64_t ldy);
 }  // namespace detail
 
 }  // namespace aquakv
