@@ -21,7 +21,6 @@ import sys
 import numpy as np
 from gguf import GGUFReader
 from gguf.quants import dequantize
-from llama_cpp import Llama
 
 MODEL = sys.argv[1] if len(sys.argv) > 1 else os.path.expanduser(
     "~/.cache/aquakv/models/SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -42,24 +41,36 @@ TEXTS = [
 
 
 class Exact:
-    """float64 reference forward pass of a llama-architecture GGUF."""
+    """float64 reference forward pass of a llama- or gemma3-architecture GGUF.
+
+    gemma3 as llama.cpp reads it: embeddings times sqrt(d_model); per-head RMSNorm of q and k
+    (attn_q_norm / attn_k_norm) before RoPE; NeoX RoPE (pairs (i, i + hd/2)) with base 10000 on
+    sliding-window layers and the file's base on every 6th layer (l % 6 == 5), which attends to
+    all positions while the others see the last `sliding_window` ones; the attention and FFN
+    outputs RMS-normalized (post_attention_norm / post_ffw_norm) before the residual add;
+    GeGLU with the tanh form of gelu; scores scaled by 1/sqrt(head_dim); an optional final
+    soft-cap. Norm weights are used as stored (the converter has added Gemma's +1)."""
 
     def __init__(self, path):
         r = GGUFReader(path)
         self.t = {t.name: t for t in r.tensors}
+        self.arch = bytes(r.fields["general.architecture"].parts[-1]).decode()
+        assert self.arch in ("llama", "gemma3"), self.arch
 
         def field(k, default=None):
-            f = r.fields.get("llama." + k)
+            f = r.fields.get(self.arch + "." + k)
             return default if f is None else f.parts[f.data[0]][0]
 
-        assert bytes(r.fields["general.architecture"].parts[-1]).decode() == "llama"
+        self.gemma = self.arch == "gemma3"
         self.n_layers = int(field("block_count"))
         self.n_heads = int(field("attention.head_count"))
         self.n_kv = int(field("attention.head_count_kv", self.n_heads))
         self.d = int(field("embedding_length"))
-        self.hd = self.d // self.n_heads
+        self.hd = int(field("attention.key_length", self.d // self.n_heads))
         self.eps = float(field("attention.layer_norm_rms_epsilon"))
         self.base = float(field("rope.freq_base", 10000.0))
+        self.window = int(field("attention.sliding_window", 0)) if self.gemma else 0
+        self.softcap = float(field("final_logit_softcapping", 0.0)) if self.gemma else 0.0
         self.cache = {}
 
     def w(self, name):
@@ -71,41 +82,73 @@ class Exact:
     def rms(self, x, name):
         return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * self.w(name)
 
-    def logits(self, ids):
-        n, hd, grp = len(ids), self.hd, self.n_heads // self.n_kv
-        x = self.w("token_embd.weight")[ids].copy()
-        theta = np.arange(n)[:, None] * self.base ** (-2.0 * np.arange(hd // 2) / hd)
+    def is_swa(self, l):
+        return self.window > 0 and l % 6 != 5
+
+    def rope_fn(self, n, base):
+        hd = self.hd
+        theta = np.arange(n)[:, None] * base ** (-2.0 * np.arange(hd // 2) / hd)
         cos, sin = np.cos(theta)[:, None, :], np.sin(theta)[:, None, :]
 
-        def rope(a):  # (n, heads, hd); pairs (2i, 2i+1)
-            e, o = a[..., 0::2], a[..., 1::2]
+        def rope(a):  # (n, heads, hd)
+            if self.gemma:  # NeoX: pairs (i, i + hd/2)
+                e, o = a[..., : hd // 2], a[..., hd // 2:]
+                return np.concatenate([e * cos - o * sin, e * sin + o * cos], axis=-1)
+            e, o = a[..., 0::2], a[..., 1::2]  # pairs (2i, 2i+1)
             out = np.empty_like(a)
             out[..., 0::2] = e * cos - o * sin
             out[..., 1::2] = e * sin + o * cos
             return out
+        return rope
 
-        mask = np.triu(np.full((n, n), -np.inf), 1)
+    def logits(self, ids):
+        n, hd, grp = len(ids), self.hd, self.n_heads // self.n_kv
+        x = self.w("token_embd.weight")[ids].copy()
+        if self.gemma:
+            x *= np.sqrt(self.d)
+        rope_global = self.rope_fn(n, self.base)
+        rope_local = self.rope_fn(n, 10000.0)
+        causal = np.triu(np.full((n, n), -np.inf), 1)
+        local = causal.copy()
+        if self.window > 0:  # query t sees keys u with t - u < window
+            local[np.tril(np.ones((n, n), dtype=bool), -self.window)] = -np.inf
         for l in range(self.n_layers):
             p = f"blk.{l}."
+            rope = rope_local if self.is_swa(l) else rope_global
+            mask = local if self.is_swa(l) else causal
             xn = self.rms(x, p + "attn_norm.weight")
-            q = rope((xn @ self.w(p + "attn_q.weight").T).reshape(n, self.n_heads, hd))
-            k = rope((xn @ self.w(p + "attn_k.weight").T).reshape(n, self.n_kv, hd))
+            q = (xn @ self.w(p + "attn_q.weight").T).reshape(n, self.n_heads, hd)
+            k = (xn @ self.w(p + "attn_k.weight").T).reshape(n, self.n_kv, hd)
             v = (xn @ self.w(p + "attn_v.weight").T).reshape(n, self.n_kv, hd)
+            if self.gemma:
+                q = self.rms(q, p + "attn_q_norm.weight")
+                k = self.rms(k, p + "attn_k_norm.weight")
+            q, k = rope(q), rope(k)
             o = np.empty((n, self.n_heads, hd))
             for h in range(self.n_heads):
                 s = q[:, h] @ k[:, h // grp].T / np.sqrt(hd) + mask
                 s = np.exp(s - s.max(1, keepdims=True))
                 o[:, h] = (s / s.sum(1, keepdims=True)) @ v[:, h // grp]
-            x = x + o.reshape(n, -1) @ self.w(p + "attn_output.weight").T
+            a = o.reshape(n, -1) @ self.w(p + "attn_output.weight").T
+            x = x + (self.rms(a, p + "post_attention_norm.weight") if self.gemma else a)
             xn = self.rms(x, p + "ffn_norm.weight")
             g = xn @ self.w(p + "ffn_gate.weight").T
             u = xn @ self.w(p + "ffn_up.weight").T
-            x = x + (g / (1 + np.exp(-g)) * u) @ self.w(p + "ffn_down.weight").T
+            if self.gemma:
+                act = 0.5 * g * (1 + np.tanh(np.sqrt(2 / np.pi) * (g + 0.044715 * g ** 3)))
+            else:
+                act = g / (1 + np.exp(-g))
+            f = (act * u) @ self.w(p + "ffn_down.weight").T
+            x = x + (self.rms(f, p + "post_ffw_norm.weight") if self.gemma else f)
         out = self.w("output.weight") if "output.weight" in self.t else self.w("token_embd.weight")
-        return self.rms(x, "output_norm.weight") @ out.T
+        lo = self.rms(x, "output_norm.weight") @ out.T
+        if self.softcap > 0:
+            lo = self.softcap * np.tanh(lo / self.softcap)
+        return lo
 
 
 def main():
+    from llama_cpp import Llama  # here, so that Exact can be imported without it
     llm = Llama(model_path=MODEL, n_ctx=1024, n_threads=2, n_batch=512, logits_all=True,
                 verbose=False, seed=0)
     exact = Exact(MODEL)
