@@ -51,6 +51,13 @@ std::string read_text(const std::string& path) {
   return s.str();
 }
 
+std::vector<ChatMessage> with_system(const Opts& o, const std::string& text) {
+  std::vector<ChatMessage> msgs;
+  if (!o.system.empty()) msgs.push_back({"system", o.system});
+  msgs.push_back({"user", text});
+  return msgs;
+}
+
 // The prompt text: the user's (or the built-in) message, through the chat template when asked.
 std::string prompt_text(const Opts& o, const Model& model, bool& chat) {
   std::string text = o.file.empty() ? o.prompt : read_text(o.file);
@@ -62,15 +69,19 @@ std::string prompt_text(const Opts& o, const Model& model, bool& chat) {
     fmt = chat_format_from_name(o.chat_template);
   } else {
     const auto src = model.gguf().get_string_opt("tokenizer.chat_template");
+    const std::string& arch = model.config().arch;
+    if (!src && chat_format_for_arch(arch)) {
+      fmt = *chat_format_for_arch(arch);
+      std::fprintf(stderr, "aquakv: the model has no tokenizer.chat_template; using the %s format of architecture %s\n",
+                   chat_format_name(fmt), arch.c_str());
+      return render_chat(fmt, with_system(o, text), true);
+    }
     if (!src) fail("{}: the model has no tokenizer.chat_template; pass --chat-template chatml (or llama3, ...)", model.path());
     const auto d = detect_chat_format(*src);
     if (!d) fail("{}: tokenizer.chat_template is not a template aquakv recognizes; pass --chat-template NAME", model.path());
     fmt = *d;
   }
-  std::vector<ChatMessage> msgs;
-  if (!o.system.empty()) msgs.push_back({"system", o.system});
-  msgs.push_back({"user", text});
-  return render_chat(fmt, msgs, true);
+  return render_chat(fmt, with_system(o, text), true);
 }
 
 int run(const Opts& o) {
