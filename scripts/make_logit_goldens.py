@@ -10,8 +10,14 @@
    Its argmax and top-2 margin are stored for every position, and for the full-row positions
    its logits at every EXACT_STRIDE-th vocabulary id (logits_golden_exact.f32, little-endian).
 
+For a gemma3 model (`--gemma`) the files go to tests/data/gemma3/ with Gemma's chat markers, the
+prompts start with BOS (the model's add_bos_token), a fourth prompt of about 800 tokens crosses
+the 512-token sliding window, and both kinds of rows are stored at every 64th vocabulary id
+(LLAMA_STRIDE and EXACT_STRIDE in the JSON; the full rows of 262,144 logits would be 0.5 MB each).
+
 Run in the reference venv (scripts/ref_venv.sh):
   ~/.cache/aquakv/ref-venv/bin/python scripts/make_logit_goldens.py [MODEL.gguf]
+  ~/.cache/aquakv/ref-venv/bin/python scripts/make_logit_goldens.py --gemma GEMMA3.gguf
 """
 import hashlib
 import json
@@ -22,12 +28,16 @@ import numpy as np
 from gguf import GGUFReader
 from gguf.quants import dequantize
 
-MODEL = sys.argv[1] if len(sys.argv) > 1 else os.path.expanduser(
+GEMMA = len(sys.argv) > 2 and sys.argv[1] == "--gemma"
+MODEL = sys.argv[-1] if len(sys.argv) > 1 else os.path.expanduser(
     "~/.cache/aquakv/models/SmolLM2-135M-Instruct.Q4_1.gguf")
 OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data")
+if GEMMA:
+    OUT_DIR = os.path.join(OUT_DIR, "gemma3")
 TOP_K = 8
 GREEDY_TOKENS = 16
-EXACT_STRIDE = 12
+EXACT_STRIDE = 64 if GEMMA else 12
+LLAMA_STRIDE = 64 if GEMMA else 1
 
 TEXTS = [
     "The capital of France is",
@@ -38,6 +48,10 @@ TEXTS = [
      "Numbers like 3.14159, 2718 and 1,000,000 appear too; so do words in other scripts: "
      "Здравствуй мир, こんにちは世界, and an emoji 🙂. " * 3),
 ]
+if GEMMA:
+    TEXTS[1] = "<start_of_turn>user\nWrite a short poem about the sea.<end_of_turn>\n<start_of_turn>model\n"
+    TEXTS.append(open(os.path.join(os.environ.get("AQUAKV_SHARED_DIR", "/work/shared"),
+                                   "data/wikitext-2-raw-test.txt"), encoding="utf-8").read()[:3600])
 
 
 class Exact:
@@ -149,12 +163,12 @@ class Exact:
 
 def main():
     from llama_cpp import Llama  # here, so that Exact can be imported without it
-    llm = Llama(model_path=MODEL, n_ctx=1024, n_threads=2, n_batch=512, logits_all=True,
+    llm = Llama(model_path=MODEL, n_ctx=2048 if GEMMA else 1024, n_threads=2, n_batch=512, logits_all=True,
                 verbose=False, seed=0)
     exact = Exact(MODEL)
     prompts, rows, exact_rows = [], [], []
     for text in TEXTS:
-        ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        ids = llm.tokenize(text.encode("utf-8"), add_bos=GEMMA, special=True)
         llm.reset()
         llm.eval(ids)
         scores = np.array(llm.scores[: len(ids)], dtype=np.float32)
@@ -165,7 +179,7 @@ def main():
             order = np.argsort(-scores[p], kind="stable")[:TOP_K]
             top.append({"ids": [int(i) for i in order], "logits": [float(scores[p][i]) for i in order]})
         for p in full_pos:
-            rows.append(scores[p].astype(np.float16))
+            rows.append(scores[p, ::LLAMA_STRIDE].astype(np.float16))
         ex = exact.logits(ids)
         ex_sorted = np.sort(ex, axis=1)
         exact_top1 = [int(i) for i in ex.argmax(1)]
@@ -187,6 +201,7 @@ def main():
     meta = {"model": os.path.basename(MODEL), "model_sha256": model_sha,
             "reference": "llama-cpp-python " + __import__("llama_cpp").__version__,
             "n_vocab": int(llm.n_vocab()), "top_k": TOP_K, "exact_stride": EXACT_STRIDE,
+            **({"llama_stride": LLAMA_STRIDE} if GEMMA else {}),
             "prompts": prompts}
     os.makedirs(OUT_DIR, exist_ok=True)
     exact_blob = np.stack(exact_rows).astype("<f4").tobytes()
