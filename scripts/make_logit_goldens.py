@@ -18,6 +18,7 @@ the 512-token sliding window, and both kinds of rows are stored at every 64th vo
 Run in the reference venv (scripts/ref_venv.sh):
   ~/.cache/aquakv/ref-venv/bin/python scripts/make_logit_goldens.py [MODEL.gguf]
   ~/.cache/aquakv/ref-venv/bin/python scripts/make_logit_goldens.py --gemma GEMMA3.gguf
+  ... --gemma --exact-only GEMMA3.gguf   (no llama.cpp: float64 rows only, ids from aquakv)
 """
 import hashlib
 import json
@@ -28,10 +29,15 @@ import numpy as np
 from gguf import GGUFReader
 from gguf.quants import dequantize
 
-GEMMA = len(sys.argv) > 2 and sys.argv[1] == "--gemma"
-MODEL = sys.argv[-1] if len(sys.argv) > 1 else os.path.expanduser(
+ARGS = sys.argv[1:]
+EXACT_ONLY = "--exact-only" in ARGS
+GEMMA = "--gemma" in ARGS
+ARGS = [a for a in ARGS if a not in ("--gemma", "--exact-only")]
+assert GEMMA or not EXACT_ONLY, "--exact-only is for --gemma"
+MODEL = ARGS[0] if ARGS else os.path.expanduser(
     "~/.cache/aquakv/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT_DIR = os.path.join(ROOT, "tests", "data")
 if GEMMA:
     OUT_DIR = os.path.join(OUT_DIR, "gemma3")
 TOP_K = 8
@@ -161,58 +167,79 @@ class Exact:
         return lo
 
 
+def aquakv_ids(text):
+    """Token ids from aquakv's tokenizer (build/aquakv, or $AQUAKV): only for --exact-only."""
+    import subprocess
+    binary = os.environ.get("AQUAKV", os.path.join(ROOT, "build", "aquakv"))
+    out = subprocess.check_output([binary, "tokenize", "-m", MODEL, "-p", text, "--ids"])
+    return json.loads(out)
+
+
 def main():
-    from llama_cpp import Llama  # here, so that Exact can be imported without it
-    llm = Llama(model_path=MODEL, n_ctx=2048 if GEMMA else 1024, n_threads=2, n_batch=512, logits_all=True,
-                verbose=False, seed=0)
+    # --exact-only (gemma3): no llama.cpp; the prompts' ids come from aquakv's tokenizer (the
+    # forward pass is checked for given ids, so their origin does not matter there) and only the
+    # float64 rows are written. Rerun without it once llama-cpp-python is available.
+    llm = None
+    if not EXACT_ONLY:
+        from llama_cpp import Llama  # here, so that Exact can be imported without it
+        llm = Llama(model_path=MODEL, n_ctx=2048 if GEMMA else 1024, n_threads=2, n_batch=512,
+                    logits_all=True, verbose=False, seed=0)
     exact = Exact(MODEL)
     prompts, rows, exact_rows = [], [], []
     for text in TEXTS:
-        ids = llm.tokenize(text.encode("utf-8"), add_bos=GEMMA, special=True)
-        llm.reset()
-        llm.eval(ids)
-        scores = np.array(llm.scores[: len(ids)], dtype=np.float32)
+        if llm is None:
+            ids = aquakv_ids(text)
+        else:
+            ids = llm.tokenize(text.encode("utf-8"), add_bos=GEMMA, special=True)
         n = len(ids)
         full_pos = sorted(set([0, 1, n // 2, n - 1]))
-        top = []
-        for p in range(n):
-            order = np.argsort(-scores[p], kind="stable")[:TOP_K]
-            top.append({"ids": [int(i) for i in order], "logits": [float(scores[p][i]) for i in order]})
-        for p in full_pos:
-            rows.append(scores[p, ::LLAMA_STRIDE].astype(np.float16))
+        prompt = {"text": text, "ids": [int(i) for i in ids], "full_positions": full_pos}
+        if llm is not None:
+            llm.reset()
+            llm.eval(ids)
+            scores = np.array(llm.scores[: len(ids)], dtype=np.float32)
+            top = []
+            for p in range(n):
+                order = np.argsort(-scores[p], kind="stable")[:TOP_K]
+                top.append({"ids": [int(i) for i in order],
+                            "logits": [float(scores[p][i]) for i in order]})
+            for p in full_pos:
+                rows.append(scores[p, ::LLAMA_STRIDE].astype(np.float16))
+            # Greedy continuation (llama.cpp decodes one token at a time after the prompt).
+            greedy = []
+            for _ in range(GREEDY_TOKENS):
+                nxt = int(np.argmax(np.array(llm.scores[llm.n_tokens - 1])))
+                greedy.append(nxt)
+                llm.eval([nxt])
+            prompt.update({"top": top, "greedy": greedy})
         ex = exact.logits(ids)
         ex_sorted = np.sort(ex, axis=1)
-        exact_top1 = [int(i) for i in ex.argmax(1)]
-        exact_margin = [float(m) for m in ex_sorted[:, -1] - ex_sorted[:, -2]]
+        prompt["exact_top1"] = [int(i) for i in ex.argmax(1)]
+        prompt["exact_margin"] = [float(m) for m in ex_sorted[:, -1] - ex_sorted[:, -2]]
         for p in full_pos:
             exact_rows.append(ex[p, ::EXACT_STRIDE].astype(np.float32))
-        # Greedy continuation (llama.cpp decodes one token at a time after the prompt).
-        greedy = []
-        for _ in range(GREEDY_TOKENS):
-            nxt = int(np.argmax(np.array(llm.scores[llm.n_tokens - 1])))
-            greedy.append(nxt)
-            llm.eval([nxt])
-        prompts.append({"text": text, "ids": [int(i) for i in ids], "full_positions": full_pos,
-                        "top": top, "greedy": greedy,
-                        "exact_top1": exact_top1, "exact_margin": exact_margin})
-    blob = np.stack(rows).astype("<f2").tobytes()
+        prompts.append(prompt)
+        print(f"prompt {len(prompts)}: {n} tokens", file=sys.stderr)
     with open(MODEL, "rb") as f:
         model_sha = hashlib.sha256(f.read()).hexdigest()
     meta = {"model": os.path.basename(MODEL), "model_sha256": model_sha,
-            "reference": "llama-cpp-python " + __import__("llama_cpp").__version__,
-            "n_vocab": int(llm.n_vocab()), "top_k": TOP_K, "exact_stride": EXACT_STRIDE,
+            "reference": ("exact float64 only; ids from aquakv tokenize" if llm is None else
+                          "llama-cpp-python " + __import__("llama_cpp").__version__),
+            "n_vocab": int(exact.t["token_embd.weight"].shape[1]), "top_k": TOP_K,
+            "exact_stride": EXACT_STRIDE,
             **({"llama_stride": LLAMA_STRIDE} if GEMMA else {}),
             "prompts": prompts}
     os.makedirs(OUT_DIR, exist_ok=True)
-    exact_blob = np.stack(exact_rows).astype("<f4").tobytes()
-    for name, data, mode in (("logits_golden.f16", blob, "wb"),
-                             ("logits_golden_exact.f32", exact_blob, "wb"),
-                             ("logits_golden.json", json.dumps(meta, indent=1), "w")):
+    files = [("logits_golden_exact.f32", np.stack(exact_rows).astype("<f4").tobytes(), "wb"),
+             ("logits_golden.json", json.dumps(meta, indent=1), "w")]
+    if llm is not None:
+        files.append(("logits_golden.f16", np.stack(rows).astype("<f2").tobytes(), "wb"))
+    for name, data, mode in files:
         path = os.path.join(OUT_DIR, name)
         with open(path + ".tmp", mode) as f:
             f.write(data)
         os.replace(path + ".tmp", path)
-    print(f"wrote {len(prompts)} prompts, {len(rows)} full rows")
+    print(f"wrote {len(prompts)} prompts, {len(rows)} llama.cpp rows, {len(exact_rows)} exact rows")
 
 
 if __name__ == "__main__":
