@@ -1,5 +1,6 @@
 // AQUA-KV on the real model (needs AQUAKV_MODEL): with quantization off and zero predictors the
-// compressed cache gives exactly the fp16 cache's logits; predictors calibrated on a little text
+// compressed cache gives the logits of the same cache without predictors (same stored values,
+// only the tiling of attention differs) and, within fp16 rounding, the fp16 cache's; predictors calibrated on a little text
 // beat plain HIGGS at the same bits (KL to the fp16 logits); the model fingerprint reacts to
 // weights and hyper-parameters, not to tokenizer metadata; --kv aquakv:FILE refuses adapters of
 // a same-shape model with another fingerprint.
@@ -7,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -72,6 +74,12 @@ class AquaModelTest : public testing::RealModelTest {
   }
 };
 
+// The plain fp16 cache rounds keys to fp16 after RoPE, the compressed cache before it (its
+// predictors work on un-rotated keys): each key element differs by at most 2^-11 relative, the
+// size of the f16 flips that StepSizesAgreeWithDefaultPaths (test_forward.cpp) bounds by 0.05
+// on logits. Against the same compressed cache without predictors (identical stored values;
+// rebuilt rows read as one f32 segment instead of per-chunk tiles) only f32 summation order
+// differs, which the 8-bit activation rounding of the dot path can amplify to the same 0.05.
 TEST_F(AquaModelTest, QuantizationOffAndZeroPredictorsGiveFp16Logits) {
   const auto ids = text_tokens(120, 0);
   auto plain = make_cache("fp16", model_->kv_shape(256));
@@ -95,13 +103,20 @@ TEST_F(AquaModelTest, QuantizationOffAndZeroPredictorsGiveFp16Logits) {
   o.sinks = 4;
   o.buffer = 16;  // several chunks in 120 tokens
   o.key_codec = o.value_codec = half;
+  auto no_pred = make_compressed_cache(shape, o);
+  const auto base = run(*no_pred, ids, 16);
   o.adapters = zero;
   auto cache = make_compressed_cache(shape, o);
   const auto got = run(*cache, ids, 16);
   ASSERT_EQ(got.size(), ref.size());
-  int64_t diff = 0;
-  for (size_t i = 0; i < ref.size(); ++i) diff += std::memcmp(&got[i], &ref[i], 4) != 0;
-  EXPECT_EQ(diff, 0) << "logits differ from the fp16 cache";
+  double d_base = 0, d_fp16 = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    d_base = std::max(d_base, double(std::fabs(got[i] - base[i])));
+    d_fp16 = std::max(d_fp16, double(std::fabs(got[i] - ref[i])));
+  }
+  std::printf("zero predictors vs no predictors: max |dlogit| %.2e; vs fp16 cache %.2e\n", d_base, d_fp16);
+  EXPECT_LT(d_base, 0.05);
+  EXPECT_LT(d_fp16, 0.05);
   EXPECT_LT(cache->live_bytes(), plain->live_bytes() * 2);
 }
 

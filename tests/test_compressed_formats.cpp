@@ -54,14 +54,8 @@ std::vector<std::vector<float>> feed(KvCache& c, int64_t T, int64_t step, const 
   return views;
 }
 
-// A --kv spelling split as the cache factory does: "name:args" or "name,options" (the options
-// keep their leading ',').
-std::unique_ptr<KvCache> make_spec(const std::string& spec) {
-  const auto cut = spec.find_first_of(":,");
-  const std::string name = spec.substr(0, cut);
-  const std::string args = cut == std::string::npos ? "" : spec.substr(spec[cut] == ':' ? cut + 1 : cut);
-  return make_compressed_format(name, args, shape());
-}
+// A --kv spelling through the registry (kv/cache_factory.h).
+std::unique_ptr<KvCache> make_spec(const std::string& spec) { return make_cache(spec, shape()); }
 
 std::vector<float> randn(int64_t n, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -152,7 +146,7 @@ TEST(CompressedFormats, HiggsChainEqualsCacheBitForBit) {
   EXPECT_GT(st[1].k_val, 0.6);
   const std::string path = (std::filesystem::temp_directory_path() / ("aqkv_fmt_" + std::to_string(getpid()))).string();
   save_adapters(a, path);
-  auto cache = make_compressed_format("aquakv", path + ",p=0,b=1", shape());
+  auto cache = make_cache("aquakv:" + path + ",p=0,b=1", shape());
   std::vector<float> xs(size_t(2 * kL * rows * kC));
   for (int l = 0; l < kL; ++l)
     for (int64_t i = 0; i < rows * kC; ++i) {
@@ -176,7 +170,7 @@ TEST(CompressedFormats, HiggsChainEqualsCacheBitForBit) {
   KvShape other = shape();
   other.n_layers = kL + 1;
   try {
-    make_compressed_format("aquakv", path, other);
+    make_cache("aquakv:" + path, other);
     ADD_FAILURE() << "accepted adapters for another layer count";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("layers"), std::string::npos) << e.what();
@@ -238,11 +232,11 @@ TEST(CompressedFormats, AquakvChecksTheModelIdentity) {
 
 TEST(CompressedFormats, RefusesBadSpecs) {
   const std::pair<std::string, std::string> bad[] = {
-      {"higgs", ",p=x"}, {"higgs", ",q=1"}, {"higgs", ",b=0"}, {"higgs", ",p"}, {"higgs2", "2x16"},
-      {"higgs", "2y16"}, {"aquakv", ""}, {"aquakv", "/nonexistent/file"}, {"kivi2", ",k=bogus"},
+      {"higgs", ",p=x"}, {"higgs", ",q=1"}, {"higgs", ",b=0"}, {"higgs", ",p"}, {"higgs2", ":2x16"},
+      {"higgs", ":2y16"}, {"aquakv", ""}, {"aquakv", ":/nonexistent/file"}, {"kivi2", ",k=bogus"},
   };
   for (const auto& [name, args] : bad) {
-    EXPECT_THROW(make_compressed_format(name, args, shape()), Error) << name << args;
+    EXPECT_THROW(make_cache(name + args, shape()), Error) << name << args;
   }
 }
 

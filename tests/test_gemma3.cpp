@@ -51,8 +51,11 @@ const Golden& golden() {
   return g;
 }
 
-// Bounds (docs/RESULTS.md, "Gemma 3"): measured worst cases with margin.
-constexpr double kExactBound = 100;
+// Bounds (docs/RESULTS.md, "Gemma 3"): measured worst cases with margin. Against the exact
+// reference the measured worst |d logit| is 0.012 (rms 0.002) over the 16 stored rows; 0.05
+// leaves 4x margin while a real error moves logits by units (without the sliding-window mask
+// past position 512 the worst difference was 9.3).
+constexpr double kExactBound = 0.05;
 constexpr double kLlamaRowBound = 100, kLlamaTopP99Bound = 100, kLlamaRmsBound = 100;
 
 int64_t argmax(const float* x, int64_t n) { return std::max_element(x, x + n) - x; }
@@ -119,8 +122,7 @@ TEST_F(Gemma3Test, ConfigFromMetadata) {
 
 // Against the exact float64 evaluation (prefill: f32 activations times exactly dequantized
 // weights, K/V stored in f16). The differences are f32 rounding and the f16 rounding of K and V
-// (relative 2^-11 per element) carried through 18 layers whose residual stream is ~sqrt(640)
-// times the embeddings; the bound is argued in docs/RESULTS.md from the measured worst case.
+// (relative 2^-11 per element) carried through 18 layers.
 // Top-1 must agree wherever the exact top-2 margin exceeds 0.2.
 TEST_F(Gemma3Test, MatchesExactFloat64Reference) {
   const Golden& g = golden();

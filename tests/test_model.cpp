@@ -307,7 +307,7 @@ TEST(Model, Gemma3MatchesFloat64) {
   s.layers = 7;
   s.heads = 4;
   s.kv = 1;
-  s.window = 30;  // TEMP until the cache applies windows
+  s.window = 3;
   check_forward(s);
   s.softcap = 2.5f;
   s.tied = false;

@@ -5,7 +5,7 @@
 
 namespace aquakv {
 
-RecordingCache::RecordingCache(const KvShape& shape) : shape_(shape) {
+RecordingCache::RecordingCache(const KvShape& shape) : shape_(shape), rope_(shape) {
   if (shape.n_layers <= 0 || shape.width() <= 0 || shape.max_tokens <= 0)
     fail("recording cache: invalid shape ({} layers, width {}, {} tokens)", shape.n_layers, shape.width(), shape.max_tokens);
 }
@@ -27,6 +27,7 @@ int RecordingCache::add_sequence() {
 void RecordingCache::clear(int seq) {
   Seq& s = at(seq);
   s.n_tokens = 0;
+  std::vector<int32_t>().swap(s.pos);
   for (auto& x : s.k) std::vector<float>().swap(x);  // release: windows are done with
   for (auto& x : s.v) std::vector<float>().swap(x);
 }
@@ -39,6 +40,23 @@ void RecordingCache::begin_step(int seq, int64_t n) {
     fail("recording cache: sequence {} holds {} tokens, a step of {} exceeds {}", seq, s.n_tokens, n, shape_.max_tokens);
   cur_ = seq;
   step_n_ = n;
+  s.pos.resize(size_t(s.n_tokens + n));
+  for (int64_t i = 0; i < n; ++i) s.pos[size_t(s.n_tokens + i)] = int32_t(s.n_tokens + i);
+  rope_.ensure(s.n_tokens + n);
+}
+
+void RecordingCache::attend(int layer, const KvAttention& a) {
+  if (a.observer != nullptr) return attend_reference(*this, layer, a);
+  Seq& s = at(cur_);
+  if (a.n != step_n_) fail("recording cache: attention for {} queries in a step of {} tokens", a.n, step_n_);
+  KvSegment g;
+  g.n = int64_t(s.k[size_t(layer)].size()) / shape_.width();
+  g.pos = s.pos.data();
+  g.dtype = KvDtype::F32;
+  g.k = s.k[size_t(layer)].data();
+  g.v = s.v[size_t(layer)].data();
+  g.stride = shape_.width();
+  attend_segments(shape_, rope_, layer, a, s.pos.data() + s.n_tokens, {&g, 1});
 }
 
 void RecordingCache::append(int layer, const float* k, const float* v) {
@@ -62,6 +80,8 @@ KvView RecordingCache::read(int layer) {
   view.v = s.v[size_t(layer)].data();
   view.row_stride = shape_.width();
   view.n_tokens = s.n_tokens + step_n_;
+  view.pos = s.pos.data();
+  view.k_roped = false;
   return view;
 }
 

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cmath>
 
-#include "aquakv/ops/attention.h"
 #include "aquakv/ops/nn.h"
 #include "aquakv/ops/qdot.h"
 #include "aquakv/util/error.h"
@@ -27,8 +26,6 @@ struct Forward::Scratch {
   std::vector<float> xn;    // (n, d) normalized
   std::vector<float> q;     // (n, Q)
   std::vector<float> k, v;  // (n, C) this step's keys (pre-RoPE) and values
-  std::vector<float> kr;    // (T, C) all keys, RoPE applied
-  std::vector<float> vf;    // (T, C) all values in f32
   std::vector<float> att;   // (n, Q) attention output
   std::vector<float> o;     // (n, d) projection output
   std::vector<float> g, u;  // (n, n_ff)
@@ -58,24 +55,6 @@ void post_norm(float* y, const std::vector<float>& w, int64_t n, int64_t d, floa
   parallel_for(n, [&](int64_t a, int64_t b) {
     for (int64_t t = a; t < b; ++t) rms_norm(y + t * d, w.data(), y + t * d, d, eps);
   });
-}
-
-// Rows [0, T) of a cache view to f32; with `rope`, row t is rotated at position t.
-void view_to_f32(const KvView& view, const void* base, int64_t T, int64_t C, float* out,
-                 const RopeTable* rope, int n_heads, int head_dim) {
-  parallel_for(T, [&](int64_t a, int64_t b) {
-    for (int64_t t = a; t < b; ++t) {
-      float* dst = out + t * C;
-      if (view.dtype == KvDtype::F32) {
-        const float* src = static_cast<const float*>(base) + t * view.row_stride;
-        std::copy(src, src + C, dst);
-      } else {
-        const uint16_t* src = static_cast<const uint16_t*>(base) + t * view.row_stride;
-        dequantize_row(GgmlType::F16, src, dst, C);
-      }
-      if (rope != nullptr) rope_row(*rope, dst, n_heads, head_dim, t);
-    }
-  }, 16);
 }
 
 }  // namespace
@@ -251,29 +230,27 @@ void Forward::qkv(const LayerWeights& w, int64_t n, MatmulPath mp) {
   }
 }
 
-// One sequence's attention for its n new rows: hands k, v to the cache, reads back all T =
-// p0 + n tokens, applies RoPE to q (in place) and the keys, and writes att (n, Q).
+// One sequence's attention for its n new rows: hands k, v (keys before RoPE) to the cache,
+// rotates q (in place) at positions p0 .. p0+n-1, and lets the cache format compute att (n, Q)
+// on its own storage (kv/kv_cache.h).
 void Forward::attend(KvCache& cache, int l, int64_t n, int64_t p0, const float* k,
                      const float* v, float* q, float* att) {
   const ModelConfig& c = model_.config();
-  const int64_t C = c.kv_width(), Q = c.q_width(), T = p0 + n;
+  const int64_t Q = c.q_width();
   Scratch& s = *s_;
   cache.append(l, k, v);
-  const KvView view = cache.read(l);
-  if (view.n_tokens != T || view.row_stride < C) {
-    fail("kv cache {}: layer {} view has {} tokens (stride {}), expected {} (stride >= {})",
-         cache.name(), l, view.n_tokens, view.row_stride, T, C);
-  }
-  float* kr = sized(s.kr, T * C);
-  float* vf = sized(s.vf, T * C);
-  const RopeTable& rope = s.rope_of(c, l);
-  view_to_f32(view, view.k, T, C, kr, &rope, c.n_kv_heads, c.head_dim);
-  view_to_f32(view, view.v, T, C, vf, nullptr, 0, 0);
+  const RopeTable& rope = s.rope_of(c, l);  // the layer's RoPE (gemma3: local or global)
   parallel_for(n, [&](int64_t a, int64_t b) {
     for (int64_t t = a; t < b; ++t) rope_row(rope, q + t * Q, c.n_heads, c.head_dim, p0 + t);
   });
-  AttentionShape as{c.n_heads, c.n_kv_heads, c.head_dim, c.attn_scale};
-  attention(as, q, n, p0, kr, vf, C, att);
+  KvAttention a;
+  a.n = n;
+  a.q = q;
+  a.out = att;
+  a.n_heads = c.n_heads;
+  a.scale = c.attn_scale;
+  a.observer = opt_.observer;
+  cache.attend(l, a);
 }
 
 // x += att * Wo^T; then the feed-forward block (SwiGLU, or GeGLU) on n rows. With post_norms

@@ -295,6 +295,12 @@ KvShape Model::kv_shape(int64_t max_tokens) const {
   s.max_tokens = max_tokens;
   s.arch = cfg_.arch;
   s.model_hash = meta_hash_;
+  s.rope = cfg_.rope;
+  if (!cfg_.window.empty()) {  // gemma3: local layers have their own RoPE base and window
+    s.window = cfg_.window;
+    s.layer_rope.reserve(size_t(cfg_.n_layers));
+    for (int l = 0; l < cfg_.n_layers; ++l) s.layer_rope.push_back(cfg_.layer_rope(l));
+  }
   return s;
 }
 

@@ -2,6 +2,8 @@
 // layer-by-layer decoder (read).
 #include "aquakv/kv/aquakv_cache.h"
 
+#include "aquakv/kv/attend.h"
+
 #include <algorithm>
 #include <cstring>
 #include <numeric>
@@ -44,7 +46,8 @@ void add_into(float* y, const float* r, int64_t n) {
 
 class CompressedCache final : public KvCache {
  public:
-  CompressedCache(const KvShape& shape, CompressedCacheOptions opt) : shape_(shape), opt_(std::move(opt)) {
+  CompressedCache(const KvShape& shape, CompressedCacheOptions opt)
+      : shape_(shape), opt_(std::move(opt)), rope_(shape) {
     const int64_t C = shape.width();
     if (shape.n_layers <= 0 || C <= 0 || shape.max_tokens <= 0)
       fail("kv cache {}: invalid shape (layers {}, width {}, max tokens {})", opt_.name, shape.n_layers, C, shape.max_tokens);
@@ -82,6 +85,7 @@ class CompressedCache final : public KvCache {
     for (auto* v : {&s.sink_k, &s.sink_v, &s.buf_k, &s.buf_v})
       for (auto& x : *v) { x.clear(); x.shrink_to_fit(); }
     s.chunks.clear();
+    std::vector<int32_t>().swap(s.pos);
     s.n_tokens = s.n_sinks = s.n_buf = s.n_compressed = 0;
     ++generation_;
   }
@@ -94,6 +98,10 @@ class CompressedCache final : public KvCache {
     cur_ = seq;
     step_n_ = n;
     step_sinks_ = std::clamp<int64_t>(opt_.sinks - s.n_tokens, 0, n);
+    // Rows are stored in position order: sinks, compressed chunks, buffer.
+    s.pos.resize(size_t(s.n_tokens + n));
+    for (int64_t i = 0; i < n; ++i) s.pos[size_t(s.n_tokens + i)] = int32_t(s.n_tokens + i);
+    rope_.ensure(s.n_tokens + n);
     ++generation_;  // views of the previous step are stale
   }
 
@@ -134,7 +142,72 @@ class CompressedCache final : public KvCache {
     view.v = vv;
     view.row_stride = C;
     view.n_tokens = T;
+    view.pos = s.pos.data();
+    view.k_roped = false;
     return view;
+  }
+
+  // Attention on the stored form: exact sinks and buffer read as fp16 in place; coded chunks
+  // decoded a tile at a time (no predictors), or, with predictors, the layer's reconstruction
+  // (which the next layer's predictor needs anyway) read as f32. Keys are rotated per tile.
+  void attend(int layer, const KvAttention& a) override {
+    if (a.observer != nullptr) return attend_reference(*this, layer, a);
+    Seq& s = at(cur_);
+    check_layer(layer);
+    const int64_t C = shape_.width();
+    const size_t l = size_t(layer);
+    const int64_t ns = s.n_sinks + step_sinks_, nb = s.n_buf + step_n_ - step_sinks_;
+    if (int64_t(s.sink_k[l].size()) != ns * C || int64_t(s.buf_k[l].size()) != nb * C)
+      fail("kv cache: attention on layer {} before its append in this step", layer);
+    if (a.n != step_n_) fail("kv cache: attention for {} queries in a step of {} tokens", a.n, step_n_);
+    std::vector<KvSegment> segs;
+    auto exact = [&](const std::vector<uint16_t>& k, const std::vector<uint16_t>& v, int64_t n, int64_t row0) {
+      if (n == 0) return;
+      KvSegment g;
+      g.n = n;
+      g.pos = s.pos.data() + row0;
+      g.dtype = KvDtype::F16;
+      g.k = k.data();
+      g.v = v.data();
+      g.stride = C;
+      segs.push_back(std::move(g));
+    };
+    exact(s.sink_k[l], s.sink_v[l], ns, 0);
+    if (s.n_compressed > 0 && has_predictors()) {
+      // Predictor chain: rebuild this layer's compressed rows from layer - 1's (kept: this
+      // layer's reconstruction is what the next layer's predictor reads).
+      const int slot = layer & 1;
+      ensure_views(s.n_compressed);
+      rebuild_to(s, layer, 0);
+      KvSegment g;
+      g.n = s.n_compressed;
+      g.pos = s.pos.data() + ns;
+      g.dtype = KvDtype::F32;
+      g.k = view_k_[slot].data();
+      g.v = view_v_[slot].data();
+      g.stride = C;
+      segs.push_back(std::move(g));
+    } else if (s.n_compressed > 0) {
+      int64_t row = ns;
+      for (const Chunk& ch : s.chunks) {
+        KvSegment g;
+        g.n = ch.n;
+        g.pos = s.pos.data() + row;
+        g.block = block_;
+        const Codec& kcod = kc(layer);
+        const Codec& vcod = vc(layer);
+        const uint8_t* kd = ch.data.data() + ch.off[size_t(2 * layer)];
+        const uint8_t* vd = ch.data.data() + ch.off[size_t(2 * layer + 1)];
+        g.decode = [&kcod, &vcod, kd, vd](int64_t r0, int64_t r1, float* k, float* v) {
+          kcod.decode(kd + kcod.encoded_bytes(r0), r1 - r0, k);
+          vcod.decode(vd + vcod.encoded_bytes(r0), r1 - r0, v);
+        };
+        segs.push_back(std::move(g));
+        row += ch.n;
+      }
+    }
+    exact(s.buf_k[l], s.buf_v[l], nb, ns + s.n_compressed);
+    attend_segments(shape_, rope_, layer, a, s.pos.data() + s.n_tokens, segs);
   }
 
   void end_step() override {
@@ -177,10 +250,12 @@ class CompressedCache final : public KvCache {
   };
   struct Seq {
     int64_t n_tokens = 0, n_sinks = 0, n_buf = 0, n_compressed = 0;
+    std::vector<int32_t> pos;  // position of every row, in storage order (all layers alike)
     std::vector<std::vector<uint16_t>> sink_k, sink_v, buf_k, buf_v;  // per layer, (rows, C) fp16
     std::vector<Chunk> chunks;
   };
 
+  bool has_predictors() const { return opt_.adapters != nullptr; }
   const Codec& kc(int l) const { return l == 0 ? *opt_.layer0_key_codec : *opt_.key_codec; }
   const Codec& vc(int l) const { return l == 0 ? *opt_.layer0_value_codec : *opt_.value_codec; }
   const AffineMap* kmap(int l) const {
@@ -328,6 +403,7 @@ class CompressedCache final : public KvCache {
 
   KvShape shape_;
   CompressedCacheOptions opt_;
+  KvRope rope_;
   int64_t block_ = 1;  // chunk sizes are multiples of this (lcm of the codecs' block rows)
   std::vector<Seq> seqs_;
   int cur_ = 0;

@@ -1,4 +1,4 @@
-// The format table behind kv/cache_factory.h.
+// The registry of cache formats (kv/cache_factory.h): the one table below.
 #include "aquakv/kv/cache_factory.h"
 
 #include <mutex>
@@ -9,29 +9,43 @@
 namespace aquakv {
 namespace {
 
-CacheMaker plain(KvDtype dtype) {
-  return [dtype](const std::string& args, const KvShape& shape) {
-    if (!args.empty()) fail("--kv: format takes no arguments, got ':{}'", args);
-    return make_plain_cache(shape, dtype);
-  };
+CacheFormat plain(const char* name, KvDtype dtype, const char* help) {
+  return {name, help, [dtype](const std::string& args, const KvShape& shape) {
+            if (!args.empty()) fail("--kv: format takes no arguments, got ':{}'", args);
+            return make_plain_cache(shape, dtype);
+          }, ""};
 }
 
+// One codec per stream on the compressed stack (kv/aquakv_cache.h).
+CacheFormat coded(const char* name, const char* codec, bool takes_codec_args, const char* defaults,
+                  const char* help) {
+  return {name, help, [=](const std::string& args, const KvShape& shape) {
+            return make_coded_cache(name, codec, takes_codec_args, defaults, args, shape);
+          }, defaults};
+}
+
+CacheFormat aquakv(const char* defaults, const char* help) {
+  return {"aquakv", help, [=](const std::string& args, const KvShape& shape) {
+            return make_aquakv_cache(defaults, args, shape);
+          }, defaults};
+}
+
+// p = exact sink tokens, b = exact recent buffer (kv/compressed_formats.h for all options).
 std::vector<CacheFormat>& table() {
   static std::vector<CacheFormat> t = {
-      {"fp16", "16-bit float keys and values (the reference cache)", plain(KvDtype::F16)},
-      {"f16", "same as fp16", plain(KvDtype::F16)},
-      {"f32", "32-bit float keys and values", plain(KvDtype::F32)},
+      plain("fp16", KvDtype::F16, "16-bit float keys and values (the reference cache)"),
+      plain("f16", KvDtype::F16, "same as fp16"),
+      plain("f32", KvDtype::F32, "32-bit float keys and values"),
+      coded("q8_0", "q8_0", false, "p=0,b=1", "llama.cpp q8_0 blocks (8.5 bits)"),
+      coded("q4_0", "q4_0", false, "p=0,b=1", "llama.cpp q4_0 blocks (4.5 bits)"),
+      coded("kivi2", "kivi2", false, "p=0,b=128", "KIVI 2-bit: keys per channel, values per token, recent tokens exact"),
+      coded("kivi4", "kivi4", false, "p=0,b=128", "KIVI 4-bit: keys per channel, values per token, recent tokens exact"),
+      coded("higgs", "higgs:2x16", true, "p=4,b=128", "HIGGS on every layer, no predictors: higgs[:DxN[:gG][:seedS]]"),
+      coded("higgs2", "higgs:2x16", false, "p=4,b=128", "HIGGS 2x16 (2 bits + scales), no predictors"),
+      coded("higgs3", "higgs:2x64", false, "p=4,b=128", "HIGGS 2x64 (3 bits + scales), no predictors"),
+      coded("higgs4", "higgs:2x256", false, "p=4,b=128", "HIGGS 2x256 (4 bits + scales), no predictors"),
+      aquakv("p=4,b=128", "AQUA-KV: aquakv:ADAPTERS (cross-layer predictors from aquakv calibrate + HIGGS residuals)"),
   };
-  static const bool compressed_added = [] {
-    // The compressed caches of kv/compressed_formats.h (AQUA-KV, HIGGS, q8_0, q4_0, KIVI).
-    for (const auto& f : compressed_formats()) {
-      t.push_back({f.name, f.help, [name = f.name](const std::string& args, const KvShape& shape) {
-                     return make_compressed_format(name, args, shape);
-                   }});
-    }
-    return true;
-  }();
-  (void)compressed_added;
   return t;
 }
 
@@ -56,6 +70,13 @@ void register_cache_format(CacheFormat format) {
 std::vector<CacheFormat> cache_formats() {
   std::lock_guard<std::mutex> lock(mu());
   return table();
+}
+
+std::string cache_formats_help() {
+  std::string out;
+  for (const auto& f : cache_formats())
+    out += f.name + (f.defaults.empty() ? "" : " (" + f.defaults + ")") + ": " + f.help + "\n";
+  return out;
 }
 
 std::unique_ptr<KvCache> make_cache(const std::string& spec, const KvShape& shape) {

@@ -1,6 +1,7 @@
 // Spec parsing for the compressed caches (see kv/compressed_formats.h).
 #include "aquakv/kv/compressed_formats.h"
 
+#include <algorithm>
 #include <charconv>
 
 #include "aquakv/kv/aquakv_cache.h"
@@ -53,26 +54,8 @@ std::shared_ptr<const Codec> codec(const std::string& spec, int64_t C, KvStream 
   return std::shared_ptr<const Codec>(make_codec(spec, C, stream));
 }
 
-std::unique_ptr<KvCache> build(const std::string& name, const Parsed& ps, const KvShape& shape,
-                               const std::string& kdef, const std::string& vdef, int64_t p, int64_t b) {
-  const int64_t C = shape.width();
-  CompressedCacheOptions o;
-  o.sinks = ps.p >= 0 ? ps.p : p;
-  o.buffer = ps.b >= 0 ? ps.b : b;
-  o.key_codec = codec(ps.k.empty() ? kdef : ps.k, C, KvStream::kKey);
-  o.value_codec = codec(ps.v.empty() ? vdef : ps.v, C, KvStream::kValue);
-  if (!ps.l0.empty()) {
-    o.layer0_key_codec = codec(ps.l0, C, KvStream::kKey);
-    o.layer0_value_codec = codec(ps.l0, C, KvStream::kValue);
-  }
-  o.name = name;
-  if (!ps.head.empty()) o.name += ":" + ps.head;
-  o.name += ",p=" + std::to_string(o.sinks) + ",b=" + std::to_string(o.buffer);
-  if (!ps.k.empty()) o.name += ",k=" + o.key_codec->spec();
-  if (!ps.v.empty()) o.name += ",v=" + o.value_codec->spec();
-  if (!ps.l0.empty()) o.name += ",l0=" + o.layer0_key_codec->spec();
-  return make_compressed_cache(shape, std::move(o));
-}
+// Options the spec leaves out come from the registry row's defaults ("p=4,b=128").
+int64_t pick(int64_t given, int64_t deflt) { return given >= 0 ? given : std::max<int64_t>(deflt, 0); }
 
 void refuse_codec_options(const std::string& args, const Parsed& ps) {
   if (!ps.k.empty() || !ps.v.empty() || !ps.l0.empty())
@@ -80,7 +63,8 @@ void refuse_codec_options(const std::string& args, const Parsed& ps) {
          args.empty() || args[0] == ',' ? "" : ":", args);
 }
 
-std::unique_ptr<KvCache> build_aquakv(const std::string& args, const Parsed& ps, const KvShape& shape) {
+std::unique_ptr<KvCache> build_aquakv(const std::string& args, const Parsed& ps, const Parsed& d,
+                                      const KvShape& shape) {
   if (ps.head.empty())
     fail("--kv aquakv: needs the adapter file here: aquakv:FILE (make one with aquakv calibrate; "
          "aquakv generate takes plain 'aquakv' and calibrates once per model)");
@@ -101,8 +85,8 @@ std::unique_ptr<KvCache> build_aquakv(const std::string& args, const Parsed& ps,
   // group size or seed fields disagree with its own specs is refused too.
   check_adapters_match(*a, want, aquakv_quant_config(a->quant.key_codec, a->quant.value_codec, a->quant.layer0_codec, C), ps.head);
   CompressedCacheOptions o;
-  o.sinks = ps.p >= 0 ? ps.p : 4;
-  o.buffer = ps.b >= 0 ? ps.b : 128;
+  o.sinks = pick(ps.p, d.p);
+  o.buffer = pick(ps.b, d.b);
   o.key_codec = codec(a->quant.key_codec, C, KvStream::kKey);
   o.value_codec = codec(a->quant.value_codec, C, KvStream::kValue);
   o.layer0_key_codec = codec(a->quant.layer0_codec, C, KvStream::kKey);
@@ -114,36 +98,35 @@ std::unique_ptr<KvCache> build_aquakv(const std::string& args, const Parsed& ps,
 
 }  // namespace
 
-std::vector<CompressedFormat> compressed_formats() {
-  return {
-      {"aquakv", "AQUA-KV: aquakv:ADAPTERS[,p=4,b=128] (predictors from aquakv calibrate)"},
-      {"higgs", "HIGGS on every layer, no predictors: higgs[:DxN[:gG][:seedS]][,p=4,b=128,k=,v=,l0=]"},
-      {"higgs2", "HIGGS 2x16 (2 bits + scales), no predictors"},
-      {"higgs3", "HIGGS 2x64 (3 bits + scales), no predictors"},
-      {"higgs4", "HIGGS 2x256 (4 bits + scales), no predictors"},
-      {"q8_0", "llama.cpp q8_0 blocks (8.5 bits)"},
-      {"q4_0", "llama.cpp q4_0 blocks (4.5 bits)"},
-      {"kivi2", "KIVI 2-bit: keys per channel, values per token, 128 recent tokens exact"},
-      {"kivi4", "KIVI 4-bit: keys per channel, values per token, 128 recent tokens exact"},
-  };
+std::unique_ptr<KvCache> make_coded_cache(const std::string& name, const std::string& codec_spec,
+                                          bool takes_codec_args, const std::string& defaults,
+                                          const std::string& args, const KvShape& shape) {
+  const Parsed ps = parse(name, args), d = parse(name, defaults.empty() ? "" : "," + defaults);
+  if (!takes_codec_args && !ps.head.empty())
+    fail("--kv {}:{}: takes only options (p=, b=, k=, v=, l0=)", name, args);
+  const std::string c = ps.head.empty() ? codec_spec : name + ":" + ps.head;
+  const int64_t C = shape.width();
+  CompressedCacheOptions o;
+  o.sinks = pick(ps.p, d.p);
+  o.buffer = pick(ps.b, d.b);
+  o.key_codec = codec(ps.k.empty() ? c : ps.k, C, KvStream::kKey);
+  o.value_codec = codec(ps.v.empty() ? c : ps.v, C, KvStream::kValue);
+  if (!ps.l0.empty()) {
+    o.layer0_key_codec = codec(ps.l0, C, KvStream::kKey);
+    o.layer0_value_codec = codec(ps.l0, C, KvStream::kValue);
+  }
+  o.name = name;
+  if (!ps.head.empty()) o.name += ":" + ps.head;
+  o.name += ",p=" + std::to_string(o.sinks) + ",b=" + std::to_string(o.buffer);
+  if (!ps.k.empty()) o.name += ",k=" + o.key_codec->spec();
+  if (!ps.v.empty()) o.name += ",v=" + o.value_codec->spec();
+  if (!ps.l0.empty()) o.name += ",l0=" + o.layer0_key_codec->spec();
+  return make_compressed_cache(shape, std::move(o));
 }
 
-std::unique_ptr<KvCache> make_compressed_format(const std::string& name, const std::string& args,
-                                                const KvShape& shape) {
-  const Parsed ps = parse(name, args);
-  if (name == "aquakv") return build_aquakv(args, ps, shape);
-  if (name == "higgs") {
-    const std::string c = ps.head.empty() ? "higgs:2x16" : "higgs:" + ps.head;
-    return build(name, ps, shape, c, c, 4, 128);
-  }
-  if (name == "higgs2" || name == "higgs3" || name == "higgs4" || name == "q8_0" || name == "q4_0" ||
-      name == "kivi2" || name == "kivi4") {
-    if (!ps.head.empty()) fail("--kv {}:{}: takes only options (p=, b=, k=, v=, l0=)", name, args);
-    const bool block = name[0] == 'q';
-    const bool kivi = name[0] == 'k';
-    return build(name, ps, shape, name, name, block || kivi ? 0 : 4, block ? 1 : 128);
-  }
-  fail("--kv {}: not a compressed cache format", name);
+std::unique_ptr<KvCache> make_aquakv_cache(const std::string& defaults, const std::string& args,
+                                           const KvShape& shape) {
+  return build_aquakv(args, parse("aquakv", args), parse("aquakv", defaults.empty() ? "" : "," + defaults), shape);
 }
 
 void check_aquakv_options(const std::string& options) {

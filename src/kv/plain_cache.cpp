@@ -1,9 +1,12 @@
-// The plain KV cache (kv/kv_cache.h): keys and values stored as 16-bit or 32-bit floats, one
-// growing buffer per (sequence, layer, K|V).
+// The plain KV cache (kv/kv_cache.h): keys (rotated at write) and values stored as 16-bit or
+// 32-bit floats, one growing buffer per (sequence, layer, K|V), positions per sequence.
+// attend() reads the stored rows in place (kv/attend.h): fp16 rows are converted in registers
+// by the decode kernels, never copied to an f32 cache.
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
+#include "aquakv/kv/attend.h"
 #include "aquakv/kv/kv_cache.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/fp16.h"
@@ -13,12 +16,7 @@ namespace {
 
 class PlainCache final : public KvCache {
  public:
-  PlainCache(const KvShape& shape, KvDtype dtype) : shape_(shape), dtype_(dtype) {
-    if (shape.n_layers <= 0 || shape.n_kv_heads <= 0 || shape.head_dim <= 0 || shape.max_tokens <= 0) {
-      fail("kv cache: invalid shape (layers {}, kv heads {}, head dim {}, max tokens {})",
-           shape.n_layers, shape.n_kv_heads, shape.head_dim, shape.max_tokens);
-    }
-  }
+  PlainCache(const KvShape& shape, KvDtype dtype) : shape_(shape), dtype_(dtype), rope_(check(shape)) {}
 
   const KvShape& shape() const override { return shape_; }
   std::string name() const override { return dtype_ == KvDtype::F16 ? "fp16" : "f32"; }
@@ -32,6 +30,7 @@ class PlainCache final : public KvCache {
   void clear(int seq) override {
     Seq& s = at(seq);
     s.n_tokens = 0;
+    std::vector<int32_t>().swap(s.pos);
     for (auto& l : s.layers) { l.k.clear(); l.k.shrink_to_fit(); l.v.clear(); l.v.shrink_to_fit(); }
   }
   int64_t n_tokens(int seq) const override { return at(seq).n_tokens; }
@@ -44,13 +43,18 @@ class PlainCache final : public KvCache {
     }
     cur_ = seq;
     step_n_ = n;
+    s.pos.resize(size_t(s.n_tokens + n));
+    for (int64_t i = 0; i < n; ++i) s.pos[size_t(s.n_tokens + i)] = int32_t(s.n_tokens + i);
+    rope_.ensure(s.n_tokens + n);
   }
 
   void append(int layer, const float* k, const float* v) override {
     Seq& s = at(cur_);
+    check_layer(layer);
     Layer& l = s.layers[size_t(layer)];
     const int64_t c = shape_.width();
     const size_t need = size_t((s.n_tokens + step_n_) * c * elem());
+    if (l.k.size() != size_t(s.n_tokens * c * elem())) fail("kv cache: append to layer {} twice in one step", layer);
     if (l.k.capacity() < need) {
       const size_t cap = std::min(std::max(need, 2 * l.k.capacity()),
                                   size_t(shape_.max_tokens * c * elem()));
@@ -59,19 +63,45 @@ class PlainCache final : public KvCache {
     }
     l.k.resize(need);
     l.v.resize(need);
-    store(k, l.k.data() + s.n_tokens * c * elem(), step_n_ * c);
+    // Keys are rotated once here, at their positions, and stored rotated.
+    std::vector<float>& row = scratch_;
+    row.resize(size_t(c));
+    for (int64_t t = 0; t < step_n_; ++t) {
+      std::copy_n(k + t * c, c, row.data());
+      rope_.rotate(layer, row.data(), s.pos[size_t(s.n_tokens + t)]);
+      store(row.data(), l.k.data() + (s.n_tokens + t) * c * elem(), c);
+    }
     store(v, l.v.data() + s.n_tokens * c * elem(), step_n_ * c);
+  }
+
+  void attend(int layer, const KvAttention& a) override {
+    if (a.observer != nullptr) return attend_reference(*this, layer, a);
+    const Seq& s = at(cur_);
+    const Layer& l = s.layers[size_t(layer)];
+    check_step(layer, a.n);
+    KvSegment seg;
+    seg.n = s.n_tokens + step_n_;
+    seg.pos = s.pos.data();
+    seg.k_roped = true;
+    seg.dtype = dtype_;
+    seg.k = l.k.data();
+    seg.v = l.v.data();
+    seg.stride = shape_.width();
+    attend_segments(shape_, rope_, layer, a, s.pos.data() + s.n_tokens, {&seg, 1});
   }
 
   KvView read(int layer) override {
     const Seq& s = at(cur_);
+    check_layer(layer);
     const Layer& l = s.layers[size_t(layer)];
     KvView view;
     view.dtype = dtype_;
     view.k = l.k.data();
     view.v = l.v.data();
     view.row_stride = shape_.width();
-    view.n_tokens = s.n_tokens + step_n_;
+    view.n_tokens = int64_t(l.k.size()) / (shape_.width() * elem());
+    view.pos = s.pos.data();
+    view.k_roped = true;
     return view;
   }
 
@@ -97,8 +127,17 @@ class PlainCache final : public KvCache {
   };
   struct Seq {
     int64_t n_tokens = 0;
+    std::vector<int32_t> pos;  // position of every row (rows of all layers share them)
     std::vector<Layer> layers;
   };
+
+  static const KvShape& check(const KvShape& shape) {
+    if (shape.n_layers <= 0 || shape.n_kv_heads <= 0 || shape.head_dim <= 0 || shape.max_tokens <= 0) {
+      fail("kv cache: invalid shape (layers {}, kv heads {}, head dim {}, max tokens {})",
+           shape.n_layers, shape.n_kv_heads, shape.head_dim, shape.max_tokens);
+    }
+    return shape;
+  }
 
   int64_t elem() const { return dtype_ == KvDtype::F16 ? 2 : 4; }
 
@@ -107,6 +146,16 @@ class PlainCache final : public KvCache {
     return seqs_[size_t(seq)];
   }
   const Seq& at(int seq) const { return const_cast<PlainCache*>(this)->at(seq); }
+  void check_layer(int layer) const {
+    if (layer < 0 || layer >= shape_.n_layers) fail("kv cache: layer {} outside [0, {})", layer, shape_.n_layers);
+  }
+  void check_step(int layer, int64_t n) const {
+    check_layer(layer);
+    const Seq& s = seqs_[size_t(cur_)];
+    if (n != step_n_) fail("kv cache: attention for {} queries in a step of {} tokens", n, step_n_);
+    if (s.layers[size_t(layer)].k.size() != size_t((s.n_tokens + step_n_) * shape_.width() * elem()))
+      fail("kv cache: attention on layer {} before its append in this step", layer);
+  }
 
   void store(const float* src, uint8_t* dst, int64_t n) const {
     if (dtype_ == KvDtype::F32) {
@@ -121,7 +170,9 @@ class PlainCache final : public KvCache {
 
   KvShape shape_;
   KvDtype dtype_;
+  KvRope rope_;
   std::vector<Seq> seqs_;
+  std::vector<float> scratch_;
   int cur_ = 0;
   int64_t step_n_ = 0;
 };

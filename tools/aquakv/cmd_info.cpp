@@ -1,6 +1,9 @@
-// `aquakv info`: prints what aquakv sees of the machine (SIMD level, threads).
+// `aquakv info`: prints what aquakv sees of the machine (SIMD level, threads) and the registered
+// KV cache formats.
 #include <cstdio>
 
+#include "aquakv/kv/cache_factory.h"
+#include "aquakv/util/blas_core.h"
 #include "aquakv/util/cpu.h"
 #include "aquakv/util/parallel.h"
 #include "command.h"
@@ -12,6 +15,9 @@ const CommandRegistrar reg{"info", "print build and machine information", [](CLI
   return RunFn([] {
     std::printf("simd: %s (cpu supports %s)\nthreads: %d\n", simd_level_name(simd_level()),
                 simd_level_name(cpu_simd_level()), num_threads());
+    std::printf("openblas kernels: %s\n", blas_core_name().c_str());
+    std::printf("kv cache formats (--kv NAME[:ARGS][,OPTIONS]; defaults in parentheses):\n");
+    std::fputs(cache_formats_help().c_str(), stdout);
     return 0;
   });
 }};

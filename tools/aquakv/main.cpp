@@ -4,6 +4,9 @@
 #include <exception>
 #include <map>
 
+#include <unistd.h>
+
+#include "aquakv/util/blas_core.h"
 #include "aquakv/util/error.h"
 #include "command.h"
 
@@ -30,6 +33,13 @@ std::string default_model_path() {
 
 int main(int argc, char** argv) {
   using namespace aquakv::cli;
+  // OpenBLAS reads OPENBLAS_CORETYPE only when it loads: when it fell back to generic kernels on
+  // a CPU it does not know, run again once with the right family (util/blas_core.h).
+  if (const std::string core = aquakv::blas_core_upgrade(); !core.empty() && std::getenv("AQUAKV_BLAS_REEXEC") == nullptr) {
+    setenv("OPENBLAS_CORETYPE", core.c_str(), 1);
+    setenv("AQUAKV_BLAS_REEXEC", "1", 1);
+    execv("/proc/self/exe", argv);  // on failure, carry on with the kernels in use
+  }
   CLI::App app{"aquakv: compressed KV caches (AQUA-KV) for llama-family GGUF models"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "aquakv 0.1.0");

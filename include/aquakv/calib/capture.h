@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "aquakv/calib/fit_chain.h"
+#include "aquakv/kv/attend.h"
 #include "aquakv/kv/kv_cache.h"
 
 namespace aquakv {
@@ -23,6 +24,7 @@ class RecordingCache final : public KvCache {
   int64_t n_tokens(int seq) const override;
   void begin_step(int seq, int64_t n) override;
   void append(int layer, const float* k, const float* v) override;
+  void attend(int layer, const KvAttention& a) override;
   KvView read(int layer) override;
   void end_step() override;
   int64_t live_bytes() const override;
@@ -36,7 +38,8 @@ class RecordingCache final : public KvCache {
  private:
   struct Seq {
     int64_t n_tokens = 0;
-    std::vector<std::vector<float>> k, v;        // per layer, (n_tokens, C) exact
+    std::vector<std::vector<float>> k, v;        // per layer, (n_tokens, C) exact, keys un-rotated
+    std::vector<int32_t> pos;                    // (n_tokens) positions
     std::vector<std::vector<uint16_t>> rk, rv;  // per layer, recorded rows (fp16)
   };
   Seq& at(int seq);
@@ -44,6 +47,7 @@ class RecordingCache final : public KvCache {
 
   KvShape shape_;
   std::vector<Seq> seqs_;
+  KvRope rope_;
   int cur_ = 0;
   int64_t step_n_ = 0;
 };

@@ -4,8 +4,9 @@
 // soft-cap) and its scratch buffers. Not: the weights (engine/model.h), KV storage (kv/),
 // sampling (engine/sampler.h).
 //
-// Keys reach the cache before RoPE; RoPE is applied to the keys the cache returns (at their
-// positions 0..T-1) each time a layer reads them, so a cache may store and predict pre-RoPE keys.
+// Keys reach the cache before RoPE, with the model's RoPE parameters in the cache's shape; the
+// cache format applies RoPE to keys itself and computes attention on its own storage
+// (kv/kv_cache.h), so a cache may store and predict pre-RoPE keys.
 #pragma once
 
 #include <cstdint>
@@ -25,6 +26,8 @@ struct ForwardOptions {
   MatmulPath matmul = MatmulPath::kAuto;
   // Longest step handed to the cache at once; longer inputs are split (bounds scratch memory).
   int64_t max_step = 512;
+  // Sees every layer's attention weights (forces the caches' reference attention path).
+  KvAttentionObserver* observer = nullptr;
 };
 
 class Forward {

@@ -1,11 +1,11 @@
-// Cache factory: builds a KvCache from the user's --kv spelling. Owns: the table of cache formats
-// ("fp16", "f32", and whatever later formats register). Not: the formats themselves.
+// The registry of cache formats: builds a KvCache from the user's --kv spelling. Owns: the one
+// table of formats (name, default options, one-line doc, constructor) in
+// src/kv/cache_factory.cpp. Not: the formats themselves (each lives in its own file).
 //
-// A spec is "name" or "name:arguments" (arguments are the format's business, e.g. a file of
-// calibrated predictors). Formats are added by calling register_cache_format at start-up, or by
-// adding a line to the built-in table in src/kv/cache_factory.cpp (preferred: a static
-// registrar object in a static library is dropped by the linker unless something references
-// its file).
+// A spec is "name", "name:arguments" (the format's business, e.g. an adapter file or codec
+// parameters) or "name,options" (e.g. "higgs3,p=2,b=64"). Adding a format is one file with its
+// constructor plus one line in the table (docs/AQUAKV.md shows it). register_cache_format adds
+// one at run time (tests, plug-ins).
 #pragma once
 
 #include <functional>
@@ -17,13 +17,15 @@
 
 namespace aquakv {
 
-// Makes a cache of `shape`; `args` is the part of the spec after the first ':' ("" if none).
+// Makes a cache of `shape`; `args` is the part of the spec after "name:" (or ",options" with
+// its comma), "" if none.
 using CacheMaker = std::function<std::unique_ptr<KvCache>(const std::string& args, const KvShape& shape)>;
 
 struct CacheFormat {
-  std::string name;  // spec prefix, e.g. "fp16"
-  std::string help;  // one line for --help
+  std::string name;      // spec prefix, e.g. "fp16"
+  std::string help;      // one line for --help
   CacheMaker make;
+  std::string defaults;  // options used where the spec gives none, e.g. "p=4,b=128"
 };
 
 // Adds (or replaces) a format.
@@ -35,5 +37,8 @@ std::vector<CacheFormat> cache_formats();
 // Builds the cache named by `spec`. Throws Error naming the spec and listing the known formats
 // when the name is unknown.
 std::unique_ptr<KvCache> make_cache(const std::string& spec, const KvShape& shape);
+
+// "name (defaults): help" for every format, one per line (for --help texts and `aquakv info`).
+std::string cache_formats_help();
 
 }  // namespace aquakv

@@ -1,6 +1,6 @@
 // The --kv spellings of the compressed caches (kv/aquakv_cache.h). Owns: parsing those specs
-// into codecs, cache options and adapters. Not: the factory table (kv/cache_factory.h) or the
-// codecs' own spec grammar (quant/codec.h).
+// into codecs, cache options and adapters. Not: the registry of formats with their defaults
+// (kv/cache_factory.h) or the codecs' own spec grammar (quant/codec.h).
 //
 //   aquakv:FILE[,opts]       AQUA-KV with the predictors in FILE (docs/ADAPTERS.md); codecs and
 //                            layer-0 policy come from the file        (defaults p=4, b=128)
@@ -24,17 +24,17 @@
 
 namespace aquakv {
 
-struct CompressedFormat {
-  std::string name;
-  std::string help;
-};
+// A cache of one codec per stream (HIGGS, q8_0, q4_0, KIVI) on the compressed stack. `name` is
+// the registry name, `codec_spec` its codec (quant/codec.h) unless the spec gives codec
+// arguments after "name:" (only when takes_codec_args), `defaults` the options used where the
+// spec has none ("p=4,b=128"), `args` what make_cache passes (see kv/cache_factory.h).
+std::unique_ptr<KvCache> make_coded_cache(const std::string& name, const std::string& codec_spec,
+                                          bool takes_codec_args, const std::string& defaults,
+                                          const std::string& args, const KvShape& shape);
 
-// The names above (for the factory's table and --help).
-std::vector<CompressedFormat> compressed_formats();
-
-// Builds cache `name` with `args` (the spec after "name:" or "name,"; may be empty).
-std::unique_ptr<KvCache> make_compressed_format(const std::string& name, const std::string& args,
-                                                const KvShape& shape);
+// AQUA-KV: args "FILE[,options]" (the adapter file of aquakv calibrate).
+std::unique_ptr<KvCache> make_aquakv_cache(const std::string& defaults, const std::string& args,
+                                           const KvShape& shape);
 
 // Checks the options of an aquakv spec (",p=N,b=N" or ""; k=, v=, l0= are refused) without
 // needing the adapter file: lets a front end refuse a typo before it calibrates the file.

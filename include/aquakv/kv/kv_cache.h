@@ -1,23 +1,39 @@
 // KvCache: the seam between the forward pass and key/value storage. Owns: the interface every
-// cache format implements (16/32-bit, block-quantized, HIGGS, AQUA-KV) and the shape it is
-// built for. Not: attention or RoPE (engine/), codecs (quant/).
+// cache format implements (16/32-bit, block-quantized, HIGGS, AQUA-KV, and policies around
+// them), the shape it is built for, and the attention request a layer hands to it. Not: the
+// projections and RoPE of queries (engine/), codecs (quant/), the attention kernels (ops/).
 //
+// The cache format owns attention: it computes a layer's attention on its own storage (codes,
+// blocks, f16 rows), so no format has to materialize its rows as dense floats per step.
 // Protocol of one forward step over n new tokens of sequence `seq`:
-//   begin_step(seq, n)
+//   begin_step(seq, n)           // the new rows get positions n_tokens(seq) .. + n - 1
 //   for layer = 0 .. n_layers-1, in model order:
-//       append(layer, k, v)   // this step's n keys (pre-RoPE) and values, rows of width C
-//       view = read(layer)    // all tokens of the sequence so far, this step's included
-//       ... attention uses view (the engine applies RoPE to keys at read time) ...
+//       append(layer, k, v)      // this step's n keys (before RoPE) and values, rows of width C
+//       attend(layer, a)         // a.out = softmax(q K^T * scale, causal/window mask) V over the
+//                                // rows held for the sequence, this step's included
 //   end_step()
 // Walking layers in order lets AQUA-KV rebuild layer l from layer l-1's reconstruction, and
-// compress a full exact buffer after attention has used it (inside append/read of the next step
-// or in end_step). Positions are implicit: token i of a sequence has position i.
+// compress a full exact buffer after attention has used it (in end_step).
+//
+// Positions are explicit: every row carries the position it was appended at, RoPE uses it, and
+// masks compare it with the query's position. A format or policy may therefore drop, merge or
+// reorder rows (eviction, clustering); n_tokens counts positions consumed, not rows held. Each
+// format applies RoPE to keys with the shape's RoPE parameters itself, at write time (plain
+// formats store rotated keys) or after decoding (formats that code keys before RoPE, such as
+// AQUA-KV whose predictors work on un-rotated keys).
+//
+// read(layer) is the generic dense path: every row of the layer as floats with its position.
+// It is the reference every fused attention path is tested against (attend_reference, used by
+// the default attend() and whenever an observer asks for the attention weights).
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
+
+#include "aquakv/ops/nn.h"
 
 namespace aquakv {
 
@@ -31,19 +47,55 @@ struct KvShape {
   // engine/fingerprint.h. Empty / 0 = unknown (the format then checks the shape only).
   std::string arch;
   uint64_t model_hash = 0;
+  // Keys' rotary embedding (n_rot = 0: none), and optional per-layer overrides for models that
+  // mix local and global layers: layer_rope (empty: `rope` on every layer) and window (sliding
+  // window per layer: a query at position p sees rows with p - window < pos <= p; 0 or empty:
+  // global causal attention).
+  RopeParams rope;
+  std::vector<RopeParams> layer_rope;
+  std::vector<int64_t> window;
   int64_t width() const { return int64_t(n_kv_heads) * head_dim; }  // C
+  const RopeParams& rope_of(int layer) const {
+    return layer_rope.empty() ? rope : layer_rope[size_t(layer)];
+  }
+  int64_t window_of(int layer) const { return window.empty() ? 0 : window[size_t(layer)]; }
 };
 
 enum class KvDtype { F32, F16 };
 
-// Dense rows for one layer: token t's key is at k + t*row_stride (elements of `dtype`),
-// channels head-major (channel = h*head_dim + i). Valid until the next call on the cache.
+// Dense rows for one layer: row t's key is at k + t*row_stride (elements of `dtype`), channels
+// head-major (channel = h*head_dim + i), at position pos[t]. Valid until the next call on the
+// cache.
 struct KvView {
   KvDtype dtype = KvDtype::F32;
-  const void* k = nullptr;  // (n_tokens, C) keys before RoPE
+  const void* k = nullptr;  // (n_tokens, C) keys, rotated at their positions when k_roped
   const void* v = nullptr;  // (n_tokens, C) values
-  int64_t row_stride = 0;   // elements between consecutive tokens
-  int64_t n_tokens = 0;
+  int64_t row_stride = 0;   // elements between consecutive rows
+  int64_t n_tokens = 0;     // rows
+  const int32_t* pos = nullptr;  // (n_tokens) positions, ascending
+  bool k_roped = false;
+};
+
+// Sees the attention weights of the queries a cache attends for (e.g. a policy that scores rows
+// by the attention they receive). An observer makes attend() take the reference path, so the
+// weights are the exact softmax.
+class KvAttentionObserver {
+ public:
+  virtual ~KvAttentionObserver() = default;
+  // Query i of the step (position qpos), query head h: softmax weights w[j] of rows at pos[j]
+  // (rows outside the query's mask are not listed). Called from one thread.
+  virtual void on_weights(int layer, int64_t i, int64_t qpos, int h, std::span<const int32_t> pos,
+                          std::span<const float> w) = 0;
+};
+
+// One layer's attention for the current step's n new tokens.
+struct KvAttention {
+  int64_t n = 0;             // queries: the step's tokens (the cache checks it)
+  const float* q = nullptr;  // (n, n_heads*head_dim) queries, rotated at the step's positions
+  float* out = nullptr;      // (n, n_heads*head_dim)
+  int n_heads = 0;           // query heads; head h reads KV head h / (n_heads / n_kv_heads)
+  float scale = 0.0f;        // score = scale * q.k
+  KvAttentionObserver* observer = nullptr;
 };
 
 // One line per overhead term of the memory report (issue: bits and memory report).
@@ -65,9 +117,13 @@ class KvCache {
   virtual void clear(int seq) = 0;             // drops the sequence's tokens, keeps the id
   virtual int64_t n_tokens(int seq) const = 0;
 
-  // The step protocol above. append's k and v are (n, C) f32 rows, row-major.
+  // The step protocol above. append's k and v are (n, C) f32 rows, row-major, keys before RoPE.
   virtual void begin_step(int seq, int64_t n) = 0;
   virtual void append(int layer, const float* k, const float* v) = 0;
+  // Attention of the step's n queries over the layer's rows. The default runs
+  // attend_reference; formats override it with a path on their own storage.
+  virtual void attend(int layer, const KvAttention& a);
+  // The dense rows of the layer (this step's appended rows included).
   virtual KvView read(int layer) = 0;
   virtual void end_step() = 0;
 
@@ -78,6 +134,11 @@ class KvCache {
   // Bits per stored value over the sequence's current tokens, term by term.
   virtual std::vector<KvBitsTerm> bits_report(int seq) const = 0;
 };
+
+// The generic dense path: read(layer), RoPE of keys not yet rotated, then exact softmax
+// attention with positions and the shape's window (float64 sums). The queries' positions are
+// those of the step's rows: the last n rows of the view. Reports weights to a.observer.
+void attend_reference(KvCache& cache, int layer, const KvAttention& a);
 
 // The plain cache: every value stored in 16-bit (F16) or 32-bit (F32) floats.
 std::unique_ptr<KvCache> make_plain_cache(const KvShape& shape, KvDtype dtype);

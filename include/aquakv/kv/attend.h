@@ -1,0 +1,64 @@
+// Tiled attention over a cache's rows, for the cache formats' attend(). Owns: the description of
+// a layer's rows as segments (exact f16/f32 rows, or coded rows decoded a tile at a time), the
+// split into tiles and work items, position masks (causal and sliding window), RoPE of keys
+// stored un-rotated, per-item online-softmax state and its merge; and the RoPE tables a cache
+// uses. Not: the score/softmax/sum kernels (ops/attn_tile.h), the storage (the formats).
+//
+// Memory: each thread holds one tile of keys and values as f32 (kTileRows x C) and the scores of
+// one block of queries against it; nothing scales with the context length except the per-item
+// state (queries x head_dim), so long contexts cost only their stored rows.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "aquakv/kv/kv_cache.h"
+#include "aquakv/ops/nn.h"
+
+namespace aquakv {
+
+// Rows per tile for decode (rounded up to a segment's block rows); prefill uses 4x.
+constexpr int64_t kTileRows = 128;
+
+// A run of rows of one layer with ascending positions.
+struct KvSegment {
+  int64_t n = 0;                 // rows
+  const int32_t* pos = nullptr;  // (n) positions, ascending
+  bool k_roped = false;          // keys already rotated at their positions
+  // Exact rows: row r at k + r*stride (elements of dtype). Used when decode is empty.
+  KvDtype dtype = KvDtype::F16;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  int64_t stride = 0;
+  // Coded rows: fills rows [r0, r1) of the segment as f32 (row stride C) into k and v; r0 and r1
+  // are multiples of `block` (or r1 == n). Called from several threads at once.
+  std::function<void(int64_t r0, int64_t r1, float* k, float* v)> decode;
+  int64_t block = 1;
+};
+
+// RoPE tables for every layer of a shape (layers with equal parameters share one).
+class KvRope {
+ public:
+  explicit KvRope(const KvShape& shape);
+  void ensure(int64_t n_pos);  // before parallel use
+  bool enabled(int layer) const { return table(layer).params().n_rot > 0; }
+  const RopeTable& table(int layer) const { return *tables_[size_t(index_[size_t(layer)])]; }
+  // Rotates a row of C key values at position pos.
+  void rotate(int layer, float* row, int64_t pos) const;
+
+ private:
+  int n_kv_heads_, head_dim_;
+  std::vector<std::unique_ptr<RopeTable>> tables_;
+  std::vector<int> index_;
+};
+
+// a.out for the step's a.n queries at positions qpos over the rows of `segs` (in any order of
+// segments; the positions decide visibility). Threads: parallel_for over query blocks (many
+// queries) or over tile ranges with a final merge (few queries, i.e. decode).
+void attend_segments(const KvShape& shape, const KvRope& rope, int layer, const KvAttention& a,
+                     const int32_t* qpos, std::span<const KvSegment> segs);
+
+}  // namespace aquakv

@@ -1,0 +1,310 @@
+// Tiled attention over segments (kv/attend.h) and the dense reference path (kv/kv_cache.h).
+#include "aquakv/kv/attend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "aquakv/ops/attn_tile.h"
+#include "aquakv/ops/ggml_types.h"
+#include "aquakv/ops/matmul.h"
+#include "aquakv/util/error.h"
+#include "aquakv/util/fp16.h"
+#include "aquakv/util/parallel.h"
+
+namespace aquakv {
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr int64_t kQueryBlock = 64;  // queries per block (prefill); x G query heads per KV head
+
+struct Tile {
+  int seg;
+  int64_t r0, r1;
+};
+
+// Online-softmax state of M query rows for each KV head: m, l (H*M), a (H*M*hd).
+struct State {
+  std::vector<float> m, l, a;
+  void reset(int64_t rows, int64_t hd) {
+    m.assign(size_t(rows), kNegInf);
+    l.assign(size_t(rows), 0.0f);
+    a.assign(size_t(rows * hd), 0.0f);
+  }
+};
+
+struct Ctx {
+  const KvShape& shape;
+  const KvRope& rope;
+  int layer;
+  const KvAttention& a;
+  const int32_t* qpos;
+  std::span<const KvSegment> segs;
+  int64_t H, G, hd, C, window;
+  std::vector<float> qpack;  // per KV head g: (n*G, hd) scaled queries, row i*G + hh
+};
+
+bool visible(int32_t kp, int32_t qp, int64_t window) {
+  return kp <= qp && (window == 0 || int64_t(kp) > int64_t(qp) - window);
+}
+
+// Per-thread tile buffers.
+struct Scratch {
+  std::vector<float> k, v, s;
+};
+
+// Processes one tile for queries [i0, i1) (all KV heads), updating `st` whose rows start at
+// query `base` (st covers queries base .. base + its rows / G).
+void tile_queries(const Ctx& c, const Tile& t, int64_t i0, int64_t i1, int64_t base, State& st,
+                  int64_t st_rows, Scratch& sc) {
+  const KvSegment& sg = c.segs[size_t(t.seg)];
+  const int64_t rows = t.r1 - t.r0;
+  const int32_t* pos = sg.pos + t.r0;
+  // Whole-tile visibility for this query range (positions ascend within a segment).
+  int32_t qmin = c.qpos[i0], qmax = c.qpos[i0];
+  for (int64_t i = i0; i < i1; ++i) { qmin = std::min(qmin, c.qpos[i]); qmax = std::max(qmax, c.qpos[i]); }
+  if (pos[0] > qmax) return;
+  if (c.window > 0 && int64_t(pos[rows - 1]) <= int64_t(qmin) - c.window) return;
+  const bool need_mask = pos[rows - 1] > qmin || (c.window > 0 && int64_t(pos[0]) <= int64_t(qmax) - c.window);
+
+  const int64_t Mq = (i1 - i0) * c.G;
+  const bool gemm = Mq >= 16;
+  // Keys/values as rows the kernels read: f16 in place when they need no RoPE and few queries
+  // read them (decode), else an f32 tile (decoded, converted and/or rotated).
+  const void* K;
+  const void* V;
+  int64_t stride;
+  bool f16 = false;
+  if (!sg.decode && sg.dtype == KvDtype::F32 && sg.k_roped) {
+    K = static_cast<const float*>(sg.k) + t.r0 * sg.stride;
+    V = static_cast<const float*>(sg.v) + t.r0 * sg.stride;
+    stride = sg.stride;
+  } else if (!sg.decode && sg.dtype == KvDtype::F16 && sg.k_roped && !gemm) {
+    K = static_cast<const uint16_t*>(sg.k) + t.r0 * sg.stride;
+    V = static_cast<const uint16_t*>(sg.v) + t.r0 * sg.stride;
+    stride = sg.stride;
+    f16 = true;
+  } else {
+    sc.k.resize(size_t(rows * c.C));
+    sc.v.resize(size_t(rows * c.C));
+    if (sg.decode) {
+      sg.decode(t.r0, t.r1, sc.k.data(), sc.v.data());
+    } else {
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t src = (t.r0 + r) * sg.stride;
+        if (sg.dtype == KvDtype::F32) {
+          std::copy_n(static_cast<const float*>(sg.k) + src, c.C, sc.k.data() + r * c.C);
+          std::copy_n(static_cast<const float*>(sg.v) + src, c.C, sc.v.data() + r * c.C);
+        } else {
+          dequantize_row(GgmlType::F16, static_cast<const uint16_t*>(sg.k) + src, sc.k.data() + r * c.C, c.C);
+          dequantize_row(GgmlType::F16, static_cast<const uint16_t*>(sg.v) + src, sc.v.data() + r * c.C, c.C);
+        }
+      }
+    }
+    if (!sg.k_roped && c.rope.enabled(c.layer))
+      for (int64_t r = 0; r < rows; ++r) c.rope.rotate(c.layer, sc.k.data() + r * c.C, pos[r]);
+    K = sc.k.data();
+    V = sc.v.data();
+    stride = c.C;
+  }
+
+  sc.s.resize(size_t(Mq * rows));
+  float* s = sc.s.data();
+  for (int64_t g = 0; g < c.H; ++g) {
+    const float* q = c.qpack.data() + (g * c.a.n * c.G + i0 * c.G) * c.hd;
+    if (f16) attn_scores_f16(q, Mq, c.hd, static_cast<const uint16_t*>(K) + g * c.hd, rows, stride, s, rows);
+    else attn_scores(q, Mq, c.hd, static_cast<const float*>(K) + g * c.hd, rows, stride, s, rows);
+    if (need_mask) {
+      for (int64_t r = 0; r < Mq; ++r) {
+        const int32_t qp = c.qpos[i0 + r / c.G];
+        for (int64_t j = 0; j < rows; ++j)
+          if (!visible(pos[j], qp, c.window)) s[r * rows + j] = kNegInf;
+      }
+    }
+    const int64_t row0 = g * st_rows + (i0 - base) * c.G;
+    float* acc = st.a.data() + row0 * c.hd;
+    attn_online_update(s, Mq, rows, rows, st.m.data() + row0, st.l.data() + row0, acc, c.hd);
+    if (f16) attn_accum_f16(s, Mq, rows, rows, static_cast<const uint16_t*>(V) + g * c.hd, stride, c.hd, acc);
+    else attn_accum(s, Mq, rows, rows, static_cast<const float*>(V) + g * c.hd, stride, c.hd, acc);
+  }
+}
+
+// out rows of queries [base, base + rows/G) from the state.
+void write_out(const Ctx& c, const State& st, int64_t base, int64_t nq) {
+  const int64_t Q = int64_t(c.a.n_heads) * c.hd, st_rows = nq * c.G;
+  for (int64_t g = 0; g < c.H; ++g)
+    for (int64_t i = 0; i < nq; ++i)
+      for (int64_t hh = 0; hh < c.G; ++hh) {
+        const int64_t r = g * st_rows + i * c.G + hh;
+        const float inv = st.l[size_t(r)] > 0 ? 1.0f / st.l[size_t(r)] : 0.0f;
+        float* o = c.a.out + (base + i) * Q + (g * c.G + hh) * c.hd;
+        for (int64_t d = 0; d < c.hd; ++d) o[d] = st.a[size_t(r * c.hd + d)] * inv;
+      }
+}
+
+std::vector<Tile> make_tiles(std::span<const KvSegment> segs, int64_t tile_rows) {
+  std::vector<Tile> tiles;
+  for (size_t i = 0; i < segs.size(); ++i) {
+    const KvSegment& sg = segs[i];
+    const int64_t b = std::max<int64_t>(1, sg.block);
+    const int64_t step = std::max(b, tile_rows / b * b);
+    for (int64_t r0 = 0; r0 < sg.n; r0 += step) tiles.push_back({int(i), r0, std::min(sg.n, r0 + step)});
+  }
+  return tiles;
+}
+
+}  // namespace
+
+KvRope::KvRope(const KvShape& shape) : n_kv_heads_(shape.n_kv_heads), head_dim_(shape.head_dim) {
+  for (int l = 0; l < shape.n_layers; ++l) {
+    const RopeParams& p = shape.rope_of(l);
+    int found = -1;
+    for (size_t i = 0; i < tables_.size(); ++i) {
+      const RopeParams& q = tables_[i]->params();
+      if (q.type == p.type && q.n_rot == p.n_rot && q.freq_base == p.freq_base &&
+          q.freq_scale == p.freq_scale && q.freq_factors == p.freq_factors) found = int(i);
+    }
+    if (found < 0) {
+      found = int(tables_.size());
+      tables_.push_back(std::make_unique<RopeTable>(p));
+    }
+    index_.push_back(found);
+  }
+}
+
+void KvRope::ensure(int64_t n_pos) {
+  for (auto& t : tables_) if (t->params().n_rot > 0) t->ensure(n_pos);
+}
+
+void KvRope::rotate(int layer, float* row, int64_t pos) const {
+  const RopeTable& t = table(layer);
+  if (t.params().n_rot > 0) rope_row(t, row, n_kv_heads_, head_dim_, pos);
+}
+
+void attend_segments(const KvShape& shape, const KvRope& rope, int layer, const KvAttention& a,
+                     const int32_t* qpos, std::span<const KvSegment> segs) {
+  const int64_t n = a.n;
+  if (n <= 0) return;
+  if (a.n_heads <= 0 || a.n_heads % shape.n_kv_heads != 0)
+    fail("attention: {} query heads do not group over {} KV heads", a.n_heads, shape.n_kv_heads);
+  Ctx c{shape, rope, layer, a, qpos, segs, shape.n_kv_heads, a.n_heads / shape.n_kv_heads,
+        shape.head_dim, shape.width(), shape.window_of(layer), {}};
+  const int64_t Q = int64_t(a.n_heads) * c.hd;
+  // Queries packed per KV head (rows i*G + hh), scale folded in.
+  c.qpack.resize(size_t(c.H * n * c.G * c.hd));
+  for (int64_t g = 0; g < c.H; ++g)
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t hh = 0; hh < c.G; ++hh) {
+        const float* src = a.q + i * Q + (g * c.G + hh) * c.hd;
+        float* dst = c.qpack.data() + ((g * n + i) * c.G + hh) * c.hd;
+        for (int64_t d = 0; d < c.hd; ++d) dst[d] = src[d] * a.scale;
+      }
+  const bool many = n >= 2 * kQueryBlock;
+  // Prefill: larger tiles (fewer, larger sgemm calls); decode: kTileRows, the unit of the split
+  // over threads.
+  const std::vector<Tile> tiles = make_tiles(segs, many ? 4 * kTileRows : kTileRows);
+
+  with_single_threaded_blas([&] {
+    if (many) {
+      // Many queries: one work item per block of queries over all tiles; no merge. Items are
+      // ordered small/large alternately so that the contiguous split over threads balances the
+      // causal triangle.
+      const int64_t nb = (n + kQueryBlock - 1) / kQueryBlock;
+      parallel_for(nb, [&](int64_t b0, int64_t b1) {
+        thread_local Scratch sc;
+        State st;
+        for (int64_t k = b0; k < b1; ++k) {
+          const int64_t qb = k % 2 == 0 ? k / 2 : nb - 1 - k / 2;
+          const int64_t i0 = qb * kQueryBlock, i1 = std::min(n, i0 + kQueryBlock);
+          const int64_t rows = (i1 - i0) * c.G;
+          st.reset(c.H * rows, c.hd);
+          for (const Tile& t : tiles) tile_queries(c, t, i0, i1, i0, st, rows, sc);
+          write_out(c, st, i0, i1 - i0);
+        }
+      });
+      return;
+    }
+    // Few queries (decode): split the tiles over threads, merge the partial states.
+    const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(num_threads(), int64_t(tiles.size())));
+    const int64_t rows = n * c.G;
+    std::vector<State> st(static_cast<size_t>(parts));
+    parallel_for(parts, [&](int64_t p0, int64_t p1) {
+      thread_local Scratch sc;
+      for (int64_t p = p0; p < p1; ++p) {
+        State& s = st[size_t(p)];
+        s.reset(c.H * rows, c.hd);
+        const int64_t t0 = int64_t(tiles.size()) * p / parts, t1 = int64_t(tiles.size()) * (p + 1) / parts;
+        for (int64_t t = t0; t < t1; ++t) tile_queries(c, tiles[size_t(t)], 0, n, 0, s, rows, sc);
+      }
+    });
+    for (int64_t p = 1; p < parts; ++p)
+      attn_merge(st[0].m.data(), st[0].l.data(), st[0].a.data(), st[size_t(p)].m.data(),
+                 st[size_t(p)].l.data(), st[size_t(p)].a.data(), c.H * rows, c.hd);
+    write_out(c, st[0], 0, n);
+  });
+}
+
+void KvCache::attend(int layer, const KvAttention& a) { attend_reference(*this, layer, a); }
+
+void attend_reference(KvCache& cache, int layer, const KvAttention& a) {
+  const KvShape& shape = cache.shape();
+  const KvView view = cache.read(layer);
+  const int64_t n = a.n, T = view.n_tokens, C = shape.width(), hd = shape.head_dim;
+  if (n > T) fail("kv cache {}: attention for {} queries over {} rows", cache.name(), n, T);
+  if (a.n_heads <= 0 || a.n_heads % shape.n_kv_heads != 0)
+    fail("attention: {} query heads do not group over {} KV heads", a.n_heads, shape.n_kv_heads);
+  // Rows as f32, keys rotated.
+  std::vector<float> k(size_t(T * C)), v(size_t(T * C));
+  KvRope rope(shape);
+  rope.ensure(T > 0 ? int64_t(view.pos[T - 1]) + 1 : 1);
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t j = 0; j < C; ++j) {
+      const int64_t i = t * view.row_stride + j;
+      k[size_t(t * C + j)] = view.dtype == KvDtype::F32 ? static_cast<const float*>(view.k)[i]
+                                                        : fp16_to_fp32(static_cast<const uint16_t*>(view.k)[i]);
+      v[size_t(t * C + j)] = view.dtype == KvDtype::F32 ? static_cast<const float*>(view.v)[i]
+                                                        : fp16_to_fp32(static_cast<const uint16_t*>(view.v)[i]);
+    }
+    if (!view.k_roped) rope.rotate(layer, k.data() + t * C, view.pos[t]);
+  }
+  const int64_t Q = int64_t(a.n_heads) * hd, G = a.n_heads / shape.n_kv_heads;
+  const int64_t window = shape.window_of(layer);
+  std::vector<double> sc;
+  std::vector<int32_t> seen_pos;
+  std::vector<float> w;
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t qp = view.pos[T - n + i];
+    for (int h = 0; h < a.n_heads; ++h) {
+      const int64_t g = h / G;
+      const float* q = a.q + i * Q + h * hd;
+      sc.clear();
+      seen_pos.clear();
+      double mx = -std::numeric_limits<double>::infinity();
+      std::vector<int64_t> rows;
+      for (int64_t t = 0; t < T; ++t) {
+        if (!visible(view.pos[t], qp, window)) continue;
+        double d = 0;
+        for (int64_t j = 0; j < hd; ++j) d += double(q[j]) * double(k[size_t(t * C + g * hd + j)]);
+        sc.push_back(d * a.scale);
+        rows.push_back(t);
+        seen_pos.push_back(view.pos[t]);
+        mx = std::max(mx, sc.back());
+      }
+      double sum = 0;
+      for (double& x : sc) sum += (x = std::exp(x - mx));
+      float* o = a.out + i * Q + h * hd;
+      for (int64_t j = 0; j < hd; ++j) {
+        double acc = 0;
+        for (size_t r = 0; r < rows.size(); ++r) acc += sc[r] * double(v[size_t(rows[r] * C + g * hd + j)]);
+        o[j] = rows.empty() ? 0.0f : float(acc / sum);
+      }
+      if (a.observer != nullptr) {
+        w.resize(sc.size());
+        for (size_t r = 0; r < sc.size(); ++r) w[r] = float(sc[r] / sum);
+        a.observer->on_weights(layer, i, qp, h, seen_pos, w);
+      }
+    }
+  }
+}
+
+}  // namespace aquakv

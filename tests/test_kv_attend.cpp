@@ -1,0 +1,371 @@
+// The cache seam's attention (kv/kv_cache.h, kv/attend.h, ops/attn_tile.h): the tile kernels
+// against their float64 references; every format's fused attention against the generic dense
+// path (attend_reference: read() + RoPE + float64 softmax) over prefill and decode steps, with
+// RoPE and a sliding window; explicit positions; an attention observer used by a test policy;
+// and, on the real model, fused vs reference logits for several formats.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <random>
+#include <vector>
+
+#include "aquakv/kv/attend.h"
+#include "aquakv/kv/aquakv_cache.h"
+#include "aquakv/kv/cache_factory.h"
+#include "aquakv/ops/attn_tile.h"
+#include "aquakv/quant/codec.h"
+#include "aquakv/util/cpu.h"
+#include "aquakv/util/fp16.h"
+#include "model_fixture.h"
+
+namespace aquakv {
+namespace {
+
+std::vector<float> randn(size_t n, uint32_t seed, float sd = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, sd);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+// Kernels: |score error| <= 2 hd eps32 sum_c |q_c k_c| (f32 dot of hd terms, any order);
+// online update + accumulation: relative 1e-6 of the output scale (exp approximation 2e-7,
+// t-term f32 sums).
+TEST(AttnTile, KernelsMatchFloat64References) {
+  for (const int64_t hd : {8, 64, 12}) {
+    for (const int64_t M : {1, 3, 9}) {
+      for (const int64_t t : {1, 7, 128}) {
+        const auto q = randn(size_t(M * hd), 1), k = randn(size_t(t * hd), 2), v = randn(size_t(t * hd), 3);
+        std::vector<uint16_t> k16(k.size()), v16(v.size());
+        for (size_t i = 0; i < k.size(); ++i) { k16[i] = fp32_to_fp16(k[i]); v16[i] = fp32_to_fp16(v[i]); }
+        std::vector<float> s(size_t(M * t)), sr(s.size()), s16(s.size()), sr16(s.size());
+        attn_scores(q.data(), M, hd, k.data(), t, hd, s.data(), t);
+        attn_scores_ref(q.data(), M, hd, k.data(), t, hd, sr.data(), t);
+        attn_scores_f16(q.data(), M, hd, k16.data(), t, hd, s16.data(), t);
+        attn_scores_f16_ref(q.data(), M, hd, k16.data(), t, hd, sr16.data(), t);
+        for (int64_t r = 0; r < M; ++r)
+          for (int64_t j = 0; j < t; ++j) {
+            double mag = 0;
+            for (int64_t c = 0; c < hd; ++c) mag += std::fabs(double(q[size_t(r * hd + c)]) * k[size_t(j * hd + c)]);
+            const double bound = 2.0 * double(hd) * 6e-8 * mag + 1e-30;
+            ASSERT_LE(std::fabs(s[size_t(r * t + j)] - sr[size_t(r * t + j)]), bound);
+            ASSERT_LE(std::fabs(s16[size_t(r * t + j)] - sr16[size_t(r * t + j)]), 1.01 * bound + 1e-6 * mag);
+          }
+        // Two tiles through the online update, against the references; second tile masked in part.
+        for (const bool f16 : {false, true}) {
+          std::vector<float> m(size_t(M), -INFINITY), l(size_t(M), 0), a(size_t(M * hd), 0);
+          std::vector<float> mr = m, lr = l, ar = a;
+          for (int tile = 0; tile < 2; ++tile) {
+            std::vector<float> x = sr, xr = sr;
+            if (tile == 1) for (int64_t r = 0; r < M; ++r) x[size_t(r * t)] = xr[size_t(r * t)] = -INFINITY;
+            attn_online_update(x.data(), M, t, t, m.data(), l.data(), a.data(), hd);
+            attn_online_update_ref(xr.data(), M, t, t, mr.data(), lr.data(), ar.data(), hd);
+            if (f16) {
+              attn_accum_f16(x.data(), M, t, t, v16.data(), hd, hd, a.data());
+              attn_accum_f16_ref(xr.data(), M, t, t, v16.data(), hd, hd, ar.data());
+            } else {
+              attn_accum(x.data(), M, t, t, v.data(), hd, hd, a.data());
+              attn_accum_ref(xr.data(), M, t, t, v.data(), hd, hd, ar.data());
+            }
+          }
+          for (int64_t r = 0; r < M; ++r) {
+            ASSERT_EQ(m[size_t(r)], mr[size_t(r)]);
+            ASSERT_NEAR(l[size_t(r)], lr[size_t(r)], 2e-6 * lr[size_t(r)]);
+            for (int64_t c = 0; c < hd; ++c)
+              ASSERT_NEAR(a[size_t(r * hd + c)] / l[size_t(r)], ar[size_t(r * hd + c)] / lr[size_t(r)], 1e-5)
+                  << "hd " << hd << " M " << M << " t " << t << " f16 " << f16;
+          }
+        }
+      }
+    }
+  }
+}
+
+// Merging two partial states equals one pass over both tiles.
+TEST(AttnTile, MergeEqualsOnePass) {
+  const int64_t M = 3, hd = 16, t = 40;
+  const auto q = randn(size_t(M * hd), 4), k = randn(size_t(2 * t * hd), 5), v = randn(size_t(2 * t * hd), 6);
+  auto run = [&](int64_t r0, int64_t r1, std::vector<float>& m, std::vector<float>& l, std::vector<float>& a) {
+    std::vector<float> s(size_t(M * (r1 - r0)));
+    attn_scores_ref(q.data(), M, hd, k.data() + r0 * hd, r1 - r0, hd, s.data(), r1 - r0);
+    attn_online_update_ref(s.data(), M, r1 - r0, r1 - r0, m.data(), l.data(), a.data(), hd);
+    attn_accum_ref(s.data(), M, r1 - r0, r1 - r0, v.data() + r0 * hd, hd, hd, a.data());
+  };
+  std::vector<float> m1(M, -INFINITY), l1(M, 0), a1(M * hd, 0), m2 = m1, l2 = l1, a2 = a1, m = m1, l = l1, a = a1;
+  run(0, t, m1, l1, a1);
+  run(t, 2 * t, m2, l2, a2);
+  run(0, 2 * t, m, l, a);
+  attn_merge(m1.data(), l1.data(), a1.data(), m2.data(), l2.data(), a2.data(), M, hd);
+  for (int64_t i = 0; i < M * hd; ++i) EXPECT_NEAR(a1[size_t(i)] / l1[size_t(i / hd)], a[size_t(i)] / l[size_t(i / hd)], 1e-5);
+}
+
+// A small model-like shape: 3 KV heads of 64 (C = 192, the default model's width), 9 query
+// heads, RoPE on every channel pair.
+KvShape shape(std::vector<int64_t> window = {}) {
+  KvShape s;
+  s.n_layers = 3;
+  s.n_kv_heads = 3;
+  s.head_dim = 64;
+  s.max_tokens = 512;
+  s.rope.n_rot = 64;
+  s.rope.freq_base = 10000.0;
+  s.window = std::move(window);
+  return s;
+}
+constexpr int kHeads = 9;
+
+// Random AQUA-KV predictors (small weights) and HIGGS codecs, built without a file.
+std::unique_ptr<KvCache> random_aquakv(const KvShape& s) {
+  const int64_t C = s.width();
+  auto a = std::make_shared<Adapters>();
+  a->model = {"test", s.n_layers, s.n_kv_heads, s.head_dim, C, 0};
+  a->layers.resize(size_t(s.n_layers));
+  for (int l = 1; l < s.n_layers; ++l) {
+    auto& lp = a->layers[size_t(l)];
+    lp.key.in = lp.key.out = lp.value.out = C;
+    lp.value.in = 2 * C;
+    lp.key.w = randn(size_t(C * C), 10 + l, 0.5f / std::sqrt(float(C)));
+    lp.value.w = randn(size_t(2 * C * C), 20 + l, 0.5f / std::sqrt(float(C)));
+    lp.key.bias = randn(size_t(C), 30 + l, 0.1f);
+    lp.value.bias = randn(size_t(C), 40 + l, 0.1f);
+  }
+  CompressedCacheOptions o;
+  o.name = "aquakv-random";
+  o.sinks = 4;
+  o.buffer = 32;
+  o.key_codec = std::shared_ptr<const Codec>(make_codec("higgs2", C));
+  o.value_codec = std::shared_ptr<const Codec>(make_codec("higgs2", C));
+  o.layer0_key_codec = o.layer0_value_codec = std::shared_ptr<const Codec>(make_codec("higgs4", C));
+  o.adapters = a;
+  return make_compressed_cache(s, o);
+}
+
+std::unique_ptr<KvCache> make(const std::string& spec, const KvShape& s) {
+  return spec == "aquakv-random" ? random_aquakv(s) : make_cache(spec, s);
+}
+
+const std::vector<std::string> kFormats = {"fp16", "f32", "q8_0", "q4_0", "kivi2", "kivi4",
+                                           "higgs2", "higgs3", "higgs4", "aquakv-random",
+                                           "higgs2,p=4,b=16"};
+
+// Fused attend() against attend_reference on the same storage, over steps that mix prefill
+// (several tiles, several query blocks) and decode, crossing the compressed formats' buffer
+// flushes. Bound: float32 scores and sums and the exp approximation (kernel test above) give
+// relative errors ~1e-6; 1e-4 of the largest |v| leaves 100x margin while a wrong mask, position,
+// RoPE or head mapping is off by O(1).
+void check_fused(const KvShape& s) {
+  const int64_t C = s.width(), Q = int64_t(kHeads) * s.head_dim;
+  for (const auto& spec : kFormats) {
+    auto cache = make(spec, s);
+    const int seq = cache->add_sequence();
+    uint32_t seed = 100;
+    double worst = 0;
+    for (const int64_t n : {37, 1, 1, 64, 130, 1, 3, 1}) {
+      cache->begin_step(seq, n);
+      for (int l = 0; l < s.n_layers; ++l) {
+        const auto k = randn(size_t(n * C), seed++), v = randn(size_t(n * C), seed++);
+        const auto q = randn(size_t(n * Q), seed++, 2.0f);
+        cache->append(l, k.data(), v.data());
+        std::vector<float> fused(size_t(n * Q)), ref(size_t(n * Q));
+        KvAttention a;
+        a.n = n;
+        a.q = q.data();
+        a.n_heads = kHeads;
+        a.scale = 0.125f;
+        a.out = fused.data();
+        cache->attend(l, a);
+        a.out = ref.data();
+        attend_reference(*cache, l, a);
+        for (size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, double(std::fabs(fused[i] - ref[i])));
+      }
+      cache->end_step();
+    }
+    std::printf("%-16s fused vs reference: max |d out| %.2e\n", spec.c_str(), worst);
+    EXPECT_LT(worst, 1e-4 * 5.0) << spec;  // |v| <= ~5 (normal samples)
+  }
+}
+
+TEST(KvAttend, FusedMatchesReferenceEveryFormat) { check_fused(shape()); }
+TEST(KvAttend, FusedMatchesReferenceWithSlidingWindow) { check_fused(shape({0, 16, 100})); }
+
+// Rows carry their positions; plain formats store rotated keys, the others un-rotated.
+TEST(KvAttend, ExplicitPositions) {
+  for (const auto& spec : kFormats) {
+    auto cache = make(spec, shape());
+    const int seq = cache->add_sequence();
+    const int64_t C = shape().width();
+    for (const int64_t n : {40, 1, 50}) {
+      cache->begin_step(seq, n);
+      for (int l = 0; l < 3; ++l) {
+        const auto k = randn(size_t(n * C), 7);
+        cache->append(l, k.data(), k.data());
+        const KvView v = cache->read(l);
+        ASSERT_EQ(v.n_tokens, cache->n_tokens(seq) + n);
+        for (int64_t t = 0; t < v.n_tokens; ++t) ASSERT_EQ(v.pos[t], t) << spec;
+        EXPECT_EQ(v.k_roped, spec == "fp16" || spec == "f32") << spec;
+      }
+      cache->end_step();
+    }
+  }
+}
+
+// A test policy on the observer hook: accumulates, per position, the attention mass that the
+// queries of one layer give it (the statistic heavy-hitter eviction keeps). Weights of every
+// (query, head) must sum to 1 over visible rows only; a key planted to align with every query
+// must collect the most mass.
+struct AttentionMass : KvAttentionObserver {
+  std::map<int32_t, double> mass;
+  int64_t calls = 0;
+  int64_t window = 0;
+  void on_weights(int layer, int64_t, int64_t qpos, int, std::span<const int32_t> pos,
+                  std::span<const float> w) override {
+    ++calls;
+    double sum = 0;
+    for (size_t j = 0; j < pos.size(); ++j) {
+      EXPECT_LE(pos[j], qpos);
+      if (window > 0 && layer == 1) EXPECT_GT(int64_t(pos[j]), qpos - window);
+      sum += w[j];
+      if (layer == 1) mass[pos[j]] += w[j];
+    }
+    EXPECT_NEAR(sum, 1.0, 1e-5);
+  }
+};
+
+TEST(KvAttend, ObserverPolicySeesExactWeights) {
+  KvShape s = shape({0, 8, 0});
+  s.rope.n_rot = 0;
+  const int64_t C = s.width(), Q = int64_t(kHeads) * s.head_dim, n = 60;
+  for (const char* spec : {"fp16", "higgs2"}) {
+    auto cache = make_cache(spec, s);
+    const int seq = cache->add_sequence();
+    AttentionMass pol;
+    cache->begin_step(seq, n);
+    // Keys: small noise, except position 9 whose keys are all 4; queries are all 4 plus noise
+    // (RoPE off in this shape), so every query favours position 9.
+    auto k = randn(size_t(n * C), 11, 0.1f), v = randn(size_t(n * C), 12);
+    auto q = randn(size_t(n * Q), 13, 0.1f);
+    for (int64_t c = 0; c < C; ++c) k[size_t(9 * C + c)] = 4.0f;
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t c = 0; c < Q; ++c) q[size_t(i * Q + c)] += 4.0f;
+    for (int l = 0; l < 3; ++l) {
+      cache->append(l, k.data(), v.data());
+      std::vector<float> out(size_t(n * Q));
+      KvAttention a;
+      a.n = n;
+      a.q = q.data();
+      a.n_heads = kHeads;
+      a.scale = 0.125f;
+      a.out = out.data();
+      a.observer = &pol;
+      cache->attend(l, a);
+    }
+    cache->end_step();
+    EXPECT_EQ(pol.calls, 3 * n * kHeads);
+    ASSERT_FALSE(pol.mass.empty());
+    const auto best = std::max_element(pol.mass.begin(), pol.mass.end(),
+                                       [](const auto& x, const auto& y) { return x.second < y.second; });
+    EXPECT_EQ(best->first, 9) << spec;
+  }
+}
+
+// On the real model. A quantizing format re-rounds what the next layer stores, so a 1e-6
+// difference in one attention output can flip an fp16 rounding or a 4-bit code downstream and
+// two whole runs diverge chaotically. So the fused path is checked on the very same storage:
+// this wrapper forwards every call to the format and, in attend(), also runs the reference on
+// the same rows and records the largest difference (the model run continues on the fused
+// output). Bound as in the synthetic test: 1e-4 of the largest |value| seen.
+class CheckedCache final : public KvCache {
+ public:
+  explicit CheckedCache(std::unique_ptr<KvCache> c) : c_(std::move(c)) {}
+  const KvShape& shape() const override { return c_->shape(); }
+  std::string name() const override { return c_->name(); }
+  int add_sequence() override { return c_->add_sequence(); }
+  int n_seqs() const override { return c_->n_seqs(); }
+  void clear(int seq) override { c_->clear(seq); }
+  int64_t n_tokens(int seq) const override { return c_->n_tokens(seq); }
+  void begin_step(int seq, int64_t n) override { c_->begin_step(seq, n); }
+  void append(int layer, const float* k, const float* v) override {
+    for (int64_t i = 0; i < step_rows(k) * shape().width(); ++i) vmax = std::max(vmax, double(std::fabs(v[i])));
+    c_->append(layer, k, v);
+  }
+  void attend(int layer, const KvAttention& a) override {
+    c_->attend(layer, a);
+    const int64_t m = a.n * a.n_heads * shape().head_dim;
+    std::vector<float> ref(static_cast<size_t>(m));
+    KvAttention r = a;
+    r.out = ref.data();
+    attend_reference(*c_, layer, r);
+    for (int64_t i = 0; i < m; ++i) worst = std::max(worst, double(std::fabs(ref[size_t(i)] - a.out[i])));
+    ++calls;
+  }
+  KvView read(int layer) override { return c_->read(layer); }
+  void end_step() override { c_->end_step(); }
+  int64_t live_bytes() const override { return c_->live_bytes(); }
+  std::vector<KvBitsTerm> bits_report(int seq) const override { return c_->bits_report(seq); }
+  int64_t step_n = 0;
+  double worst = 0, vmax = 0;
+  int64_t calls = 0;
+
+ private:
+  int64_t step_rows(const float*) const { return step_n; }
+  std::unique_ptr<KvCache> c_;
+};
+
+class KvAttendModel : public testing::RealModelTest {};
+
+TEST_F(KvAttendModel, FusedAttentionMatchesReferenceOnTheSameStorage) {
+  std::vector<int32_t> ids(104);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7919 + 13) % size_t(V()));
+  for (const char* spec : {"fp16", "f32", "q8_0", "q4_0", "higgs2", "higgs4", "kivi2"}) {
+    Forward fwd(*model_, 2);
+    CheckedCache cache(make_cache(spec, model_->kv_shape(256)));
+    const int seq = cache.add_sequence();
+    for (size_t i = 0; i < ids.size();) {
+      const size_t m = i < 96 ? 32 : 1;  // prefill steps, then decode
+      cache.step_n = int64_t(m);
+      std::vector<float> logits(static_cast<size_t>(V()));
+      fwd.eval(cache, seq, std::span<const int32_t>(ids.data() + i, m), logits.data(), false);
+      i += m;
+    }
+    std::printf("%-8s fused vs reference attention on the model: max |d out| %.2e (|v| <= %.1f, %ld calls)\n",
+                spec, cache.worst, cache.vmax, long(cache.calls));
+    EXPECT_EQ(cache.calls, 11 * model_->config().n_layers);
+    EXPECT_LT(cache.worst, 1e-4 * cache.vmax) << spec;
+  }
+}
+
+// Whole runs on the gemm strategy (f32 activations) with the f32 cache, where nothing re-rounds:
+// fused vs reference path differ by f32 rounding only, as in test_forward.cpp's
+// StepSizesAgreeTightly (observed ~7e-5; bound 1e-3).
+struct NullObserver : KvAttentionObserver {
+  void on_weights(int, int64_t, int64_t, int, std::span<const int32_t>, std::span<const float>) override {}
+};
+
+TEST_F(KvAttendModel, FusedLogitsMatchReferencePathF32) {
+  std::vector<int32_t> ids(100);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7919 + 13) % size_t(V()));
+  NullObserver obs;
+  ForwardOptions opt;
+  opt.matmul = MatmulPath::kGemm;
+  Forward fused(*model_, 2, opt);
+  opt.observer = &obs;
+  Forward ref(*model_, 2, opt);
+  auto c1 = make_cache("f32", model_->kv_shape(256)), c2 = make_cache("f32", model_->kv_shape(256));
+  const int s1 = c1->add_sequence(), s2 = c2->add_sequence();
+  double worst = 0;
+  for (const int64_t step : {32, 32, 32, 1, 1, 1, 1}) {
+    const std::vector<int32_t> part(ids.begin(), ids.begin() + step);
+    const auto a = testing::logits_in_steps(fused, *c1, s1, part, step);
+    const auto b = testing::logits_in_steps(ref, *c2, s2, part, step);
+    for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, double(std::fabs(a[i] - b[i])));
+  }
+  std::printf("f32 cache, gemm path: fused vs reference max |dlogit| %.2e\n", worst);
+  EXPECT_LT(worst, 1e-3);
+}
+
+}  // namespace
+}  // namespace aquakv
