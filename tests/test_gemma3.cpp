@@ -56,7 +56,11 @@ const Golden& golden() {
 // leaves 4x margin while a real error moves logits by units (without the sliding-window mask
 // past position 512 the worst difference was 9.3).
 constexpr double kExactBound = 0.05;
-constexpr double kLlamaRowBound = 100, kLlamaTopP99Bound = 100, kLlamaRmsBound = 100;
+// Against llama.cpp the bounds are SmolLM2's (tests/test_forward.cpp), whose argument carries
+// over: llama.cpp rounds activations to 8 bits before every quantized matmul (also here: Q5_0,
+// Q8_0, Q4_K, Q6_K weights) and attention operands to f16. Provisional until the llama.cpp rows
+// exist (the tests skip without them); re-derive from the printed measurement then.
+constexpr double kLlamaRowBound = 1.5, kLlamaTopP99Bound = 1.5, kLlamaRmsBound = 0.35;
 
 int64_t argmax(const float* x, int64_t n) { return std::max_element(x, x + n) - x; }
 
