@@ -5,12 +5,14 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <random>
 
 #include "aquakv/kv/adapters.h"
+#include "aquakv/kv/cache_factory.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/fp16.h"
 
@@ -136,9 +138,9 @@ TEST(Adapters, RefusesDamagedFiles) {
   expect_refused(load, "bad magic");
 
   b = good;
-  b[8] = 2;  // version
+  b[8] = 3;  // version
   spit(p, b);
-  expect_refused(load, "format version 2");
+  expect_refused(load, "format version 3");
 
   for (size_t cut : {size_t(10), size_t(30), good.size() / 2, good.size() - 1}) {
     b.assign(good.begin(), good.begin() + std::ptrdiff_t(cut));
@@ -193,13 +195,97 @@ TEST(Adapters, RefusesAnotherModelOrQuantizer) {
 TEST(Adapters, FailedWriteLeavesNoFile) {
   TmpDir t;
   const std::string p = (t.dir / "no_such_dir" / "a.bin").string();
-  expect_refused([&] { save_adapters(sample(), p); }, "cannot create");
+  expect_refused([&] { save_adapters(sample(), p); }, "does not exist");
   EXPECT_FALSE(fs::exists(p));
   // An existing file is replaced whole: old or new content, never a mix.
   const std::string q = t.file("b.bin");
   save_adapters(sample(0), q);
   save_adapters(sample(2), q);
   EXPECT_EQ(load_adapters(q).rank, 2);
+}
+
+// FNV-1a 64 written out from its published definition (offset basis 14695981039346656037,
+// prime 1099511628211), independent of util/hash.h.
+uint64_t spec_fnv1a64(const char* p, size_t n, uint64_t h = 14695981039346656037ull) {
+  for (size_t i = 0; i < n; ++i) h = (h ^ uint8_t(p[i])) * 1099511628211ull;
+  return h;
+}
+
+void put_checksum(std::vector<char>& b, uint64_t h) { std::memcpy(b.data() + b.size() - 8, &h, 8); }
+
+// Finding 9: the checksum is FNV-1a 64 as docs/ADAPTERS.md says (version 2).
+TEST(Adapters, ChecksumIsFnv1a64AsPublished) {
+  TmpDir t;
+  const std::string p = t.file("a.bin");
+  save_adapters(sample(), p);
+  const std::vector<char> b = slurp(p);
+  uint32_t version;
+  std::memcpy(&version, b.data() + 8, 4);
+  EXPECT_EQ(version, 2u);
+  uint64_t stored;
+  std::memcpy(&stored, b.data() + b.size() - 8, 8);
+  EXPECT_EQ(stored, spec_fnv1a64(b.data(), b.size() - 8));
+}
+
+// Files written from the documentation by another implementation (scripts/make_fuzz_seeds.py,
+// Python): version 2 with FNV-1a 64, version 1 with the old start value; both are read.
+TEST(Adapters, ReadsFilesWrittenToTheDocumentedSpec) {
+  const std::string dir = std::string(AQUAKV_TEST_DATA) + "/../../fuzz/corpus/adapters/";
+  for (const char* name : {"v2_spec.aqkv", "v1_spec.aqkv"}) {
+    SCOPED_TRACE(name);
+    const Adapters a = load_adapters(dir + name);
+    EXPECT_EQ(a.model.arch, "llama");
+    EXPECT_EQ(a.model.n_layers, 3);
+    EXPECT_EQ(a.model.kv_width, 4);
+    EXPECT_EQ(a.model.meta_hash, 0x0123456789ABCDEFull);
+    EXPECT_EQ(a.quant.key_codec, "higgs:2x16:g4");
+    EXPECT_TRUE(a.layers[0].key.empty() && a.layers[0].value.empty());
+    ASSERT_EQ(a.layers[1].key.w.size(), 16u);
+    EXPECT_EQ(a.layers[1].key.w[0], -3 / 8.0f);  // (0 % 7 - 3) / 8
+    EXPECT_TRUE(a.layers[2].key.empty());
+    EXPECT_EQ(a.layers[2].value.in, 8);
+  }
+}
+
+// The version bump: a version-1 file must carry the old checksum, a version-2 file the new one.
+TEST(Adapters, VersionSelectsTheChecksumBasis) {
+  TmpDir t;
+  const std::string p = t.file("a.bin");
+  save_adapters(sample(), p);
+  const std::vector<char> v2 = slurp(p);
+  std::vector<char> b = v2;
+  b[8] = 1;  // version 1 with a version-2 checksum: refused
+  put_checksum(b, spec_fnv1a64(b.data(), b.size() - 8));
+  spit(p, b);
+  expect_refused([&] { load_adapters(p); }, "checksum mismatch");
+  put_checksum(b, spec_fnv1a64(b.data(), b.size() - 8, 1469598103934665603ull));
+  spit(p, b);
+  const Adapters a = load_adapters(p);  // version 1 with its own checksum: read
+  EXPECT_EQ(a.layers[1].key.w, sample().layers[1].key.w);
+  b = v2;  // version 2 with the old checksum: refused
+  put_checksum(b, spec_fnv1a64(b.data(), b.size() - 8, 1469598103934665603ull));
+  spit(p, b);
+  expect_refused([&] { load_adapters(p); }, "checksum mismatch");
+}
+
+// Finding 10: a codec spec from the file that aquakv does not know names the file.
+TEST(Adapters, BogusCodecInTheFileNamesTheFile) {
+  TmpDir t;
+  const std::string p = t.file("bogus.aqkv");
+  Adapters a = sample();
+  a.quant.key_codec = "bogus";
+  save_adapters(a, p);
+  KvShape s;
+  s.n_layers = 4;
+  s.n_kv_heads = 2;
+  s.head_dim = 8;
+  s.max_tokens = 64;
+  expect_refused([&] { make_cache("aquakv:" + p, s); }, "adapters " + p + ": ");
+}
+
+TEST(Adapters, DirectoryIsNamed) {
+  TmpDir t;
+  expect_refused([&] { load_adapters(t.dir.string()); }, "adapters " + t.dir.string() + ": is a directory");
 }
 
 }  // namespace

@@ -48,7 +48,7 @@ std::vector<float> run(const Case& c, bool ref, int64_t r0, int64_t r1, int64_t 
 }
 
 TEST(AffineRows, Avx2EqualsScalarBitForBit) {
-  if (cpu_simd_level() != SimdLevel::kAvx2) GTEST_SKIP() << "no AVX2";
+  if (cpu_simd_level() < SimdLevel::kAvx2) GTEST_SKIP() << "no AVX2";
   for (int64_t n : {0, 1, 5, 6, 7, 13, 100, 200})
     for (int64_t out : {1, 7, 8, 15, 16, 17, 33, 64}) {
       const Case c = make_case(n, 11, 5, out, uint32_t(n * 131 + out));

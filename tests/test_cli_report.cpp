@@ -2,8 +2,8 @@
 // with --extra, land in report.md's speed table and in the speed chart's data next to aquakv's
 // own rows, and a row with a bad field is refused with a one-line error naming file, line and
 // field. tests/data/llama_cpp_speed_rows.jsonl was written by
-//   ~/.cache/aquakv/ref-venv/bin/python bench/llama_cpp_bench.py --speed-ctx 64,128 \
-//       --decode-tokens 4 -t 2 --rows tests/data/llama_cpp_speed_rows.jsonl
+//   ~/.cache/aquakv/ref-venv/bin/python bench/llama_cpp_bench.py --speed-ctx 64,128
+//       --decode-tokens 4 -t 2 --rows tests/data/llama_cpp_speed_rows.jsonl  (one command line)
 // (llama-cpp-python 0.3.36, default model, loaded machine: the rates are only sample values).
 // None of these tests needs llama.cpp; the last one needs AQUAKV_MODEL.
 #include <gtest/gtest.h>

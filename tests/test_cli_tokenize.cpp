@@ -58,10 +58,10 @@ TEST(CliTokenize, UnreadableFileIsAnError) {
   const Result r = run("tokenize -m " + kSpm + " -f /nonexistent/dir/x.txt");
   EXPECT_EQ(r.code, 1);
   EXPECT_EQ(r.out,
-            "aquakv: error: /nonexistent/dir/x.txt: cannot open: No such file or directory\n");
+            "aquakv: error: -f /nonexistent/dir/x.txt: cannot open: No such file or directory\n");
   const Result d = run("tokenize -m " + kSpm + " -f " + ::testing::TempDir());
   EXPECT_EQ(d.code, 1) << d.out;
-  EXPECT_NE(d.out.find("cannot read: Is a directory"), std::string::npos) << d.out;
+  EXPECT_NE(d.out.find(": is a directory, expected a regular file"), std::string::npos) << d.out;
   EXPECT_EQ(lines(d.out), 1) << d.out;
 }
 
@@ -69,10 +69,10 @@ TEST(CliTokenize, MalformedUtf8IsAnError) {
   const std::string path = temp_file("bad.txt", "ok\n\xC3(x");
   const Result r = run("tokenize -m " + kSpm + " -f " + path);
   EXPECT_EQ(r.code, 1);
-  EXPECT_EQ(r.out, "aquakv: error: " + path + ": invalid UTF-8 at byte 3 (0xC3)\n");
+  EXPECT_EQ(r.out, "aquakv: error: -f " + path + ": invalid UTF-8 at byte 3 (0xC3)\n");
   const Result p = run("tokenize -m " + kSpm + " -p \"$(printf 'a\\377')\"");
   EXPECT_EQ(p.code, 1);
-  EXPECT_NE(p.out.find("prompt: invalid UTF-8 at byte 1 (0xFF)"), std::string::npos) << p.out;
+  EXPECT_NE(p.out.find("-p: invalid UTF-8 at byte 1 (0xFF)"), std::string::npos) << p.out;
 }
 
 TEST(CliTokenize, BadUsageAndBadModel) {

@@ -204,5 +204,67 @@ TEST(LogitsFile, ReadsThePythonWritersGolden) {
   }
 }
 
+// Finding 7: a file whose checksum is valid but whose numbers are not log-probabilities (NaN,
+// positive) made every KL after it nan; such files are refused on load.
+TEST(LogitsFile, InsaneNumbersAreRefusedDespiteAValidChecksum) {
+  const float nan = std::nanf("");
+  struct Case {
+    float base_nll, p_rest, logp;
+    const char* needle;
+  };
+  const Case cases[] = {
+      {1.0f, 0.1f, nan, "log-probability nan is not a finite value <= 0"},
+      {1.0f, 0.1f, 0.5f, "log-probability 0.5 is not a finite value <= 0"},
+      {1.0f, 0.1f, -INFINITY, "log-probability -inf"},
+      {nan, 0.1f, -1.0f, "base NLL nan"},
+      {-1.0f, 0.1f, -1.0f, "base NLL -1"},
+      {1.0f, 1.5f, -1.0f, "rest mass 1.5"},
+      {1.0f, nan, -1.0f, "rest mass nan"},
+  };
+  const std::string path = tmp_path("insane");
+  for (const Case& c : cases) {
+    LogitsRunInfo info;
+    info.n_vocab = 8;
+    info.ctx = 2;
+    info.rows_per_window = 1;
+    info.window_hashes = {1};
+    LogitsFile f(info, 4, 1e-4);
+    CompactRow row;
+    row.base_nll = c.base_nll;
+    row.p_rest = c.p_rest;
+    row.top = {{3u, c.logp}};
+    f.add_row(row);
+    f.save(path);  // the writer does not judge; the reader must
+    expect_error([&] { LogitsFile::load(path); }, c.needle);
+  }
+  // The boundary values are sane: log p = 0 (p = 1), rest mass 0.
+  LogitsRunInfo info;
+  info.n_vocab = 8;
+  info.ctx = 2;
+  info.rows_per_window = 1;
+  info.window_hashes = {1};
+  LogitsFile f(info, 4, 1e-4);
+  f.add_row(CompactRow{0.0f, 0.0f, {{3u, 0.0f}}});
+  f.save(path);
+  EXPECT_EQ(LogitsFile::load(path).n_rows(), 1);
+  std::remove(path.c_str());
+}
+
+// Files written from the documented layout by another implementation (Python,
+// scripts/make_fuzz_seeds.py), which seed the fuzz corpus.
+TEST(LogitsFile, ReadsTheSeedCorpus) {
+  const std::string dir = std::string(AQUAKV_TEST_DATA) + "/../../fuzz/corpus/logits/";
+  const LogitsFile f = LogitsFile::load(dir + "small.lgts");
+  EXPECT_EQ(f.info().n_vocab, 16);
+  EXPECT_EQ(f.n_rows(), 6);
+  EXPECT_NEAR(f.row(0).top[0].second, std::log(0.5f), 1e-6);
+  EXPECT_NEAR(f.row(0).p_rest, 0.125f, 1e-7);
+  EXPECT_EQ(LogitsFile::load(dir + "one_window_k1.lgts").n_rows(), 1);
+}
+
+TEST(LogitsFile, DirectoryIsNamed) {
+  expect_error([] { LogitsFile::load(testing::TempDir()); }, "is a directory");
+}
+
 }  // namespace
 }  // namespace aquakv::eval

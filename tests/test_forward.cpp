@@ -269,7 +269,9 @@ TEST_F(ForwardTest, StepSizesAgreeWithDefaultPaths) {
     const float* a = batch.data() + t * V();
     const float* b = single.data() + t * V();
     const int64_t ia = argmax(a, V()), ib = argmax(b, V());
-    if (ia != ib) EXPECT_LT(std::fabs(a[ia] - a[ib]), 0.5) << "position " << t;
+    if (ia != ib) {
+      EXPECT_LT(std::fabs(a[ia] - a[ib]), 0.5) << "position " << t;
+    }
   }
 }
 

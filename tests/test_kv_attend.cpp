@@ -227,7 +227,9 @@ struct AttentionMass : KvAttentionObserver {
     double sum = 0;
     for (size_t j = 0; j < pos.size(); ++j) {
       EXPECT_LE(pos[j], qpos);
-      if (window > 0 && layer == 1) EXPECT_GT(int64_t(pos[j]), qpos - window);
+      if (window > 0 && layer == 1) {
+        EXPECT_GT(int64_t(pos[j]), qpos - window);
+      }
       sum += w[j];
       if (layer == 1) mass[pos[j]] += w[j];
     }

@@ -132,7 +132,7 @@ TEST(CacheFactory, RegisteredFormatsAreFound) {
   register_cache_format({"test-format", "a test", [](const std::string& args, const KvShape& s) {
     EXPECT_EQ(args, "x=1");
     return make_plain_cache(s, KvDtype::F32);
-  }});
+  }, ""});
   EXPECT_EQ(make_cache("test-format:x=1", shape())->name(), "f32");
   bool listed = false;
   for (const auto& f : cache_formats()) listed |= f.name == "test-format";

@@ -10,6 +10,7 @@
 
 #include "aquakv/ops/ggml_quantize.h"
 #include "aquakv/ops/matmul.h"
+#include "aquakv/ops/nn.h"
 #include "aquakv/ops/qdot.h"
 #include "aquakv/util/cpu.h"
 #include "aquakv/util/fp16.h"
@@ -73,7 +74,16 @@ const GgmlType kAllTypes[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, Gg
                               GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
                               GgmlType::F16,  GgmlType::BF16, GgmlType::F32};
 
-bool have_avx2() { return cpu_simd_level() == SimdLevel::kAvx2; }
+bool have_avx2() { return cpu_simd_level() >= SimdLevel::kAvx2; }
+
+// The SIMD levels above scalar that this CPU can run (the others are compiled, not run).
+std::vector<SimdLevel> simd_levels() {
+  std::vector<SimdLevel> out;
+  for (SimdLevel l : {SimdLevel::kAvx2, SimdLevel::kAvx512}) {
+    if (cpu_simd_level() >= l) out.push_back(l);
+  }
+  return out;
+}
 
 TEST(Qdot, QuantizeQ8SimdIsBitIdentical) {
   if (!have_avx2()) GTEST_SKIP() << "no AVX2";
@@ -115,11 +125,13 @@ TEST(Qdot, IntegerPathSimdScalarAndActivationBound) {
       const float ref = qdot_q8_ref(t, row.data(), xq.data(), n);
       // f32 accumulation adds at most ~n * 2^-24 * magnitude; 1e-5 * mag covers it.
       EXPECT_LE(std::fabs(ref - exact), q8_bound(w, xq) + 1e-5 * mag) << ggml_type_name(t) << " " << n;
-      if (have_avx2()) {
-        set_simd_level(SimdLevel::kAvx2);
+      for (SimdLevel lvl : simd_levels()) {
+        set_simd_level(lvl);
         const float fast = qdot_q8(t, row.data(), xq.data(), n);
-        EXPECT_LE(std::fabs(fast - ref), 1e-5 * mag + 1e-6) << ggml_type_name(t) << " " << n;
+        EXPECT_LE(std::fabs(fast - ref), 1e-5 * mag + 1e-6)
+            << ggml_type_name(t) << " " << n << " " << simd_level_name(lvl);
       }
+      set_simd_level(cpu_simd_level());
     }
   }
 }
@@ -137,8 +149,9 @@ TEST(Qdot, RowsDotIsBitIdenticalToSingleDots) {
         std::vector<Q8Act> xq(size_t(n_act * n / 32));
         quantize_q8_ref(x.data(), xq.data(), n_act * n);
         std::vector<float> multi(static_cast<size_t>(n_act));
-        for (SimdLevel lvl : {SimdLevel::kScalar, SimdLevel::kAvx2}) {
-          if (lvl == SimdLevel::kAvx2 && !have_avx2()) continue;
+        std::vector<SimdLevel> levels = simd_levels();
+        levels.insert(levels.begin(), SimdLevel::kScalar);
+        for (SimdLevel lvl : levels) {
           set_simd_level(lvl);
           qdot_q8_rows(t, row.data(), xq.data(), n, n_act, multi.data());
           for (int64_t a = 0; a < n_act; ++a) {
@@ -146,6 +159,38 @@ TEST(Qdot, RowsDotIsBitIdenticalToSingleDots) {
             ASSERT_EQ(std::memcmp(&single, &multi[size_t(a)], 4), 0)
                 << ggml_type_name(t) << " n " << n << " n_act " << n_act << " a " << a << " "
                 << simd_level_name(lvl) << ": " << single << " vs " << multi[size_t(a)];
+          }
+        }
+      }
+    }
+  }
+  set_simd_level(cpu_simd_level());
+}
+
+// The multi-row dot (decode of one sequence: several weight rows, one activation vector) gives
+// each row exactly the single-row dot's float at every level, for row counts that exercise its
+// groups of 4 and the rest; blocks counts odd and even (the AVX-512 kernel takes two at a time).
+TEST(Qdot, MultirowDotIsBitIdenticalToSingleDots) {
+  std::mt19937 rng(6);
+  std::vector<SimdLevel> levels = simd_levels();
+  levels.insert(levels.begin(), SimdLevel::kScalar);
+  for (GgmlType t : kIntTypes) {
+    for (int64_t n : {32, 96, 576}) {
+      for (int64_t n_rows : {1, 3, 4, 5, 8, 11}) {
+        const auto rows = make_rows(t, n_rows, n, rng);
+        const int64_t rb = ggml_row_bytes(t, n);
+        const auto x = randn(n, rng);
+        std::vector<Q8Act> xq(size_t(n / 32));
+        quantize_q8_ref(x.data(), xq.data(), n);
+        std::vector<float> multi(static_cast<size_t>(n_rows));
+        for (SimdLevel lvl : levels) {
+          set_simd_level(lvl);
+          qdot_q8_multirow(t, rows.data(), rb, n_rows, xq.data(), n, multi.data());
+          for (int64_t r = 0; r < n_rows; ++r) {
+            const float single = qdot_q8(t, rows.data() + r * rb, xq.data(), n);
+            ASSERT_EQ(std::memcmp(&single, &multi[size_t(r)], 4), 0)
+                << ggml_type_name(t) << " n " << n << " rows " << n_rows << " r " << r << " "
+                << simd_level_name(lvl) << ": " << single << " vs " << multi[size_t(r)];
           }
         }
       }
@@ -213,6 +258,40 @@ TEST(Matmul, PathsMatchReferenceAndThreadCountDoesNotMatter) {
                   << ggml_type_name(t) << " path " << int(path) << " rows " << rows << " n " << n << " r " << r;
             }
           }
+        }
+      }
+    }
+  }
+  set_num_threads(0);
+}
+
+// The fused decode products give the same bits as the separate ones they replace: matmul_many
+// as k matmul calls, matmul_swiglu as two matmuls and swiglu; at 1 and 2 threads, both paths.
+TEST(Matmul, FusedProductsAreBitIdenticalToSeparateOnes) {
+  std::mt19937 rng(7);
+  const int64_t cols = 96;
+  for (GgmlType t : {GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4_K}) {
+    const int64_t c = t == GgmlType::Q4_K ? 256 : cols;
+    const auto da = make_rows(t, 40, c, rng), db = make_rows(t, 24, c, rng), dc = make_rows(t, 24, c, rng);
+    const QMatrix a = view(t, 40, c, da), b = view(t, 24, c, db), u = view(t, 24, c, dc);
+    for (int threads : {1, 2}) {
+      set_num_threads(threads);
+      for (int64_t n : {1, 2, 5}) {
+        const auto x = randn(n * c, rng);
+        for (MatmulPath path : {MatmulPath::kDot, MatmulPath::kGemm}) {
+          std::vector<float> ya(size_t(n * 40)), yb(size_t(n * 24)), fa(ya.size()), fb(yb.size());
+          matmul(a, x.data(), n, ya.data(), path);
+          matmul(b, x.data(), n, yb.data(), path);
+          const QMatrix* ws[2] = {&a, &b};
+          float* ys[2] = {fa.data(), fb.data()};
+          matmul_many(ws, ys, 2, x.data(), n, path);
+          ASSERT_EQ(std::memcmp(ya.data(), fa.data(), ya.size() * 4), 0) << ggml_type_name(t) << " n " << n;
+          ASSERT_EQ(std::memcmp(yb.data(), fb.data(), yb.size() * 4), 0) << ggml_type_name(t) << " n " << n;
+          std::vector<float> yu(yb.size()), h(yb.size()), us(yb.size());
+          matmul(u, x.data(), n, yu.data(), path);
+          swiglu(yb.data(), yu.data(), yb.data(), int64_t(yb.size()));
+          matmul_swiglu(b, u, x.data(), n, h.data(), us.data(), path);
+          ASSERT_EQ(std::memcmp(yb.data(), h.data(), h.size() * 4), 0) << ggml_type_name(t) << " n " << n;
         }
       }
     }

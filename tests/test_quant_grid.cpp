@@ -14,6 +14,7 @@
 
 #include <fmt/format.h>
 
+#include "aquakv/quant/codec.h"
 #include "aquakv/quant/gauss_rng.h"
 #include "aquakv/quant/grid.h"
 #include "aquakv/quant/nearest.h"
@@ -265,6 +266,27 @@ TEST(BuiltinGrid, EmbeddedDataEqualsCommittedFiles) {
     ++n;
   }
   EXPECT_EQ(n, 10);
+}
+
+// Finding 10: a directory given as a grid file reported a size of 9223372036854775807 bytes.
+TEST(GridFile, DirectoryIsNamedNotMeasured) {
+  const std::string dir = tmp_path("griddir.n16xd2.f32le");
+  std::filesystem::create_directories(dir);
+  for (auto load : {+[](const std::string& p) { (void)load_grid_file(p); },
+                    +[](const std::string& p) { (void)load_grid_file(p, 2, 16); },
+                    +[](const std::string& p) { (void)make_codec("higgs:2x16:grid=" + p, 64, KvStream::kKey); }}) {
+    try {
+      load(dir);
+      ADD_FAILURE() << "accepted a directory";
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find(dir + ": is a directory"), std::string::npos) << m;
+      EXPECT_EQ(m.find("9223372036854775807"), std::string::npos) << m;
+    }
+  }
+  std::filesystem::remove_all(dir);
+  // A shape in the name too large to parse is refused, not thrown as std::out_of_range.
+  EXPECT_THROW(load_grid_file("/tmp/x.n99999999999999999999xd2.f32le"), Error);
 }
 
 }  // namespace

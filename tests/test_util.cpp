@@ -5,6 +5,9 @@
 #include <cmath>
 #include <cstring>
 #include <vector>
+#include <thread>
+#include <chrono>
+#include <random>
 
 #include "aquakv/util/fp16.h"
 #include "aquakv/util/parallel.h"
@@ -51,6 +54,7 @@ TEST(Bf16, RoundTrip) {
 }
 
 TEST(Parallel, CoversEveryIndexOnce) {
+  set_parallel_adaptive(false);  // reach the workers even on a busy machine
   for (int threads : {1, 2, 3}) {
     set_num_threads(threads);
     for (int64_t n : {0, 1, 7, 64, 1000}) {
@@ -62,6 +66,36 @@ TEST(Parallel, CoversEveryIndexOnce) {
     }
   }
   set_num_threads(0);
+  set_parallel_adaptive(true);
+}
+
+// Many back-to-back regions of random sizes (the decode pattern: workers still spinning from
+// the previous region claim chunks of the next), and regions after pauses longer than the spin
+// time (workers asleep on the futex must be woken). Every index is covered exactly once when
+// parallel_for returns, and the pool reports the regions it ran.
+TEST(Parallel, BackToBackAndAfterSleepRegions) {
+  set_parallel_adaptive(false);
+  std::mt19937 rng(3);
+  for (int threads : {2, 3}) {
+    set_num_threads(threads);
+    const PoolStats before = pool_stats();
+    int64_t pooled = 0;
+    for (int it = 0; it < 5000; ++it) {
+      const int64_t n = 1 + int64_t(rng() % 300), grain = 1 + int64_t(rng() % 16);
+      if (it % 1000 == 999) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+      parallel_for(n, [&](int64_t a, int64_t b) {
+        for (int64_t i = a; i < b; ++i) hits[size_t(i)]++;
+      }, grain);
+      pooled += n > grain;
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[size_t(i)].load(), 1) << "region " << it << " n " << n << " i " << i;
+    }
+    const PoolStats after = pool_stats();
+    EXPECT_EQ(int64_t(after.regions - before.regions), pooled) << threads;
+    EXPECT_EQ(after.inline_regions, before.inline_regions);
+  }
+  set_num_threads(0);
+  set_parallel_adaptive(true);
 }
 
 }  // namespace

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <fstream>
 #include <numeric>
 #include <random>
 #include <memory>
@@ -22,6 +21,7 @@
 #include "aquakv/kv/compressed_formats.h"
 #include "aquakv/quant/codec.h"
 #include "aquakv/util/error.h"
+#include "aquakv/util/file_io.h"
 #include "aquakv/util/parallel.h"
 
 namespace aquakv {
@@ -30,12 +30,11 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
+// A calibration text: bounded read (util/file_io.h), UTF-8 like every tokenizer input.
 std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail("calibrate: cannot open text file {}", path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
+  std::string s = read_file(path, "calibrate -f", ReadKind::kText);
+  require_utf8(s, "calibrate -f " + path);
+  return s;
 }
 
 // Windows of `window` tokens at seeded, non-overlapping positions of the joined token stream.
@@ -160,7 +159,13 @@ uint64_t generation_seed(uint64_t seed, int64_t i) {
 }
 
 int64_t peak_rss_bytes() {
-  std::ifstream f("/proc/self/status");
+  std::string status;
+  try {
+    status = read_file("/proc/self/status", "", ReadKind::kText);
+  } catch (const Error&) {
+    return 0;  // not Linux, or /proc not mounted: the report says 0
+  }
+  std::istringstream f(status);
   std::string line;
   while (std::getline(f, line)) {
     if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
@@ -175,11 +180,17 @@ Adapters calibrate(const CalibrateOptions& opt, CalibrateReport* report,
   if (opt.gen_batch < 1) fail("calibrate: --gen-batch must be >= 1 (got {})", opt.gen_batch);
   if (opt.tokens < opt.window) fail("calibrate: --tokens {} is less than one window of {}", opt.tokens, opt.window);
   if (!(opt.val_fraction >= 0 && opt.val_fraction < 1)) fail("calibrate: --val must be in [0, 1) (got {})", opt.val_fraction);
+  // Texts first (small, and a bad one should fail before the model loads).
+  std::vector<std::string> texts;
+  for (const auto& path : opt.text_files) texts.push_back(read_text(path));
   CalibrateReport rep;
   const auto model = Model::load(opt.model_path);
   const ModelConfig& cfg = model->config();
-  Forward fwd(*model, opt.threads);
   const int64_t C = cfg.kv_width();
+  if (opt.rank < 0 || opt.rank > C)
+    fail("calibrate: --rank {} outside [0, {}] (0 = full rank; at most the model's KV width {})",
+         opt.rank, C, C);
+  Forward fwd(*model, opt.threads);
 
   // Codecs first: a bad spec fails before minutes of capture.
   ChainOptions chain;
@@ -199,10 +210,10 @@ Adapters calibrate(const CalibrateOptions& opt, CalibrateReport* report,
     const Tokenizer tok = Tokenizer::from_gguf(model->gguf());
     std::vector<int32_t> stream;
     rep.source = "text:";
-    for (const auto& path : opt.text_files) {
-      const auto ids = tok.encode(read_text(path), false, false);
+    for (size_t i = 0; i < texts.size(); ++i) {
+      const auto ids = tok.encode(texts[i], false, false);
       stream.insert(stream.end(), ids.begin(), ids.end());
-      rep.source += " " + path;
+      rep.source += " " + opt.text_files[i];
     }
     windows = sample_windows(stream, opt.window, opt.tokens / opt.window, opt.seed);
   } else {

@@ -3,10 +3,10 @@
 #include <cblas.h>
 
 #include <algorithm>
-#include <cassert>
 #include <cmath>
 
 #include "aquakv/util/error.h"
+#include "aquakv/util/check.h"
 
 namespace aquakv {
 namespace {
@@ -30,7 +30,7 @@ void NormalEquations::add(int64_t n, const AffineInput* inputs, int n_inputs, co
         const float* src = inputs[s].x + (r0 + i) * inputs[s].ld;
         for (int64_t k = 0; k < inputs[s].k; ++k) xr[c++] = src[k];
       }
-      assert(c == in_);
+      AQUAKV_CHECK(c == in_);
       xr[in_] = 1.0;
       const float* yr = y + (r0 + i) * ldy;
       for (int64_t j = 0; j < out_; ++j) {

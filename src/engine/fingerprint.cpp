@@ -4,15 +4,16 @@
 #include <algorithm>
 #include <cstring>
 
+#include "aquakv/util/hash.h"
+
 namespace aquakv {
 namespace {
 
+// FNV-1a from the legacy start value: meta_hash is stored in every adapter file, so changing
+// the start value would make every existing file "made for another model" (util/hash.h).
 struct Fnv {
-  uint64_t h = 1469598103934665603ull;
-  void bytes(const void* p, size_t n) {
-    const auto* b = static_cast<const uint8_t*>(p);
-    for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
-  }
+  uint64_t h = kFnv1a64LegacyBasis;
+  void bytes(const void* p, size_t n) { h = fnv1a64(p, int64_t(n), h); }
   template <typename T>
   void pod(T v) { bytes(&v, sizeof v); }
   void str(const std::string& s) { pod<uint64_t>(s.size()); bytes(s.data(), s.size()); }

@@ -213,9 +213,10 @@ void Forward::qkv(const LayerWeights& w, int64_t n, MatmulPath mp) {
   parallel_for(n, [&](int64_t a, int64_t b) {
     for (int64_t t = a; t < b; ++t) rms_norm(x + t * d, w.attn_norm.data(), xn + t * d, d, c.norm_eps);
   });
-  matmul(w.wq, xn, n, q, mp);
-  matmul(w.wk, xn, n, k, mp);
-  matmul(w.wv, xn, n, v, mp);
+  // One parallel region for the three projections (decode: one barrier instead of three).
+  const QMatrix* ws[3] = {&w.wq, &w.wk, &w.wv};
+  float* ys[3] = {q, k, v};
+  matmul_many(ws, ys, 3, xn, n, mp);
   add_bias(q, w.bq, n);
   add_bias(k, w.bk, n);
   add_bias(v, w.bv, n);
@@ -270,12 +271,13 @@ void Forward::out_and_ffn(const LayerWeights& w, int64_t n, MatmulPath mp) {
   });
   float* g = sized(s.g, n * c.n_ff);
   float* u = sized(s.u, n * c.n_ff);
-  matmul(w.w_gate, xn, n, g, mp);
-  matmul(w.w_up, xn, n, u, mp);
-  parallel_for(n * c.n_ff, [&](int64_t a, int64_t b) {
-    if (c.gelu_ffn) geglu(g + a, u + a, g + a, b - a);
-    else swiglu(g + a, u + a, g + a, b - a);
-  }, 4096);
+  if (c.gelu_ffn) {  // GeGLU: g = gelu(xn Wg^T) * (xn Wu^T)
+    matmul(w.w_gate, xn, n, g, mp);
+    matmul(w.w_up, xn, n, u, mp);
+    parallel_for(n * c.n_ff, [&](int64_t a, int64_t b) { geglu(g + a, u + a, g + a, b - a); }, 4096);
+  } else {
+    matmul_swiglu(w.w_gate, w.w_up, xn, n, g, u, mp);  // g = silu(xn Wg^T) * (xn Wu^T)
+  }
   matmul(w.w_down, g, n, o, mp);
   post_norm(o, w.post_ffn_norm, n, d, c.norm_eps);
   add_rows(x, o, n * d);

@@ -10,11 +10,6 @@
 //   are relative to its start and multiples of the alignment.
 #include "aquakv/engine/gguf.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -24,6 +19,7 @@
 #include <fmt/ranges.h>
 
 #include "aquakv/util/error.h"
+#include "aquakv/util/file_io.h"
 
 namespace aquakv {
 namespace {
@@ -181,52 +177,17 @@ GgufValue read_value(Cursor& c, GgufValueType type, const FieldName& field, int 
        static_cast<uint32_t>(type));
 }
 
-// Owns the bytes: an mmap of a file, or a copy of an in-memory image.
+// Owns the bytes: a read-only mapping of a file (util/file_io.h), or a copy of an image.
 class Storage {
  public:
-  Storage() = default;
-  Storage(const Storage&) = delete;
-  Storage& operator=(const Storage&) = delete;
-  ~Storage() {
-    if (map_ != nullptr) munmap(map_, map_len_);
-  }
-
-  void map_file(const std::string& path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) fail("{}: cannot open: {}", path, std::strerror(errno));
-    struct stat st {};
-    if (fstat(fd, &st) != 0) {
-      const int e = errno;
-      ::close(fd);
-      fail("{}: cannot stat: {}", path, std::strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-      ::close(fd);
-      fail("{}: file type: expected a regular file, got {}", path,
-           S_ISDIR(st.st_mode) ? "a directory" : "a special file");
-    }
-    if (st.st_size == 0) {
-      ::close(fd);
-      fail("{}: size: expected a GGUF file (at least 24 bytes), got an empty file", path);
-    }
-    void* p = mmap(nullptr, size_t(st.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
-    const int e = errno;
-    ::close(fd);
-    if (p == MAP_FAILED) fail("{}: cannot mmap {} bytes: {}", path, st.st_size, std::strerror(e));
-    map_ = p;
-    map_len_ = size_t(st.st_size);
-  }
-
+  void map_file(const std::string& path) { map_.open(path, ""); }
   void copy(std::span<const uint8_t> bytes) { copy_.assign(bytes.begin(), bytes.end()); }
 
-  const uint8_t* data() const {
-    return map_ != nullptr ? static_cast<const uint8_t*>(map_) : copy_.data();
-  }
-  uint64_t size() const { return map_ != nullptr ? map_len_ : copy_.size(); }
+  const uint8_t* data() const { return map_.size() > 0 ? map_.data() : copy_.data(); }
+  uint64_t size() const { return map_.size() > 0 ? map_.size() : copy_.size(); }
 
  private:
-  void* map_ = nullptr;
-  size_t map_len_ = 0;
+  MappedFile map_;
   std::vector<uint8_t> copy_;
 };
 

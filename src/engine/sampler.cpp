@@ -13,6 +13,7 @@ Sampler::Sampler(const SamplerParams& p) : p_(p), rng_(p.seed) {
   if (!(p.temperature >= 0.0f) || !std::isfinite(p.temperature)) fail("--temp: expected >= 0, got {}", p.temperature);
   if (!(p.top_p >= 0.0f && p.top_p <= 1.0f)) fail("--top-p: expected a value in [0, 1], got {}", p.top_p);
   if (!(p.min_p >= 0.0f && p.min_p <= 1.0f)) fail("--min-p: expected a value in [0, 1], got {}", p.min_p);
+  if (p.top_k < 0) fail("--top-k: expected >= 0 (0 = off), got {}", p.top_k);
 }
 
 std::vector<std::pair<int32_t, double>> Sampler::distribution(std::span<const float> logits) const {

@@ -369,4 +369,9 @@ size_t utf8_first_invalid(std::string_view s) {
   return std::string_view::npos;
 }
 
+void require_utf8(std::string_view s, const std::string& what) {
+  if (const size_t bad = utf8_first_invalid(s); bad != std::string_view::npos)
+    fail("{}: invalid UTF-8 at byte {} (0x{:02X})", what, bad, uint8_t(s[bad]));
+}
+
 }  // namespace aquakv

@@ -5,13 +5,13 @@
 
 #include <algorithm>
 #include <chrono>
-#include <fstream>
 #include <span>
 
 #include "aquakv/eval/logits_file.h"
 #include "aquakv/eval/stats.h"
 #include "aquakv/kv/cache_factory.h"
 #include "aquakv/util/error.h"
+#include "aquakv/util/file_io.h"
 
 namespace aquakv::eval {
 
@@ -34,21 +34,14 @@ std::vector<int32_t> tokenize_for_eval(const Tokenizer& tok, const std::string& 
 }
 
 uint64_t model_fingerprint(const std::string& path) {
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) fail("model {}: cannot open", path);
-  const uint64_t size = uint64_t(f.tellg());
-  f.seekg(0);
-  std::string head(size_t(std::min<uint64_t>(size, uint64_t(4) << 20)), '\0');
-  f.read(head.data(), std::streamsize(head.size()));
-  if (!f) fail("model {}: read error", path);
+  uint64_t size = 0;
+  const std::string head = read_file_head(path, "model", int64_t(4) << 20, &size);
   return fnv1a64(head.data(), int64_t(head.size()), fnv1a64(&size, 8));
 }
 
-std::string read_text_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail("-f {}: cannot open the text file", path);
-  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  if (f.bad()) fail("-f {}: read error", path);
+std::string read_text_file(const std::string& path, const std::string& flag) {
+  std::string s = read_file(path, flag, ReadKind::kText);
+  require_utf8(s, flag + " " + path);
   return s;
 }
 
@@ -138,6 +131,7 @@ SpeedResult measure_speed(Forward& fwd, const std::string& kv_spec,
 
 std::string greedy_continuation(Forward& fwd, const std::string& kv_spec, const Tokenizer& tok,
                                 const std::vector<int32_t>& prompt, int n_tokens, int64_t step) {
+  if (step < 1) fail("--step {}: must be >= 1 (prompt tokens per forward call)", step);
   const int64_t V = fwd.model().config().n_vocab;
   auto cache = make_cache(kv_spec, fwd.model().kv_shape(int64_t(prompt.size()) + n_tokens));
   const int seq = cache->add_sequence();

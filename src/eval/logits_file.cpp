@@ -1,12 +1,12 @@
 // The base-logits file (format and rationale in include/aquakv/eval/logits_file.h).
 #include "aquakv/eval/logits_file.h"
 
-#include <cstdio>
+#include <cmath>
 #include <cstring>
-#include <fstream>
 #include <utility>
 
 #include "aquakv/util/error.h"
+#include "aquakv/util/file_io.h"
 
 namespace aquakv::eval {
 namespace {
@@ -35,7 +35,7 @@ class Writer {
 // Bounds-checked cursor over the loaded bytes; every failure names the file and the field.
 class Reader {
  public:
-  Reader(const std::string& path, const std::string& data, size_t end)
+  Reader(const std::string& path, std::string_view data, size_t end)
       : path_(path), data_(data), end_(end) {}
   template <typename T>
   T get(const char* field) {
@@ -48,7 +48,7 @@ class Reader {
   std::string get_str(const char* field) {
     const uint32_t n = get<uint32_t>(field);
     need(n, field);
-    std::string s = data_.substr(pos_, n);
+    std::string s(data_.substr(pos_, n));
     pos_ += n;
     return s;
   }
@@ -61,50 +61,15 @@ class Reader {
 
  private:
   const std::string& path_;
-  const std::string& data_;
+  std::string_view data_;
   size_t end_;
   size_t pos_ = 0;
 };
 
-std::string read_whole_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail("logits file {}: cannot open for reading", path);
-  std::string data((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  if (f.bad()) fail("logits file {}: read error", path);
-  return data;
-}
-
-void write_file_atomic(const std::string& path, const std::string& bytes) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) fail("logits file {}: cannot open {} for writing", path, tmp);
-    f.write(bytes.data(), std::streamsize(bytes.size()));
-    f.flush();
-    if (!f) {
-      std::remove(tmp.c_str());
-      fail("logits file {}: write to {} failed (disk full?)", path, tmp);
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    fail("logits file {}: cannot rename {} over it", path, tmp);
-  }
-}
-
 }  // namespace
 
-uint64_t fnv1a64(const void* data, int64_t n, uint64_t h) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (int64_t i = 0; i < n; ++i) {
-    h ^= p[i];
-    h *= 0x100000001b3ull;
-  }
-  return h;
-}
-
 uint64_t hash_tokens(const int32_t* ids, int64_t n) {
-  uint64_t h = 0xcbf29ce484222325ull;
+  uint64_t h = kFnv1a64Basis;
   for (int64_t i = 0; i < n; ++i) {
     const uint32_t u = uint32_t(ids[i]);
     const unsigned char b[4] = {uint8_t(u), uint8_t(u >> 8), uint8_t(u >> 16), uint8_t(u >> 24)};
@@ -157,11 +122,14 @@ void LogitsFile::save(const std::string& path) const {
     }
   }
   w.put(fnv1a64(w.bytes().data(), int64_t(w.bytes().size())));
-  write_file_atomic(path, w.bytes());
+  write_file_atomic(path, w.bytes(), "logits file");
 }
 
 LogitsFile LogitsFile::load(const std::string& path) {
-  const std::string data = read_whole_file(path);
+  return parse(read_file(path, "logits file", ReadKind::kData), path);
+}
+
+LogitsFile LogitsFile::parse(std::string_view data, const std::string& path) {
   if (data.size() < 8 + 8 || std::memcmp(data.data(), kMagic, 8) != 0)
     fail("logits file {}: not an aquakv logits file (bad magic)", path);
   const size_t body = data.size() - 8;
@@ -179,6 +147,8 @@ LogitsFile LogitsFile::load(const std::string& path) {
   LogitsFile f;
   f.k_max_ = int(r.get<uint32_t>("k_max"));
   f.mass_eps_ = r.get<double>("mass_eps");
+  if (!(f.mass_eps_ >= 0 && f.mass_eps_ < 1))
+    fail("logits file {}: mass_eps {} is not in [0, 1)", path, f.mass_eps_);
   LogitsRunInfo& in = f.info_;
   const uint64_t vocab = r.get<uint64_t>("n_vocab"), ctx = r.get<uint64_t>("ctx");
   const uint64_t rpw = r.get<uint64_t>("rows_per_window"), nw = r.get<uint64_t>("n_windows");
@@ -202,6 +172,12 @@ LogitsFile LogitsFile::load(const std::string& path) {
     CompactRow& row = f.rows_[size_t(i)];
     row.base_nll = r.get<float>("row.base_nll");
     row.p_rest = r.get<float>("row.p_rest");
+    // Numeric sanity: a checksum only proves the bytes are the ones written; a NaN or a
+    // positive log-probability would make every KL after it meaningless.
+    if (!std::isfinite(row.base_nll) || row.base_nll < 0)
+      fail("logits file {}: row {} base NLL {} is not a finite value >= 0", path, i, row.base_nll);
+    if (!(row.p_rest >= 0 && row.p_rest <= 1))
+      fail("logits file {}: row {} rest mass {} is not in [0, 1]", path, i, row.p_rest);
     const uint16_t n = r.get<uint16_t>("row.n_top");
     if (n == 0 || n > f.k_max_)
       fail("logits file {}: row {} keeps {} tokens (expected 1..{})", path, i, n, f.k_max_);
@@ -210,6 +186,9 @@ LogitsFile LogitsFile::load(const std::string& path) {
       id = r.get<uint32_t>("row.id");
       lp = r.get<float>("row.logp");
       if (id >= vocab) fail("logits file {}: row {} token id {} >= n_vocab {}", path, i, id, vocab);
+      if (!std::isfinite(lp) || lp > 0)
+        fail("logits file {}: row {} token {} log-probability {} is not a finite value <= 0",
+             path, i, id, lp);
     }
   }
   if (r.pos() != body)

@@ -6,12 +6,13 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
+#include <sstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 
 #include "aquakv/util/error.h"
+#include "aquakv/util/file_io.h"
 
 #include <spawn.h>
 #include <sys/wait.h>
@@ -42,13 +43,7 @@ std::string fmt_opt(const std::optional<double>& v, const char* f) {
 std::string series_name(const ReportRow& r) { return r.impl + " " + r.kv; }
 
 void write_text(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::trunc);
-    f << text;
-    if (!f) fail("report: cannot write {}", tmp);
-  }
-  std::filesystem::rename(tmp, path);
+  write_file_atomic(path, text, "report");
 }
 
 std::string gp_quote(const std::string& s) {
@@ -131,8 +126,7 @@ ReportRow row_from_json(const std::string& line, const std::string& where) {
 }
 
 std::vector<ReportRow> read_rows(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) fail("report rows {}: cannot open", path);
+  std::istringstream f(read_file(path, "report rows", ReadKind::kText));
   std::vector<ReportRow> rows;
   std::string line;
   for (int64_t n = 1; std::getline(f, line); ++n) {
@@ -212,7 +206,9 @@ static std::string chart_label(const std::string& kv) {
 }
 
 std::vector<std::string> write_charts(const std::vector<ReportRow>& rows, const std::string& dir) {
-  std::filesystem::create_directories(dir);
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) fail("report {}: cannot create the directory: {}", dir, ec.message());
   std::vector<std::string> out;
   // Quality: one gnuplot data block per (impl, ctx); columns bits, PPL ratio, KL mean, label.
   std::vector<const ReportRow*> by_bits;

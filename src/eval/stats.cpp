@@ -1,8 +1,8 @@
 // Evaluation statistics (see include/aquakv/eval/stats.h for the math).
 #include "aquakv/eval/stats.h"
+#include "aquakv/util/check.h"
 
 #include <algorithm>
-#include <cassert>
 #include <cfloat>
 #include <cmath>
 #include <numeric>
@@ -10,7 +10,7 @@
 namespace aquakv::eval {
 
 double log_sum_exp(const float* logits, int64_t n_vocab) {
-  assert(n_vocab > 0);
+  AQUAKV_CHECK(n_vocab > 0);
   float mx = logits[0];
   for (int64_t v = 1; v < n_vocab; ++v) mx = std::max(mx, logits[v]);
   double s = 0;
@@ -19,7 +19,7 @@ double log_sum_exp(const float* logits, int64_t n_vocab) {
 }
 
 double token_nll(const float* logits, int64_t n_vocab, int64_t target) {
-  assert(target >= 0 && target < n_vocab);
+  AQUAKV_CHECK(target >= 0 && target < n_vocab);
   return log_sum_exp(logits, n_vocab) - double(logits[target]);
 }
 
@@ -49,7 +49,7 @@ double entropy(const float* logits, int64_t n_vocab) {
 
 CompactRow compact_row(const float* logits, int64_t n_vocab, int64_t target, int k_max,
                        double mass_eps) {
-  assert(n_vocab > 0 && k_max >= 1 && target >= 0 && target < n_vocab);
+  AQUAKV_CHECK(n_vocab > 0 && k_max >= 1 && target >= 0 && target < n_vocab);
   const double lse = log_sum_exp(logits, n_vocab);
   const int64_t k = std::min<int64_t>(k_max, n_vocab);
   std::vector<uint32_t> idx(static_cast<size_t>(n_vocab));
@@ -84,7 +84,7 @@ double kl_divergence_compact(const CompactRow& base, const float* test, int64_t 
   ids.reserve(base.top.size());
   double kl = 0;
   for (const auto& [id, lp] : base.top) {
-    assert(int64_t(id) < n_vocab);
+    AQUAKV_CHECK(int64_t(id) < n_vocab);
     const double lq = double(test[id]) - lse_q;
     kl += std::exp(double(lp)) * (double(lp) - lq);
     ids.push_back(id);
@@ -122,7 +122,7 @@ double NllStats::ppl() const { return std::exp(mean_); }
 double NllStats::ppl_stderr() const { return ppl() * mean_stderr(); }
 
 double percentile(std::vector<double> values, double q) {
-  assert(!values.empty() && q >= 0 && q <= 100);
+  AQUAKV_CHECK(!values.empty() && q >= 0 && q <= 100);
   std::sort(values.begin(), values.end());
   const double h = double(values.size() - 1) * q / 100.0;
   const size_t lo = size_t(std::floor(h));

@@ -2,16 +2,13 @@
 // total length in the header, FNV-1a 64 checksum of everything before it at the end.
 #include "aquakv/kv/adapters.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cstdio>
 #include <cstring>
-#include <fstream>
-#include <iterator>
+#include <string_view>
 
 #include "aquakv/util/error.h"
+#include "aquakv/util/file_io.h"
 #include "aquakv/util/fp16.h"
+#include "aquakv/util/hash.h"
 
 namespace aquakv {
 namespace {
@@ -19,10 +16,10 @@ namespace {
 constexpr char kMagic[8] = {'A', 'Q', 'K', 'V', 'A', 'D', 'P', 'T'};
 constexpr int64_t kMaxString = 1 << 20;
 
-uint64_t fnv1a(const uint8_t* p, size_t n) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
-  return h;
+// Version 1 files were checksummed from kFnv1a64LegacyBasis (one digit short of FNV-1a's
+// offset basis); version 2 uses FNV-1a 64 as published. Both stay readable.
+uint64_t checksum(uint32_t version, const uint8_t* p, size_t n) {
+  return fnv1a64(p, int64_t(n), version == 1 ? kFnv1a64LegacyBasis : kFnv1a64Basis);
 }
 
 class Writer {
@@ -49,7 +46,7 @@ class Writer {
 
 class Reader {
  public:
-  Reader(const std::vector<uint8_t>& b, const std::string& path) : b_(b), path_(path) {}
+  Reader(std::span<const uint8_t> b, const std::string& path) : b_(b), path_(path) {}
   template <typename T>
   T get(const char* what) {
     need(sizeof(T), what);
@@ -83,7 +80,7 @@ class Reader {
       fail("adapters {}: truncated at {} (offset {}, need {} bytes, {} left)", path_, what, pos_,
            n, b_.size() - pos_);
   }
-  const std::vector<uint8_t>& b_;
+  std::span<const uint8_t> b_;
   const std::string& path_;
   size_t pos_ = 0;
 };
@@ -118,12 +115,6 @@ AffineMap get_map(Reader& r, AdapterDtype dt, int64_t want_in, int64_t want_out,
   }
   m.bias = r.floats(m.out, dt, which);
   return m;
-}
-
-std::vector<uint8_t> read_all(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail("adapters {}: cannot open ({})", path, std::strerror(errno));
-  return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
 }
 
 }  // namespace
@@ -164,42 +155,25 @@ void save_adapters(const Adapters& a, const std::string& path) {
   }
   const uint64_t total = w.buf.size() + 8;
   std::memcpy(w.buf.data() + 16, &total, 8);
-  w.put<uint64_t>(fnv1a(w.buf.data(), w.buf.size()));
-
-  const std::string tmp = path + ".tmp." + std::to_string(getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) fail("adapters {}: cannot create {} ({})", path, tmp, std::strerror(errno));
-  size_t off = 0;
-  while (off < w.buf.size()) {
-    const ssize_t k = ::write(fd, w.buf.data() + off, w.buf.size() - off);
-    if (k <= 0) {
-      const int e = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      fail("adapters {}: write failed ({})", tmp, std::strerror(e));
-    }
-    off += size_t(k);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    fail("adapters {}: cannot flush {}", path, tmp);
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int e = errno;
-    ::unlink(tmp.c_str());
-    fail("adapters {}: cannot rename {} into place ({})", path, tmp, std::strerror(e));
-  }
+  w.put<uint64_t>(checksum(kAdapterVersion, w.buf.data(), w.buf.size()));
+  write_file_atomic(path, std::string_view(reinterpret_cast<const char*>(w.buf.data()), w.buf.size()),
+                    "adapters");
 }
 
+
 Adapters load_adapters(const std::string& path) {
-  const std::vector<uint8_t> b = read_all(path);
+  const std::string bytes = read_file(path, "adapters", ReadKind::kData);
+  return parse_adapters({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}, path);
+}
+
+Adapters parse_adapters(std::span<const uint8_t> b, const std::string& path) {
   if (b.size() < 8 || std::memcmp(b.data(), kMagic, 8) != 0)
     fail("adapters {}: not an aquakv adapter file (bad magic)", path);
   Reader r(b, path);
   r.get<uint64_t>("magic");
   const uint32_t version = r.get<uint32_t>("version");
-  if (version != kAdapterVersion)
-    fail("adapters {}: format version {}, this build reads version {}", path, version, kAdapterVersion);
+  if (version < 1 || version > kAdapterVersion)
+    fail("adapters {}: format version {}, this build reads versions 1 to {}", path, version, kAdapterVersion);
   const uint32_t dt = r.get<uint32_t>("dtype");
   if (dt > 1) fail("adapters {}: dtype {} unknown (expected 0 = f32 or 1 = f16)", path, dt);
   const uint64_t total = r.get<uint64_t>("file length");
@@ -209,7 +183,7 @@ Adapters load_adapters(const std::string& path) {
     fail("adapters {}: {} unexpected bytes after the declared end ({} bytes)", path, b.size() - total, total);
   uint64_t stored;
   std::memcpy(&stored, b.data() + b.size() - 8, 8);
-  if (fnv1a(b.data(), b.size() - 8) != stored)
+  if (checksum(version, b.data(), b.size() - 8) != stored)
     fail("adapters {}: checksum mismatch: the file is corrupted", path);
 
   Adapters a;

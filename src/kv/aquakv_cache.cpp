@@ -77,6 +77,7 @@ class CompressedCache final : public KvCache {
     Seq& s = seqs_.back();
     const size_t L = size_t(shape_.n_layers);
     s.sink_k.resize(L); s.sink_v.resize(L); s.buf_k.resize(L); s.buf_v.resize(L);
+    s.code_k.resize(L); s.code_v.resize(L);
     return int(seqs_.size()) - 1;
   }
   int n_seqs() const override { return int(seqs_.size()); }
@@ -84,7 +85,8 @@ class CompressedCache final : public KvCache {
     Seq& s = at(seq);
     for (auto* v : {&s.sink_k, &s.sink_v, &s.buf_k, &s.buf_v})
       for (auto& x : *v) { x.clear(); x.shrink_to_fit(); }
-    s.chunks.clear();
+    for (auto* v : {&s.code_k, &s.code_v})
+      for (auto& x : *v) std::vector<uint8_t>().swap(x);
     std::vector<int32_t>().swap(s.pos);
     s.n_tokens = s.n_sinks = s.n_buf = s.n_compressed = 0;
     ++generation_;
@@ -188,23 +190,20 @@ class CompressedCache final : public KvCache {
       g.stride = C;
       segs.push_back(std::move(g));
     } else if (s.n_compressed > 0) {
-      int64_t row = ns;
-      for (const Chunk& ch : s.chunks) {
-        KvSegment g;
-        g.n = ch.n;
-        g.pos = s.pos.data() + row;
-        g.block = block_;
-        const Codec& kcod = kc(layer);
-        const Codec& vcod = vc(layer);
-        const uint8_t* kd = ch.data.data() + ch.off[size_t(2 * layer)];
-        const uint8_t* vd = ch.data.data() + ch.off[size_t(2 * layer + 1)];
-        g.decode = [&kcod, &vcod, kd, vd](int64_t r0, int64_t r1, float* k, float* v) {
-          kcod.decode(kd + kcod.encoded_bytes(r0), r1 - r0, k);
-          vcod.decode(vd + vcod.encoded_bytes(r0), r1 - r0, v);
-        };
-        segs.push_back(std::move(g));
-        row += ch.n;
-      }
+      // All compressed rows of the layer: one code stream per K/V, decoded a tile at a time.
+      KvSegment g;
+      g.n = s.n_compressed;
+      g.pos = s.pos.data() + ns;
+      g.block = block_;
+      const Codec& kcod = kc(layer);
+      const Codec& vcod = vc(layer);
+      const uint8_t* kd = s.code_k[l].data();
+      const uint8_t* vd = s.code_v[l].data();
+      g.decode = [&kcod, &vcod, kd, vd](int64_t r0, int64_t r1, float* k, float* v) {
+        kcod.decode(kd + kcod.encoded_bytes(r0), r1 - r0, k);
+        vcod.decode(vd + vcod.encoded_bytes(r0), r1 - r0, v);
+      };
+      segs.push_back(std::move(g));
     }
     exact(s.buf_k[l], s.buf_v[l], nb, ns + s.n_compressed);
     attend_segments(shape_, rope_, layer, a, s.pos.data() + s.n_tokens, segs);
@@ -243,16 +242,13 @@ class CompressedCache final : public KvCache {
   }
 
  private:
-  struct Chunk {
-    int64_t n = 0;
-    std::vector<uint8_t> data;  // per layer: key codes then value codes
-    std::vector<int64_t> off;   // 2L+1 offsets into data: off[2l] key, off[2l+1] value
-  };
   struct Seq {
     int64_t n_tokens = 0, n_sinks = 0, n_buf = 0, n_compressed = 0;
     std::vector<int32_t> pos;  // position of every row, in storage order (all layers alike)
     std::vector<std::vector<uint16_t>> sink_k, sink_v, buf_k, buf_v;  // per layer, (rows, C) fp16
-    std::vector<Chunk> chunks;
+    // Per layer, the codes of all compressed rows in row order (chunks appended; every chunk is
+    // a whole number of codec blocks, so row r's codes start at encoded_bytes(r)).
+    std::vector<std::vector<uint8_t>> code_k, code_v;
   };
 
   bool has_predictors() const { return opt_.adapters != nullptr; }
@@ -284,11 +280,11 @@ class CompressedCache final : public KvCache {
       b += int64_t(s.sink_k[l].size() + s.sink_v[l].size() + s.buf_k[l].size() + s.buf_v[l].size()) * 2;
     return b;
   }
-  // Bytes of codes of layer `layer` over all chunks, or of all layers when layer < 0.
+  // Bytes of codes of layer `layer`, or of all layers when layer < 0.
   int64_t code_bytes(const Seq& s, int layer) const {
     int64_t b = 0;
-    for (const Chunk& c : s.chunks)
-      b += layer < 0 ? int64_t(c.data.size()) : c.off[size_t(2 * layer + 2)] - c.off[size_t(2 * layer)];
+    for (size_t l = 0; l < s.code_k.size(); ++l)
+      if (layer < 0 || size_t(layer) == l) b += int64_t(s.code_k[l].size() + s.code_v[l].size());
     return b;
   }
 
@@ -305,21 +301,13 @@ class CompressedCache final : public KvCache {
     res_.resize(size_t(N * C));
     const AffineMap* km = kmap(l);
     const AffineMap* vm = vmap(l);
-    int64_t row = 0;
-    for (const Chunk& c : s.chunks) {
-      decode_rows(kc(l), c.data.data() + c.off[size_t(2 * l)], c.n, (km ? res_.data() : out_k) + row * C);
-      row += c.n;
-    }
+    decode_rows(kc(l), s.code_k[size_t(l)].data(), N, km ? res_.data() : out_k);
     if (km) {
       const AffineInput in{prev_k, C, C};
       km->apply(N, &in, 1, out_k, C, scratch_);
       add_into(out_k, res_.data(), N * C);
     }
-    row = 0;
-    for (const Chunk& c : s.chunks) {
-      decode_rows(vc(l), c.data.data() + c.off[size_t(2 * l + 1)], c.n, (vm ? res_.data() : out_v) + row * C);
-      row += c.n;
-    }
+    decode_rows(vc(l), s.code_v[size_t(l)].data(), N, vm ? res_.data() : out_v);
     if (vm) {
       const AffineInput in[2] = {{out_k, C, C}, {prev_v, C, C}};
       vm->apply(N, in, 2, out_v, C, scratch_);
@@ -350,18 +338,6 @@ class CompressedCache final : public KvCache {
   // The encoder: compresses the first n buffered tokens of every layer into one chunk.
   void compress(Seq& s, int64_t n) {
     const int64_t C = shape_.width(), L = shape_.n_layers;
-    Chunk ch;
-    ch.n = n;
-    ch.off.resize(size_t(2 * L + 1));
-    int64_t off = 0;
-    for (int l = 0; l < L; ++l) {
-      ch.off[size_t(2 * l)] = off;
-      off += kc(l).encoded_bytes(n);
-      ch.off[size_t(2 * l + 1)] = off;
-      off += vc(l).encoded_bytes(n);
-    }
-    ch.off[size_t(2 * L)] = off;
-    ch.data.resize(size_t(off));
     std::vector<float> x(size_t(n * C)), hk[2], hv[2];
     for (int i = 0; i < 2; ++i) { hk[i].resize(size_t(n * C)); hv[i].resize(size_t(n * C)); }
     res_.resize(size_t(n * C));
@@ -369,17 +345,23 @@ class CompressedCache final : public KvCache {
       const int cur = l & 1, prev = (l + 1) & 1;
       const AffineInput kin{hk[prev].data(), C, C};
       encode_stream(kc(l), kmap(l), s.buf_k[size_t(l)].data(), n, &kin, 1,
-                    ch.data.data() + ch.off[size_t(2 * l)], x, hk[cur].data());
+                    grow(s.code_k[size_t(l)], kc(l).encoded_bytes(n)), x, hk[cur].data());
       const AffineInput vin[2] = {{hk[cur].data(), C, C}, {hv[prev].data(), C, C}};
       encode_stream(vc(l), vmap(l), s.buf_v[size_t(l)].data(), n, vin, 2,
-                    ch.data.data() + ch.off[size_t(2 * l + 1)], x, hv[cur].data());
+                    grow(s.code_v[size_t(l)], vc(l).encoded_bytes(n)), x, hv[cur].data());
     }
     for (int l = 0; l < L; ++l) {
       for (auto* b : {&s.buf_k[size_t(l)], &s.buf_v[size_t(l)]}) b->erase(b->begin(), b->begin() + n * C);
     }
-    s.chunks.push_back(std::move(ch));
     s.n_buf -= n;
     s.n_compressed += n;
+  }
+
+  // Appends `bytes` to a code stream and returns where they start.
+  static uint8_t* grow(std::vector<uint8_t>& codes, int64_t bytes) {
+    const size_t o = codes.size();
+    codes.resize(o + size_t(bytes));
+    return codes.data() + o;
   }
 
   // Codes one stream of one layer: target rows (fp16) -> residual -> codes; writes the

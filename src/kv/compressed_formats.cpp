@@ -83,14 +83,20 @@ std::unique_ptr<KvCache> build_aquakv(const std::string& args, const Parsed& ps,
   if (shape.model_hash != 0) want.meta_hash = shape.model_hash;
   // The quantizer configuration is re-derived from the file's codec specs, so a file whose
   // group size or seed fields disagree with its own specs is refused too.
-  check_adapters_match(*a, want, aquakv_quant_config(a->quant.key_codec, a->quant.value_codec, a->quant.layer0_codec, C), ps.head);
   CompressedCacheOptions o;
+  try {  // the codec specs come from the file: an error must name it
+    check_adapters_match(*a, want, aquakv_quant_config(a->quant.key_codec, a->quant.value_codec, a->quant.layer0_codec, C), ps.head);
+    o.key_codec = codec(a->quant.key_codec, C, KvStream::kKey);
+    o.value_codec = codec(a->quant.value_codec, C, KvStream::kValue);
+    o.layer0_key_codec = codec(a->quant.layer0_codec, C, KvStream::kKey);
+    o.layer0_value_codec = codec(a->quant.layer0_codec, C, KvStream::kValue);
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    if (m.find(ps.head) != std::string::npos) throw;
+    fail("adapters {}: {}", ps.head, m);
+  }
   o.sinks = pick(ps.p, d.p);
   o.buffer = pick(ps.b, d.b);
-  o.key_codec = codec(a->quant.key_codec, C, KvStream::kKey);
-  o.value_codec = codec(a->quant.value_codec, C, KvStream::kValue);
-  o.layer0_key_codec = codec(a->quant.layer0_codec, C, KvStream::kKey);
-  o.layer0_value_codec = codec(a->quant.layer0_codec, C, KvStream::kValue);
   o.adapters = a;
   o.name = "aquakv:" + ps.head + ",p=" + std::to_string(o.sinks) + ",b=" + std::to_string(o.buffer);
   return make_compressed_cache(shape, std::move(o));

@@ -1,13 +1,13 @@
 #include "aquakv/kv/predictor.h"
+#include "aquakv/util/check.h"
 
-#include <cassert>
 #include <cstddef>
 
 namespace aquakv {
 
 void AffineMap::apply(int64_t n, const AffineInput* inputs, int n_inputs, float* y, int64_t ldy,
                       std::vector<float>& scratch) const {
-  assert(!empty());
+  AQUAKV_CHECK(!empty());
   if (rank == 0) {
     affine_rows(n, inputs, n_inputs, w.data(), out, bias.data(), y, ldy);
     return;

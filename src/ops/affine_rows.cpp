@@ -37,7 +37,7 @@ void affine_rows(int64_t n, const AffineInput* inputs, int n_inputs, const float
   if (n <= 0 || n_out <= 0) return;
   int64_t k_total = 0;
   for (int s = 0; s < n_inputs; ++s) k_total += inputs[s].k;
-  const bool avx2 = simd_level() == SimdLevel::kAvx2;
+  const bool avx2 = simd_at_least(SimdLevel::kAvx2);
   auto body = [&](int64_t r0, int64_t r1) {
     if (avx2) {
       detail::affine_rows_avx2(r0, r1, inputs, n_inputs, w, n_out, bias, y, ldy);

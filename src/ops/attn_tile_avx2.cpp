@@ -96,7 +96,16 @@ void attn_online_update_avx2(float* s, int64_t M, int64_t t, int64_t ss, float* 
   for (int64_t r = 0; r < M; ++r) {
     float* sr = s + r * ss;
     float mx = m[r];
-    for (int64_t j = 0; j < t; ++j) mx = sr[j] > mx ? sr[j] : mx;
+    {
+      __m256 vm = _mm256_set1_ps(mx);
+      int64_t j = 0;
+      for (; j + 8 <= t; j += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(sr + j));
+      __m128 h = _mm_max_ps(_mm256_castps256_ps128(vm), _mm256_extractf128_ps(vm, 1));
+      h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+      h = _mm_max_ss(h, _mm_movehdup_ps(h));
+      mx = _mm_cvtss_f32(h);
+      for (; j < t; ++j) mx = sr[j] > mx ? sr[j] : mx;
+    }
     if (mx == kNegInf) {
       std::fill(sr, sr + t, 0.0f);
       continue;

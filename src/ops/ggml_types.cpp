@@ -2,9 +2,9 @@
 #include "aquakv/ops/ggml_types.h"
 
 #include <array>
-#include <cassert>
 
 #include "aquakv/util/cpu.h"
+#include "aquakv/util/check.h"
 #include "ggml_blocks.h"
 #include "ggml_dequant.h"
 
@@ -82,7 +82,7 @@ std::string_view ggml_supported_type_names() {
 
 int64_t ggml_row_bytes(GgmlType type, int64_t n) {
   const GgmlTypeInfo* info = lookup(static_cast<uint32_t>(type));
-  assert(info != nullptr && n % info->block_values == 0);
+  AQUAKV_CHECK(info != nullptr && n % info->block_values == 0);
   return n / info->block_values * info->block_bytes;
 }
 
@@ -105,11 +105,11 @@ void dequantize_row_ref(GgmlType type, const void* src, float* dst, int64_t n) {
     case GgmlType::Q8_K: ggml::dequant_q8_k_ref(p, dst, n); return;
     case GgmlType::Q8_1: break;
   }
-  assert(false && "dequantize_row_ref: unsupported type (GgufFile refuses these at load)");
+  AQUAKV_CHECK(false, "dequantize_row_ref: unsupported type (GgufFile refuses these at load)");
 }
 
 void dequantize_row(GgmlType type, const void* src, float* dst, int64_t n) {
-  if (simd_level() == SimdLevel::kAvx2) {
+  if (simd_at_least(SimdLevel::kAvx2)) {
     const auto* p = static_cast<const uint8_t*>(src);
     switch (type) {
       case GgmlType::F16: ggml::dequant_f16_avx2(p, dst, n); return;

@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <vector>
 
+#include "aquakv/ops/nn.h"
 #include "aquakv/ops/qdot.h"
+#include "aquakv/util/error.h"
 #include "aquakv/util/parallel.h"
 
 namespace aquakv {
@@ -28,36 +30,75 @@ int64_t tile_rows(int64_t rows, int64_t cols) {
 // Activation rows handed to one multi-row dot (bounds its stack buffer; any count is exact).
 constexpr int64_t kRowsAtOnce = 16;
 
-void matmul_dot(const QMatrix& w, const float* x, int64_t n, float* y) {
+// x quantized to Q8Act blocks when some matrix of a dot-path call needs them. A thread-local
+// buffer: a decode step makes a few hundred of these calls, each too small to pay a malloc.
+const Q8Act* quantized_x(const float* x, int64_t n, int64_t cols) {
+  thread_local std::vector<Q8Act> xq;
+  xq.resize(static_cast<size_t>(n * cols / 32));
+  for (int64_t t = 0; t < n; ++t) quantize_q8(x + t * cols, xq.data() + t * cols / 32, cols);
+  return xq.data();
+}
+
+// Rows [r0, r1) of y = x W^T on the dot path; xq is x quantized (integer-path types only).
+void dot_rows(const QMatrix& w, const float* x, const Q8Act* xq, int64_t n, float* y, int64_t r0,
+              int64_t r1) {
   const int64_t cols = w.cols;
   if (qdot_uses_q8(w.type)) {
-    std::vector<Q8Act> xq(static_cast<size_t>(n * cols / 32));
-    parallel_for(n, [&](int64_t a, int64_t b) {
-      for (int64_t t = a; t < b; ++t) quantize_q8(x + t * cols, xq.data() + t * cols / 32, cols);
-    });
-    // Several rows (a decode step of several sequences): each weight row is dotted with all n
-    // activation rows at once, so it is read once per call (bit-identical to n single dots).
-    parallel_for(w.rows, [&](int64_t r0, int64_t r1) {
-      float out[kRowsAtOnce];
-      for (int64_t r = r0; r < r1; ++r) {
-        for (int64_t t0 = 0; t0 < n; t0 += kRowsAtOnce) {
-          const int64_t m = std::min(kRowsAtOnce, n - t0);
-          if (m == 1) {
-            out[0] = qdot_q8(w.type, w.row(r), xq.data() + t0 * cols / 32, cols);
-          } else {
-            qdot_q8_rows(w.type, w.row(r), xq.data() + t0 * cols / 32, cols, m, out);
-          }
-          for (int64_t t = 0; t < m; ++t) y[(t0 + t) * w.rows + r] = out[t];
+    // Several activation rows (a decode step of several sequences): each weight row is dotted
+    // with all n rows at once, so it is read once per call (bit-identical to n single dots).
+    if (n == 1) {  // one sequence: the multi-row entry point (see ops/qdot.h)
+      qdot_q8_multirow(w.type, w.row(r0), w.row_bytes, r1 - r0, xq, cols, y + r0);
+      return;
+    }
+    float out[kRowsAtOnce];
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t t0 = 0; t0 < n; t0 += kRowsAtOnce) {
+        const int64_t m = std::min(kRowsAtOnce, n - t0);
+        if (m == 1) {
+          out[0] = qdot_q8(w.type, w.row(r), xq + t0 * cols / 32, cols);
+        } else {
+          qdot_q8_rows(w.type, w.row(r), xq + t0 * cols / 32, cols, m, out);
         }
+        for (int64_t t = 0; t < m; ++t) y[(t0 + t) * w.rows + r] = out[t];
       }
-    }, 16);
+    }
   } else {
-    parallel_for(w.rows, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        for (int64_t t = 0; t < n; ++t) y[t * w.rows + r] = qdot_f32(w.type, w.row(r), x + t * cols, cols);
-      }
-    }, 16);
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t t = 0; t < n; ++t) y[t * w.rows + r] = qdot_f32(w.type, w.row(r), x + t * cols, cols);
+    }
   }
+}
+
+bool any_q8(const QMatrix* const* ws, int k) {
+  for (int i = 0; i < k; ++i) {
+    if (qdot_uses_q8(ws[i]->type)) return true;
+  }
+  return false;
+}
+
+// Row grain of the dot path: ranges of 16 rows keep the claiming overhead of util/parallel
+// small against ~16 row dots of work.
+constexpr int64_t kDotGrain = 16;
+
+// The k products over one index space of sum(rows) rows: one parallel region for all of them.
+void matmul_dot_many(const QMatrix* const* ws, float* const* ys, int k, const float* x,
+                     int64_t n) {
+  const Q8Act* xq = any_q8(ws, k) ? quantized_x(x, n, ws[0]->cols) : nullptr;
+  int64_t total = 0;
+  for (int i = 0; i < k; ++i) total += ws[i]->rows;
+  parallel_for(total, [&](int64_t a, int64_t b) {
+    int64_t base = 0;
+    for (int i = 0; i < k && base < b; base += ws[i]->rows, ++i) {
+      const int64_t lo = std::max(a, base), hi = std::min(b, base + ws[i]->rows);
+      if (lo < hi) dot_rows(*ws[i], x, xq, n, ys[i], lo - base, hi - base);
+    }
+  }, kDotGrain);
+}
+
+void matmul_dot(const QMatrix& w, const float* x, int64_t n, float* y) {
+  const QMatrix* ws[1] = {&w};
+  float* ys[1] = {y};
+  matmul_dot_many(ws, ys, 1, x, n);
 }
 
 void matmul_gemm(const QMatrix& w, const float* x, int64_t n, float* y) {
@@ -95,6 +136,43 @@ void matmul(const QMatrix& w, const float* x, int64_t n, float* y, MatmulPath pa
   } else {
     matmul_gemm(w, x, n, y);
   }
+}
+
+void matmul_many(const QMatrix* const* ws, float* const* ys, int k, const float* x, int64_t n,
+                 MatmulPath path) {
+  if (n <= 0 || k <= 0) return;
+  for (int i = 1; i < k; ++i) {
+    if (ws[i]->cols != ws[0]->cols) fail("matmul_many: matrix {} has {} columns, matrix 0 has {}", i, ws[i]->cols, ws[0]->cols);
+  }
+  if (path == MatmulPath::kAuto) path = n < matmul_gemm_min_rows() ? MatmulPath::kDot : MatmulPath::kGemm;
+  if (path == MatmulPath::kDot) {
+    matmul_dot_many(ws, ys, k, x, n);
+  } else {
+    for (int i = 0; i < k; ++i) matmul_gemm(*ws[i], x, n, ys[i]);
+  }
+}
+
+void matmul_swiglu(const QMatrix& gate, const QMatrix& up, const float* x, int64_t n, float* h,
+                   float* u_scratch, MatmulPath path) {
+  if (n <= 0) return;
+  if (gate.rows != up.rows || gate.cols != up.cols) {
+    fail("matmul_swiglu: gate is {}x{}, up is {}x{}; expected equal shapes", gate.rows, gate.cols, up.rows, up.cols);
+  }
+  if (path == MatmulPath::kAuto) path = n < matmul_gemm_min_rows() ? MatmulPath::kDot : MatmulPath::kGemm;
+  const int64_t rows = gate.rows;
+  if (path == MatmulPath::kGemm) {
+    matmul_gemm(gate, x, n, h);
+    matmul_gemm(up, x, n, u_scratch);
+    parallel_for(n * rows, [&](int64_t a, int64_t b) { swiglu(h + a, u_scratch + a, h + a, b - a); }, 4096);
+    return;
+  }
+  const QMatrix* ws[2] = {&gate, &up};
+  const Q8Act* xq = any_q8(ws, 2) ? quantized_x(x, n, gate.cols) : nullptr;
+  parallel_for(rows, [&](int64_t a, int64_t b) {
+    dot_rows(gate, x, xq, n, h, a, b);
+    dot_rows(up, x, xq, n, u_scratch, a, b);
+    for (int64_t t = 0; t < n; ++t) swiglu(h + t * rows + a, u_scratch + t * rows + a, h + t * rows + a, b - a);
+  }, kDotGrain);
 }
 
 void matmul_ref(const QMatrix& w, const float* x, int64_t n, float* y) {

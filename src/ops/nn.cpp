@@ -2,10 +2,10 @@
 #include "aquakv/ops/nn.h"
 
 #include <algorithm>
-#include <cassert>
 #include <cmath>
 
 #include "aquakv/util/cpu.h"
+#include "aquakv/util/check.h"
 
 namespace aquakv {
 namespace detail {
@@ -58,11 +58,11 @@ void RopeTable::ensure(int64_t n_pos) {
 }
 
 void rope_row(const RopeTable& table, float* x, int n_heads, int head_dim, int64_t pos) {
-  assert(pos < table.n_pos());
+  AQUAKV_CHECK(pos < table.n_pos());
   const RopeParams& p = table.params();
   const float* c = table.cos_at(pos);
   const float* s = table.sin_at(pos);
-  if (simd_level() == SimdLevel::kAvx2 && p.n_rot % 16 == 0) {
+  if (simd_at_least(SimdLevel::kAvx2) && p.n_rot % 16 == 0) {
     return detail::rope_rotate_avx2(x, n_heads, head_dim, p.n_rot, p.type == RopeType::kNeox, c, s);
   }
   for (int h = 0; h < n_heads; ++h) rotate(x + int64_t(h) * head_dim, head_dim, p.n_rot, p.type, c, s);
@@ -85,7 +85,7 @@ void rope_row_ref(const RopeParams& p, float* x, int n_heads, int head_dim, int6
 
 void softmax(float* x, int64_t n) {
   if (n <= 0) return;
-  if (simd_level() == SimdLevel::kAvx2) return detail::softmax_avx2(x, n);
+  if (simd_at_least(SimdLevel::kAvx2)) return detail::softmax_avx2(x, n);
   softmax_ref(x, n);
 }
 

@@ -1,4 +1,5 @@
-// Scalar reference kernels of ops/qdot.h and the run-time dispatch to the AVX2 versions.
+// Scalar reference kernels of ops/qdot.h and the run-time dispatch to the AVX2 and AVX-512
+// versions (a kernel without an AVX-512 version runs its AVX2 one at that level).
 #include "aquakv/ops/qdot.h"
 
 #include <algorithm>
@@ -71,7 +72,7 @@ void quantize_q8_ref(const float* x, Q8Act* out, int64_t n) {
 }
 
 void quantize_q8(const float* x, Q8Act* out, int64_t n) {
-  if (simd_level() == SimdLevel::kAvx2) return detail::quantize_q8_avx2(x, out, n);
+  if (simd_at_least(SimdLevel::kAvx2)) return detail::quantize_q8_avx2(x, out, n);
   quantize_q8_ref(x, out, n);
 }
 
@@ -130,14 +131,28 @@ void qdot_q8_rows_ref(GgmlType type, const void* row, const Q8Act* x, int64_t n,
 }
 
 float qdot_q8(GgmlType type, const void* row, const Q8Act* x, int64_t n) {
-  if (simd_level() == SimdLevel::kAvx2) return detail::qdot_q8_avx2(type, row, x, n);
+  if (simd_at_least(SimdLevel::kAvx512)) return detail::qdot_q8_avx512(type, row, x, n);
+  if (simd_at_least(SimdLevel::kAvx2)) return detail::qdot_q8_avx2(type, row, x, n);
   return qdot_q8_ref(type, row, x, n);
 }
 
 void qdot_q8_rows(GgmlType type, const void* row, const Q8Act* x, int64_t n, int64_t n_act,
                   float* out) {
-  if (simd_level() == SimdLevel::kAvx2) return detail::qdot_q8_rows_avx2(type, row, x, n, n_act, out);
+  if (simd_at_least(SimdLevel::kAvx512)) return detail::qdot_q8_rows_avx512(type, row, x, n, n_act, out);
+  if (simd_at_least(SimdLevel::kAvx2)) return detail::qdot_q8_rows_avx2(type, row, x, n, n_act, out);
   qdot_q8_rows_ref(type, row, x, n, n_act, out);
+}
+
+void qdot_q8_multirow_ref(GgmlType type, const void* rows, int64_t row_bytes, int64_t n_rows,
+                          const Q8Act* x, int64_t n, float* out) {
+  const uint8_t* p = static_cast<const uint8_t*>(rows);
+  for (int64_t r = 0; r < n_rows; ++r) out[r] = qdot_q8_ref(type, p + r * row_bytes, x, n);
+}
+
+void qdot_q8_multirow(GgmlType type, const void* rows, int64_t row_bytes, int64_t n_rows,
+                      const Q8Act* x, int64_t n, float* out) {
+  const uint8_t* p = static_cast<const uint8_t*>(rows);
+  for (int64_t r = 0; r < n_rows; ++r) out[r] = qdot_q8(type, p + r * row_bytes, x, n);
 }
 
 float qdot_f32_ref(GgmlType type, const void* row, const float* x, int64_t n) {
@@ -166,7 +181,7 @@ float qdot_f32(GgmlType type, const void* row, const float* x, int64_t n) {
 }
 
 float dot_f32(const float* a, const float* b, int64_t n) {
-  if (simd_level() == SimdLevel::kAvx2) return detail::dot_f32_avx2(a, b, n);
+  if (simd_at_least(SimdLevel::kAvx2)) return detail::dot_f32_avx2(a, b, n);
   float acc = 0.0f;
   for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
   return acc;

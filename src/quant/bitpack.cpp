@@ -2,14 +2,14 @@
 // whole bytes are flushed from the bottom, which is exactly the little-endian bit stream of
 // bitpack.h. Byte-aligned widths (8, 16) and the common 2/4-bit widths take direct paths.
 #include "aquakv/quant/bitpack.h"
+#include "aquakv/util/check.h"
 
-#include <cassert>
 #include <cstring>
 
 namespace aquakv {
 
 void pack_bits(const uint16_t* codes, int64_t n, int width, uint8_t* out) {
-  assert(width >= 1 && width <= kMaxPackWidth);
+  AQUAKV_CHECK(width >= 1 && width <= kMaxPackWidth);
   const uint32_t mask = (uint32_t(1) << width) - 1;
   if (width == 8) {
     for (int64_t i = 0; i < n; ++i) out[i] = uint8_t(codes[i]);
@@ -41,11 +41,11 @@ void pack_bits(const uint16_t* codes, int64_t n, int width, uint8_t* out) {
     }
   }
   if (filled > 0) out[o++] = uint8_t(acc);
-  assert(o == packed_bytes(n, width));
+  AQUAKV_CHECK(o == packed_bytes(n, width));
 }
 
 void unpack_bits(const uint8_t* in, int64_t n, int width, uint16_t* codes) {
-  assert(width >= 1 && width <= kMaxPackWidth);
+  AQUAKV_CHECK(width >= 1 && width <= kMaxPackWidth);
   const uint32_t mask = (uint32_t(1) << width) - 1;
   if (width == 8) {
     for (int64_t i = 0; i < n; ++i) codes[i] = in[i];

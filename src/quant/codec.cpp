@@ -13,7 +13,7 @@ namespace aquakv {
 namespace detail {
 
 void floats_to_halves(const float* x, int64_t n, uint16_t* h) {
-  if (simd_level() == SimdLevel::kAvx2) {
+  if (simd_at_least(SimdLevel::kAvx2)) {
     floats_to_halves_avx2(x, n, h);
     return;
   }
@@ -21,7 +21,7 @@ void floats_to_halves(const float* x, int64_t n, uint16_t* h) {
 }
 
 void halves_to_floats(const uint16_t* h, int64_t n, float* x) {
-  if (simd_level() == SimdLevel::kAvx2) {
+  if (simd_at_least(SimdLevel::kAvx2)) {
     halves_to_floats_avx2(h, n, x);
     return;
   }

@@ -6,12 +6,12 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <regex>
 
 #include "aquakv/quant/gauss_rng.h"
 #include "aquakv/quant/nearest.h"
 #include "aquakv/util/error.h"
+#include "aquakv/util/file_io.h"
 #include "aquakv/util/parallel.h"
 #include "grid_builtin.h"
 
@@ -28,30 +28,37 @@ void validate_grid(const Grid& g, const std::string& what) {
   }
 }
 
-Grid load_grid_file(const std::string& path, int d, int64_t n) {
-  if (d < 1 || d > kMaxGridDim) fail("{}: grid dimension d must be in [1, {}], got {}", path, kMaxGridDim, d);
-  if (n < 2 || n > kMaxGridPoints) fail("{}: grid size n must be in [2, {}], got {}", path, kMaxGridPoints, n);
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail("{}: cannot open grid file", path);
-  f.seekg(0, std::ios::end);
-  const int64_t size = int64_t(f.tellg());
+namespace {
+
+void check_grid_shape(const std::string& what, int64_t d, int64_t n) {
+  if (d < 1 || d > kMaxGridDim) fail("{}: grid dimension d must be in [1, {}], got {}", what, kMaxGridDim, d);
+  if (n < 2 || n > kMaxGridPoints) fail("{}: grid size n must be in [2, {}], got {}", what, kMaxGridPoints, n);
+}
+
+}  // namespace
+
+Grid parse_grid(std::string_view bytes, int d, int64_t n, const std::string& name) {
+  check_grid_shape(name, d, n);
   const int64_t want = n * d * 4;
-  if (size != want) fail("{}: grid file size: expected {} bytes (n={} x d={} float32), got {}", path, want, n, d, size);
-  f.seekg(0);
-  std::vector<uint8_t> bytes(static_cast<size_t>(want));
-  if (!f.read(reinterpret_cast<char*>(bytes.data()), want)) fail("{}: short read", path);
+  if (int64_t(bytes.size()) != want)
+    fail("{}: grid file size: expected {} bytes (n={} x d={} float32), got {}", name, want, n, d, bytes.size());
   Grid g;
-  g.name = std::filesystem::path(path).filename().string();
+  g.name = std::filesystem::path(name).filename().string();
   g.d = d;
   g.n = n;
   g.points.resize(size_t(n * d));
   for (int64_t i = 0; i < n * d; ++i) {
-    const uint8_t* b = bytes.data() + 4 * i;
+    const auto* b = reinterpret_cast<const uint8_t*>(bytes.data()) + 4 * i;
     const uint32_t w = uint32_t(b[0]) | uint32_t(b[1]) << 8 | uint32_t(b[2]) << 16 | uint32_t(b[3]) << 24;
     std::memcpy(&g.points[size_t(i)], &w, 4);
   }
-  validate_grid(g, path);
+  validate_grid(g, name);
   return g;
+}
+
+Grid load_grid_file(const std::string& path, int d, int64_t n) {
+  check_grid_shape(path, d, n);  // before reading: the shape bounds the size
+  return parse_grid(read_file(path, "grid file", ReadKind::kData), d, n, path);
 }
 
 Grid load_grid_file(const std::string& path) {
@@ -61,29 +68,25 @@ Grid load_grid_file(const std::string& path) {
   if (!std::regex_search(name, m, re)) {
     fail("{}: grid file name must end in n<n>xd<d>.f32le to give its shape", path);
   }
+  // At most 6 digits each: larger values are out of range anyway (and stoll cannot overflow).
+  if (m[1].length() > 6 || m[2].length() > 6) fail("{}: grid shape in the file name is out of range", path);
   const int64_t n = std::stoll(m[1].str());
   const int64_t d = std::stoll(m[2].str());
-  if (d > kMaxGridDim) fail("{}: grid dimension d must be in [1, {}], got {}", path, kMaxGridDim, d);
+  check_grid_shape(path, d, n);
   return load_grid_file(path, int(d), n);
 }
 
 void save_grid_file(const Grid& g, const std::string& path) {
   validate_grid(g, path);
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) fail("{}: cannot create", tmp);
-    for (float v : g.points) {
-      uint32_t w;
-      std::memcpy(&w, &v, 4);
-      const char b[4] = {char(w), char(w >> 8), char(w >> 16), char(w >> 24)};
-      f.write(b, 4);
-    }
-    if (!f.flush()) fail("{}: write failed", tmp);
+  std::string bytes;
+  bytes.reserve(g.points.size() * 4);
+  for (float v : g.points) {
+    uint32_t w;
+    std::memcpy(&w, &v, 4);
+    const char b[4] = {char(w), char(w >> 8), char(w >> 16), char(w >> 24)};
+    bytes.append(b, 4);
   }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) fail("{}: cannot rename to {}: {}", tmp, path, ec.message());
+  write_file_atomic(path, bytes, "grid file");
 }
 
 const Grid& builtin_grid(int d, int64_t n) {

@@ -5,13 +5,13 @@
 // and SIMD paths, so both give bit-identical results.
 #include "aquakv/quant/hadamard.h"
 
-#include <cassert>
 #include <cmath>
 #include <mutex>
 
 #include "aquakv/quant/gauss_rng.h"
 #include "aquakv/util/cpu.h"
 #include "aquakv/util/error.h"
+#include "aquakv/util/check.h"
 
 namespace aquakv {
 namespace {
@@ -77,7 +77,7 @@ void transform(float* x, int64_t n, bool simd) {
   int p;
   int64_t m;
   split_order(n, p, m);
-  assert(p != 0);
+  AQUAKV_CHECK(p != 0);
   transform_pm(x, p, m, simd);
 }
 
@@ -98,7 +98,7 @@ const MixPlan& mix_plan(int p) {
     return plan;
   };
   static const MixPlan p12 = make(11), p20 = make(19);
-  assert(p == 12 || p == 20);
+  AQUAKV_CHECK(p == 12 || p == 20);
   return p == 12 ? p12 : p20;
 }
 
@@ -112,7 +112,7 @@ bool hadamard_supported(int64_t n) {
 }
 
 std::vector<int8_t> paley_hadamard(int q) {
-  assert(q == 11 || q == 19);
+  AQUAKV_CHECK(q == 11 || q == 19);
   // chi(a) = +1 if a is a non-zero square mod q, -1 if a non-square, 0 for a = 0.
   std::vector<int> chi(q, -1);
   chi[0] = 0;
@@ -137,7 +137,7 @@ std::vector<int8_t> paley_hadamard(int q) {
 void hadamard_transform_scalar(float* x, int64_t n) { transform(x, n, false); }
 
 void hadamard_transform(float* x, int64_t n) {
-  transform(x, n, simd_level() == SimdLevel::kAvx2);
+  transform(x, n, simd_at_least(SimdLevel::kAvx2));
 }
 
 HadamardRotation::HadamardRotation(int64_t n, uint64_t sign_seed) : n_(n), seed_(sign_seed) {
@@ -156,7 +156,7 @@ void HadamardRotation::forward(float* x, int64_t rows) const {
     if (!signs_.empty()) {
       for (int64_t i = 0; i < n_; ++i) v[i] *= signs_[size_t(i)];
     }
-    transform_pm(v, p_, m_, simd_level() == SimdLevel::kAvx2);
+    transform_pm(v, p_, m_, simd_at_least(SimdLevel::kAvx2));
   }
 }
 
@@ -164,7 +164,7 @@ void HadamardRotation::inverse(float* y, int64_t rows, float scale) const {
   if (scale < 0.0f) scale = 1.0f / float(n_);
   for (int64_t r = 0; r < rows; ++r) {
     float* v = y + r * n_;
-    transform_pm(v, p_, m_, simd_level() == SimdLevel::kAvx2);
+    transform_pm(v, p_, m_, simd_at_least(SimdLevel::kAvx2));
     if (!signs_.empty()) {
       for (int64_t i = 0; i < n_; ++i) v[i] *= signs_[size_t(i)] * scale;
     } else if (scale != 1.0f) {

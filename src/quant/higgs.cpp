@@ -159,7 +159,7 @@ void HiggsCodec::gather_row(const uint8_t* packed, float* x) const {
 void HiggsCodec::decode(const uint8_t* in, int64_t rows, float* x) const {
   const int64_t dim = this->dim(), g = group_, ng = dim / g;
   const float inv_sqrt_g = float(1.0 / std::sqrt(double(g)));
-  const bool avx2 = simd_level() == SimdLevel::kAvx2;
+  const bool avx2 = simd_at_least(SimdLevel::kAvx2);
   // d = 2 with 4-bit codes and whole bytes per group: gather and scale group by group.
   const bool by_bytes = !byte_table_.empty() && g % 4 == 0;
   for (int64_t r = 0; r < rows; ++r) {

@@ -9,12 +9,12 @@
 #include "aquakv/quant/nearest.h"
 
 #include <algorithm>
-#include <cassert>
 #include <cmath>
 #include <cstring>
 #include <limits>
 
 #include "aquakv/util/cpu.h"
+#include "aquakv/util/check.h"
 #include "nearest_internal.h"
 
 namespace aquakv {
@@ -64,7 +64,7 @@ void fill_blocks(const std::vector<float>& pts, const std::vector<float>& norms,
 
 void scan(const float* blocks, int64_t nblocks, int d, const float* u2, float& best,
           int32_t& id) {
-  if (simd_level() == SimdLevel::kAvx2) {
+  if (simd_at_least(SimdLevel::kAvx2)) {
     detail::scan_blocks_avx2(blocks, nblocks, d, u2, best, id);
   } else {
     detail::scan_blocks_scalar(blocks, nblocks, d, u2, best, id);
@@ -122,7 +122,7 @@ int64_t nearest_brute_scalar(const Grid& g, const float* u) {
 }
 
 NearestSearch::NearestSearch(const Grid& g) : d_(g.d), n_(g.n), points_(g.points) {
-  assert(d_ >= 1 && d_ <= kMaxGridDim && n_ >= 1 && n_ <= kMaxGridPoints);
+  AQUAKV_CHECK(d_ >= 1 && d_ <= kMaxGridDim && n_ >= 1 && n_ <= kMaxGridPoints);
   norms_.resize(size_t(n_));
   for (int64_t i = 0; i < n_; ++i) {
     float nrm = 0.0f;
@@ -277,7 +277,7 @@ NearestSearch::~NearestSearch() = default;
 
 void NearestSearch::search_brute(const float* u, int64_t m, uint16_t* idx) const {
   int64_t done = 0;
-  if (simd_level() == SimdLevel::kAvx2 && n_ <= kLanesMaxPoints) {
+  if (simd_at_least(SimdLevel::kAvx2) && n_ <= kLanesMaxPoints) {
     done = detail::search_lanes_avx2(points_.data(), negnorms_.data(), n_, d_, u, m, idx);
   }
   float u2[kMaxGridDim];

@@ -1,7 +1,11 @@
 // AVX2 block scan for nearest-point search. Scores are accumulated with separate multiply and
 // add (fp-contract off: no FMA) in the same order as the scalar reference, so every score is
 // bit-identical and the selected index is the same.
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#else
 #pragma GCC optimize("fp-contract=off")
+#endif
 #include <immintrin.h>
 
 #include <cstdint>

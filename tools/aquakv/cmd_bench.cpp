@@ -2,7 +2,11 @@
 // llama-bench. For each depth d: "pp<P> @ d<d>" times one forward pass over P prompt tokens
 // after d tokens are already in the cache (filled untimed); "tg<N> @ d<d>" times N single-token
 // steps after d tokens. Tokens are drawn at random from the vocabulary (fixed seed). Each test
-// runs -r times; the table gives tokens/s as median +- standard deviation.
+// runs -r times; the table gives tokens/s as median +- standard deviation. With more than one
+// thread, a line starting with '#' after each row gives the thread pool's synchronization cost
+// over that test's timed runs: parallel regions per token, the time the calling thread spent
+// waiting for the workers, and the regions run on the caller alone because other processes kept
+// the cores busy (util/parallel.h, PoolStats).
 // bench/llama_cpp_bench.py measures llama.cpp the same way and prints the same table.
 // Several --kv formats run in one invocation; decode rows then carry the ratio to fp16 at the
 // same depth (same run), and a cost table gives each decode row's bytes and flops per token,
@@ -89,6 +93,17 @@ Cost decode_cost(const Model& m, const KvCache& cache, int64_t d) {
           2.0 * weight_macs + attn_flops + rebuild_flops};
 }
 
+// The '#' line after a row with more than one thread (see the file comment).
+void print_sync(const std::string& test, const PoolStats& sync, double toks, double secs) {
+  std::printf("# sync %s: %.1f regions/token, %.1f us waited/token (%.1f%% of the time), "
+              "%.1f%% of regions slept, %.1f regions/token run inline (cores busy)\n",
+              test.c_str(), double(sync.regions) / toks, double(sync.wait_ns) * 1e-3 / toks,
+              100.0 * double(sync.wait_ns) * 1e-9 / secs,
+              sync.regions ? 100.0 * double(sync.sleeps) / double(sync.regions) : 0.0,
+              double(sync.inline_regions) / toks);
+  std::fflush(stdout);
+}
+
 struct DecodeRow {
   std::string kv;
   int64_t depth;
@@ -106,13 +121,21 @@ int run(const Opts& o) {
   const int64_t step = std::max(o.n_prompt, o.n_gen) + 1;
   const int64_t model_ctx = cfg.n_ctx_train > 0 ? cfg.n_ctx_train : 8192;
   const std::vector<int64_t> depths = parse_depths(o.depths, std::max<int64_t>(0, model_ctx - step));
+  const int64_t max_depth = *std::max_element(depths.begin(), depths.end());
+  const int64_t max_n = step - 1;
+  // Each test fills the cache to depth + tokens: beyond the model's context the positions are
+  // ones it was never trained on (and a typo such as -d 99999999 would run for days). Compared
+  // one by one first so that the sum cannot overflow.
+  if (max_depth > model_ctx || max_n > model_ctx || max_depth + max_n > model_ctx)
+    fail("-d/-p/-n: the deepest test needs depth {} + {} tokens, more than the model's context of {}",
+         max_depth, max_n, model_ctx);
   Forward fwd(*model, o.threads);
   for (const auto& kv : o.kvs) make_cache(kv, model->kv_shape(1));  // bad specs fail before any work
-  const int64_t max_depth = *std::max_element(depths.begin(), depths.end());
   const int64_t ctx = max_depth + step;
   std::mt19937 rng(1234);
   std::uniform_int_distribution<int32_t> tok(0, int32_t(cfg.n_vocab - 1));
-  std::vector<int32_t> fill(static_cast<size_t>(max_depth + o.n_prompt));
+  // tg starts from fill[d], so the fill has at least max_depth + 1 tokens even with -p 0.
+  std::vector<int32_t> fill(static_cast<size_t>(max_depth + std::max<int64_t>(o.n_prompt, 1)));
   for (auto& t : fill) t = tok(rng);
   std::vector<float> logits(static_cast<size_t>(cfg.n_vocab));
   using clock = std::chrono::steady_clock;
@@ -137,11 +160,14 @@ int run(const Opts& o) {
         if (n == 0) continue;
         std::vector<double> tps;
         Cost cost{};
+        PoolStats sync{};
+        double secs = 0;
         for (int r = 0; r < o.reps; ++r) {
           auto cache = make_cache(kv, model->kv_shape(ctx));
           const int seq = cache->add_sequence();
           if (d > 0) fwd.eval(*cache, seq, std::span<const int32_t>(fill.data(), size_t(d)), nullptr, false);
           cost = decode_cost(*model, *cache, d);
+          const PoolStats s0 = pool_stats();
           const auto t0 = clock::now();
           if (pp) {
             fwd.eval(*cache, seq, std::span<const int32_t>(fill.data() + d, size_t(n)), logits.data(), false);
@@ -152,7 +178,14 @@ int run(const Opts& o) {
               next = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
             }
           }
-          tps.push_back(double(n) / std::chrono::duration<double>(clock::now() - t0).count());
+          const double dt = std::chrono::duration<double>(clock::now() - t0).count();
+          const PoolStats s1 = pool_stats();
+          sync.regions += s1.regions - s0.regions;
+          sync.wait_ns += s1.wait_ns - s0.wait_ns;
+          sync.sleeps += s1.sleeps - s0.sleeps;
+          sync.inline_regions += s1.inline_regions - s0.inline_regions;
+          secs += dt;
+          tps.push_back(double(n) / dt);
         }
         double ratio = 0;
         if (!pp) {
@@ -160,7 +193,9 @@ int run(const Opts& o) {
           for (const auto& r : decode_rows)
             if (r.depth == d && (r.kv == "fp16" || r.kv == "f16") && o.kvs.size() > 1) ratio = stats(tps).median / r.tps;
         }
-        row(kv, (pp ? "pp" : "tg") + std::to_string(n) + " @ d" + std::to_string(d), tps, ratio);
+        const std::string test = (pp ? "pp" : "tg") + std::to_string(n) + " @ d" + std::to_string(d);
+        row(kv, test, tps, ratio);
+        if (num_threads() > 1) print_sync(test, sync, double(n) * o.reps, secs);
       }
     }
   }

@@ -1,11 +1,11 @@
 // `aquakv calibrate`: fits AQUA-KV cross-layer predictors for a model and writes an adapter file
 // (docs/ADAPTERS.md). Prints progress, the per-layer fit table, wall time and peak memory.
 #include <cstdio>
-#include <fstream>
 
 #include "aquakv/calib/calibrate.h"
 #include "aquakv/kv/adapters.h"
 #include "aquakv/util/error.h"
+#include "aquakv/util/file_io.h"
 #include "command.h"
 #include "progress.h"
 
@@ -16,6 +16,7 @@ struct Args {
   CalibrateOptions o;
   std::string out;
   std::string json_out;
+  CLI::Option* json_opt = nullptr;
   bool f16 = false;
   bool quiet = false;
 };
@@ -45,10 +46,14 @@ const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors and write an ada
   sub.add_option("-s,--seed", a->o.seed, "seed of window sampling / text generation")->capture_default_str();
   sub.add_option("-t,--threads", a->o.threads, "threads (0 = all cores)")->capture_default_str()->check(CLI::NonNegativeNumber);
   sub.add_flag("--f16", a->f16, "store the weights in fp16 (half the file)");
-  sub.add_option("--json", a->json_out, "also write the fit report as JSON to this file");
+  a->json_opt = sub.add_option("--json", a->json_out, "also write the fit report as JSON to this file");
   sub.add_flag("-q,--quiet", a->quiet, "no progress output");
   return RunFn([a] {
     a->o.dtype = a->f16 ? AdapterDtype::kF16 : AdapterDtype::kF32;
+    // Outputs first: a bad path fails now, not after the whole calibration.
+    check_output_path(a->out, "-o");
+    if (a->json_opt->count() > 0) check_output_path(a->json_out, "--json");
+    if (a->json_opt->count() > 0 && a->json_out == a->out) fail("-o and --json name the same file {}", a->out);
     CalibrateReport rep;
     ProgressBar bar(a->quiet);
     const Adapters ad = calibrate(a->o, &rep, [&](const char* stage, int64_t done, int64_t total) { bar(stage, done, total); });
@@ -65,11 +70,7 @@ const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors and write an ada
     }
     std::printf("wall time %.1f s (capture %.1f s, fit %.1f s), peak memory %.0f MiB\n", rep.total_seconds,
                 rep.capture_seconds, rep.fit_seconds, double(rep.peak_rss_bytes) / (1 << 20));
-    if (!a->json_out.empty()) {
-      std::ofstream f(a->json_out);
-      if (!f) fail("calibrate: cannot write --json {}", a->json_out);
-      f << rep.json() << "\n";
-    }
+    if (a->json_opt->count() > 0) write_file_atomic(a->json_out, rep.json() + "\n", "--json");
     return 0;
   });
 }};

@@ -3,16 +3,13 @@
 // cache's live memory. With no prompt it answers a built-in chat message. `--kv aquakv` without
 // a file uses the per-user self-calibrated adapters (self_adapters.h); `--compare [KV]` runs the
 // prompt through a reference cache too and prints a table (generate_compare.h).
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
-#include <fstream>
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "aquakv/engine/chat_template.h"
+#include "aquakv/eval/engine_runner.h"
 #include "aquakv/kv/cache_factory.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/parallel.h"
@@ -34,6 +31,7 @@ struct Opts {
   std::string model, prompt, file, system, chat_template, kv = "fp16";
   std::string compare;         // reference cache of --compare ("" with no value: fp16)
   CLI::Option* compare_opt = nullptr;
+  CLI::Option* prompt_opt = nullptr;
   SelfCalibration self_calib;  // --kv aquakv without a file
   bool chat = false;
   int64_t n_predict = 256, n_ctx = 4096;
@@ -43,14 +41,6 @@ struct Opts {
   int64_t seed = -1;
 };
 
-std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail("-f {}: cannot open: {}", path, std::strerror(errno));
-  std::ostringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
 std::vector<ChatMessage> with_system(const Opts& o, const std::string& text) {
   std::vector<ChatMessage> msgs;
   if (!o.system.empty()) msgs.push_back({"system", o.system});
@@ -59,8 +49,9 @@ std::vector<ChatMessage> with_system(const Opts& o, const std::string& text) {
 }
 
 // The prompt text: the user's (or the built-in) message, through the chat template when asked.
-std::string prompt_text(const Opts& o, const Model& model, bool& chat) {
-  std::string text = o.file.empty() ? o.prompt : read_text(o.file);
+// `user` is the -p text or the -f file's contents (read before the model loads).
+std::string prompt_text(const Opts& o, const std::string& user, const Model& model, bool& chat) {
+  std::string text = user;
   chat = o.chat || (o.prompt.empty() && o.file.empty());
   if (o.prompt.empty() && o.file.empty()) text = kBuiltinPrompt;
   if (!chat) return text;
@@ -88,7 +79,11 @@ int run(const Opts& o) {
   if (o.n_predict < 0) fail("-n: expected a number of tokens >= 0, got {}", o.n_predict);
   if (o.n_ctx < 0) fail("-c: expected a context size >= 0, got {}", o.n_ctx);
   if (o.threads < 0) fail("-t: expected a thread count >= 0, got {}", o.threads);
-  if (!o.prompt.empty() && !o.file.empty()) fail("-p and -f: give one prompt, not both");
+  if (o.prompt_opt->count() > 0 && !o.file.empty()) fail("-p and -f: give one prompt, not both");
+  if (o.prompt_opt->count() > 0 && o.prompt.empty())
+    fail("-p: the prompt is empty (leave -p out for the built-in message)");
+  require_utf8(o.prompt, "-p");
+  require_utf8(o.system, "--system");
   SamplerParams sp;
   sp.temperature = o.temp;
   sp.top_k = o.top_k;
@@ -96,6 +91,8 @@ int run(const Opts& o) {
   sp.min_p = o.min_p;
   sp.seed = o.seed >= 0 ? uint64_t(o.seed) : std::random_device{}();
   Sampler sampler(sp);  // validates the sampling flags before the model loads
+  const std::string user = o.file.empty() ? o.prompt : eval::read_text_file(o.file, "-f");
+  if (!o.file.empty() && user.empty()) fail("-f {}: the prompt file is empty", o.file);
 
   const auto model = Model::load(o.model);
   const ModelConfig& cfg = model->config();
@@ -106,7 +103,7 @@ int run(const Opts& o) {
                  (long long)n_ctx, (long long)cfg.n_ctx_train);
   }
   bool chat = false;
-  const std::string text = prompt_text(o, *model, chat);
+  const std::string text = prompt_text(o, user, *model, chat);
   const std::vector<TokenId> ids = tok.encode(text, true, true);
   if (ids.empty()) fail("the prompt is empty");
   if (int64_t(ids.size()) >= n_ctx) {
@@ -124,7 +121,7 @@ int run(const Opts& o) {
                               {ref, resolve_kv_spec(ref, *model, sc)}, {o.kv, spec});
   }
   auto cache = make_cache(spec, model->kv_shape(n_ctx));
-  if (!chat) std::fputs(text.c_str(), stdout);
+  if (!chat) std::fwrite(text.data(), 1, text.size(), stdout);  // all of it, NULs included
   std::fflush(stdout);
   const GenerationResult r = generate_tokens(fwd, tok, *cache, ids, sampler, o.n_predict, n_ctx, stdout);
   std::fprintf(stderr,
@@ -140,7 +137,7 @@ const CommandRegistrar reg{"generate", "generate text from a prompt or a chat me
   auto o = std::make_shared<Opts>();
   o->model = default_model_path();
   sub.add_option("-m,--model", o->model, "GGUF model file")->capture_default_str();
-  sub.add_option("-p,--prompt", o->prompt, "prompt text (default: a built-in chat message)");
+  o->prompt_opt = sub.add_option("-p,--prompt", o->prompt, "prompt text (default: a built-in chat message)");
   sub.add_option("-f,--file", o->file, "read the prompt from a file");
   sub.add_flag("--chat", o->chat, "wrap the prompt as a user message in the model's chat template");
   sub.add_option("--chat-template", o->chat_template,

@@ -13,8 +13,9 @@ namespace {
 
 const CommandRegistrar reg{"info", "print build and machine information", [](CLI::App& sub) {
   return RunFn([] {
-    std::printf("simd: %s (cpu supports %s)\nthreads: %d\n", simd_level_name(simd_level()),
-                simd_level_name(cpu_simd_level()), num_threads());
+    std::printf("simd: %s (cpu supports %s; AQUAKV_SIMD=scalar|avx2|avx512 forces a lower one)\n"
+                "cpu features: %s\nthreads: %d\n", simd_level_name(simd_level()),
+                simd_level_name(cpu_simd_level()), cpu_features().c_str(), num_threads());
     std::printf("openblas kernels: %s\n", blas_core_name().c_str());
     std::printf("kv cache formats (--kv NAME[:ARGS][,OPTIONS]; defaults in parentheses):\n");
     std::fputs(cache_formats_help().c_str(), stdout);

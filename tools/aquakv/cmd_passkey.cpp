@@ -10,6 +10,7 @@
 #include "aquakv/eval/passkey.h"
 #include "aquakv/eval/report.h"
 #include "aquakv/util/error.h"
+#include "aquakv/util/file_io.h"
 #include "aquakv/util/parallel.h"
 #include "command.h"
 #include "eval_cli.h"
@@ -19,6 +20,7 @@ namespace {
 
 struct Args {
   std::string model, json, bos = "auto";
+  CLI::Option* json_opt = nullptr;
   std::vector<std::string> kvs{"fp16"};
   std::vector<int64_t> lens;
   std::vector<double> depths{0.0, 0.25, 0.5, 0.75, 1.0};
@@ -30,6 +32,8 @@ struct Args {
 int run(Args a) {
   if (a.trials < 1) fail("--trials {}: must be >= 1", a.trials);
   if (a.n_gen < 1) fail("-n {}: must be >= 1", a.n_gen);
+  if (a.step < 1) fail("--step {}: must be >= 1 (prompt tokens per forward call)", a.step);
+  if (a.json_opt->count() > 0) check_output_path(a.json, "--json");
   const eval::BosPolicy bos = eval::parse_bos_policy(a.bos);
   LoadedModel m = load_model(a.model, a.threads);
   const int64_t limit = m.model->config().n_ctx_train;
@@ -80,7 +84,7 @@ int run(Args a) {
   }
   bar.clear();
   std::printf("\n%s", eval::passkey_table(cells).c_str());
-  if (!a.json.empty()) {
+  if (a.json_opt->count() > 0) {
     nlohmann::json j;
     j["command"] = command_line();
     j["date"] = utc_now();
@@ -92,7 +96,7 @@ int run(Args a) {
       jc.push_back({{"kv", c.kv}, {"len", c.len}, {"depth", c.depth}, {"trials", c.trials}, {"correct", c.correct}});
     j["cells"] = jc;
     j["trials"] = jt;
-    write_file_atomic("--json", a.json, j.dump(2) + "\n");
+    write_file_atomic(a.json, j.dump(2) + "\n", "--json");
   }
   return 0;
 }
@@ -113,9 +117,10 @@ const CommandRegistrar reg{
       sub.add_option("-n", a->n_gen, "tokens to generate for the answer")->capture_default_str();
       sub.add_option("--seed", a->seed, "seed of the keys")->capture_default_str();
       sub.add_option("--step", a->step, "prompt tokens per forward call")->capture_default_str();
-      sub.add_option("-t,--threads", a->threads, "threads (0 = all cores)")->capture_default_str();
+      sub.add_option("-t,--threads", a->threads, "threads (0 = all cores)")
+          ->capture_default_str()->check(CLI::NonNegativeNumber);
       sub.add_option("--bos", a->bos, "BOS before the prompt: auto, on, off")->capture_default_str();
-      sub.add_option("--json", a->json, "write cells and every trial as JSON to this file");
+      a->json_opt = sub.add_option("--json", a->json, "write cells and every trial as JSON to this file");
       return RunFn([a] { return run(*a); });
     }};
 

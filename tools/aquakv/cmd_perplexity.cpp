@@ -14,6 +14,7 @@
 #include "aquakv/eval/logits_file.h"
 #include "aquakv/eval/perplexity.h"
 #include "aquakv/util/error.h"
+#include "aquakv/util/file_io.h"
 #include "aquakv/util/parallel.h"
 #include "command.h"
 #include "eval_cli.h"
@@ -23,6 +24,8 @@ namespace {
 
 struct Args {
   std::string model, text, kv = "fp16", json, save_logits, kl_base, bos = "auto";
+  CLI::Option* json_opt = nullptr;
+  CLI::Option* save_opt = nullptr;
   int64_t ctx = 512, step = 32, chunks = 0;
   int logits_top = eval::kMaxTop;
   int threads = 0;
@@ -35,7 +38,13 @@ int run(const Args& a) {
   if (a.chunks < 0) fail("--chunks {}: must be >= 0 (0 = all windows)", a.chunks);
   if (!a.save_logits.empty() && a.save_logits == a.kl_base)
     fail("--save-logits and --kl-base name the same file {}", a.save_logits);
+  // Outputs first: a bad path fails now, not after minutes of evaluation.
+  if (a.save_opt->count() > 0) check_output_path(a.save_logits, "--save-logits");
+  if (a.json_opt->count() > 0) check_output_path(a.json, "--json");
+  if (!a.json.empty() && a.json == a.save_logits)
+    fail("--json and --save-logits name the same file {}", a.json);
   const eval::BosPolicy bos = eval::parse_bos_policy(a.bos);
+  const std::string text = eval::read_text_file(a.text);
   // Load the base file first: a bad or mismatched file fails before minutes of compute.
   std::optional<eval::LogitsFile> base;
   if (!a.kl_base.empty()) base = eval::LogitsFile::load(a.kl_base);
@@ -45,7 +54,6 @@ int run(const Args& a) {
   if (cfg.n_ctx_train > 0 && a.ctx > cfg.n_ctx_train)
     std::fprintf(stderr, "perplexity: warning: -c %lld exceeds the model's training context %lld\n",
                  static_cast<long long>(a.ctx), static_cast<long long>(cfg.n_ctx_train));
-  const std::string text = eval::read_text_file(a.text);
   const auto t_tok = std::chrono::steady_clock::now();
   const std::vector<int32_t> ids = eval::tokenize_for_eval(*m.tok, text, bos);
   const double tok_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_tok).count();
@@ -70,7 +78,7 @@ int run(const Args& a) {
   info.text = std::filesystem::path(a.text).filename().string();
   if (base) base->check_compatible(info, a.kl_base);
   std::optional<eval::LogitsFile> save;
-  if (!a.save_logits.empty()) save.emplace(info, a.logits_top);
+  if (a.save_opt->count() > 0) save.emplace(info, a.logits_top);
 
   eval::EngineLogitsModel lm(*m.fwd, a.kv, a.ctx);
   eval::PerplexityOptions opt;
@@ -159,7 +167,7 @@ int run(const Args& a) {
     std::printf("saved base logits: %s (%lld positions)\n", a.save_logits.c_str(),
                 static_cast<long long>(save->n_rows()));
   }
-  if (!a.json.empty()) write_file_atomic("--json", a.json, j.dump(2) + "\n");
+  if (a.json_opt->count() > 0) write_file_atomic(a.json, j.dump(2) + "\n", "--json");
   return 0;
 }
 
@@ -177,17 +185,19 @@ const CommandRegistrar reg{
       sub.add_option("--chunks", a->chunks, "evaluate only the first N windows (0 = all)")
           ->capture_default_str();
       sub.add_option("--kv", a->kv, "KV cache format")->capture_default_str();
-      sub.add_option("-t,--threads", a->threads, "threads (0 = all cores)")->capture_default_str();
+      sub.add_option("-t,--threads", a->threads, "threads (0 = all cores)")
+          ->capture_default_str()->check(CLI::NonNegativeNumber);
       sub.add_option("--bos", a->bos,
                      "BOS at the start of the text: auto (the model's add_bos_token, as "
                      "llama.cpp), on, off")->capture_default_str();
-      sub.add_option("--json", a->json, "write the result as JSON to this file");
-      sub.add_option("--save-logits", a->save_logits,
-                     "save compact base logits (run with a 16-bit cache) for later --kl-base");
+      a->json_opt = sub.add_option("--json", a->json, "write the result as JSON to this file");
+      a->save_opt = sub.add_option("--save-logits", a->save_logits,
+                                   "save compact base logits (run with a 16-bit cache) for later --kl-base");
       sub.add_option("--logits-top", a->logits_top,
                      "tokens kept per position by --save-logits (KL exact when >= vocab size)")
           ->capture_default_str()->check(CLI::Range(1, 65535));
-      sub.add_option("--kl-base", a->kl_base, "compare with logits saved by --save-logits");
+      sub.add_option("--kl-base", a->kl_base, "compare with logits saved by --save-logits")
+          ->check([](const std::string& v) { return v.empty() ? std::string("empty file name") : std::string(); });
       return RunFn([a] { return run(*a); });
     }};
 

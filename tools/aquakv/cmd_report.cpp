@@ -19,7 +19,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "aquakv/eval/engine_runner.h"
@@ -27,6 +26,7 @@
 #include "aquakv/eval/perplexity.h"
 #include "aquakv/eval/report.h"
 #include "aquakv/util/error.h"
+#include "aquakv/util/file_io.h"
 #include "aquakv/util/parallel.h"
 #include "command.h"
 #include "eval_cli.h"
@@ -54,11 +54,10 @@ void take(const nlohmann::json& j, const char* key, T& dst, bool unset, const st
 }
 
 void apply_config_file(Config& c) {
-  std::ifstream f(c.config);
-  if (!f) fail("--config {}: cannot open", c.config);
+  const std::string text = read_file(c.config, "--config", ReadKind::kText);
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(f);
+    j = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     fail("--config {}: not valid JSON ({})", c.config, e.what());
   }
@@ -236,13 +235,19 @@ int run(Config c) {
   const bool measure = !c.ctxs.empty() || !c.speed_ctx.empty() || !c.passkey_lens.empty();
   if (!measure && extra.empty())
     fail("report: nothing to do: give -c, --speed-ctx, --passkey-lens or --extra rows");
+  // The output directory and the text before any run: a bad one fails now, not after the runs.
+  std::error_code ec;
+  std::filesystem::create_directories(c.out, ec);
+  if (ec) fail("-o {}: cannot create the directory: {}", c.out, ec.message());
+  for (const char* f : {"/rows.jsonl", "/report.md"}) check_output_path(c.out + f, "-o");
+  const std::string text = c.text.empty() || !measure ? "" : eval::read_text_file(c.text);
   Measured ours;
   if (measure) {
     if (c.model.empty()) c.model = default_model_path();
     LoadedModel m = load_model(c.model, c.threads);
     ours.model_name = std::filesystem::path(c.model).filename().string();
     std::vector<int32_t> ids;
-    if (!c.text.empty()) ids = eval::tokenize_for_eval(*m.tok, eval::read_text_file(c.text), bos);
+    if (!c.text.empty()) ids = eval::tokenize_for_eval(*m.tok, text, bos);
     ours.text_tokens = ids.size();
     run_quality(c, m, ids, ours);
     run_speed(c, m, ids, ours);
@@ -250,10 +255,9 @@ int run(Config c) {
   }
   std::vector<eval::ReportRow> rows = ours.rows;
   rows.insert(rows.end(), extra.begin(), extra.end());
-  std::filesystem::create_directories(c.out);
   std::string jsonl;
   for (const auto& r : rows) jsonl += eval::row_to_json(r) + "\n";
-  write_file_atomic("-o", c.out + "/rows.jsonl", jsonl);
+  write_file_atomic(c.out + "/rows.jsonl", jsonl, "-o");
   const auto pngs = eval::write_charts(rows, c.out);
   std::string md = fmt::format(
       "# aquakv report\n\n- command: `{}`\n- date: {}\n- machine: {}\n- model: {}\n- text: {} "
@@ -268,7 +272,7 @@ int run(Config c) {
     const std::string name = std::filesystem::path(p).filename().string();
     md += fmt::format("![{}]({})\n\n", name, name);
   }
-  write_file_atomic("-o", c.out + "/report.md", md);
+  write_file_atomic(c.out + "/report.md", md, "-o");
   std::printf("%s", md.c_str());
   std::fprintf(stderr, "report: wrote %s/report.md, rows.jsonl and %zu charts\n", c.out.c_str(), pngs.size());
   return 0;

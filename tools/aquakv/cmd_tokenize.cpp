@@ -1,14 +1,13 @@
 // `aquakv tokenize`: prints the token ids of a text with a model's tokenizer, like llama.cpp's
 // llama-tokenize: one "id -> 'piece'" line per token, or with --ids a single "[id, id, ...]".
 // The text must be valid UTF-8 (an error names the first bad byte); a file that cannot be read
-// is an error too.
-#include <cerrno>
+// is an error too (eval::read_text_file: bounded, regular files or streams).
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <string>
 
 #include "aquakv/engine/gguf.h"
+#include "aquakv/eval/engine_runner.h"
 #include "aquakv/engine/tokenizer.h"
 #include "aquakv/util/error.h"
 #include "command.h"
@@ -16,29 +15,14 @@
 namespace aquakv::cli {
 namespace {
 
-std::string read_file(const std::string& path) {
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (f == nullptr) fail("{}: cannot open: {}", path, std::strerror(errno));
-  std::string text;
-  char buf[1 << 16];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, n);
-  const int err = std::ferror(f) ? errno : 0;  // e.g. EISDIR: fopen accepts a directory
-  std::fclose(f);
-  if (err != 0) fail("{}: cannot read: {}", path, std::strerror(err));
-  return text;
-}
-
 struct Opts {
   std::string model, prompt, file;
   bool ids = false, no_bos = false, no_parse_special = false, show_count = false, timing = false;
 };
 
 int run(const Opts& o) {
-  const std::string text = o.file.empty() ? o.prompt : read_file(o.file);
-  const std::string what = o.file.empty() ? "prompt" : o.file;
-  if (const size_t bad = utf8_first_invalid(text); bad != std::string::npos) {
-    fail("{}: invalid UTF-8 at byte {} (0x{:02X})", what, bad, uint8_t(text[bad]));
-  }
+  const std::string text = o.file.empty() ? o.prompt : eval::read_text_file(o.file, "-f");
+  if (o.file.empty()) require_utf8(text, "-p");
   const auto file = GgufFile::open(o.model);
   const Tokenizer tok = Tokenizer::from_gguf(*file);
   const auto t0 = std::chrono::steady_clock::now();

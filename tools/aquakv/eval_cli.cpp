@@ -6,9 +6,10 @@
 
 #include <cstdio>
 #include <ctime>
-#include <fstream>
+#include <sstream>
 
 #include "aquakv/util/error.h"
+#include "aquakv/util/file_io.h"
 
 namespace aquakv::cli {
 ProgressBar::ProgressBar(std::string label) : label_(std::move(label)), tty_(isatty(STDERR_FILENO) != 0) {}
@@ -37,28 +38,14 @@ void ProgressBar::clear() {
   }
 }
 
-void write_file_atomic(const std::string& flag, const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) fail("{} {}: cannot open {} for writing", flag, path, tmp);
-    f << text;
-    f.flush();
-    if (!f) {
-      std::remove(tmp.c_str());
-      fail("{} {}: write failed", flag, path);
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    fail("{} {}: cannot rename {} over it", flag, path, tmp);
-  }
-}
-
 std::string command_line() {
   // /proc/self/cmdline: the arguments separated by NULs (Linux); words with spaces are quoted.
-  std::ifstream f("/proc/self/cmdline", std::ios::binary);
-  std::string raw((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>()), s, word;
+  std::string raw, s, word;
+  try {
+    raw = read_file("/proc/self/cmdline", "", ReadKind::kText);
+  } catch (const Error&) {
+    return "(unknown command line)";
+  }
   for (char c : raw) {
     if (c != '\0') {
       word += c;
@@ -80,7 +67,12 @@ LoadedModel load_model(const std::string& path, int threads) {
 }
 
 std::string machine_description() {
-  std::ifstream f("/proc/cpuinfo");
+  std::string info;
+  try {
+    info = read_file("/proc/cpuinfo", "", ReadKind::kText);
+  } catch (const Error&) {
+  }
+  std::istringstream f(info);
   std::string line, model = "unknown CPU";
   int cores = 0;
   while (std::getline(f, line)) {

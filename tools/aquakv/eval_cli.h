@@ -1,5 +1,5 @@
 // Helpers shared by the evaluation subcommands (perplexity, passkey, report). Owns: the
-// terminal progress bar, atomic writing of result files, the command line as run, and loading
+// terminal progress bar, the command line as run, and loading
 // model + tokenizer + forward for a run. Not: the evaluation itself (eval/).
 #pragma once
 
@@ -26,9 +26,6 @@ class ProgressBar {
   bool tty_;
   bool drawn_ = false;
 };
-
-// Writes `text` to path + ".tmp" and renames it over `path`; Error names the flag.
-void write_file_atomic(const std::string& flag, const std::string& path, const std::string& text);
 
 // The command line as typed (for result files and docs/RESULTS.md).
 std::string command_line();

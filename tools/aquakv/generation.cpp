@@ -1,7 +1,11 @@
 // The generation loop (generation.h).
 #include "generation.h"
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+
+#include "aquakv/util/error.h"
 
 namespace aquakv::cli {
 
@@ -26,6 +30,8 @@ GenerationResult generate_tokens(Forward& fwd, const Tokenizer& tok, KvCache& ca
     const size_t ok = utf8_complete_prefix(pending);
     std::fwrite(pending.data(), 1, ok, out);
     std::fflush(out);
+    // A full disk or closed pipe stops the generation now instead of after n_predict tokens.
+    if (std::ferror(out)) fail("cannot write the generated text: {}", std::strerror(errno));
     pending.erase(0, ok);
     if (cache.n_tokens(seq) >= n_ctx) {
       std::fprintf(stderr, "\naquakv: context full (%lld tokens), stopping\n", (long long)n_ctx);

@@ -102,4 +102,8 @@ size_t utf8_complete_prefix(std::string_view s);
 // forms, surrogates and code points above U+10FFFF are not well-formed), or npos if none.
 size_t utf8_first_invalid(std::string_view s);
 
+// Throws Error "WHAT: invalid UTF-8 at byte N (0xXX)" unless `s` is well-formed UTF-8: every
+// text a command feeds the tokenizer (prompts, evaluation and calibration texts) passes here.
+void require_utf8(std::string_view s, const std::string& what);
+
 }  // namespace aquakv

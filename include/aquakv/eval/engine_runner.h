@@ -35,8 +35,9 @@ std::vector<int32_t> tokenize_for_eval(const Tokenizer& tok, const std::string& 
 // header, metadata and tensor table, plus the first weights).
 uint64_t model_fingerprint(const std::string& path);
 
-// Reads a whole text file; Error names the file.
-std::string read_text_file(const std::string& path);
+// Reads a whole text file (util/file_io.h: a regular file or a stream, capped) and checks that
+// it is UTF-8; Error names `flag` and the file.
+std::string read_text_file(const std::string& path, const std::string& flag = "-f");
 
 class EngineLogitsModel : public LogitsModel {
  public:

@@ -31,17 +31,18 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "aquakv/eval/stats.h"
+#include "aquakv/util/hash.h"
 
 namespace aquakv::eval {
 
 inline constexpr int kMaxTop = 1024;
 inline constexpr double kMassEps = 1e-4;
 
-// 64-bit FNV-1a of bytes; hash_tokens hashes the ids as little-endian int32.
-uint64_t fnv1a64(const void* data, int64_t n, uint64_t h = 0xcbf29ce484222325ull);
+// FNV-1a 64 (util/hash.h) of the ids as little-endian int32.
 uint64_t hash_tokens(const int32_t* ids, int64_t n);
 
 // What identifies an evaluation run, for the compatibility check.
@@ -61,9 +62,13 @@ class LogitsFile {
   LogitsFile() = default;
   explicit LogitsFile(LogitsRunInfo info, int k_max = kMaxTop, double mass_eps = kMassEps);
 
-  // Reads and validates a file; throws Error naming the file and the bad field.
+  // Reads and validates a file; throws Error naming the file and the bad field. Besides the
+  // structure and checksum, every number must be sane: log-probabilities finite and <= 0,
+  // base NLL finite and >= 0, rest mass in [0, 1].
   static LogitsFile load(const std::string& path);
-  // Writes to path + ".tmp" and renames it over path.
+  // The same validation on bytes in memory (`name` for messages; the fuzz target).
+  static LogitsFile parse(std::string_view bytes, const std::string& name);
+  // Writes atomically (util/file_io.h).
   void save(const std::string& path) const;
 
   // Appends the compact form of one scored position (in window order).

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -52,13 +53,16 @@ struct Adapters {
   int64_t bytes_in_memory() const { return n_params() * 4; }
 };
 
-inline constexpr uint32_t kAdapterVersion = 1;
+// Version written; load_adapters reads 1 (checksum from aquakv's old FNV basis) and 2.
+inline constexpr uint32_t kAdapterVersion = 2;
 
-// Writes atomically: a temporary file next to `path`, fsync'd, then renamed over it.
+// Writes atomically (util/file_io.h: a unique temporary next to `path`, fsync'd, renamed).
 void save_adapters(const Adapters& a, const std::string& path);
 
 // Reads and validates structure and checksum (Error naming the file and what is wrong).
 Adapters load_adapters(const std::string& path);
+// The same validation on bytes already in memory (`name` for messages; the fuzz target).
+Adapters parse_adapters(std::span<const uint8_t> bytes, const std::string& name);
 
 // Throws Error naming the first field that differs: "adapters FILE: made for model X, this is Y".
 void check_adapters_match(const Adapters& a, const ModelFingerprint& model,

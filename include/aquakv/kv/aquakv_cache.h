@@ -5,7 +5,7 @@
 // (kv/compressed_formats.h).
 //
 // Storage per sequence and layer, in token order:
-//   [P exact sinks (fp16)] [chunk 0 codes] [chunk 1 codes] ... [exact buffer (fp16)]
+//   [P exact sinks (fp16)] [codes of chunk 0, chunk 1, ... (one stream per K/V)] [exact buffer (fp16)]
 // Only packed codes + scales and the exact fp16 tokens are kept. When the buffer holds >= B
 // tokens at end_step (attention has used them exactly), it is compressed as one chunk
 // (rounded down to whole codec blocks), layer by layer in model order:

@@ -36,6 +36,18 @@ int64_t matmul_gemm_min_rows();
 void matmul(const QMatrix& w, const float* x, int64_t n, float* y,
             MatmulPath path = MatmulPath::kAuto);
 
+// ys[i] (n x ws[i]->rows) = x * W_i^T for k matrices of the same cols, in one parallel region
+// on the dot path (decode: q, k and v share the normalized row), so one barrier serves all k
+// and x is quantized once. Bit-identical to k matmul calls with the same path.
+void matmul_many(const QMatrix* const* ws, float* const* ys, int k, const float* x, int64_t n,
+                 MatmulPath path = MatmulPath::kAuto);
+
+// h (n x gate.rows) = silu(x Wg^T) * (x Wu^T), the SwiGLU input of the feed-forward block. On
+// the dot path each thread computes its rows of both products and their SwiGLU in one region;
+// u_scratch (n x up.rows) receives x Wu^T. Bit-identical to two matmuls and ops/nn.h swiglu.
+void matmul_swiglu(const QMatrix& gate, const QMatrix& up, const float* x, int64_t n, float* h,
+                   float* u_scratch, MatmulPath path = MatmulPath::kAuto);
+
 // Reference: dequantize_row + float64 sums, single thread. For tests.
 void matmul_ref(const QMatrix& w, const float* x, int64_t n, float* y);
 

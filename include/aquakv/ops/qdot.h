@@ -1,6 +1,6 @@
 // Quantized dot products: one weight row stored in a GGUF block format times one activation
 // vector. Owns: the 8-bit activation blocks (Q8Act) and the row-dot kernels, scalar reference
-// and AVX2. Not: block byte layouts / dequantization (ops/ggml_types.h) or matrix loops
+// and AVX2 and AVX-512 VNNI versions. Not: block byte layouts / dequantization (ops/ggml_types.h) or matrix loops
 // (ops/matmul.h).
 //
 // Two families:
@@ -51,6 +51,15 @@ void qdot_q8_rows_ref(GgmlType type, const void* row, const Q8Act* x, int64_t n,
 void qdot_q8_rows(GgmlType type, const void* row, const Q8Act* x, int64_t n, int64_t n_act,
                   float* out);
 
+// Dots of n_rows weight rows (row r at rows + r*row_bytes) with one activation vector (decode
+// of one sequence): out[r] = qdot_q8(type, row r, x, n) bit for bit. Today a loop of single
+// dots at every level: on the GGUF row layout, groups of rows sharing each activation load were
+// measured slower (src/ops/qdot_avx512.cpp); a kernel for repacked rows would plug in here.
+void qdot_q8_multirow_ref(GgmlType type, const void* rows, int64_t row_bytes, int64_t n_rows,
+                          const Q8Act* x, int64_t n, float* out);
+void qdot_q8_multirow(GgmlType type, const void* rows, int64_t row_bytes, int64_t n_rows,
+                      const Q8Act* x, int64_t n, float* out);
+
 // Dot of one row of any supported type with f32 activations (float path).
 float qdot_f32_ref(GgmlType type, const void* row, const float* x, int64_t n);
 float qdot_f32(GgmlType type, const void* row, const float* x, int64_t n);
@@ -59,12 +68,16 @@ float qdot_f32(GgmlType type, const void* row, const float* x, int64_t n);
 float dot_f32(const float* a, const float* b, int64_t n);
 
 namespace detail {
-// AVX2 kernels (src/ops/qdot_avx2.cpp); only called when simd_level() is kAvx2.
+// AVX2 kernels (src/ops/qdot_avx2.cpp); called at kAvx2, and at kAvx512 where no AVX-512 one exists.
 void quantize_q8_avx2(const float* x, Q8Act* out, int64_t n);
 float qdot_q8_avx2(GgmlType type, const void* row, const Q8Act* x, int64_t n);
 void qdot_q8_rows_avx2(GgmlType type, const void* row, const Q8Act* x, int64_t n, int64_t n_act,
                        float* out);
 float dot_f32_avx2(const float* a, const float* b, int64_t n);
+// AVX-512 VNNI kernels (src/ops/qdot_avx512.cpp); only called at SimdLevel::kAvx512.
+float qdot_q8_avx512(GgmlType type, const void* row, const Q8Act* x, int64_t n);
+void qdot_q8_rows_avx512(GgmlType type, const void* row, const Q8Act* x, int64_t n, int64_t n_act,
+                         float* out);
 }  // namespace detail
 
 }  // namespace aquakv

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -34,7 +35,9 @@ void validate_grid(const Grid& g, const std::string& what);
 Grid load_grid_file(const std::string& path, int d, int64_t n);
 // Same, with d and n parsed from the file name ("...n<n>xd<d>.f32le").
 Grid load_grid_file(const std::string& path);
-// Writes a grid atomically (temp file + rename).
+// The same checks on the file's bytes in memory (`name` for messages; the fuzz target).
+Grid parse_grid(std::string_view bytes, int d, int64_t n, const std::string& name);
+// Writes a grid atomically (util/file_io.h).
 void save_grid_file(const Grid& g, const std::string& path);
 
 // Grids compiled into aquakv. builtin_grid throws Error (listing the available shapes) when

@@ -1,7 +1,7 @@
 // aquakv::Error: the one exception type for bad user input (files, flags, texts).
 // Owns: the error type and the helpers that format its one-line message. Not: exit codes
 // (only tools/aquakv/main.cpp turns an Error into an exit status). Invariants of our own code
-// are asserts, not Errors.
+// are AQUAKV_CHECKs (util/check.h), not Errors.
 #pragma once
 
 #include <fmt/format.h>
