@@ -296,10 +296,10 @@ class GemmaTokenizer : public ::testing::Test {
   static void SetUpTestSuite() {
     const char* m = std::getenv("AQUAKV_GEMMA_MODEL");
     if (m == nullptr || *m == '\0') return;
-    // Made by `scripts/make_tokenizer_goldens.py --gemma MODEL` (needs llama-cpp-python).
-    if (!std::ifstream(kData + "gemma3_goldens.json")) return;
     file_ = GgufFile::open(m).release();
     tok_ = new Tokenizer(Tokenizer::from_gguf(*file_));
+    // Made by `scripts/make_tokenizer_goldens.py --gemma MODEL` (needs llama-cpp-python).
+    if (!std::ifstream(kData + "gemma3_goldens.json")) return;
     gold_ = new json(load_json("gemma3_goldens.json"));
     corpus_ = new json(load_json("corpus.json")["pieces"]);
     for (const auto& e : (*gold_)["extra_pieces"]) corpus_->push_back(e);
@@ -311,7 +311,7 @@ class GemmaTokenizer : public ::testing::Test {
     delete gold_;
   }
   void SetUp() override {
-    if (tok_ == nullptr) GTEST_SKIP() << "AQUAKV_GEMMA_MODEL is not set or tokenizer/gemma3_goldens.json is not made yet";
+    if (tok_ == nullptr) GTEST_SKIP() << "AQUAKV_GEMMA_MODEL is not set";
   }
   static inline GgufFile* file_ = nullptr;
   static inline Tokenizer* tok_ = nullptr;
@@ -321,7 +321,6 @@ class GemmaTokenizer : public ::testing::Test {
 
 TEST_F(GemmaTokenizer, VocabularyAsExpected) {
   EXPECT_EQ(tok_->n_vocab(), 262144);
-  EXPECT_EQ(tok_->n_vocab(), (*gold_)["n_vocab"].get<int64_t>());
   EXPECT_EQ(tok_->model(), "llama");
   EXPECT_EQ(tok_->bos(), 2);
   EXPECT_EQ(tok_->eos(), 1);
@@ -336,10 +335,13 @@ TEST_F(GemmaTokenizer, VocabularyAsExpected) {
 }
 
 TEST_F(GemmaTokenizer, IdsMatchLlamaCppOnCorpus) {
+  if (gold_ == nullptr) GTEST_SKIP() << "tokenizer/gemma3_goldens.json is not made yet";
+  EXPECT_EQ(tok_->n_vocab(), (*gold_)["n_vocab"].get<int64_t>());
   EXPECT_EQ(check_cases(*tok_, *corpus_, (*gold_)["cases"], "gemma3"), 0);
 }
 
 TEST_F(GemmaTokenizer, PiecesAndDecodesMatchLlamaCpp) {
+  if (gold_ == nullptr) GTEST_SKIP() << "tokenizer/gemma3_goldens.json is not made yet";
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)fnv1a64_pieces(*tok_, true));
   EXPECT_EQ(std::string(buf), (*gold_)["pieces_fnv1a64"]["special"].get<std::string>());
@@ -357,6 +359,7 @@ TEST_F(GemmaTokenizer, PiecesAndDecodesMatchLlamaCpp) {
 // The whole WikiText-2 test file (1.29 MB), when present: same count and FNV-1a 64 of the ids
 // (little-endian int32) as llama.cpp's.
 TEST_F(GemmaTokenizer, WikiText2MatchesLlamaCpp) {
+  if (gold_ == nullptr) GTEST_SKIP() << "tokenizer/gemma3_goldens.json is not made yet";
   const char* dir = std::getenv("AQUAKV_SHARED_DIR");
   const std::string path = std::string(dir != nullptr && *dir ? dir : "/work/shared") +
                            "/data/wikitext-2-raw-test.txt";
