@@ -17,6 +17,10 @@ Writes
                          Kept when present (training is not reproducible bit for bit); pass
                          --retrain-spm to make a new one.
   spm_goldens.json       llama.cpp's ids/pieces/decodes for it, with two flag settings.
+  gemma3_goldens.json    with --gemma GGUF (only this file is written then): Gemma 3's
+                         SentencePiece vocabulary (262,144 tokens): ids of every corpus piece,
+                         pieces (digest plus a sample), decodes, and the count and FNV-1a 64 of
+                         the ids of the whole WikiText-2 test file (the file itself is not copied).
 Compact format: corpus.json holds each piece once ({"kind", "text"} or {"kind", "hex"} for
 malformed UTF-8); a case is [piece index, flags (1: add_special, 2: parse_special), ids], with
 ids as base64 of their unsigned LEB128 varints.
@@ -194,6 +198,47 @@ def smollm(model, corpus):
     return doc
 
 
+def wikitext_ids_digest(ref):
+    path = os.path.join(tokenizer_corpus.SHARED, "data/wikitext-2-raw-test.txt")
+    ids = ref.tokenize(open(path, "rb").read(), True, False)
+    return {"file": "wikitext-2-raw-test.txt", "add_special": True, "parse_special": False,
+            "n_ids": len(ids), "ids_fnv1a64": fnv1a64([b"".join(i.to_bytes(4, "little")
+                                                                  for i in ids)])}
+
+
+# Gemma's own markers and whitespace tokens; case indices past the corpus refer to these.
+GEMMA_EXTRA = [("special", s.encode()) for s in (
+    "<start_of_turn>user\nWrite a haiku.<end_of_turn>\n<start_of_turn>model\n",
+    "<bos>text<eos><pad>", "a<end_of_turn>b<start_of_turn>c", "<start_of_image><end_of_image>",
+    "[multimodal]", "<unused0><unused99>", "<mask> <unk>", "  two  spaces   three\t\ttabs\n\n\n",
+    "<start_of_turn", "end_of_turn>", " <start_of_turn> ", "<h1>Title</h1>\n<table><tr><td>x",
+    "\u2581already\u2581escaped", "trailing space ", "\n", " ", "")]
+
+
+def gemma3(model, corpus):
+    ref = Ref(model)
+    corpus = corpus + GEMMA_EXTRA
+    main, raw = cases_for(ref, corpus, range(len(corpus)), lambda i, k: [(False, False)] + (
+        [(True, True), (False, True)] if k in ("special", "misc") or i % 9 == 0 else []))
+    sample = list(range(0, ref.n_vocab, 211)) + list(range(0, 300))
+    return {
+        "generator": "scripts/make_tokenizer_goldens.py --gemma",
+        "reference": f"llama-cpp-python {llama_cpp.__version__} (llama.cpp tokenizer, vocab_only)",
+        "model_file": os.path.basename(model),
+        "model_sha256": hashlib.sha256(open(model, "rb").read()).hexdigest(),
+        "n_vocab": ref.n_vocab,
+        "pieces_fnv1a64": {"special": pieces_digest(ref, True),
+                           "plain": pieces_digest(ref, False)},
+        "sample_pieces": [[t, ref.piece(t, False).hex(), ref.piece(t, True).hex()]
+                          for t in sample],
+        "corpus": "corpus.json",
+        "extra_pieces": [{"kind": k, **text_field(d)} for k, d in GEMMA_EXTRA],
+        "cases": main,
+        "decode_cases": decode_cases(ref, raw, 11),
+        "wikitext": wikitext_ids_digest(ref),
+    }
+
+
 def train_spm_vocab():
     from tokenizers import SentencePieceBPETokenizer
     wiki = open(os.path.join(tokenizer_corpus.SHARED, "data/calibration/wiki.txt"),
@@ -310,14 +355,19 @@ def main():
     ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--retrain-spm", action="store_true",
                     help="train a new SentencePiece test vocabulary instead of the committed one")
+    ap.add_argument("--gemma", metavar="GGUF",
+                    help="write only gemma3_goldens.json, for this Gemma 3 GGUF")
     args = ap.parse_args()
     os.makedirs(OUT, exist_ok=True)
     corpus = tokenizer_corpus.pieces() + SPM_EXTRA
     print(f"corpus: {len(corpus)} pieces, {sum(len(b) for _, b in corpus)} bytes", file=sys.stderr)
-    docs = [("corpus.json", {"generator": "scripts/tokenizer_corpus.py",
-                             "pieces": [{"kind": k, **text_field(d)} for k, d in corpus]})]
-    docs += [("smollm2_goldens.json", smollm(args.model, corpus)),
-             ("spm_goldens.json", spm(corpus, args.retrain_spm))]
+    if args.gemma:
+        docs = [("gemma3_goldens.json", gemma3(args.gemma, corpus))]
+    else:
+        docs = [("corpus.json", {"generator": "scripts/tokenizer_corpus.py",
+                                 "pieces": [{"kind": k, **text_field(d)} for k, d in corpus]})]
+        docs += [("smollm2_goldens.json", smollm(args.model, corpus)),
+                 ("spm_goldens.json", spm(corpus, args.retrain_spm))]
     for name, doc in docs:
         tmp = os.path.join(OUT, name + ".tmp")
         with open(tmp, "w", encoding="utf-8") as f:

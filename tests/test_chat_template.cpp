@@ -14,6 +14,8 @@ TEST(ChatTemplate, DetectsCommonTemplates) {
   EXPECT_EQ(detect_chat_format("{% for m in messages %}{{'<|im_start|>' + m['role']}}"), ChatFormat::kChatML);
   EXPECT_EQ(detect_chat_format("{{ '<|start_header_id|>' + role + '<|end_header_id|>' }}"), ChatFormat::kLlama3);
   EXPECT_EQ(detect_chat_format("{{ '<start_of_turn>' + role }}"), ChatFormat::kGemma);
+  EXPECT_EQ(chat_format_for_arch("gemma3"), ChatFormat::kGemma);
+  EXPECT_EQ(chat_format_for_arch("llama"), std::nullopt);
   EXPECT_EQ(detect_chat_format("{{'<|user|>' + c + '<|end|>'}}{{'<|assistant|>'}}"), ChatFormat::kPhi3);
   EXPECT_EQ(detect_chat_format("{{ '<|user|>\\n' + c + '</s>' }}"), ChatFormat::kZephyr);
   EXPECT_EQ(detect_chat_format("[INST] <<SYS>>"), ChatFormat::kLlama2);

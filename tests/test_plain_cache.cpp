@@ -84,6 +84,37 @@ TEST(PlainCache, StepsAppendAndReadBack) {
   }
 }
 
+// A sliding-window layer (window 3: a query at p sees p-2..p) keeps, between steps, only the
+// last 2 rows; during a step it holds them plus the step's rows, with their positions and
+// values; live bytes count the rows held. Global layers keep everything.
+TEST(PlainCache, SlidingWindowLayerKeepsOnlyItsWindow) {
+  KvShape sh = shape();
+  sh.window = {0, 3, 0};
+  const int64_t C = sh.width();
+  for (const char* spec : {"fp16", "f32"}) {
+    auto c = make_cache(spec, sh);
+    const int s = c->add_sequence();
+    const int64_t elem = std::string(spec) == "f32" ? 4 : 2;
+    for (int64_t step = 0; step < 4; ++step) {
+      const int64_t T0 = step * 2;
+      c->begin_step(s, 2);
+      const auto k = rows(2, C, float(10 * step)), v = rows(2, C, float(10 * step + 5));
+      for (int l = 0; l < 3; ++l) c->append(l, k.data(), v.data());
+      const KvView w = c->read(1);
+      const int64_t held = std::min<int64_t>(T0, 2);
+      ASSERT_EQ(w.n_tokens, held + 2) << spec << " step " << step;
+      for (int64_t t = 0; t < w.n_tokens; ++t) EXPECT_EQ(w.pos[t], int32_t(T0 - held + t));
+      for (int64_t ch = 0; ch < C; ++ch) {  // the step's last row is this step's value row 1
+        EXPECT_NEAR(at(w, w.v, w.n_tokens - 1, ch), v[size_t(C + ch)], 0.02);
+      }
+      EXPECT_EQ(c->read(0).n_tokens, T0 + 2);
+      c->end_step();
+      const int64_t T = T0 + 2;
+      EXPECT_EQ(c->live_bytes(), (T + std::min<int64_t>(T, 2) + T) * C * 2 * elem) << spec << " T " << T;
+    }
+  }
+}
+
 TEST(PlainCache, Errors) {
   auto c = make_cache("fp16", shape());
   const int s = c->add_sequence();

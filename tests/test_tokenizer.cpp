@@ -1,7 +1,7 @@
 // Tests of engine/tokenizer: ids, pieces and decodes identical to llama.cpp's tokenizer
 // (goldens from scripts/make_tokenizer_goldens.py) for the default model's byte-level BPE
-// vocabulary (AQUAKV_MODEL; also run with nine other pre-tokenizers) and for a committed
-// SentencePiece-style vocabulary; round trips; special tokens; hand-checked small vocabularies.
+// vocabulary (AQUAKV_MODEL; also run with nine other pre-tokenizers), for Gemma 3's
+// SentencePiece vocabulary (AQUAKV_GEMMA_MODEL) and for a committed SentencePiece-style vocabulary; round trips; special tokens; hand-checked small vocabularies.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -286,6 +286,97 @@ TEST_F(ModelTokenizer, LongWordsAreFast) {
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_EQ(tok_->decode(ids), word);
   EXPECT_LT(s, 5.0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gemma 3 (SentencePiece, 262,144 tokens; AQUAKV_GEMMA_MODEL = scripts/fetch_model.sh gemma3-270m)
+
+class GemmaTokenizer : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    const char* m = std::getenv("AQUAKV_GEMMA_MODEL");
+    if (m == nullptr || *m == '\0') return;
+    file_ = GgufFile::open(m).release();
+    tok_ = new Tokenizer(Tokenizer::from_gguf(*file_));
+    // Made by `scripts/make_tokenizer_goldens.py --gemma MODEL` (needs llama-cpp-python).
+    if (!std::ifstream(kData + "gemma3_goldens.json")) return;
+    gold_ = new json(load_json("gemma3_goldens.json"));
+    corpus_ = new json(load_json("corpus.json")["pieces"]);
+    for (const auto& e : (*gold_)["extra_pieces"]) corpus_->push_back(e);
+  }
+  static void TearDownTestSuite() {
+    delete tok_;
+    delete file_;
+    delete corpus_;
+    delete gold_;
+  }
+  void SetUp() override {
+    if (tok_ == nullptr) GTEST_SKIP() << "AQUAKV_GEMMA_MODEL is not set";
+  }
+  static inline GgufFile* file_ = nullptr;
+  static inline Tokenizer* tok_ = nullptr;
+  static inline json* corpus_ = nullptr;
+  static inline json* gold_ = nullptr;
+};
+
+TEST_F(GemmaTokenizer, VocabularyAsExpected) {
+  EXPECT_EQ(tok_->n_vocab(), 262144);
+  EXPECT_EQ(tok_->model(), "llama");
+  EXPECT_EQ(tok_->bos(), 2);
+  EXPECT_EQ(tok_->eos(), 1);
+  EXPECT_TRUE(tok_->add_bos());
+  EXPECT_TRUE(tok_->is_eog(1));    // <eos>
+  EXPECT_TRUE(tok_->is_eog(106));  // <end_of_turn>
+  const auto ids = tok_->encode("<start_of_turn>user\nHi<end_of_turn>", true, true);
+  ASSERT_EQ(ids.size(), 6u);
+  EXPECT_EQ(ids[0], 2);
+  EXPECT_EQ(ids[1], 105);  // <start_of_turn>
+  EXPECT_EQ(ids[5], 106);
+}
+
+TEST_F(GemmaTokenizer, IdsMatchLlamaCppOnCorpus) {
+  if (gold_ == nullptr) GTEST_SKIP() << "tokenizer/gemma3_goldens.json is not made yet";
+  EXPECT_EQ(tok_->n_vocab(), (*gold_)["n_vocab"].get<int64_t>());
+  EXPECT_EQ(check_cases(*tok_, *corpus_, (*gold_)["cases"], "gemma3"), 0);
+}
+
+TEST_F(GemmaTokenizer, PiecesAndDecodesMatchLlamaCpp) {
+  if (gold_ == nullptr) GTEST_SKIP() << "tokenizer/gemma3_goldens.json is not made yet";
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)fnv1a64_pieces(*tok_, true));
+  EXPECT_EQ(std::string(buf), (*gold_)["pieces_fnv1a64"]["special"].get<std::string>());
+  std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)fnv1a64_pieces(*tok_, false));
+  EXPECT_EQ(std::string(buf), (*gold_)["pieces_fnv1a64"]["plain"].get<std::string>());
+  for (const auto& s : (*gold_)["sample_pieces"]) {
+    const TokenId id = s[0].get<TokenId>();
+    EXPECT_EQ(tok_->piece(id, false), from_hex(s[1].get<std::string>())) << id;
+    EXPECT_EQ(tok_->piece(id, true), from_hex(s[2].get<std::string>())) << id;
+  }
+  EXPECT_EQ(check_decodes(*tok_, *corpus_, (*gold_)["cases"], (*gold_)["decode_cases"], "gemma3"),
+            0);
+}
+
+// The whole WikiText-2 test file (1.29 MB), when present: same count and FNV-1a 64 of the ids
+// (little-endian int32) as llama.cpp's.
+TEST_F(GemmaTokenizer, WikiText2MatchesLlamaCpp) {
+  if (gold_ == nullptr) GTEST_SKIP() << "tokenizer/gemma3_goldens.json is not made yet";
+  const char* dir = std::getenv("AQUAKV_SHARED_DIR");
+  const std::string path = std::string(dir != nullptr && *dir ? dir : "/work/shared") +
+                           "/data/wikitext-2-raw-test.txt";
+  std::ifstream f(path, std::ios::binary);
+  if (!f) GTEST_SKIP() << path << " is not present";
+  std::stringstream ss;
+  ss << f.rdbuf();
+  const auto ids = tok_->encode(ss.str(), true, false);
+  uint64_t h = 0xCBF29CE484222325ull;
+  for (TokenId id : ids) {
+    for (int b = 0; b < 4; ++b) h = (h ^ uint8_t(uint32_t(id) >> (8 * b))) * 0x100000001B3ull;
+  }
+  const auto& w = (*gold_)["wikitext"];
+  EXPECT_EQ(int64_t(ids.size()), w["n_ids"].get<int64_t>());
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)h);
+  EXPECT_EQ(std::string(buf), w["ids_fnv1a64"].get<std::string>());
 }
 
 // ---------------------------------------------------------------------------------------------

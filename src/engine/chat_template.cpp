@@ -57,6 +57,11 @@ std::optional<ChatFormat> detect_chat_format(std::string_view t) {
   return std::nullopt;
 }
 
+std::optional<ChatFormat> chat_format_for_arch(std::string_view arch) {
+  if (arch == "gemma" || arch == "gemma2" || arch == "gemma3") return ChatFormat::kGemma;
+  return std::nullopt;
+}
+
 ChatFormat chat_format_from_name(std::string_view name) {
   std::string known;
   for (const auto& n : kNames) {

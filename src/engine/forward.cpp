@@ -14,8 +14,14 @@
 namespace aquakv {
 
 struct Forward::Scratch {
-  explicit Scratch(const RopeParams& rp) : rope(rp) {}
-  RopeTable rope;
+  explicit Scratch(const ModelConfig& c) : rope(c.rope), rope_swa(c.rope_swa) {}
+  RopeTable rope;      // global layers
+  RopeTable rope_swa;  // sliding-window layers (unused when the model has none)
+  void ensure_rope(const ModelConfig& c, int64_t n_pos) {
+    rope.ensure(n_pos);
+    if (!c.window.empty()) rope_swa.ensure(n_pos);
+  }
+  const RopeTable& rope_of(const ModelConfig& c, int l) const { return c.is_swa(l) ? rope_swa : rope; }
   std::vector<float> x;     // (n, d) residual stream
   std::vector<float> xn;    // (n, d) normalized
   std::vector<float> q;     // (n, Q)
@@ -43,10 +49,18 @@ void add_bias(float* y, const std::vector<float>& b, int64_t n) {
   for (int64_t t = 0; t < n; ++t) add_rows(y + t * w, b.data(), w);
 }
 
+// In place: each of n rows of width d RMS-normalized with weights w (nothing when w is empty).
+void post_norm(float* y, const std::vector<float>& w, int64_t n, int64_t d, float eps) {
+  if (w.empty()) return;
+  parallel_for(n, [&](int64_t a, int64_t b) {
+    for (int64_t t = a; t < b; ++t) rms_norm(y + t * d, w.data(), y + t * d, d, eps);
+  });
+}
+
 }  // namespace
 
 Forward::Forward(const Model& model, int threads, ForwardOptions options)
-    : model_(model), opt_(options), s_(std::make_unique<Scratch>(model.config().rope)) {
+    : model_(model), opt_(options), s_(std::make_unique<Scratch>(model.config())) {
   if (threads > 0 && threads != num_threads()) set_num_threads(threads);
   if (opt_.max_step <= 0) opt_.max_step = 512;
 }
@@ -97,7 +111,7 @@ void Forward::step(KvCache& cache, int seq, std::span<const int32_t> tokens, flo
   const int64_t n = int64_t(tokens.size());
   if (n == 0) return;
   const int64_t p0 = cache.n_tokens(seq);
-  s_->rope.ensure(p0 + n);
+  s_->ensure_rope(model_.config(), p0 + n);
   embed(tokens);
   cache.begin_step(seq, n);
   for (int l = 0; l < model_.config().n_layers; ++l) layer(cache, l, n, p0);
@@ -122,7 +136,7 @@ void Forward::eval_batch(std::span<KvCache* const> caches, std::span<const int> 
   if (B == 0) return;
   std::vector<int64_t> p0(B);
   for (size_t b = 0; b < B; ++b) p0[b] = caches[b]->n_tokens(seqs[b]);
-  s_->rope.ensure(*std::max_element(p0.begin(), p0.end()) + 1);
+  s_->ensure_rope(model_.config(), *std::max_element(p0.begin(), p0.end()) + 1);
   embed(tokens);
   for (size_t b = 0; b < B; ++b) caches[b]->begin_step(seqs[b], 1);
   for (int l = 0; l < model_.config().n_layers; ++l) layer_batch(caches, l, p0);
@@ -135,13 +149,18 @@ MatmulPath Forward::one_token_path() const {
   return 1 < matmul_gemm_min_rows() ? MatmulPath::kDot : MatmulPath::kGemm;
 }
 
-// Rows of x: the embeddings of `tokens`.
+// Rows of x: the embeddings of `tokens`, times embd_scale (gemma3: sqrt(d_model)).
 void Forward::embed(std::span<const int32_t> tokens) {
   const int64_t n = int64_t(tokens.size()), d = model_.config().d_model;
+  const float scale = model_.config().embd_scale;
   float* x = sized(s_->x, n * d);
   const QMatrix& emb = model_.tok_embd();
   parallel_for(n, [&](int64_t a, int64_t b) {
-    for (int64_t t = a; t < b; ++t) dequantize_row(emb.type, emb.row(tokens[size_t(t)]), x + t * d, d);
+    for (int64_t t = a; t < b; ++t) {
+      float* xt = x + t * d;
+      dequantize_row(emb.type, emb.row(tokens[size_t(t)]), xt, d);
+      if (scale != 1.0f) for (int64_t i = 0; i < d; ++i) xt[i] *= scale;
+    }
   });
 }
 
@@ -153,6 +172,7 @@ void Forward::logits(int64_t first, int64_t n, float* logits_out, MatmulPath mp)
   float* xn = sized(s_->xn, n * d);
   for (int64_t t = first; t < n; ++t) rms_norm(x + t * d, model_.output_norm().data(), xn + (t - first) * d, d, c.norm_eps);
   matmul(model_.output(), xn, rows, logits_out, mp);
+  if (c.final_logit_softcap > 0.0f) softcap(logits_out, rows * c.n_vocab, c.final_logit_softcap);
 }
 
 void Forward::layer(KvCache& cache, int l, int64_t n, int64_t p0) {
@@ -200,6 +220,15 @@ void Forward::qkv(const LayerWeights& w, int64_t n, MatmulPath mp) {
   add_bias(q, w.bq, n);
   add_bias(k, w.bk, n);
   add_bias(v, w.bv, n);
+  if (c.qk_norm) {  // QK-norm: every head of q and k RMS-normalized with its own weights
+    const int64_t hd = c.head_dim, hq = n * c.n_heads, hk = n * c.n_kv_heads;
+    parallel_for(hq + hk, [&](int64_t a, int64_t b) {
+      for (int64_t i = a; i < b; ++i) {
+        if (i < hq) rms_norm(q + i * hd, w.q_norm.data(), q + i * hd, hd, c.norm_eps);
+        else rms_norm(k + (i - hq) * hd, w.k_norm.data(), k + (i - hq) * hd, hd, c.norm_eps);
+      }
+    });
+  }
 }
 
 // One sequence's attention for its n new rows: hands k, v (keys before RoPE) to the cache,
@@ -211,20 +240,22 @@ void Forward::attend(KvCache& cache, int l, int64_t n, int64_t p0, const float* 
   const int64_t Q = c.q_width();
   Scratch& s = *s_;
   cache.append(l, k, v);
+  const RopeTable& rope = s.rope_of(c, l);  // the layer's RoPE (gemma3: local or global)
   parallel_for(n, [&](int64_t a, int64_t b) {
-    for (int64_t t = a; t < b; ++t) rope_row(s.rope, q + t * Q, c.n_heads, c.head_dim, p0 + t);
+    for (int64_t t = a; t < b; ++t) rope_row(rope, q + t * Q, c.n_heads, c.head_dim, p0 + t);
   });
   KvAttention a;
   a.n = n;
   a.q = q;
   a.out = att;
   a.n_heads = c.n_heads;
-  a.scale = float(1.0 / std::sqrt(double(c.head_dim)));
+  a.scale = c.attn_scale;
   a.observer = opt_.observer;
   cache.attend(l, a);
 }
 
-// x += att * Wo^T; then the SwiGLU feed-forward block on n rows.
+// x += att * Wo^T; then the feed-forward block (SwiGLU, or GeGLU) on n rows. With post_norms
+// (Gemma) each block's output is RMS-normalized before it is added to x.
 void Forward::out_and_ffn(const LayerWeights& w, int64_t n, MatmulPath mp) {
   const ModelConfig& c = model_.config();
   const int64_t d = c.d_model;
@@ -233,14 +264,22 @@ void Forward::out_and_ffn(const LayerWeights& w, int64_t n, MatmulPath mp) {
   float* xn = sized(s.xn, n * d);
   float* o = sized(s.o, n * d);
   matmul(w.wo, s.att.data(), n, o, mp);
+  post_norm(o, w.post_attn_norm, n, d, c.norm_eps);
   add_rows(x, o, n * d);
   parallel_for(n, [&](int64_t a, int64_t b) {
     for (int64_t t = a; t < b; ++t) rms_norm(x + t * d, w.ffn_norm.data(), xn + t * d, d, c.norm_eps);
   });
   float* g = sized(s.g, n * c.n_ff);
   float* u = sized(s.u, n * c.n_ff);
-  matmul_swiglu(w.w_gate, w.w_up, xn, n, g, u, mp);  // g = silu(xn Wg^T) * (xn Wu^T)
+  if (c.gelu_ffn) {  // GeGLU: g = gelu(xn Wg^T) * (xn Wu^T)
+    matmul(w.w_gate, xn, n, g, mp);
+    matmul(w.w_up, xn, n, u, mp);
+    parallel_for(n * c.n_ff, [&](int64_t a, int64_t b) { geglu(g + a, u + a, g + a, b - a); }, 4096);
+  } else {
+    matmul_swiglu(w.w_gate, w.w_up, xn, n, g, u, mp);  // g = silu(xn Wg^T) * (xn Wu^T)
+  }
   matmul(w.w_down, g, n, o, mp);
+  post_norm(o, w.post_ffn_norm, n, d, c.norm_eps);
   add_rows(x, o, n * d);
 }
 

@@ -120,6 +120,36 @@ std::vector<float> llama3_factors(const RopeParams& r, double factor, double low
   return out;
 }
 
+// gemma3 (llama.cpp's reading of the same GGUF): embeddings scaled by sqrt(d_model); every
+// 6th layer (l % 6 == 5) global with the file's RoPE, the others attend to the last
+// `attention.sliding_window` positions with RoPE base 10000 and no scaling; the norms' stored
+// weights are used as they are (the converter has already added Gemma's +1); an optional
+// final logit soft-cap. Attention logit soft-capping (Gemma 2) is refused.
+void gemma3_config(const GgufFile& f, const Loader& L, ModelConfig& c) {
+  c.embd_scale = std::sqrt(float(c.d_model));
+  c.qk_norm = c.post_norms = c.gelu_ffn = true;
+  if (c.n_layers == 62) c.attn_scale = float(1.0 / std::sqrt(double(c.d_model / c.n_heads)));
+  const double attn_cap = f.get_f64_or(L.key("attn_logit_softcapping"), 0.0);
+  if (attn_cap != 0.0) {
+    fail("{}: {} = {}: attention logit soft-capping is not supported", f.path(),
+         L.key("attn_logit_softcapping"), attn_cap);
+  }
+  const double cap = f.get_f64_or(L.key("final_logit_softcapping"), 0.0);
+  if (!(cap >= 0.0 && std::isfinite(cap))) {
+    fail("{}: {} = {} must be >= 0", f.path(), L.key("final_logit_softcapping"), cap);
+  }
+  c.final_logit_softcap = float(cap);
+  const int64_t swa = int64_t(f.get_u64_or(L.key("attention.sliding_window"), 0));
+  if (swa < 0 || swa > (int64_t(1) << 24)) {
+    fail("{}: {} = {} is outside [0, 2^24]", f.path(), L.key("attention.sliding_window"), swa);
+  }
+  if (swa > 0) {
+    c.window.assign(size_t(c.n_layers), swa);
+    for (int l = 5; l < c.n_layers; l += 6) c.window[size_t(l)] = 0;
+  }
+  c.rope_swa = RopeParams{RopeType::kNeox, c.rope.n_rot, 10000.0, 1.0, {}};
+}
+
 }  // namespace
 
 std::unique_ptr<Model> Model::load(const std::string& path) { return from_gguf(GgufFile::open(path)); }
@@ -134,10 +164,10 @@ std::unique_ptr<Model> Model::from_gguf(std::unique_ptr<GgufFile> file) {
   RopeType rope_type;
   if (c.arch == "llama" || c.arch == "mistral") {
     rope_type = RopeType::kNormal;
-  } else if (c.arch == "qwen2") {
+  } else if (c.arch == "qwen2" || c.arch == "gemma3") {
     rope_type = RopeType::kNeox;
   } else {
-    fail("{}: general.architecture is '{}'; aquakv supports llama, mistral, qwen2", f.path(), c.arch);
+    fail("{}: general.architecture is '{}'; aquakv supports llama, mistral, qwen2, gemma3", f.path(), c.arch);
   }
   const Loader L{f, c.arch};
   if (f.get_u64_or(L.key("expert_count"), 0) > 0 || f.find_tensor("blk.0.ffn_gate_inp.weight")) {
@@ -201,6 +231,8 @@ std::unique_ptr<Model> Model::from_gguf(std::unique_ptr<GgufFile> file) {
   for (float ff : r.freq_factors) {
     if (!(ff > 0.0f) || !std::isfinite(ff)) fail("{}: rope_freqs.weight holds a non-positive factor {}", f.path(), ff);
   }
+  c.attn_scale = float(1.0 / std::sqrt(double(c.head_dim)));
+  if (c.arch == "gemma3") gemma3_config(f, L, c);
 
   // Tensors.
   const int64_t d = c.d_model, qw = c.q_width(), kvw = c.kv_width();
@@ -224,6 +256,14 @@ std::unique_ptr<Model> Model::from_gguf(std::unique_ptr<GgufFile> file) {
     const std::string p = "blk." + std::to_string(i) + ".";
     LayerWeights& w = m->layers_[size_t(i)];
     w.attn_norm = L.vec(p + "attn_norm.weight", d);
+    if (c.qk_norm) {
+      w.q_norm = L.vec(p + "attn_q_norm.weight", c.head_dim);
+      w.k_norm = L.vec(p + "attn_k_norm.weight", c.head_dim);
+    }
+    if (c.post_norms) {
+      w.post_attn_norm = L.vec(p + "post_attention_norm.weight", d);
+      w.post_ffn_norm = L.vec(p + "post_ffw_norm.weight", d);
+    }
     w.wq = L.matrix(p + "attn_q.weight", qw, d);
     w.wk = L.matrix(p + "attn_k.weight", kvw, d);
     w.wv = L.matrix(p + "attn_v.weight", kvw, d);
@@ -256,6 +296,11 @@ KvShape Model::kv_shape(int64_t max_tokens) const {
   s.arch = cfg_.arch;
   s.model_hash = meta_hash_;
   s.rope = cfg_.rope;
+  if (!cfg_.window.empty()) {  // gemma3: local layers have their own RoPE base and window
+    s.window = cfg_.window;
+    s.layer_rope.reserve(size_t(cfg_.n_layers));
+    for (int l = 0; l < cfg_.n_layers; ++l) s.layer_rope.push_back(cfg_.layer_rope(l));
+  }
   return s;
 }
 

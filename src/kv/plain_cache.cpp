@@ -1,5 +1,9 @@
 // The plain KV cache (kv/kv_cache.h): keys (rotated at write) and values stored as 16-bit or
 // 32-bit floats, one growing buffer per (sequence, layer, K|V), positions per sequence.
+// Sliding-window layers (shape.window[l] = W > 0) keep only the rows a later query can see: at
+// the end of a step that leaves the sequence at T tokens, rows at positions <= T - W are
+// dropped (the next query, at position T, sees T-W+1..T), so such a layer holds at most W-1
+// rows between steps (plus the step's rows during it).
 // attend() reads the stored rows in place (kv/attend.h): fp16 rows are converted in registers
 // by the decode kernels, never copied to an f32 cache.
 #include <algorithm>
@@ -31,7 +35,7 @@ class PlainCache final : public KvCache {
     Seq& s = at(seq);
     s.n_tokens = 0;
     std::vector<int32_t>().swap(s.pos);
-    for (auto& l : s.layers) { l.k.clear(); l.k.shrink_to_fit(); l.v.clear(); l.v.shrink_to_fit(); }
+    for (auto& l : s.layers) { l.k.clear(); l.k.shrink_to_fit(); l.v.clear(); l.v.shrink_to_fit(); l.first = 0; }
   }
   int64_t n_tokens(int seq) const override { return at(seq).n_tokens; }
 
@@ -53,8 +57,9 @@ class PlainCache final : public KvCache {
     check_layer(layer);
     Layer& l = s.layers[size_t(layer)];
     const int64_t c = shape_.width();
-    const size_t need = size_t((s.n_tokens + step_n_) * c * elem());
-    if (l.k.size() != size_t(s.n_tokens * c * elem())) fail("kv cache: append to layer {} twice in one step", layer);
+    const int64_t held = s.n_tokens - l.first;  // rows held before this step
+    const size_t need = size_t((held + step_n_) * c * elem());
+    if (l.k.size() != size_t(held * c * elem())) fail("kv cache: append to layer {} twice in one step", layer);
     if (l.k.capacity() < need) {
       const size_t cap = std::min(std::max(need, 2 * l.k.capacity()),
                                   size_t(shape_.max_tokens * c * elem()));
@@ -69,9 +74,9 @@ class PlainCache final : public KvCache {
     for (int64_t t = 0; t < step_n_; ++t) {
       std::copy_n(k + t * c, c, row.data());
       rope_.rotate(layer, row.data(), s.pos[size_t(s.n_tokens + t)]);
-      store(row.data(), l.k.data() + (s.n_tokens + t) * c * elem(), c);
+      store(row.data(), l.k.data() + (held + t) * c * elem(), c);
     }
-    store(v, l.v.data() + s.n_tokens * c * elem(), step_n_ * c);
+    store(v, l.v.data() + held * c * elem(), step_n_ * c);
   }
 
   void attend(int layer, const KvAttention& a) override {
@@ -80,8 +85,8 @@ class PlainCache final : public KvCache {
     const Layer& l = s.layers[size_t(layer)];
     check_step(layer, a.n);
     KvSegment seg;
-    seg.n = s.n_tokens + step_n_;
-    seg.pos = s.pos.data();
+    seg.n = s.n_tokens + step_n_ - l.first;
+    seg.pos = s.pos.data() + l.first;
     seg.k_roped = true;
     seg.dtype = dtype_;
     seg.k = l.k.data();
@@ -100,20 +105,24 @@ class PlainCache final : public KvCache {
     view.v = l.v.data();
     view.row_stride = shape_.width();
     view.n_tokens = int64_t(l.k.size()) / (shape_.width() * elem());
-    view.pos = s.pos.data();
+    view.pos = s.pos.data() + l.first;
     view.k_roped = true;
     return view;
   }
 
   void end_step() override {
-    at(cur_).n_tokens += step_n_;
+    Seq& s = at(cur_);
+    s.n_tokens += step_n_;
     step_n_ = 0;
+    for (int layer = 0; layer < shape_.n_layers; ++layer) drop_outside_window(s, layer);
   }
 
   int64_t live_bytes() const override {
-    int64_t total = 0;
-    for (const Seq& s : seqs_) total += s.n_tokens * shape_.width() * 2 * shape_.n_layers * elem();
-    return total;
+    int64_t rows = 0;
+    for (const Seq& s : seqs_) {
+      for (const Layer& l : s.layers) rows += s.n_tokens - l.first;
+    }
+    return rows * shape_.width() * 2 * elem();
   }
 
   std::vector<KvBitsTerm> bits_report(int seq) const override {
@@ -123,13 +132,27 @@ class PlainCache final : public KvCache {
 
  private:
   struct Layer {
-    std::vector<uint8_t> k, v;
+    std::vector<uint8_t> k, v;  // rows of positions first .. n_tokens-1 (+ the step's)
+    int64_t first = 0;          // position of the first held row (> 0 once a window slid)
   };
   struct Seq {
     int64_t n_tokens = 0;
     std::vector<int32_t> pos;  // position of every row (rows of all layers share them)
     std::vector<Layer> layers;
   };
+
+  // A sliding-window layer forgets the rows no later query can see (positions <= T - W).
+  void drop_outside_window(Seq& s, int layer) {
+    const int64_t w = shape_.window_of(layer);
+    if (w <= 0) return;
+    Layer& l = s.layers[size_t(layer)];
+    const int64_t dead = s.n_tokens - (w - 1) - l.first;
+    if (dead <= 0) return;
+    const size_t bytes = size_t(dead * shape_.width() * elem());
+    l.k.erase(l.k.begin(), l.k.begin() + std::ptrdiff_t(bytes));
+    l.v.erase(l.v.begin(), l.v.begin() + std::ptrdiff_t(bytes));
+    l.first += dead;
+  }
 
   static const KvShape& check(const KvShape& shape) {
     if (shape.n_layers <= 0 || shape.n_kv_heads <= 0 || shape.head_dim <= 0 || shape.max_tokens <= 0) {
@@ -153,7 +176,8 @@ class PlainCache final : public KvCache {
     check_layer(layer);
     const Seq& s = seqs_[size_t(cur_)];
     if (n != step_n_) fail("kv cache: attention for {} queries in a step of {} tokens", n, step_n_);
-    if (s.layers[size_t(layer)].k.size() != size_t((s.n_tokens + step_n_) * shape_.width() * elem()))
+    const Layer& l = s.layers[size_t(layer)];
+    if (l.k.size() != size_t((s.n_tokens - l.first + step_n_) * shape_.width() * elem()))
       fail("kv cache: attention on layer {} before its append in this step", layer);
   }
 

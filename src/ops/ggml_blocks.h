@@ -41,4 +41,17 @@ inline uint32_t read_u32(const uint8_t* p) {
   return v;
 }
 
+// Q4_K/Q5_K scale and min codes: 8 sub-blocks, 6 bits each, packed in 12 bytes. For j < 4:
+// sc = s[j] & 63, mn = s[j+4] & 63; for j >= 4: sc = (s[j+4] & 15) | (s[j-4] >> 6) << 4,
+// mn = (s[j+4] >> 4) | (s[j] >> 6) << 4.
+inline void scale_min_k4(const uint8_t* s, int j, int& sc, int& mn) {
+  if (j < 4) {
+    sc = s[j] & 63;
+    mn = s[j + 4] & 63;
+  } else {
+    sc = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
+    mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
+}
+
 }  // namespace aquakv::ggml

@@ -24,5 +24,7 @@ void dequant_f16_avx2(const uint8_t* src, float* dst, int64_t n);
 void dequant_q4_0_avx2(const uint8_t* src, float* dst, int64_t n);
 void dequant_q4_1_avx2(const uint8_t* src, float* dst, int64_t n);
 void dequant_q8_0_avx2(const uint8_t* src, float* dst, int64_t n);
+void dequant_q4_k_avx2(const uint8_t* src, float* dst, int64_t n);
+void dequant_q6_k_avx2(const uint8_t* src, float* dst, int64_t n);
 
 }  // namespace aquakv::ggml

@@ -1,4 +1,5 @@
-// AVX2 decoders for the formats the engine reads most (F16, Q4_0, Q4_1, Q8_0). Each computes
+// AVX2 decoders for the formats the engine reads most (F16, Q4_0, Q4_1, Q8_0, and the K-quants
+// Q4_K and Q6_K of Q4_K_M files). Each computes
 // exactly the float32 operations of its scalar reference in ggml_dequant_ref.cpp, in the same
 // order and without fusing multiply and add, so the results are bit-identical.
 #include <immintrin.h>
@@ -55,6 +56,14 @@ inline void store_block(__m256i q, __m256 d, __m256 m, float* dst) {
   }
 }
 
+// dst[0..31] = (d * float(q)) - m, q given as 32 unsigned bytes below 128 (Q4_K's order).
+inline void store_block_sub(__m256i q, __m256 d, __m256 m, float* dst) {
+  _mm256_storeu_ps(dst, _mm256_sub_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(bytes_to_i32<0>(q))), m));
+  _mm256_storeu_ps(dst + 8, _mm256_sub_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(bytes_to_i32<1>(q))), m));
+  _mm256_storeu_ps(dst + 16, _mm256_sub_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(bytes_to_i32<2>(q))), m));
+  _mm256_storeu_ps(dst + 24, _mm256_sub_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(bytes_to_i32<3>(q))), m));
+}
+
 }  // namespace
 
 void dequant_f16_avx2(const uint8_t* src, float* dst, int64_t n) {
@@ -88,6 +97,59 @@ void dequant_q8_0_avx2(const uint8_t* src, float* dst, int64_t n) {
     const __m256 d = _mm256_set1_ps(read_f16(src));
     const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 2));
     store_block<false>(q, d, d, dst);
+  }
+}
+
+// Q4_K: sub-blocks 2i and 2i+1 are the low and high nibbles of qs[32i .. 32i+31];
+// x = (d * sc_j) * q - (dmin * mn_j), the scale products in scalar float as in the reference.
+void dequant_q4_k_avx2(const uint8_t* src, float* dst, int64_t n) {
+  const __m256i mask = _mm256_set1_epi8(0x0f);
+  for (int64_t b = 0; b < n / kQK_K; ++b, src += kQ4_KBytes, dst += kQK_K) {
+    const float d = read_f16(src), dmin = read_f16(src + 2);
+    const uint8_t* scales = src + 4;
+    const uint8_t* qs = src + 16;
+    for (int i = 0; i < 4; ++i) {
+      const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * i));
+      const __m256i lo = _mm256_and_si256(raw, mask);
+      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
+      int sc, mn;
+      scale_min_k4(scales, 2 * i, sc, mn);
+      store_block_sub(lo, _mm256_set1_ps(d * float(sc)), _mm256_set1_ps(dmin * float(mn)), dst + 64 * i);
+      scale_min_k4(scales, 2 * i + 1, sc, mn);
+      store_block_sub(hi, _mm256_set1_ps(d * float(sc)), _mm256_set1_ps(dmin * float(mn)), dst + 64 * i + 32);
+    }
+  }
+}
+
+// Q6_K: each half h of 128 values takes ql[64h..64h+63] and qh[32h..32h+31]; its quarter g
+// (32 values k) has low 4 bits from ql[64h + 32(g%2) + k] (nibble g/2) and high 2 bits from
+// bits 2g..2g+1 of qh[32h + k]; x = (d * scale[16-value group]) * (q - 32).
+void dequant_q6_k_avx2(const uint8_t* src, float* dst, int64_t n) {
+  const __m256i mask4 = _mm256_set1_epi8(0x0f), mask2 = _mm256_set1_epi8(0x03);
+  const __m256i off = _mm256_set1_epi8(32);
+  for (int64_t b = 0; b < n / kQK_K; ++b, src += kQ6_KBytes, dst += kQK_K) {
+    const auto* scales = reinterpret_cast<const int8_t*>(src + 192);
+    const float d = read_f16(src + 208);
+    for (int h = 0; h < 2; ++h) {
+      const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 64 * h));
+      const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 64 * h + 32));
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 128 + 32 * h));
+      const __m256i low[4] = {_mm256_and_si256(ql0, mask4), _mm256_and_si256(ql1, mask4),
+                              _mm256_and_si256(_mm256_srli_epi16(ql0, 4), mask4),
+                              _mm256_and_si256(_mm256_srli_epi16(ql1, 4), mask4)};
+      for (int g = 0; g < 4; ++g) {
+        const __m256i high = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * g), mask2);
+        const __m256i q = _mm256_sub_epi8(_mm256_or_si256(low[g], _mm256_slli_epi16(high, 4)), off);
+        float* out = dst + 128 * h + 32 * g;
+        const int s = 8 * h + 2 * g;
+        const __m256 d0 = _mm256_set1_ps(d * float(scales[s]));
+        const __m256 d1 = _mm256_set1_ps(d * float(scales[s + 1]));
+        _mm256_storeu_ps(out, _mm256_mul_ps(d0, _mm256_cvtepi32_ps(bytes_to_i32<0>(q))));
+        _mm256_storeu_ps(out + 8, _mm256_mul_ps(d0, _mm256_cvtepi32_ps(bytes_to_i32<1>(q))));
+        _mm256_storeu_ps(out + 16, _mm256_mul_ps(d1, _mm256_cvtepi32_ps(bytes_to_i32<2>(q))));
+        _mm256_storeu_ps(out + 24, _mm256_mul_ps(d1, _mm256_cvtepi32_ps(bytes_to_i32<3>(q))));
+      }
+    }
   }
 }
 

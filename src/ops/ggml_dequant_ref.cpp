@@ -124,19 +124,6 @@ void dequant_q3_k_ref(const uint8_t* src, float* dst, int64_t n) {
   }
 }
 
-// Q4_K/Q5_K scale and min codes: 8 sub-blocks, 6 bits each, packed in 12 bytes. For j < 4:
-// sc = s[j] & 63, mn = s[j+4] & 63; for j >= 4: sc = (s[j+4] & 15) | (s[j-4] >> 6) << 4,
-// mn = (s[j+4] >> 4) | (s[j] >> 6) << 4.
-static inline void scale_min_k4(const uint8_t* s, int j, int& sc, int& mn) {
-  if (j < 4) {
-    sc = s[j] & 63;
-    mn = s[j + 4] & 63;
-  } else {
-    sc = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
-    mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-  }
-}
-
 // Q4_K: 8 sub-blocks of 32. Sub-block j's 4-bit codes are nibble (j%2) of qs[32*(j/2) + k];
 // x = (d * sc_j) * q - (dmin * mn_j).
 void dequant_q4_k_ref(const uint8_t* src, float* dst, int64_t n) {

@@ -41,6 +41,13 @@ struct Opts {
   int64_t seed = -1;
 };
 
+std::vector<ChatMessage> with_system(const Opts& o, const std::string& text) {
+  std::vector<ChatMessage> msgs;
+  if (!o.system.empty()) msgs.push_back({"system", o.system});
+  msgs.push_back({"user", text});
+  return msgs;
+}
+
 // The prompt text: the user's (or the built-in) message, through the chat template when asked.
 // `user` is the -p text or the -f file's contents (read before the model loads).
 std::string prompt_text(const Opts& o, const std::string& user, const Model& model, bool& chat) {
@@ -53,15 +60,19 @@ std::string prompt_text(const Opts& o, const std::string& user, const Model& mod
     fmt = chat_format_from_name(o.chat_template);
   } else {
     const auto src = model.gguf().get_string_opt("tokenizer.chat_template");
+    const std::string& arch = model.config().arch;
+    if (!src && chat_format_for_arch(arch)) {
+      fmt = *chat_format_for_arch(arch);
+      std::fprintf(stderr, "aquakv: the model has no tokenizer.chat_template; using the %s format of architecture %s\n",
+                   chat_format_name(fmt), arch.c_str());
+      return render_chat(fmt, with_system(o, text), true);
+    }
     if (!src) fail("{}: the model has no tokenizer.chat_template; pass --chat-template chatml (or llama3, ...)", model.path());
     const auto d = detect_chat_format(*src);
     if (!d) fail("{}: tokenizer.chat_template is not a template aquakv recognizes; pass --chat-template NAME", model.path());
     fmt = *d;
   }
-  std::vector<ChatMessage> msgs;
-  if (!o.system.empty()) msgs.push_back({"system", o.system});
-  msgs.push_back({"user", text});
-  return render_chat(fmt, msgs, true);
+  return render_chat(fmt, with_system(o, text), true);
 }
 
 int run(const Opts& o) {

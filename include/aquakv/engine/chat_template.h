@@ -22,6 +22,10 @@ struct ChatMessage {
 // The format a template's source text implies, or nullopt when no known marker is present.
 std::optional<ChatFormat> detect_chat_format(std::string_view template_source);
 
+// The format models of an architecture are trained with, for files that carry no
+// tokenizer.chat_template: gemma, gemma2 and gemma3 -> kGemma; nullopt for the others.
+std::optional<ChatFormat> chat_format_for_arch(std::string_view arch);
+
 // The format for a --chat-template name ("chatml", "llama3", "llama2", "mistral", "phi3",
 // "gemma", "zephyr"); throws Error listing the known names otherwise.
 ChatFormat chat_format_from_name(std::string_view name);

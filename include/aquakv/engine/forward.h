@@ -1,7 +1,8 @@
 // Forward: runs tokens of one sequence through a Model, reading and writing keys/values only
-// through a KvCache. Owns: the layer loop (RMSNorm, Q/K/V projections, RoPE, grouped-query
-// attention, SwiGLU feed-forward, output logits) and its scratch buffers. Not: the weights
-// (engine/model.h), KV storage (kv/), sampling (engine/sampler.h).
+// through a KvCache. Owns: the layer loop (RMSNorm, Q/K/V projections, QK-norm, RoPE,
+// grouped-query attention, post-norms, SwiGLU or GeGLU feed-forward, output logits and their
+// soft-cap) and its scratch buffers. Not: the weights (engine/model.h), KV storage (kv/),
+// sampling (engine/sampler.h).
 //
 // Keys reach the cache before RoPE, with the model's RoPE parameters in the cache's shape; the
 // cache format applies RoPE to keys itself and computes attention on its own storage

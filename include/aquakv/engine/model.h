@@ -5,8 +5,10 @@
 // tokenizer (engine/tokenizer.h), KV storage (kv/).
 //
 // Supported architectures: llama and mistral (RoPE on adjacent pairs, the layout llama.cpp's
-// converter writes), qwen2 (NeoX RoPE, q/k/v biases). Anything else -- other architectures,
-// mixture-of-experts tensors, unknown tensor types, wrong shapes -- is refused with an Error.
+// converter writes), qwen2 (NeoX RoPE, q/k/v biases), gemma3 (NeoX RoPE, embeddings scaled by
+// sqrt(d_model), QK-norm, sandwich norms, GeGLU, sliding-window layers with their own RoPE base;
+// docs/ENGINE.md). Anything else -- other architectures, mixture-of-experts tensors, attention
+// logit soft-capping, unknown tensor types, wrong shapes -- is refused with an Error.
 #pragma once
 
 #include <cstdint>
@@ -36,6 +38,22 @@ struct ModelConfig {
   RopeParams rope;         // type, n_rot, base, linear scale, Llama-3 frequency factors
   bool has_qkv_bias = false;
   bool tied_output = false;  // output projection is token_embd (no output.weight)
+  // Query scale of attention: scores are (q . k) * attn_scale. 1/sqrt(head_dim) except gemma3
+  // 27B (62 layers), whose scale is 1/sqrt(d_model/n_heads) (llama.cpp's rule).
+  float attn_scale = 0.0f;
+  // Gemma-style blocks; all off for llama/mistral/qwen2.
+  float embd_scale = 1.0f;          // embeddings are multiplied by this (gemma3: sqrt(d_model))
+  bool qk_norm = false;             // per-head RMSNorm of q and k (attn_q/k_norm) before RoPE
+  bool post_norms = false;          // RMSNorm of the attention and FFN outputs before the add
+  bool gelu_ffn = false;            // GeGLU (gelu, tanh form) instead of SwiGLU
+  float final_logit_softcap = 0.0f; // > 0: logits = cap * tanh(logits / cap)
+  // Sliding-window attention: window[l] = how many positions (itself included) a query of layer
+  // l sees, 0 = all (a global layer); empty = every layer global. Sliding layers rotate with
+  // rope_swa, global ones with rope.
+  std::vector<int64_t> window;
+  RopeParams rope_swa;
+  bool is_swa(int l) const { return !window.empty() && window[size_t(l)] > 0; }
+  const RopeParams& layer_rope(int l) const { return is_swa(l) ? rope_swa : rope; }
   int64_t q_width() const { return int64_t(n_heads) * head_dim; }
   int64_t kv_width() const { return int64_t(n_kv_heads) * head_dim; }
 };
@@ -43,6 +61,9 @@ struct ModelConfig {
 // One transformer block. Matrix shapes are (rows x cols) = (outputs x inputs).
 struct LayerWeights {
   std::vector<float> attn_norm;  // (d_model)
+  std::vector<float> q_norm, k_norm;  // (head_dim) QK-norm weights, or empty
+  std::vector<float> post_attn_norm;  // (d_model) or empty
+  std::vector<float> post_ffn_norm;   // (d_model) or empty
   QMatrix wq;                    // (n_heads*head_dim, d_model)
   QMatrix wk;                    // (n_kv_heads*head_dim, d_model)
   QMatrix wv;                    // (n_kv_heads*head_dim, d_model)

@@ -1,5 +1,5 @@
 // Element-wise and row-wise neural-network kernels of the transformer: RMSNorm, rotary position
-// embedding (RoPE, both pair conventions), softmax, SwiGLU. Owns: their math. Not: attention
+// embedding (RoPE, both pair conventions), softmax, SwiGLU, GeGLU, soft-capping. Owns: their math. Not: attention
 // (ops/attention.h) or matrix products (ops/matmul.h).
 #pragma once
 
@@ -56,5 +56,12 @@ void softmax_ref(float* x, int64_t n);
 
 // h[i] = silu(g[i]) * u[i], silu(z) = z / (1 + exp(-z)). h may alias g.
 void swiglu(const float* g, const float* u, float* h, int64_t n);
+
+// h[i] = gelu(g[i]) * u[i] with the tanh approximation (Gemma's feed-forward):
+//   gelu(z) = z/2 * (1 + tanh(sqrt(2/pi) * (z + 0.044715 z^3))). h may alias g.
+void geglu(const float* g, const float* u, float* h, int64_t n);
+
+// In place: x[i] = cap * tanh(x[i] / cap) (Gemma's logit soft-capping), cap > 0.
+void softcap(float* x, int64_t n, float cap);
 
 }  // namespace aquakv
