@@ -1,9 +1,9 @@
 // Scalar reference kernels of ops/qdot.h and the run-time dispatch to the AVX2 and AVX-512
 // versions (a kernel without an AVX-512 version runs its AVX2 one at that level).
+#include "aquakv/util/check.h"
 #include "aquakv/ops/qdot.h"
 
 #include <algorithm>
-#include <cassert>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -53,7 +53,7 @@ bool qdot_uses_q8(GgmlType type) {
 }
 
 void quantize_q8_ref(const float* x, Q8Act* out, int64_t n) {
-  assert(n % 32 == 0);
+  AQUAKV_CHECK(n % 32 == 0, "q8 activations come in blocks of 32");
   for (int64_t b = 0; b < n / 32; ++b) {
     const float* xb = x + 32 * b;
     float amax = 0.0f;
@@ -106,7 +106,7 @@ float block_term(GgmlType type, const uint8_t* p, int64_t b, const Q8Act& a) {
       return half_at(blk) * a.d * float(s);
     }
     default:
-      assert(false && "qdot_q8_ref: not an integer-path type");
+      AQUAKV_CHECK(false, "qdot_q8_ref: not an integer-path type");
       return 0.0f;
   }
 }
@@ -168,7 +168,7 @@ float qdot_f32(GgmlType type, const void* row, const float* x, int64_t n) {
   // Dequantize a chunk (a multiple of every block size) at a time into a stack buffer.
   constexpr int64_t kChunk = 512;
   const auto info = ggml_type_info(uint32_t(type));
-  assert(info.has_value());
+  AQUAKV_CHECK(info.has_value(), "a known ggml type");
   const uint8_t* p = static_cast<const uint8_t*>(row);
   float buf[kChunk];
   float acc = 0.0f;

@@ -2,9 +2,9 @@
 // order of float additions differs (8 lanes, then a horizontal sum).
 #include <immintrin.h>
 
-#include <cassert>
 #include <cstring>
 
+#include "aquakv/util/check.h"
 #include "aquakv/ops/qdot.h"
 #include "aquakv/util/fp16.h"
 
@@ -208,7 +208,7 @@ float qdot_q8_avx2(GgmlType type, const void* row, const Q8Act* x, int64_t n) {
     case GgmlType::Q5_1: return run_blocks(p, x, nb, Q5_1Block{});
     case GgmlType::Q8_0: return run_blocks(p, x, nb, Q8_0Block{});
     default:
-      assert(false && "qdot_q8_avx2: not an integer-path type");
+      AQUAKV_CHECK(false, "qdot_q8_avx2: not an integer-path type");
       return 0.0f;
   }
 }
@@ -224,7 +224,7 @@ void qdot_q8_rows_avx2(GgmlType type, const void* row, const Q8Act* x, int64_t n
     case GgmlType::Q5_1: return rows_with<Q5_1Block>(p, x, nb, n_act, out);
     case GgmlType::Q8_0: return rows_with<Q8_0Block>(p, x, nb, n_act, out);
     default:
-      assert(false && "qdot_q8_rows_avx2: not an integer-path type");
+      AQUAKV_CHECK(false, "qdot_q8_rows_avx2: not an integer-path type");
   }
 }
 

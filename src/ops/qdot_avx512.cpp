@@ -28,9 +28,9 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
-#include <cassert>
 #include <cstring>
 
+#include "aquakv/util/check.h"
 #include "aquakv/ops/qdot.h"
 
 namespace aquakv::detail {
@@ -174,7 +174,7 @@ void with_kernel(GgmlType type, Fn&& fn) {
     case GgmlType::Q5_0: return fn(Q5_0K{});
     case GgmlType::Q5_1: return fn(Q5_1K{});
     case GgmlType::Q8_0: return fn(Q8_0K{});
-    default: assert(false && "qdot avx512: not an integer-path type");
+    default: AQUAKV_CHECK(false, "qdot avx512: not an integer-path type");
   }
 }
 
