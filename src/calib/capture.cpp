@@ -40,8 +40,7 @@ void RecordingCache::begin_step(int seq, int64_t n) {
     fail("recording cache: sequence {} holds {} tokens, a step of {} exceeds {}", seq, s.n_tokens, n, shape_.max_tokens);
   cur_ = seq;
   step_n_ = n;
-  s.pos.resize(size_t(s.n_tokens + n));
-  for (int64_t i = 0; i < n; ++i) s.pos[size_t(s.n_tokens + i)] = int32_t(s.n_tokens + i);
+  append_positions(s.pos, s.n_tokens, n);
   rope_.ensure(s.n_tokens + n);
 }
 

@@ -101,8 +101,7 @@ class CompressedCache final : public KvCache {
     step_n_ = n;
     step_sinks_ = std::clamp<int64_t>(opt_.sinks - s.n_tokens, 0, n);
     // Rows are stored in position order: sinks, compressed chunks, buffer.
-    s.pos.resize(size_t(s.n_tokens + n));
-    for (int64_t i = 0; i < n; ++i) s.pos[size_t(s.n_tokens + i)] = int32_t(s.n_tokens + i);
+    append_positions(s.pos, s.n_tokens, n);
     rope_.ensure(s.n_tokens + n);
     ++generation_;  // views of the previous step are stale
   }

@@ -172,6 +172,11 @@ KvRope::KvRope(const KvShape& shape) : n_kv_heads_(shape.n_kv_heads), head_dim_(
   }
 }
 
+void append_positions(std::vector<int32_t>& positions, int64_t n_tokens, int64_t n) {
+  positions.resize(size_t(n_tokens + n));
+  for (int64_t i = 0; i < n; ++i) positions[size_t(n_tokens + i)] = int32_t(n_tokens + i);
+}
+
 void KvRope::ensure(int64_t n_pos) {
   for (auto& t : tables_) if (t->params().n_rot > 0) t->ensure(n_pos);
 }

@@ -47,8 +47,7 @@ class PlainCache final : public KvCache {
     }
     cur_ = seq;
     step_n_ = n;
-    s.pos.resize(size_t(s.n_tokens + n));
-    for (int64_t i = 0; i < n; ++i) s.pos[size_t(s.n_tokens + i)] = int32_t(s.n_tokens + i);
+    append_positions(s.pos, s.n_tokens, n);
     rope_.ensure(s.n_tokens + n);
   }
 

@@ -8,42 +8,18 @@
 #include <cstdint>
 #include <limits>
 
+#include "avx2_math.h"
+
 namespace aquakv::detail {
 namespace {
 
 constexpr int kMaxRows = 16;  // callers pass M < 16 (sgemm above that)
-
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 inline __m256 load(const float* p) { return _mm256_loadu_ps(p); }
 inline __m256 load(const uint16_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
-// e^x for x <= 0 (as in nn_avx2.cpp): degree-6 Taylor on the reduced argument, 2^n in the
-// exponent bits; relative error < 2e-7. x = -inf gives 0 (clamped to -87 first, then e^-87 ~ 1.6e-38,
-// flushed below by the caller's mask).
-inline __m256 exp_neg(__m256 x) {
-  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187045e-06f), r);
-  __m256 p = _mm256_set1_ps(1.0f / 720);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
 
 template <typename T>
 void scores(const float* q, int64_t M, int64_t hd, const T* k, int64_t t, int64_t ks, float* s,
@@ -56,7 +32,7 @@ void scores(const float* q, int64_t M, int64_t hd, const T* k, int64_t t, int64_
       const __m256 kv = load(kj + c);
       for (int64_t r = 0; r < M; ++r) acc[r] = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * hd + c), kv, acc[r]);
     }
-    for (int64_t r = 0; r < M; ++r) s[r * ss + j] = hsum(acc[r]);
+    for (int64_t r = 0; r < M; ++r) s[r * ss + j] = hsum_avx2(acc[r]);
   }
 }
 
@@ -100,10 +76,7 @@ void attn_online_update_avx2(float* s, int64_t M, int64_t t, int64_t ss, float* 
       __m256 vm = _mm256_set1_ps(mx);
       int64_t j = 0;
       for (; j + 8 <= t; j += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(sr + j));
-      __m128 h = _mm_max_ps(_mm256_castps256_ps128(vm), _mm256_extractf128_ps(vm, 1));
-      h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-      h = _mm_max_ss(h, _mm_movehdup_ps(h));
-      mx = _mm_cvtss_f32(h);
+      mx = hmax_avx2(vm);
       for (; j < t; ++j) mx = sr[j] > mx ? sr[j] : mx;
     }
     if (mx == kNegInf) {
@@ -117,11 +90,11 @@ void attn_online_update_avx2(float* s, int64_t M, int64_t t, int64_t ss, float* 
     for (; j + 8 <= t; j += 8) {
       const __m256 x = _mm256_loadu_ps(sr + j);
       // Masked (-inf) scores give exactly 0.
-      const __m256 e = _mm256_andnot_ps(_mm256_cmp_ps(x, ninf, _CMP_EQ_OQ), exp_neg(_mm256_sub_ps(x, vmx)));
+      const __m256 e = _mm256_andnot_ps(_mm256_cmp_ps(x, ninf, _CMP_EQ_OQ), exp_neg_avx2(_mm256_sub_ps(x, vmx)));
       _mm256_storeu_ps(sr + j, e);
       vs = _mm256_add_ps(vs, e);
     }
-    float sum = hsum(vs);
+    float sum = hsum_avx2(vs);
     for (; j < t; ++j) {
       sr[j] = sr[j] == kNegInf ? 0.0f : std::exp(sr[j] - mx);
       sum += sr[j];

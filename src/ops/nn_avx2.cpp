@@ -3,50 +3,22 @@
 
 #include <cstdint>
 
+#include "avx2_math.h"
+
 namespace aquakv::detail {
-namespace {
-
-// e^x for x in [-87, 0]: x = n*ln2 + r with |r| <= ln2/2, e^r by its degree-6 Taylor polynomial
-// (truncation error |r|^7/7! < 1.4e-7 relative), times 2^n built in the exponent bits.
-inline __m256 exp_neg(__m256 x) {
-  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  // r = x - n*ln2 with ln2 split in a high part exact in float and a low correction.
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187045e-06f), r);
-  __m256 p = _mm256_set1_ps(1.0f / 720);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
-inline float hmax(__m256 v) {
-  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-  m = _mm_max_ss(m, _mm_movehdup_ps(m));
-  return _mm_cvtss_f32(m);
-}
-
-}  // namespace
 
 // x = exp(x - max) / sum; the sum is accumulated in f32 lanes (8 partial sums) then in double.
 void softmax_avx2(float* x, int64_t n) {
   int64_t i = 0;
   __m256 vm = _mm256_set1_ps(x[0]);
   for (; i + 8 <= n; i += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(x + i));
-  float mx = hmax(vm);
+  float mx = hmax_avx2(vm);
   for (; i < n; ++i) mx = x[i] > mx ? x[i] : mx;
   const __m256 vmx = _mm256_set1_ps(mx);
   __m256 vs = _mm256_setzero_ps();
   i = 0;
   for (; i + 8 <= n; i += 8) {
-    const __m256 e = exp_neg(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmx));
+    const __m256 e = exp_neg_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmx));
     _mm256_storeu_ps(x + i, e);
     vs = _mm256_add_ps(vs, e);
   }
@@ -56,7 +28,7 @@ void softmax_avx2(float* x, int64_t n) {
   for (float l : lanes) sum += l;
   for (; i < n; ++i) {
     alignas(32) float t[8] = {x[i] - mx, 0, 0, 0, 0, 0, 0, 0};
-    _mm256_store_ps(t, exp_neg(_mm256_load_ps(t)));
+    _mm256_store_ps(t, exp_neg_avx2(_mm256_load_ps(t)));
     x[i] = t[0];
     sum += t[0];
   }

@@ -55,6 +55,10 @@ class KvRope {
   std::vector<int> index_;
 };
 
+// Sets positions[n_tokens .. n_tokens + n) to n_tokens .. n_tokens + n - 1 (a step's new rows
+// continue the sequence), resizing the vector to n_tokens + n.
+void append_positions(std::vector<int32_t>& positions, int64_t n_tokens, int64_t n);
+
 // a.out for the step's a.n queries at positions qpos over the rows of `segs` (in any order of
 // segments; the positions decide visibility). Threads: parallel_for over query blocks (many
 // queries) or over tile ranges with a final merge (few queries, i.e. decode).

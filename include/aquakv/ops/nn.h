@@ -1,6 +1,6 @@
 // Element-wise and row-wise neural-network kernels of the transformer: RMSNorm, rotary position
 // embedding (RoPE, both pair conventions), softmax, SwiGLU, GeGLU, soft-capping. Owns: their math. Not: attention
-// (ops/attention.h) or matrix products (ops/matmul.h).
+// (kv/attend.h, ops/attn_tile.h) or matrix products (ops/matmul.h).
 #pragma once
 
 #include <cstdint>
