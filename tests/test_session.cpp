@@ -19,6 +19,7 @@
 #include "aquakv/kv/session_file.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/file_io.h"
+#include "aquakv/util/fp16.h"
 
 namespace aquakv {
 namespace {
@@ -380,6 +381,73 @@ TEST_F(SessionTest, AFailedSaveLeavesNothingBehind) {
   save_session(dir + "/s.aqss", *a, sa, ids(10), {});
   EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator()), 1);
   fs::remove_all(dir);
+}
+
+// The fuzz seeds written by scripts/make_fuzz_seeds.py from docs/SESSIONS.md alone (a mode
+// byte, then the file): the reader accepts them and the loaded rows are the ones the script
+// wrote, so the documented layout and the C++ reader agree independently of the C++ writer.
+std::string spec_file(const std::string& name) {
+  const std::string b = read_file(std::string(AQUAKV_TEST_DATA) + "/../../fuzz/corpus/session/" + name, "", ReadKind::kData);
+  return b.substr(1);
+}
+
+KvShape spec_shape() {
+  KvShape s;
+  s.n_layers = 2;
+  s.n_kv_heads = 1;
+  s.head_dim = 32;
+  s.max_tokens = 64;
+  s.arch = "llama";
+  s.model_hash = 0x0123456789ABCDEFull;
+  return s;
+}
+
+TEST(SessionSpec, ReadsFilesWrittenToTheDocumentedSpec) {
+  for (const std::string kind : {"fp16", "q8_0"}) {
+    SCOPED_TRACE(kind);
+    const std::string bytes = spec_file(kind + "_spec.aqss");
+    const auto f = SessionFile::parse({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}, kind);
+    EXPECT_EQ(f->info().tokens, (std::vector<int32_t>{100, 101, 102, 103, 104}));
+    EXPECT_EQ(f->info().logits, (std::vector<float>{0.5f, -1.0f, 2.0f, 0.25f}));
+    auto c = make_cache(kind == "fp16" ? "fp16" : "q8_0", spec_shape());
+    const int seq = c->add_sequence();
+    f->load_into(*c, seq);
+    ASSERT_EQ(c->n_tokens(seq), 5);
+    c->begin_step(seq, 0);
+    for (int l = 0; l < 2; ++l) {
+      const KvView v = c->read(l);
+      ASSERT_EQ(v.n_tokens, 5);
+      for (int64_t r = 0; r < 5; ++r)
+        for (int i = 0; i < 32; ++i) {
+          const int64_t at = r * v.row_stride + i;
+          const float k = v.dtype == KvDtype::F16 ? fp16_to_fp32(static_cast<const uint16_t*>(v.k)[at]) : static_cast<const float*>(v.k)[at];
+          const float x = v.dtype == KvDtype::F16 ? fp16_to_fp32(static_cast<const uint16_t*>(v.v)[at]) : static_cast<const float*>(v.v)[at];
+          if (kind == "fp16") {
+            EXPECT_EQ(k, float((r + 3 * l + i) % 7 - 3) / 4);
+            EXPECT_EQ(x, float((r + 3 * l + i) % 7 - 3) / 4 + 0.125f);
+          } else {
+            EXPECT_EQ(k, 0.5f * float((r + 3 * l + i) % 7 - 3));
+            EXPECT_EQ(x, 0.5f * float((r + 3 * l + i) % 5 - 2));
+          }
+        }
+    }
+    c->end_step();
+  }
+}
+
+TEST(SessionSpec, TheWriterFollowsTheSameLayout) {
+  // Load the script's fp16 file, save it again with the C++ writer: same bytes.
+  const std::string bytes = spec_file("fp16_spec.aqss");
+  const auto f = SessionFile::parse({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}, "spec");
+  KvShape s = spec_shape();
+  auto c = make_cache("fp16", s);
+  const int seq = c->add_sequence();
+  f->load_into(*c, seq);
+  const std::string path = tmp_path("resave");
+  // The header records the saving cache's context: the script wrote 64, as the shape says.
+  save_session(path, *c, seq, f->info().tokens, f->info().logits);
+  EXPECT_EQ(read_file(path, "", ReadKind::kData), bytes);
+  std::filesystem::remove(path);
 }
 
 }  // namespace

@@ -4,9 +4,12 @@
 // a file uses the per-user self-calibrated adapters (self_adapters.h); `--compare [KV]` runs the
 // prompt through a reference cache too and prints a table (generate_compare.h).
 #include <cstdio>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "aquakv/engine/chat_template.h"
 #include "aquakv/eval/engine_runner.h"
@@ -163,8 +166,10 @@ int run(const Opts& o) {
   }
   auto cache = make_cache(spec, model->kv_shape(n_ctx));
   const std::string file_spec = o.cache_file_kv.empty() ? "" : resolve_kv_spec(o.cache_file_kv, *model, sc);
+  if (!file_spec.empty()) make_cache(file_spec, cache->shape());  // refuse a bad spec before any work
   PromptStart start;
   start.seq = cache->add_sequence();
+  std::optional<PromptCacheSave> saved;  // reported at the end, after the generated text
   if (pc) {
     const PromptCacheRestore rs = restore_prompt_cache(o.prompt_cache, *cache, start.seq, ids);
     start.n_cached = rs.n_reused;
@@ -173,7 +178,7 @@ int run(const Opts& o) {
     const bool whole = rs.n_reused == int64_t(ids.size());
     if (!o.prompt_cache_ro && !o.prompt_cache_all && !whole) {
       start.after_prompt = [&](int seq, std::span<const float> logits) {
-        report_save(o.prompt_cache, save_prompt_cache(o.prompt_cache, *cache, seq, ids, logits, file_spec, save_opts(o)), *cache);
+        saved = save_prompt_cache(o.prompt_cache, *cache, seq, ids, logits, file_spec, save_opts(o));
       };
     }
   }
@@ -186,12 +191,14 @@ int run(const Opts& o) {
     std::vector<int32_t> all(ids.begin(), ids.end());
     all.insert(all.end(), r.tokens.begin(), r.tokens.end());
     all.resize(size_t(cache->n_tokens(r.seq)));
-    report_save(o.prompt_cache, save_prompt_cache(o.prompt_cache, *cache, r.seq, all, r.logits, file_spec, save_opts(o)), *cache);
+    saved = save_prompt_cache(o.prompt_cache, *cache, r.seq, all, r.logits, file_spec, save_opts(o));
   }
+  if (saved) report_save(o.prompt_cache, *saved, *cache);
   std::fprintf(stderr,
-               "\nprefill: %zu tokens in %.3f s (%.1f tok/s) | decode: %lld tokens in %.3f s "
+               "\nprefill: %lld tokens in %.3f s (%.1f tok/s)%s | decode: %lld tokens in %.3f s "
                "(%.1f tok/s) | KV cache %s: %.2f MiB live (%lld tokens) | threads %d, seed %llu\n",
-               ids.size(), r.t_prefill, r.prefill_tps(), (long long)r.tokens.size(), r.t_decode, r.decode_tps(),
+               (long long)r.n_prompt, r.t_prefill, r.prefill_tps(),
+               start.n_cached > 0 ? fmt::format(" + {} from the prompt cache", start.n_cached).c_str() : "", (long long)r.tokens.size(), r.t_decode, r.decode_tps(),
                cache->name().c_str(), double(r.live_bytes) / (1024.0 * 1024.0), (long long)r.cache_tokens,
                num_threads(), (unsigned long long)sp.seed);
   return 0;
