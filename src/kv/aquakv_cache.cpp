@@ -4,6 +4,7 @@
 
 #include "aquakv/kv/attend.h"
 #include "aquakv/kv/kv_state.h"
+#include "aquakv/ops/half_rows.h"
 
 #include <algorithm>
 #include <cstring>
@@ -17,13 +18,11 @@
 namespace aquakv {
 namespace {
 
-void halves_to_floats(const uint16_t* h, int64_t n, float* f) {
-  for (int64_t i = 0; i < n; ++i) f[i] = fp16_to_fp32(h[i]);
-}
-void floats_to_halves(const float* f, int64_t n, std::vector<uint16_t>& out) {
+// Appends n values as halves.
+void append_halves(const float* f, int64_t n, std::vector<uint16_t>& out) {
   const size_t o = out.size();
   out.resize(o + size_t(n));
-  for (int64_t i = 0; i < n; ++i) out[o + size_t(i)] = fp32_to_fp16(f[i]);
+  floats_to_halves(f, n, out.data() + o);
 }
 
 // Codec calls spread over threads in whole blocks (codecs are thread-safe, see quant/codec.h).
@@ -114,10 +113,10 @@ class CompressedCache final : public KvCache {
     const size_t l = size_t(layer);
     if (int64_t(s.sink_k[l].size()) != s.n_sinks * C || int64_t(s.buf_k[l].size()) != s.n_buf * C)
       fail("kv cache: append to layer {} twice in one step", layer);
-    floats_to_halves(k, step_sinks_ * C, s.sink_k[l]);
-    floats_to_halves(v, step_sinks_ * C, s.sink_v[l]);
-    floats_to_halves(k + step_sinks_ * C, (step_n_ - step_sinks_) * C, s.buf_k[l]);
-    floats_to_halves(v + step_sinks_ * C, (step_n_ - step_sinks_) * C, s.buf_v[l]);
+    append_halves(k, step_sinks_ * C, s.sink_k[l]);
+    append_halves(v, step_sinks_ * C, s.sink_v[l]);
+    append_halves(k + step_sinks_ * C, (step_n_ - step_sinks_) * C, s.buf_k[l]);
+    append_halves(v + step_sinks_ * C, (step_n_ - step_sinks_) * C, s.buf_v[l]);
   }
 
   KvView read(int layer) override {

@@ -5,7 +5,8 @@
 #include <algorithm>
 
 #include "aquakv/kv/attend.h"
-#include "aquakv/util/fp16.h"
+#include "aquakv/ops/half_rows.h"
+#include "aquakv/util/parallel.h"
 
 namespace aquakv {
 
@@ -39,8 +40,7 @@ void row_to_floats(const KvView& v, const void* base, int64_t row, int64_t C, fl
     const float* p = static_cast<const float*>(base) + row * v.row_stride;
     std::copy_n(p, C, out);
   } else {
-    const uint16_t* p = static_cast<const uint16_t*>(base) + row * v.row_stride;
-    for (int64_t i = 0; i < C; ++i) out[i] = fp16_to_fp32(p[i]);
+    halves_to_floats(static_cast<const uint16_t*>(base) + row * v.row_stride, C, out);
   }
 }
 
@@ -64,18 +64,27 @@ void copy_sequence(KvCache& src, int sseq, KvCache& dst, int dseq) {
   dst.begin_step(dseq, T);
   for (int l = 0; l < s.n_layers; ++l) {
     const KvView view = src.read(l);
-    std::fill(k.begin(), k.end(), 0.0f);
-    std::fill(v.begin(), v.end(), 0.0f);
     std::fill(held.begin(), held.end(), 0);
     for (int64_t r = 0; r < view.n_tokens; ++r) {
       const int64_t p = view.pos[r];
-      if (p < 0 || p >= T) fail("kv copy: layer {} row {} at position {} outside 0..{}", l, r, p, T - 1);
-      float* kr = k.data() + p * C;
-      row_to_floats(view, view.k, r, C, kr);
-      row_to_floats(view, view.v, r, C, v.data() + p * C);
-      if (view.k_roped) rope.unrotate(l, kr, p);
+      if (p < 0 || p >= T || held[size_t(p)]) fail("kv copy: layer {} row {} at position {} outside 0..{} or repeated", l, r, p, T - 1);
       held[size_t(p)] = 1;
     }
+    for (int64_t p = 0; p < T; ++p) {
+      if (!held[size_t(p)]) {
+        std::fill_n(k.data() + p * C, C, 0.0f);
+        std::fill_n(v.data() + p * C, C, 0.0f);
+      }
+    }
+    parallel_for(view.n_tokens, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t p = view.pos[r];
+        float* kr = k.data() + p * C;
+        row_to_floats(view, view.k, r, C, kr);
+        row_to_floats(view, view.v, r, C, v.data() + p * C);
+        if (view.k_roped) rope.unrotate(l, kr, p);
+      }
+    }, 64);
     // A missing row is fine only where no later query can see it (outside the window).
     const int64_t w = s.window_of(l);
     for (int64_t p = 0; p < T; ++p) {

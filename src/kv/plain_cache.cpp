@@ -13,6 +13,7 @@
 #include "aquakv/kv/attend.h"
 #include "aquakv/kv/kv_cache.h"
 #include "aquakv/kv/kv_state.h"
+#include "aquakv/ops/half_rows.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/fp16.h"
 
@@ -252,10 +253,7 @@ class PlainCache final : public KvCache {
     if (dtype_ == KvDtype::F32) {
       std::memcpy(dst, src, size_t(n) * 4);
     } else {
-      for (int64_t i = 0; i < n; ++i) {
-        const uint16_t h = fp32_to_fp16(src[i]);
-        std::memcpy(dst + 2 * i, &h, 2);
-      }
+      floats_to_halves(src, n, reinterpret_cast<uint16_t*>(dst));  // vectors are 2-byte aligned
     }
   }
 

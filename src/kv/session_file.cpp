@@ -51,6 +51,24 @@ uint64_t adapter_checksum_of(const std::string& state_format) {
   return x;
 }
 
+// s[i].hash = FNV-1a 64 of the stored bytes at data[i]: groups of sections over threads, each
+// group hashed four sections at a time (util/hash.h).
+void hash_sections(const std::vector<const uint8_t*>& data, std::vector<SessionSection>& s) {
+  const int64_t n = int64_t(s.size());
+  parallel_for((n + 3) / 4, [&](int64_t g0, int64_t g1) {
+    const int64_t i0 = 4 * g0, i1 = std::min(n, 4 * g1);
+    std::vector<const void*> p(size_t(i1 - i0));
+    std::vector<int64_t> len(size_t(i1 - i0));
+    std::vector<uint64_t> out(size_t(i1 - i0));
+    for (int64_t i = i0; i < i1; ++i) {
+      p[size_t(i - i0)] = data[size_t(i)];
+      len[size_t(i - i0)] = int64_t(s[size_t(i)].stored_bytes);
+    }
+    fnv1a64_many(p.data(), len.data(), i1 - i0, out.data());
+    for (int64_t i = i0; i < i1; ++i) s[size_t(i)].hash = out[size_t(i - i0)];
+  });
+}
+
 }  // namespace
 
 SessionSaveStats save_session(const std::string& path, const KvCache& cache, int seq,
@@ -67,6 +85,7 @@ SessionSaveStats save_session(const std::string& path, const KvCache& cache, int
   // Optional zstd per section; a section stays raw unless compression saves >= 3%.
   std::vector<std::string> packed(n);
   std::vector<SessionSection> sec(n);
+  std::vector<const uint8_t*> stored_at(n);
   parallel_for(int64_t(n), [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       const auto& p = col.pieces[size_t(i)];
@@ -87,9 +106,10 @@ SessionSaveStats save_session(const std::string& path, const KvCache& cache, int
           std::string().swap(z);
         }
       }
-      s.hash = fnv1a64(data, int64_t(s.stored_bytes));
+      stored_at[size_t(i)] = data;
     }
   });
+  hash_sections(stored_at, sec);
 
   const KvShape& shape = cache.shape();
   const std::string fmt = cache.state_format();
@@ -259,16 +279,14 @@ void SessionFile::parse_bytes() {
       if (b[size_t(z)] != 0) fail("session {}: non-zero padding at offset {}", p, z);
     }
   }
-  // Every section's checksum, sections spread over threads.
-  std::vector<uint8_t> bad(sections_.size());
-  parallel_for(int64_t(sections_.size()), [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) {
-      const SessionSection& s = sections_[size_t(i)];
-      bad[size_t(i)] = fnv1a64(b.data() + s.offset, int64_t(s.stored_bytes)) != s.hash;
-    }
-  });
-  for (size_t i = 0; i < bad.size(); ++i) {
-    if (bad[i]) fail("session {}: section '{}' checksum mismatch: the file is corrupted", p, sections_[i].name);
+  // Every section's checksum.
+  std::vector<SessionSection> check = sections_;
+  std::vector<const uint8_t*> at_data(check.size());
+  for (size_t i = 0; i < check.size(); ++i) at_data[i] = b.data() + check[i].offset;
+  hash_sections(at_data, check);
+  for (size_t i = 0; i < check.size(); ++i) {
+    if (check[i].hash != sections_[i].hash)
+      fail("session {}: section '{}' checksum mismatch: the file is corrupted", p, sections_[i].name);
   }
 }
 
