@@ -180,6 +180,41 @@ TEST_F(SessionTest, EveryFormatContinuesBitForBitAfterALoad) {
   }
 }
 
+TEST_F(SessionTest, SlidingWindowLayersSaveLoadAndMove) {
+  // Gemma-style: layer 1 keeps a window of 16 positions, the others are global. The plain cache
+  // has dropped rows outside the window; its state says so, loads back bit for bit, moves into
+  // another format (the dropped rows are never seen again), and cannot be cut back to a
+  // position whose window rows are gone.
+  KvShape s = shape();
+  s.window = {0, 16, 0};
+  const Inputs before = make_inputs({60, 1, 1, 30}, 13);
+  const Inputs after = make_inputs({1, 1, 4}, 14);
+  auto a = make_cache("fp16", s);
+  const int sa = a->add_sequence();
+  feed(*a, sa, before);
+  const std::string path = file("window");
+  save_session(path, *a, sa, ids(92), {});
+  auto b = make_cache("fp16", s);
+  const int sb = b->add_sequence();
+  SessionFile::open(path)->load_into(*b, sb);
+  EXPECT_EQ(b->live_bytes(), a->live_bytes());
+  auto q = make_cache("q8_0", s);
+  const int sq = q->add_sequence();
+  copy_sequence(*b, sb, *q, sq);
+  EXPECT_EQ(q->n_tokens(sq), 92);
+  const auto want = feed(*a, sa, after);
+  EXPECT_TRUE(same_bits(feed(*b, sb, after), want));
+  feed(*q, sq, after);
+  // Layer 1 holds positions 83..97 (what the query at 98 sees): a cut to 97 would need 82.
+  EXPECT_EQ(b->truncate(sb, 98), 98);
+  EXPECT_EQ(b->truncate(sb, 97), 0);
+  EXPECT_EQ(b->n_tokens(sb), 0);
+  auto g = make_cache("fp16", shape());  // the same on a cache without windows cuts anywhere
+  const int sg = g->add_sequence();
+  feed(*g, sg, before);
+  EXPECT_EQ(g->truncate(sg, 40), 40);
+}
+
 TEST_F(SessionTest, TruncatedSequenceEqualsTheShorterOne) {
   // 300 tokens, truncated to 200, continued; against 200 tokens fed in the same steps as far
   // as they go. Formats whose state at 200 tokens is the same either way (per-row codes, or

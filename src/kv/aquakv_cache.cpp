@@ -275,8 +275,8 @@ class CompressedCache final : public KvCache {
     const int64_t n = m[0], ns = m[1], nb = m[2], nc = m[3];
     // The invariants of end_step: sinks fill first; codes only after the sinks are full and in
     // whole blocks; the counts add up.
-    if (n < 0 || n > shape_.max_tokens || ns < 0 || nb < 0 || nc < 0 || ns > opt_.sinks ||
-        ns + nb + nc != n || (ns < opt_.sinks && nb + nc > 0) || nc % block_ != 0)
+    if (n < 0 || n > shape_.max_tokens || ns < 0 || nb < 0 || nc < 0 || ns > n || nb > n || nc > n ||
+        ns > opt_.sinks || ns + nb + nc != n || (ns < opt_.sinks && nb + nc > 0) || nc % block_ != 0)
       fail("saved {} state: inconsistent counts (tokens {}, sinks {}, buffer {}, coded {}; P = {}, "
            "context {})", f, n, ns, nb, nc, opt_.sinks, shape_.max_tokens);
     Seq t;

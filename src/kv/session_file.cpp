@@ -253,7 +253,7 @@ void SessionFile::parse_bytes() {
 
   // Structure: sections back to back from the data offset, 64-byte aligned, zeros between.
   if (in.n_layers < 1 || in.n_layers > 100000 || in.n_kv_heads < 1 || in.head_dim < 1 ||
-      in.n_kv_heads * in.head_dim > (1 << 20))
+      in.n_kv_heads > (1 << 20) || in.head_dim > (1 << 20) || in.n_kv_heads * in.head_dim > (1 << 20))
     fail("session {}: implausible model shape ({} layers, {} KV heads x {})", p, in.n_layers, in.n_kv_heads, in.head_dim);
   if (data_offset != align_up(r.pos()))
     fail("session {}: data offset {} should be {}", p, data_offset, align_up(r.pos()));
