@@ -3,10 +3,12 @@
 // symlink, never shares its temporary with another writer, and leaves nothing behind on failure.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -192,6 +194,38 @@ TEST_F(FileIo, ConcurrentWritersDoNotShareATemporary) {
   const std::string last = slurp(p);
   EXPECT_TRUE(last == a || last == b);
   EXPECT_EQ(names(), std::vector<std::string>{"shared.json"});
+}
+
+TEST_F(FileIo, AnInterruptedWriteLeavesNoTemporary) {
+  // A child process saves a 64 MiB file again and again; SIGINT arrives in the middle of one
+  // of the writes. With the tool's handlers installed, the temporary is removed and the child
+  // dies of SIGINT: the directory holds nothing or one complete file, never a ".NAME.*.tmp".
+  const std::string p = path("big.bin");
+  int go[2];
+  ASSERT_EQ(::pipe(go), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    remove_partial_writes_on_signals();
+    const std::string big(size_t(64) << 20, 'x');
+    (void)::write(go[1], "g", 1);
+    for (int i = 0; i < 1000; ++i) write_file_atomic(p, big, "test");
+    ::_exit(3);  // not reached: the signal comes first
+  }
+  char c;
+  ASSERT_EQ(::read(go[0], &c, 1), 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  ::kill(child, SIGINT);
+  int st = 0;
+  ::waitpid(child, &st, 0);
+  ::close(go[0]);
+  ::close(go[1]);
+  ASSERT_TRUE(WIFSIGNALED(st)) << st;
+  EXPECT_EQ(WTERMSIG(st), SIGINT);
+  for (const std::string& n : names()) {
+    EXPECT_EQ(n, "big.bin");  // no temporary
+    EXPECT_EQ(fs::file_size(p), size_t(64) << 20);
+  }
 }
 
 TEST_F(FileIo, OutputPathIsCheckedBeforeWork) {

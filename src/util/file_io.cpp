@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cerrno>
 #include <cstring>
 #include <utility>
@@ -154,7 +155,31 @@ void write_all(int fd, std::string_view bytes, const std::string& l, const std::
   }
 }
 
+// The temporary file a write_file_atomic call is filling, for the signal handler below (one
+// writer at a time: writes come from the main thread). A plain char array: the handler may
+// only read memory and call async-signal-safe functions (unlink, signal, raise).
+char g_tmp_path[4096];
+volatile std::sig_atomic_t g_tmp_set = 0;
+
+void remove_tmp_and_die(int sig) {
+  if (g_tmp_set) ::unlink(g_tmp_path);
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
+
+void track_tmp(const std::string& tmp) {
+  g_tmp_set = 0;
+  if (tmp.size() < sizeof(g_tmp_path)) {
+    std::memcpy(g_tmp_path, tmp.c_str(), tmp.size() + 1);
+    g_tmp_set = 1;
+  }
+}
+
 }  // namespace
+
+void remove_partial_writes_on_signals() {
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) std::signal(sig, remove_tmp_and_die);
+}
 
 ReadLimits& read_limits() {
   static ReadLimits limits;
@@ -237,6 +262,7 @@ void write_file_atomic(const std::string& path, std::span<const std::string_view
   int fd = -1;
   for (int attempt = 0; fd < 0; ++attempt) {
     tmp = dir + "/." + base_of(path).substr(0, 200) + "." + random_suffix() + ".tmp";
+    track_tmp(tmp);  // before it exists: a signal from here on removes it
     fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
     if (fd < 0 && (errno != EEXIST || attempt >= 16))
       fail("{}: cannot create a temporary file in {}: {}", l, dir, std::strerror(errno));
@@ -264,8 +290,10 @@ void write_file_atomic(const std::string& path, std::span<const std::string_view
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     const int e = errno;
     ::unlink(tmp.c_str());
+    g_tmp_set = 0;
     fail("{}: cannot move the new file into place: {}", l, std::strerror(e));
   }
+  g_tmp_set = 0;  // (a signal between the rename and here unlinks a name that is gone: harmless)
   // Make the rename itself durable (best effort: some file systems refuse fsync on a directory).
   const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {

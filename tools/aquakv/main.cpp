@@ -98,6 +98,7 @@ int main(int argc, char** argv) {
     setenv("AQUAKV_BLAS_REEXEC", "1", 1);
     execv("/proc/self/exe", argv);  // on failure, carry on with the kernels in use
   }
+  aquakv::remove_partial_writes_on_signals();
   CLI::App app{"aquakv: compressed KV caches (AQUA-KV) for llama-family GGUF models"};
   app.require_subcommand(1);
   app.fallthrough();  // the global options below may also follow the subcommand

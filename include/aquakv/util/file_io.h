@@ -64,6 +64,11 @@ class MappedFile {
 // its directory exists and is writable, and the target is absent or a regular file.
 void check_output_path(const std::string& path, const std::string& what);
 
+// Installs handlers for SIGINT, SIGTERM, SIGHUP and SIGQUIT that remove the temporary file of a
+// write in progress, then end the process as the signal would have: an interrupted save leaves
+// neither a partial target (never: rename is atomic) nor its temporary. The tool calls it first.
+void remove_partial_writes_on_signals();
+
 // Atomically replaces (or creates) `path` with `bytes` (see the rules above); new files get
 // mode 0666 minus the umask.
 void write_file_atomic(const std::string& path, std::string_view bytes, const std::string& what);
