@@ -13,12 +13,17 @@ namespace aquakv {
 namespace {
 
 // Token texts that end generation in the usual chat/instruct vocabularies, and the FIM
-// separators that also do (a model that emits them has left the text it was asked for).
+// separators that also do (a model that emits them has left the text it was asked for). As in
+// llama.cpp (the reference the tokenizer goldens come from, llama-cpp-python 0.3.36), a token
+// with one of these texts is a control token whatever the file says: e.g. Gemma 3 marks "</s>"
+// user-defined, and llama.cpp neither matches it in plain text nor prints it.
 const char* const kEogTexts[] = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>",
-    "<EOT>", "_<EOT>", "<|end_of_text|>", "<end_of_utterance>", "<|fim_pad|>", "<fim-pad>",
-    "<fim_pad>", "<PAD>", "<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>",
-    "<|file_sep|>",
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>",
+    "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
+    "<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
+    "<\xef\xbd\x9c" "end\xe2\x96\x81" "of\xe2\x96\x81" "sentence\xef\xbd\x9c>", "[e~[",
+    "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]", "<|fim_repo|>", "<|repo_name|>",
+    "<fim-repo>", "<REPO>", "<reponame>", "<|file_sep|>",
 };
 
 TokenId checked_id(const VocabSpec& spec, const char* key, std::optional<int64_t> given,
