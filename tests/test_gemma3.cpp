@@ -56,11 +56,14 @@ const Golden& golden() {
 // leaves 4x margin while a real error moves logits by units (without the sliding-window mask
 // past position 512 the worst difference was 9.3).
 constexpr double kExactBound = 0.05;
-// Against llama.cpp the bounds are SmolLM2's (tests/test_forward.cpp), whose argument carries
-// over: llama.cpp rounds activations to 8 bits before every quantized matmul (also here: Q5_0,
-// Q8_0, Q4_K, Q6_K weights) and attention operands to f16. Provisional until the llama.cpp rows
-// exist (the tests skip without them); re-derive from the printed measurement then.
-constexpr double kLlamaRowBound = 1.5, kLlamaTopP99Bound = 1.5, kLlamaRmsBound = 0.35;
+// Against llama.cpp, whose own error dominates: it rounds activations to 8 bits before every
+// quantized matmul (Q5_0, Q8_0, Q4_K, Q6_K weights here) and attention operands to f16. On the
+// stored rows the bound is derived, not chosen: the golden holds llama.cpp's and the exact
+// logits at the same ids, so |ours - llama| <= |ours - exact| + |exact - llama| <=
+// kExactBound + |exact - llama| element by element (the triangle inequality; the first term is
+// MatchesExactFloat64Reference's). At llama.cpp's top-k ids there is no exact value: there the
+// p99 bound is empirical, the measured 1.18 (llama-cpp-python 0.3.36) with 1.5x margin.
+constexpr double kLlamaTopP99Bound = 1.75;
 
 int64_t argmax(const float* x, int64_t n) { return std::max_element(x, x + n) - x; }
 
@@ -172,9 +175,10 @@ TEST_F(Gemma3Test, MatchesLlamaCpp) {
   const int64_t stride = g.meta["llama_stride"].get<int64_t>();
   const int64_t per_row = (V() + stride - 1) / stride;
   size_t row = 0;
-  double worst_full = 0, sum_sq = 0;
+  ASSERT_EQ(g.meta["exact_stride"].get<int64_t>(), stride);  // same ids in both rows
+  double worst_full = 0, sum_sq = 0, worst_llama_exact = 0;
   std::vector<double> top_err;
-  int64_t n_full = 0, checked = 0, positions = 0;
+  int64_t n_full = 0, checked = 0, positions = 0, over = 0;
   for (size_t pi = 0; pi < g.meta["prompts"].size(); ++pi) {
     const auto& p = g.meta["prompts"][pi];
     const auto ids = prompt_ids(pi);
@@ -193,7 +197,12 @@ TEST_F(Gemma3Test, MatchesLlamaCpp) {
       }
       if (std::find(full.begin(), full.end(), t) == full.end()) return;
       for (int64_t j = 0; j < per_row; ++j) {
-        const double d = lo[j * stride] - fp16_to_fp32(g.llama_rows[row * size_t(per_row) + size_t(j)]);
+        const size_t at = row * size_t(per_row) + size_t(j);
+        const double llama = fp16_to_fp32(g.llama_rows[at]);
+        const double d = lo[j * stride] - llama;
+        const double slack = std::fabs(double(g.exact_rows[at]) - llama);  // llama.cpp's own error
+        worst_llama_exact = std::max(worst_llama_exact, slack);
+        if (std::fabs(d) > kExactBound + slack) ++over;
         worst_full = std::max(worst_full, std::fabs(d));
         sum_sq += d * d;
         ++n_full;
@@ -205,13 +214,14 @@ TEST_F(Gemma3Test, MatchesLlamaCpp) {
   const double rms = std::sqrt(sum_sq / double(n_full));
   std::sort(top_err.begin(), top_err.end());
   const double top_p99 = top_err[top_err.size() * 99 / 100], top_max = top_err.back();
-  std::printf("vs llama.cpp: worst |dlogit| rows %.4f, top-k p99 %.4f max %.4f, rms %.4f; "
-              "top-1 checked at %ld of %ld\n", worst_full, top_p99, top_max, rms, long(checked),
-              long(positions));
-  EXPECT_LT(worst_full, kLlamaRowBound);
+  std::printf("vs llama.cpp: worst |dlogit| rows %.4f (llama.cpp vs exact %.4f), top-k p99 %.4f "
+              "max %.4f, rms %.4f; top-1 checked at %ld of %ld\n", worst_full, worst_llama_exact,
+              top_p99, top_max, rms, long(checked), long(positions));
+  EXPECT_EQ(over, 0) << "stored logits farther from llama.cpp than exact-bound + llama.cpp's own error";
   EXPECT_LT(top_p99, kLlamaTopP99Bound);
-  EXPECT_LT(rms, kLlamaRmsBound);
-  EXPECT_GT(checked, positions * 8 / 10);
+  // llama.cpp's top-2 margin exceeds 0.5 at 80% of the positions (a 262K vocabulary has more
+  // near-ties than SmolLM2's 49K); top-1 must agree at all of those.
+  EXPECT_GT(checked, positions * 3 / 4);
 }
 
 // Greedy decoding token by token follows llama.cpp's greedy continuation until a near-tie: at
