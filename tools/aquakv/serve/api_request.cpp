@@ -59,7 +59,11 @@ int64_t get_int(const json& o, const char* name, int64_t lo, int64_t hi, int64_t
   const json* v = field(o, name);
   if (v == nullptr) return dflt;
   if (!v->is_number_integer()) bad(name, fmt::format("'{}' must be an integer", name));
-  if (v->is_number_unsigned() ? v->get<uint64_t>() > uint64_t(hi) : (v->get<int64_t>() < lo || v->get<int64_t>() > hi))
+  // nlohmann stores non-negative literals as unsigned: compare in the type they are held in.
+  const bool out = v->is_number_unsigned()
+                       ? v->get<uint64_t>() > uint64_t(hi) || (lo > 0 && v->get<uint64_t>() < uint64_t(lo))
+                       : v->get<int64_t>() < lo || v->get<int64_t>() > hi;
+  if (out)
     bad(name, fmt::format("'{}' must be in [{}, {}]", name, lo, hi));
   return v->get<int64_t>();
 }
