@@ -16,6 +16,7 @@
 #include "aquakv/engine/forward.h"
 #include "aquakv/engine/model.h"
 #include "aquakv/engine/tokenizer.h"
+#include "aquakv/kv/cache_factory.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/file_io.h"
 #include "aquakv/util/parallel.h"
@@ -29,7 +30,8 @@ namespace aquakv::cli {
 namespace {
 
 struct Opts {
-  std::string model, host = "127.0.0.1", api_key, kv = "fp16", budget = "0", slot_dir, chat_template, alias;
+  std::string model, host = "127.0.0.1", api_key, kv = "fp16", budget = "0", slot_dir, slot_kv, chat_template, alias;
+  bool slot_zstd = false;
   int port = 8080, threads = 0, http_threads = 8, parallel = 8;
   int64_t n_ctx = 4096, max_queue = 64, max_tokens = 1024, max_body = 1 << 20, capacity = 0, probe = 512;
   double timeout_s = 600, slot_idle_s = 60;
@@ -96,6 +98,7 @@ int run(const Opts& o) {
   if (o.probe < 2 || o.probe > o.n_ctx) fail("--kv-probe: expected 2..{} tokens (-c), got {}", o.n_ctx, o.probe);
   if (o.capacity < 0 || o.capacity > o.n_ctx) fail("--capacity: expected 1..{} tokens (-c), got {}", o.n_ctx, o.capacity);
   const int64_t budget = parse_bytes(o.budget, "--kv-budget");
+  if ((!o.slot_kv.empty() || o.slot_zstd) && o.slot_dir.empty()) fail("--slot-kv and --slot-zstd need --slot-dir DIR");
   if (!o.slot_dir.empty()) {
     check_output_path(o.slot_dir + "/aquakv-slot-probe", "--slot-dir");
   }
@@ -132,6 +135,11 @@ int run(const Opts& o) {
   sc_cfg.time_limit_s = o.timeout_s;
   sc_cfg.slot_dir = o.slot_dir;
   sc_cfg.slot_idle_s = o.slot_idle_s;
+  sc_cfg.slot_zstd = o.slot_zstd;
+  if (!o.slot_kv.empty()) {
+    sc_cfg.slot_spec = resolve_kv_spec(o.slot_kv, *model, sc);
+    make_cache(sc_cfg.slot_spec, model->kv_shape(o.n_ctx));  // refuse a bad spec before serving
+  }
   serve::Scheduler sched(fwd, tok, sc_cfg, est);
 
   serve::HttpOptions ho;
@@ -186,6 +194,8 @@ const CommandRegistrar reg{"serve", "OpenAI-compatible HTTP server with continuo
   sub.add_option("--max-body-bytes", o->max_body, "largest request body")->capture_default_str();
   sub.add_option("--timeout", o->timeout_s, "seconds a request may take, queueing included")->capture_default_str();
   sub.add_option("--slot-dir", o->slot_dir, "directory for idle conversations' session files (default: idle ones are dropped)");
+  sub.add_option("--slot-kv", o->slot_kv, "format of the slot files (default: the --kv format), e.g. aquakv with --kv fp16");
+  sub.add_flag("--slot-zstd", o->slot_zstd, "zstd-compress slot file sections where it saves >= 3%");
   sub.add_option("--slot-idle-s", o->slot_idle_s, "seconds before an idle conversation moves to --slot-dir")->capture_default_str();
   sub.add_option("--chat-template", o->chat_template, "chat format instead of the model's (chatml, llama3, ...)");
   sub.add_option("--alias", o->alias, "model name in /v1/models (default: the file name)");

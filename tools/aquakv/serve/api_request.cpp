@@ -199,6 +199,7 @@ GenerationRequest parse_request(std::string_view body, Endpoint endpoint, const 
   r.max_tokens = get_int(o, mt, 1, lim.max_tokens, lim.max_tokens);
   r.stop = parse_stop(o, lim);
   r.stream = get_bool(o, "stream", false);
+  r.ignore_eos = get_bool(o, "ignore_eos", false);
   if (const json* so = field(o, "stream_options")) {
     if (!so->is_object()) bad("stream_options", "'stream_options' must be an object");
     if (!r.stream) bad("stream_options", "'stream_options' needs \"stream\": true");

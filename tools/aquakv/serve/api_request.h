@@ -51,6 +51,7 @@ struct GenerationRequest {
   bool seed_given = false;
   int64_t max_tokens = 0;
   std::vector<std::string> stop;
+  bool ignore_eos = false;           // extension: generate max_tokens even past end-of-generation
   bool stream = false;
   bool include_usage = false;         // stream_options.include_usage
 };

@@ -152,6 +152,7 @@ void HttpServer::generate(const httplib::Request& req, httplib::Response& res, E
   in.sampling = g.sampling;
   in.max_tokens = g.max_tokens;
   in.stop = g.stop;
+  in.ignore_eos = g.ignore_eos;
   auto job = sched_.submit(std::move(in));
   const std::string id = random_id(endpoint == Endpoint::kChat ? "chatcmpl-" : "cmpl-");
   const int64_t created = int64_t(std::time(nullptr));

@@ -155,7 +155,8 @@ void Scheduler::park(std::unique_ptr<Slot> s) {
   if (cfg_.slot_dir.empty() || s->tokens.empty()) return;
   const std::string path = fmt::format("{}/aquakv-slot-{}-{}.session", cfg_.slot_dir, ::getpid(), ++park_serial_);
   try {
-    const auto saved = cli::save_prompt_cache(path, *s->cache, s->seq, s->tokens, s->logits, "", {});
+    const auto saved = cli::save_prompt_cache(path, *s->cache, s->seq, s->tokens, s->logits, cfg_.slot_spec,
+                                              SessionSaveOptions{cfg_.slot_zstd, 3});
     parked_.push_front({path, s->tokens, saved.stats.file_bytes});
     ++mx_.slots_parked;
   } catch (const Error& e) {
@@ -313,7 +314,7 @@ void Scheduler::decode_step() {
       continue;
     }
     const int32_t t = s.sampler->sample(s.logits);
-    if (tok_.is_eog(t)) {
+    if (tok_.is_eog(t) && !s.job->input().ignore_eos) {
       finish(s, "stop");
       continue;
     }

@@ -44,6 +44,8 @@ struct SchedulerConfig {
   double time_limit_s = 600;    // per job, queueing included
   int64_t prefill_chunk = 256;  // tokens of one prefill step between decode steps
   std::string slot_dir;         // idle slots go to session files here ("" = dropped)
+  std::string slot_spec;        // format of the slot files ("" = the cache's own, e.g. aquakv for fp16)
+  bool slot_zstd = false;       // zstd sections of slot files where it saves >= 3%
   double slot_idle_s = 60;      // idle slots older than this move to disk (with slot_dir)
   int64_t min_reuse = 16;       // least common prefix (tokens) for reusing a slot or file
   int64_t max_idle_slots = 64;  // idle slots kept in memory (the oldest go first)
@@ -64,6 +66,7 @@ struct JobInput {
   SamplerParams sampling;
   int64_t max_tokens = 16;
   std::vector<std::string> stop;
+  bool ignore_eos = false;  // end-of-generation tokens are generated like any other (benchmarks)
 };
 
 class Job {
