@@ -4,8 +4,13 @@ free loopback port for each measurement and stops it after. Needs the openai pac
 tests/serve/serve_openai.sh makes: build/serve-venv/bin/python).
 
   decode:  aggregate decode tokens/s of 1 and of N concurrent conversations (short distinct
-           prompts, max_tokens generated each with ignore_eos, sampled), median of --reps runs;
-           tokens/s = all generated tokens / (last token's time - first token's time).
+           prompts, --tokens generated each with ignore_eos, sampled), median of --reps runs;
+           tokens/s = all generated tokens / wall time of the requests (their few prompt tokens
+           included).
+  fill:    fills a server under --budget with concurrent conversations of about --ctx tokens
+           (a --prompt-tokens prompt, --tokens greedy tokens), counts how many decoded at once
+           (/metrics aquakv_decode_batch_max) and checks every answer equals the answer the
+           same conversation gets alone (a second server, no budget, one at a time).
   ttft:    time to first token of a returning conversation: turn 1 with a long prompt
            (--prompt-tokens of TEXT), its slot moved to disk (--slot-idle-s 0), turn 2 streamed
            (restored from the slot file) against the same turn 2 sent to a server without slot
@@ -15,6 +20,7 @@ Usage: serve_bench.py decode|ttft --bin build/aquakv --model M --kv FORMAT [opti
 """
 import argparse
 import concurrent.futures
+import json
 import re
 import statistics
 import subprocess
@@ -68,24 +74,29 @@ def stream_chat(client, messages, **kw):
     return t0, first or time.perf_counter(), time.perf_counter(), n
 
 
+def post(url, body):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=600) as r:
+        return json.loads(r.read())
+
+
 def decode(a):
+    """Plain HTTP (urllib, not streamed) so that the client costs next to nothing on the cores
+    the server uses; tokens/s = all generated tokens / wall time of the batch of requests."""
     srv = Server(a, ["--parallel", str(a.concurrent)])
-    topics = ["the sea", "a city at night", "an old library", "a mountain village", "a train journey",
-              "a winter garden", "a lighthouse", "a desert road", "a busy market", "a quiet lake"]
     out = {}
     try:
         for n in (1, a.concurrent):
             runs = []
             for rep in range(a.reps):
                 def one(i):
-                    msgs = [{"role": "user", "content": "Write a long story about %s." % topics[i % len(topics)]}]
-                    return stream_chat(srv.client, msgs, max_tokens=a.tokens, temperature=0.8, seed=100 * rep + i,
-                                       extra_body={"ignore_eos": True})
+                    body = {"prompt": "Story %d of %d:" % (rep, i), "max_tokens": a.tokens, "temperature": 0.8,
+                            "seed": 100 * rep + i, "ignore_eos": True}
+                    return post(srv.url + "/v1/completions", body)["usage"]["completion_tokens"]
+                t0 = time.perf_counter()
                 with concurrent.futures.ThreadPoolExecutor(n) as ex:
-                    rs = list(ex.map(one, range(n)))
-                toks = sum(r[3] for r in rs)
-                span = max(r[2] for r in rs) - min(r[1] for r in rs)
-                runs.append(toks / span)
+                    toks = sum(ex.map(one, range(n)))
+                runs.append(toks / (time.perf_counter() - t0))
             out[n] = statistics.median(runs)
             print("kv %s: %d conversation(s): %.1f tok/s aggregate (runs: %s)" %
                   (a.kv, n, out[n], ", ".join("%.1f" % r for r in runs)), flush=True)
@@ -93,6 +104,31 @@ def decode(a):
                                                              srv.metric("aquakv_decode_batch_max")))
     finally:
         srv.close()
+
+
+def fill(a):
+    n = a.concurrent
+    prompts = [long_prompt(a, 100 + i) for i in range(n)]
+    msgs = [[{"role": "user", "content": p}] for p in prompts]
+    srv = Server(a, ["--parallel", str(n), "--kv-budget", a.budget, "--max-tokens", str(a.tokens)])
+    try:
+        with concurrent.futures.ThreadPoolExecutor(n) as ex:
+            t0 = time.perf_counter()
+            together = list(ex.map(lambda m: srv.client.chat.completions.create(
+                model="m", messages=m, max_tokens=a.tokens, temperature=0).choices[0].message.content, msgs))
+            wall = time.perf_counter() - t0
+        batch = srv.metric("aquakv_decode_batch_max")
+    finally:
+        srv.close()
+    one = Server(a, ["--parallel", "1"])
+    try:
+        alone = [one.client.chat.completions.create(model="m", messages=m, max_tokens=a.tokens,
+                                                    temperature=0).choices[0].message.content for m in msgs]
+    finally:
+        one.close()
+    same = sum(x == y for x, y in zip(together, alone))
+    print("kv %s, budget %s, -c %d: %d requests, at most %d decoded at once, %d/%d answers equal to alone, %.1f s" %
+          (a.kv, a.budget, a.ctx, n, batch, same, n, wall), flush=True)
 
 
 def long_prompt(a, i, tok_chars=4.2):
@@ -133,7 +169,8 @@ def ttft(a):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["decode", "ttft"])
+    ap.add_argument("mode", choices=["decode", "ttft", "fill"])
+    ap.add_argument("--budget", default="0")
     ap.add_argument("--bin", default="build/aquakv")
     ap.add_argument("--model", required=True)
     ap.add_argument("--kv", default="fp16")
@@ -145,7 +182,7 @@ def main():
     ap.add_argument("--prompt-tokens", type=int, default=3000)
     ap.add_argument("--text", default="../shared/data/wikitext-2-raw-test.txt")
     a = ap.parse_args()
-    decode(a) if a.mode == "decode" else ttft(a)
+    {"decode": decode, "ttft": ttft, "fill": fill}[a.mode](a)
 
 
 if __name__ == "__main__":

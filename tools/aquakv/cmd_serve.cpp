@@ -32,7 +32,7 @@ namespace {
 struct Opts {
   std::string model, host = "127.0.0.1", api_key, kv = "fp16", budget = "0", slot_dir, slot_kv, chat_template, alias;
   bool slot_zstd = false;
-  int port = 8080, threads = 0, http_threads = 8, parallel = 8;
+  int port = 8080, threads = 0, http_threads = 32, parallel = 8;
   int64_t n_ctx = 4096, max_queue = 64, max_tokens = 1024, max_body = 1 << 20, capacity = 0, probe = 512;
   double timeout_s = 600, slot_idle_s = 60;
   float temp = 0.8f, top_p = 0.95f, min_p = 0.05f;

@@ -246,6 +246,8 @@ std::string HttpServer::metrics_text() {
   metric("aquakv_prompt_tokens_reused_total", "counter", "Prompt tokens restored from a kept slot or a slot file instead of computed.", "", double(m.reused_tokens));
   metric("aquakv_prefill_tokens_total", "counter", "Prompt tokens computed.", "", double(m.prefill_tokens));
   metric("aquakv_generated_tokens_total", "counter", "Tokens generated.", "", double(m.generated_tokens));
+  metric("aquakv_decode_seconds_total", "counter", "Seconds spent in batched decode steps (the engine).", "", m.decode_seconds);
+  metric("aquakv_prefill_seconds_total", "counter", "Seconds spent computing prompts.", "", m.prefill_seconds);
   metric("aquakv_decode_tokens_per_second", "gauge", "Generated tokens per second over the last 10 s, all conversations.", "", m.decode_tps);
   metric("aquakv_kv_live_bytes", "gauge", "KV cache bytes held by running and idle conversations.", fmt_label, double(m.live_kv_bytes));
   metric("aquakv_kv_reserved_bytes", "gauge", "KV bytes reserved for admitted conversations at their full length.", fmt_label, double(m.reserved_kv_bytes));
