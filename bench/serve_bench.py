@@ -8,8 +8,9 @@ tests/serve/serve_openai.sh makes: build/serve-venv/bin/python).
            tokens/s = all generated tokens / wall time of the requests (their few prompt tokens
            included).
   fill:    fills a server under --budget with concurrent conversations of about --ctx tokens
-           (a --prompt-tokens prompt, --tokens greedy tokens), counts how many decoded at once
-           (/metrics aquakv_decode_batch_max) and checks every answer equals the answer the
+           (a --prompt-tokens prompt, --tokens greedy tokens), counts how many were admitted at once
+           (/metrics aquakv_slots_in_use_max; prompts are computed one chunk at a time, so fewer
+           decode in one step) and checks every answer equals the answer the
            same conversation gets alone (a second server, no budget, one at a time).
   ttft:    time to first token of a returning conversation: turn 1 with a long prompt
            (--prompt-tokens of TEXT), its slot moved to disk (--slot-idle-s 0), turn 2 streamed
@@ -118,6 +119,7 @@ def fill(a):
                 model="m", messages=m, max_tokens=a.tokens, temperature=0).choices[0].message.content, msgs))
             wall = time.perf_counter() - t0
         batch = srv.metric("aquakv_decode_batch_max")
+        in_use = srv.metric("aquakv_slots_in_use_max")
     finally:
         srv.close()
     one = Server(a, ["--parallel", "1"])
@@ -127,8 +129,8 @@ def fill(a):
     finally:
         one.close()
     same = sum(x == y for x, y in zip(together, alone))
-    print("kv %s, budget %s, -c %d: %d requests, at most %d decoded at once, %d/%d answers equal to alone, %.1f s" %
-          (a.kv, a.budget, a.ctx, n, batch, same, n, wall), flush=True)
+    print("kv %s, budget %s, -c %d: %d requests, at most %d admitted at once (%d in one decode step), "
+          "%d/%d answers equal to alone, %.1f s" % (a.kv, a.budget, a.ctx, n, in_use, batch, same, n, wall), flush=True)
 
 
 def long_prompt(a, i, tok_chars=4.2):

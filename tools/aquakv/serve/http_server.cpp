@@ -259,6 +259,7 @@ std::string HttpServer::metrics_text() {
   metric("aquakv_slots_moved_to_disk_total", "counter", "Idle conversations written to slot files.", "", double(m.slots_parked));
   metric("aquakv_slots_restored_total", "counter", "Conversations restored from slot files.", "", double(m.slots_restored));
   metric("aquakv_requests_failed_total", "counter", "Generations that ended with an error.", "", double(m.jobs_failed));
+  metric("aquakv_slots_in_use_max", "gauge", "Most conversations admitted at once (prefill or decode).", "", double(m.max_in_use));
   metric("aquakv_decode_batch_max", "gauge", "Largest decode batch so far.", "", double(m.max_batch));
   return o;
 }

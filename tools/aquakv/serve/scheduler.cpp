@@ -420,6 +420,7 @@ void Scheduler::loop() {
     }
     mx_.running = dec;
     mx_.prefilling = pre;
+    mx_.max_in_use = std::max(mx_.max_in_use, dec + pre);
     mx_.idle_slots = int64_t(idle_.size());
     mx_.parked = int64_t(parked_.size());
     mx_.live_kv_bytes = live_bytes();

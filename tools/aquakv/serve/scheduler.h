@@ -97,6 +97,7 @@ struct SchedulerMetrics {
   double decode_tps = 0;  // generated tokens/s over the recent window (all slots)
   double decode_seconds = 0, prefill_seconds = 0;
   int64_t max_batch = 0;  // largest decode batch seen
+  int64_t max_in_use = 0;  // most slots admitted at once (prefilling or decoding)
 };
 
 class Scheduler {
