@@ -76,6 +76,12 @@ void HttpServer::count(const std::string& route, int status) {
 
 void HttpServer::routes() {
   httplib::Server& s = *svr_;
+  // SO_REUSEADDR only: httplib's default SO_REUSEPORT would let a second server bind the same
+  // port and silently share its connections.
+  s.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   s.set_payload_max_length(size_t(opt_.max_body_bytes));
   s.set_read_timeout(opt_.read_timeout_s, 0);
   s.set_write_timeout(opt_.read_timeout_s, 0);
