@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""Measures `aquakv serve` (docs/SERVER.md, numbers in docs/RESULTS.md). Starts the server on a
+free loopback port for each measurement and stops it after. Needs the openai package (the venv
+tests/serve/serve_openai.sh makes: build/serve-venv/bin/python).
+
+  decode:  aggregate decode tokens/s of 1 and of N concurrent conversations (short distinct
+           prompts, --tokens generated each with ignore_eos, sampled), median of --reps runs;
+           tokens/s = all generated tokens / wall time of the requests (their few prompt tokens
+           included).
+  fill:    fills a server under --budget with concurrent conversations of about --ctx tokens
+           (a --prompt-tokens prompt, --tokens greedy tokens), counts how many were admitted at once
+           (/metrics aquakv_slots_in_use_max; prompts are computed one chunk at a time, so fewer
+           decode in one step) and checks every answer equals the answer the
+           same conversation gets alone (a second server, no budget, one at a time).
+  ttft:    time to first token of a returning conversation: turn 1 with a long prompt
+           (--prompt-tokens of TEXT), its slot moved to disk (--slot-idle-s 0), turn 2 streamed
+           (restored from the slot file) against the same turn 2 sent to a server without slot
+           files (the whole prompt computed). Median of --reps distinct conversations.
+
+Usage: serve_bench.py decode|ttft --bin build/aquakv --model M --kv FORMAT [options]
+"""
+import argparse
+import concurrent.futures
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import openai
+
+
+class Server:
+    def __init__(self, a, extra):
+        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log")
+        cmd = [a.bin, "serve", "-m", a.model, "--port", "0", "--kv", a.kv, "-c", str(a.ctx), "-t", str(a.threads)] + extra
+        self.p = subprocess.Popen(cmd, stderr=self.log, stdout=subprocess.DEVNULL)
+        for _ in range(3000):
+            self.log.seek(0)
+            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", self.log.read())
+            if m:
+                break
+            if self.p.poll() is not None:
+                self.log.seek(0)
+                sys.exit("server failed:\n" + self.log.read())
+            time.sleep(0.1)
+        self.url = "http://127.0.0.1:%s" % m.group(1)
+        self.client = openai.OpenAI(base_url=self.url + "/v1", api_key="none", timeout=600, max_retries=0)
+
+    def metric(self, name):
+        text = urllib.request.urlopen(self.url + "/metrics").read().decode()
+        for line in text.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
+    def close(self):
+        self.p.terminate()
+        self.p.wait(60)
+
+
+def stream_chat(client, messages, **kw):
+    """(t_start, t_first_token, t_end, tokens) of one streamed chat completion."""
+    t0 = time.perf_counter()
+    first, n = None, 0
+    for ch in client.chat.completions.create(model="m", messages=messages, stream=True,
+                                             stream_options={"include_usage": True}, **kw):
+        if ch.choices and ch.choices[0].delta.content and first is None:
+            first = time.perf_counter()
+        if ch.usage is not None:
+            n = ch.usage.completion_tokens
+    return t0, first or time.perf_counter(), time.perf_counter(), n
+
+
+def post(url, body):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=600) as r:
+        return json.loads(r.read())
+
+
+def decode(a):
+    """Plain HTTP (urllib, not streamed) so that the client costs next to nothing on the cores
+    the server uses; tokens/s = all generated tokens / wall time of the batch of requests."""
+    srv = Server(a, ["--parallel", str(a.concurrent)])
+    out = {}
+    try:
+        for n in (1, a.concurrent):
+            runs = []
+            for rep in range(a.reps):
+                def one(i):
+                    body = {"prompt": "Story %d of %d:" % (rep, i), "max_tokens": a.tokens, "temperature": 0.8,
+                            "seed": 100 * rep + i, "ignore_eos": True}
+                    return post(srv.url + "/v1/completions", body)["usage"]["completion_tokens"]
+                t0 = time.perf_counter()
+                with concurrent.futures.ThreadPoolExecutor(n) as ex:
+                    toks = sum(ex.map(one, range(n)))
+                runs.append(toks / (time.perf_counter() - t0))
+            out[n] = statistics.median(runs)
+            print("kv %s: %d conversation(s): %.1f tok/s aggregate (runs: %s)" %
+                  (a.kv, n, out[n], ", ".join("%.1f" % r for r in runs)), flush=True)
+        print("kv %s: ratio %d vs 1: %.2fx (max batch %s)" % (a.kv, a.concurrent, out[a.concurrent] / out[1],
+                                                             srv.metric("aquakv_decode_batch_max")))
+    finally:
+        srv.close()
+
+
+def fill(a):
+    n = a.concurrent
+    prompts = [long_prompt(a, 100 + i) for i in range(n)]
+    msgs = [[{"role": "user", "content": p}] for p in prompts]
+    srv = Server(a, ["--parallel", str(n), "--kv-budget", a.budget, "--max-tokens", str(a.tokens)])
+    try:
+        with concurrent.futures.ThreadPoolExecutor(n) as ex:
+            t0 = time.perf_counter()
+            together = list(ex.map(lambda m: srv.client.chat.completions.create(
+                model="m", messages=m, max_tokens=a.tokens, temperature=0).choices[0].message.content, msgs))
+            wall = time.perf_counter() - t0
+        batch = srv.metric("aquakv_decode_batch_max")
+        in_use = srv.metric("aquakv_slots_in_use_max")
+    finally:
+        srv.close()
+    one = Server(a, ["--parallel", "1"])
+    try:
+        alone = [one.client.chat.completions.create(model="m", messages=m, max_tokens=a.tokens,
+                                                    temperature=0).choices[0].message.content for m in msgs]
+    finally:
+        one.close()
+    same = sum(x == y for x, y in zip(together, alone))
+    print("kv %s, budget %s, -c %d: %d requests, at most %d admitted at once (%d in one decode step), "
+          "%d/%d answers equal to alone, %.1f s" % (a.kv, a.budget, a.ctx, n, in_use, batch, same, n, wall), flush=True)
+
+
+def long_prompt(a, i, tok_chars=4.2):
+    text = open(a.text, encoding="utf-8").read()
+    n = int(a.prompt_tokens * tok_chars)
+    start = (i * 7919 * 13) % max(1, len(text) - n)
+    return "Read this text.\n\n" + text[start:start + n] + "\n\nWhat is the text about?"
+
+
+def ttft(a):
+    restored, recomputed = [], []
+    with tempfile.TemporaryDirectory() as slots:
+        srv = Server(a, ["--slot-dir", slots, "--slot-idle-s", "0"])
+        fresh = Server(a, [])
+        try:
+            for rep in range(a.reps):
+                first = [{"role": "user", "content": long_prompt(a, rep)}]
+                r = srv.client.chat.completions.create(model="m", messages=first, max_tokens=8, temperature=0)
+                turn2 = first + [{"role": "assistant", "content": r.choices[0].message.content},
+                                 {"role": "user", "content": "Summarize it in one sentence."}]
+                for _ in range(600):
+                    if (srv.metric("aquakv_slots_on_disk") or 0) >= 1 and (srv.metric("aquakv_slots_idle") or 0) == 0:
+                        break
+                    time.sleep(0.05)
+                t0, t1, _, _ = stream_chat(srv.client, turn2, max_tokens=4, temperature=0)
+                restored.append(t1 - t0)
+                t0, t1, _, _ = stream_chat(fresh.client, turn2, max_tokens=4, temperature=0)
+                recomputed.append(t1 - t0)
+                print("kv %s rep %d: prompt %d tokens: restored %.3f s, recomputed %.3f s" %
+                      (a.kv, rep, r.usage.prompt_tokens, restored[-1], recomputed[-1]), flush=True)
+            print("kv %s: restored from disk %.3f s vs recomputed %.3f s: %.1fx sooner (slots restored: %s)" %
+                  (a.kv, statistics.median(restored), statistics.median(recomputed),
+                   statistics.median(recomputed) / statistics.median(restored), srv.metric("aquakv_slots_restored_total")))
+        finally:
+            srv.close()
+            fresh.close()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", choices=["decode", "ttft", "fill"])
+    ap.add_argument("--budget", default="0")
+    ap.add_argument("--bin", default="build/aquakv")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--kv", default="fp16")
+    ap.add_argument("--ctx", type=int, default=4096)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--concurrent", type=int, default=8)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--prompt-tokens", type=int, default=3000)
+    ap.add_argument("--text", default="../shared/data/wikitext-2-raw-test.txt")
+    a = ap.parse_args()
+    {"decode": decode, "ttft": ttft, "fill": fill}[a.mode](a)
+
+
+if __name__ == "__main__":
+    main()
