@@ -23,7 +23,9 @@ constexpr int64_t kDim = 192;  // default model's KV width (3 heads x 64)
 const char* const kSpecs[] = {"fp16",          "uniform:2:g32:token", "uniform:4:g32:token",
                               "uniform:2:g32:channel", "higgs:2x16:g192", "higgs:2x16:g64",
                               "higgs:2x16:g192:seed1", "higgs:2x64:g192", "higgs:2x256:g192",
-                              "higgs:4x256:g64", "higgs:1x4:g192"};
+                              "higgs:4x256:g64", "higgs:1x4:g192",   "q8_0",
+                              "q4_0",                "q4_1",            "q8_0r:h64",
+                              "q4_0r:h64",           "q4_1r:h64"};
 
 std::vector<float> gaussian(int64_t n) {
   GaussRng rng(1);

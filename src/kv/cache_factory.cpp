@@ -24,6 +24,15 @@ CacheFormat coded(const char* name, const char* codec, bool takes_codec_args, co
           }, defaults};
 }
 
+// Rotated blocks (quant/rotated_block_codec.h): the rotation spans one attention head, so the
+// codec spec gets the model's head size when the cache is made.
+CacheFormat rotated(const char* name, const char* defaults, const char* help) {
+  return {name, help, [=](const std::string& args, const KvShape& shape) {
+            const std::string codec = std::string(name) + ":h" + std::to_string(shape.head_dim);
+            return make_coded_cache(name, codec, false, defaults, args, shape);
+          }, defaults};
+}
+
 CacheFormat aquakv(const char* defaults, const char* help) {
   return {"aquakv", help, [=](const std::string& args, const KvShape& shape) {
             return make_aquakv_cache(defaults, args, shape);
@@ -38,6 +47,10 @@ std::vector<CacheFormat>& table() {
       plain("f32", KvDtype::F32, "32-bit float keys and values"),
       coded("q8_0", "q8_0", false, "p=0,b=1", "llama.cpp q8_0 blocks (8.5 bits)"),
       coded("q4_0", "q4_0", false, "p=0,b=1", "llama.cpp q4_0 blocks (4.5 bits)"),
+      coded("q4_1", "q4_1", false, "p=0,b=1", "llama.cpp q4_1 blocks (5 bits)"),
+      rotated("q8_0r", "p=0,b=1", "q8_0 blocks of Hadamard-rotated heads, as llama.cpp stores K and V (8.5 bits)"),
+      rotated("q4_0r", "p=0,b=1", "q4_0 blocks of Hadamard-rotated heads, as llama.cpp stores K and V (4.5 bits)"),
+      rotated("q4_1r", "p=0,b=1", "q4_1 blocks of Hadamard-rotated heads (5 bits)"),
       coded("kivi2", "kivi2", false, "p=0,b=128", "KIVI 2-bit: keys per channel, values per token, recent tokens exact"),
       coded("kivi4", "kivi4", false, "p=0,b=128", "KIVI 4-bit: keys per channel, values per token, recent tokens exact"),
       coded("higgs", "higgs:2x16", true, "p=4,b=128", "HIGGS on every layer, no predictors: higgs[:DxN[:gG][:seedS]]"),

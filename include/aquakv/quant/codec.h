@@ -62,7 +62,11 @@ enum class KvStream { kAny, kKey, kValue };
 
 // Builds a codec for rows of `dim` values from a spec string (throws Error on a bad spec):
 //   fp16                         16-bit IEEE half, exact for halves
-//   q8_0, q4_0                   llama.cpp block formats (32 values/block; dim % 32 == 0)
+//   q8_0, q4_0, q4_1             llama.cpp block formats (32 values/block; dim % 32 == 0)
+//   q8_0r, q4_0r, q4_1r[:h<H>]   the same blocks of every head of H channels turned by the
+//                                orthonormal Hadamard matrix H_H / sqrt(H) first
+//                                (quant/rotated_block_codec.h); H defaults to the largest power
+//                                of two <= 128 dividing dim
 //   uniform:<bits>[:g<G>][:token|:channel]
 //                                asymmetric min-max, 1..8 bits, fp16 scale and zero point per
 //                                group; token (default): groups of G channels within a row;
