@@ -120,6 +120,13 @@ TEST(Report, ChartsArePngFiles) {
   const std::string d((std::istreambuf_iterator<char>(dat)), std::istreambuf_iterator<char>());
   EXPECT_NE(d.find("\"aquakv:aq2,p=4\""), std::string::npos) << d;
   EXPECT_EQ(d.find("/some/dir"), std::string::npos) << d;
+  // Legend outside the plot area (inside, its sample point read as one more configuration);
+  // labels of neighbours in bits alternate above / below their points (columns 4 / 5).
+  std::ifstream gpf(dir + "/quality.gp");
+  const std::string gp((std::istreambuf_iterator<char>(gpf)), std::istreambuf_iterator<char>());
+  EXPECT_NE(gp.find("set key outside top center"), std::string::npos) << gp;
+  EXPECT_EQ(gp.find("set key top right"), std::string::npos) << gp;
+  EXPECT_NE(d.find("4.5 1.05 0.05 \"q4_0\" \"\"\n4.5 1.05 0.05 \"\" \"aquakv:aq2,p=4\"\n"), std::string::npos) << d;
   if (!std::getenv("AQUAKV_KEEP_CHARTS")) std::filesystem::remove_all(dir);
 }
 
