@@ -78,6 +78,7 @@ TEST(CompressedFormats, EveryFormatBuildsAndCountsItsBytes) {
       {"higgs,k=higgs3,v=higgs2", "higgs3", "higgs2", 4, 128},
       {"kivi2", "kivi2", "kivi2", 0, 128},
       {"kivi4", "kivi4", "kivi4", 0, 128},
+      {"kivi3", "kivi3", "kivi3", 0, 128},
       {"q4_1", "q4_1", "q4_1", 0, 1},
       {"q8_0r", "q8_0r:h64", "q8_0r:h64", 0, 1},  // the rotation spans one head (64)
       {"q4_0r", "q4_0r:h64", "q4_0r:h64", 0, 1},

@@ -52,6 +52,7 @@ std::vector<CacheFormat>& table() {
       rotated("q4_0r", "p=0,b=1", "q4_0 blocks of Hadamard-rotated heads, as llama.cpp stores K and V (4.5 bits)"),
       rotated("q4_1r", "p=0,b=1", "q4_1 blocks of Hadamard-rotated heads (5 bits)"),
       coded("kivi2", "kivi2", false, "p=0,b=128", "KIVI 2-bit: keys per channel, values per token, recent tokens exact"),
+      coded("kivi3", "kivi3", false, "p=0,b=128", "KIVI-style 3-bit (the 3-bit uniform comparison point): keys per channel, values per token, recent tokens exact"),
       coded("kivi4", "kivi4", false, "p=0,b=128", "KIVI 4-bit: keys per channel, values per token, recent tokens exact"),
       coded("higgs", "higgs:2x16", true, "p=4,b=128", "HIGGS on every layer, no predictors: higgs[:DxN[:gG][:seedS]]"),
       coded("higgs2", "higgs:2x16", false, "p=4,b=128", "HIGGS 2x16 (2 bits + scales), no predictors"),

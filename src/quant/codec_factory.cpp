@@ -112,8 +112,8 @@ std::unique_ptr<Codec> make_codec(std::string_view spec, int64_t dim, KvStream s
   if (dim < 1) fail("codec '{}': width must be >= 1, got {}", spec, dim);
   if (spec == "fp16" || spec == "f16") return std::make_unique<Fp16Codec>(dim);
   if (spec == "q8_0" || spec == "q4_0" || spec == "q4_1") return std::make_unique<GgmlBlockCodec>(spec, dim);
-  if (spec == "kivi2" || spec == "kivi4") {
-    const int bits = spec == "kivi2" ? 2 : 4;
+  if (spec == "kivi2" || spec == "kivi3" || spec == "kivi4") {
+    const int bits = spec[4] - '0';
     if (stream == KvStream::kAny) {
       fail("codec '{}': KIVI uses different formats for keys and values; say which stream", spec);
     }
@@ -128,7 +128,7 @@ std::unique_ptr<Codec> make_codec(std::string_view spec, int64_t dim, KvStream s
   if (parts[0] == "uniform") return make_uniform(spec, parts, dim);
   if (parts[0] == "q8_0r" || parts[0] == "q4_0r" || parts[0] == "q4_1r") return make_rotated(spec, parts, dim);
   fail("codec '{}': unknown format (expected fp16, q8_0, q4_0, q4_1, q8_0r|q4_0r|q4_1r[:h<H>], uniform:<bits>[:g<G>][:token|:channel], "
-       "kivi2, kivi4, higgs:<d>x<n>[:g<G>][:seed<S>][:grid=<file>], higgs2, higgs3, higgs4)", spec);
+       "kivi2, kivi3, kivi4, higgs:<d>x<n>[:g<G>][:seed<S>][:grid=<file>], higgs2, higgs3, higgs4)", spec);
 }
 
 }  // namespace aquakv
