@@ -1,0 +1,398 @@
+// Tests of KVQuant (quant/kvquant_codec.h, calib/kvquant_fit.h, kv/kvquant_tables.h,
+// kv/layered_cache.h): the codec against a float64 reference of its rule (outliers exact to
+// fp16, every other value at its nearest centroid), bits accounting, refusals of bad parameters
+// and bad files, 1-D k-means optimality, and the per-layer cache against the one-codec stack.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <random>
+
+#include "aquakv/calib/kvquant_fit.h"
+#include "aquakv/kv/aquakv_cache.h"
+#include "aquakv/kv/cache_factory.h"
+#include "aquakv/kv/kvquant_tables.h"
+#include "aquakv/kv/layered_cache.h"
+#include "aquakv/quant/codec.h"
+#include "aquakv/quant/kvquant_codec.h"
+#include "aquakv/util/error.h"
+#include "aquakv/util/fp16.h"
+
+namespace aquakv {
+namespace {
+
+constexpr int64_t kC = 192;
+
+std::vector<float> randn(int64_t n, uint32_t seed, float sd = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> g(0, sd);
+  std::vector<float> x(static_cast<size_t>(n));
+  for (auto& e : x) e = g(rng);
+  return x;
+}
+
+std::vector<float> centroids(int bits, uint32_t seed) {
+  auto c = randn(int64_t(1) << bits, seed, 0.6f);
+  std::sort(c.begin(), c.end());
+  return c;
+}
+
+KvQuantParams key_params(int bits, int64_t k) {
+  KvQuantParams p;
+  p.bits = bits;
+  p.per_channel = true;
+  p.centroids = centroids(bits, 7 + uint32_t(bits));
+  p.offset = randn(kC, 3, 0.5f);
+  p.scale = randn(kC, 4);
+  for (auto& s : p.scale) s = 0.5f + std::fabs(s);
+  p.outliers_per_row = k;
+  return p;
+}
+
+KvQuantParams value_params(int bits, int64_t k) {
+  KvQuantParams p;
+  p.bits = bits;
+  p.centroids = centroids(bits, 17 + uint32_t(bits));
+  p.outliers_per_row = k;
+  return p;
+}
+
+// Float64 reference of the codec's rule on one row: the decoded value of every channel.
+std::vector<double> reference(const KvQuantParams& p, const float* x) {
+  std::vector<double> dev(kC);
+  double mean = 0;
+  for (int64_t c = 0; c < kC; ++c) mean += x[c];
+  mean /= kC;
+  for (int64_t c = 0; c < kC; ++c)
+    dev[size_t(c)] = p.per_channel ? std::fabs((double(x[c]) - p.offset[size_t(c)]) / p.scale[size_t(c)])
+                                   : std::fabs(double(x[c]) - mean);
+  std::vector<int> idx(kC);
+  std::iota(idx.begin(), idx.end(), 0);
+  std::stable_sort(idx.begin(), idx.end(), [&](int a, int b) { return dev[size_t(a)] > dev[size_t(b)]; });
+  std::vector<bool> out(kC, false);
+  for (int64_t i = 0; i < p.outliers_per_row; ++i) out[size_t(idx[size_t(i)])] = true;
+  double o = 0, s = 1;
+  if (!p.per_channel) {
+    double mn = INFINITY, mx = -INFINITY;
+    for (int64_t c = 0; c < kC; ++c)
+      if (!out[size_t(c)]) { mn = std::min(mn, double(x[c])); mx = std::max(mx, double(x[c])); }
+    o = fp16_to_fp32(fp32_to_fp16(float(0.5 * (mx + mn))));
+    s = fp16_to_fp32(fp32_to_fp16(float(0.5 * (mx - mn))));
+  }
+  std::vector<double> y(kC);
+  for (int64_t c = 0; c < kC; ++c) {
+    if (out[size_t(c)]) { y[size_t(c)] = fp16_to_fp32(fp32_to_fp16(x[c])); continue; }
+    const double oc = p.per_channel ? p.offset[size_t(c)] : o, sc = p.per_channel ? p.scale[size_t(c)] : s;
+    const double uc = (double(x[c]) - oc) / sc;
+    double best = INFINITY, cj = 0;
+    for (float cen : p.centroids)
+      if (std::fabs(uc - cen) < best) { best = std::fabs(uc - cen); cj = cen; }
+    y[size_t(c)] = cj * sc + oc;
+  }
+  return y;
+}
+
+void check_against_reference(const KvQuantParams& p, uint32_t seed) {
+  const KvQuantCodec codec("test", kC, p);
+  const int64_t rows = 40;
+  auto x = randn(rows * kC, seed);
+  for (int64_t r = 0; r < rows; ++r) x[size_t(r * kC + (r * 7) % kC)] *= 25.0f;  // one outlier per row
+  std::vector<uint8_t> b(size_t(codec.encoded_bytes(rows)));
+  std::vector<float> y(x.size());
+  codec.encode(x.data(), rows, b.data());
+  codec.decode(b.data(), rows, y.data());
+  for (int64_t r = 0; r < rows; ++r) {
+    const auto want = reference(p, x.data() + r * kC);
+    for (int64_t c = 0; c < kC; ++c)
+      ASSERT_NEAR(y[size_t(r * kC + c)], want[size_t(c)], 1e-5 * (1 + std::fabs(want[size_t(c)])))
+          << (p.per_channel ? "keys" : "values") << " bits " << p.bits << " row " << r << " ch " << c;
+  }
+}
+
+TEST(KvQuantCodec, MatchesFloat64ReferenceOfItsRule) {
+  for (int bits : {2, 3, 4}) {
+    for (int64_t k : {0, 2, 5}) {
+      check_against_reference(key_params(bits, k), 100 + uint32_t(bits * 10 + k));
+      check_against_reference(value_params(bits, k), 200 + uint32_t(bits * 10 + k));
+    }
+  }
+}
+
+TEST(KvQuantCodec, BitsCountEveryByte) {
+  // keys: b bits + k x (1-byte index + fp16) per row; values: + fp16 offset and scale.
+  const KvQuantCodec k3("k", kC, key_params(3, 2)), v3("v", kC, value_params(3, 2));
+  EXPECT_DOUBLE_EQ(k3.bits_per_value(), 3.0 + 2 * 24.0 / kC);
+  EXPECT_DOUBLE_EQ(v3.bits_per_value(), 3.0 + (32.0 + 2 * 24.0) / kC);
+  EXPECT_EQ(KvQuantCodec::row_bytes(512, 2, true, 5), 5 * 4 + 128);  // 2-byte indices past 256
+}
+
+TEST(KvQuantCodec, RefusesBadParameters) {
+  auto bad = [](KvQuantParams p, const char* what) {
+    EXPECT_THROW(KvQuantCodec("bad", kC, p), Error) << what;
+  };
+  auto p = key_params(3, 2);
+  p.bits = 0; bad(p, "bits 0");
+  p = key_params(3, 2); p.centroids.pop_back(); bad(p, "7 centroids");
+  p = key_params(3, 2); std::swap(p.centroids[0], p.centroids[1]); bad(p, "order");
+  p = key_params(3, 2); p.centroids[3] = NAN; bad(p, "NaN centroid");
+  p = key_params(3, 2); p.scale[5] = 0; bad(p, "scale 0");
+  p = key_params(3, 2); p.offset.pop_back(); bad(p, "offset size");
+  p = key_params(3, kC); bad(p, "k = C");
+  auto v = value_params(3, 2); v.offset.assign(kC, 0.0f); bad(v, "per-token with offsets");
+}
+
+TEST(KvQuantCodec, NonFiniteInputDoesNotCrash) {
+  const KvQuantCodec kc("k", kC, key_params(2, 2)), vc("v", kC, value_params(2, 2));
+  auto x = randn(kC, 5);
+  x[3] = NAN;
+  x[9] = INFINITY;
+  std::vector<uint8_t> b(size_t(kc.block_bytes() + vc.block_bytes()));
+  std::vector<float> y(kC);
+  kc.encode(x.data(), 1, b.data());
+  kc.decode(b.data(), 1, y.data());
+  vc.encode(x.data(), 1, b.data());
+  vc.decode(b.data(), 1, y.data());
+}
+
+double objective(const std::vector<float>& v, const std::vector<float>& c) {
+  double e = 0;
+  for (float x : v) {
+    double best = INFINITY;
+    for (float m : c) best = std::min(best, (double(x) - m) * (double(x) - m));
+    e += best;
+  }
+  return e;
+}
+
+TEST(KvQuantFit, KMeans1dIsALloydFixedPoint) {
+  auto v = randn(5000, 9);
+  for (size_t i = 0; i < v.size(); i += 3) v[i] = v[i] * 0.1f + 2.0f;  // a second mode
+  std::sort(v.begin(), v.end());
+  for (int k : {4, 8, 16}) {
+    const auto c = kmeans_1d(v, k, 200);
+    ASSERT_EQ(int(c.size()), k);
+    for (int i = 1; i < k; ++i) ASSERT_GT(c[size_t(i)], c[size_t(i - 1)]);
+    // Each centroid is the mean of the values nearest to it (float64, independent of the code).
+    std::vector<double> sum(static_cast<size_t>(k), 0.0), cnt(static_cast<size_t>(k), 0.0);
+    for (float x : v) {
+      int best = 0;
+      for (int i = 1; i < k; ++i)
+        if (std::fabs(double(x) - c[size_t(i)]) < std::fabs(double(x) - c[size_t(best)])) best = i;
+      sum[size_t(best)] += x;
+      cnt[size_t(best)] += 1;
+    }
+    for (int i = 0; i < k; ++i)
+      if (cnt[size_t(i)] > 0) {
+        EXPECT_NEAR(c[size_t(i)], sum[size_t(i)] / cnt[size_t(i)], 1e-4) << k << " " << i;
+      }
+    // Better than the quantile start and than a uniform grid over the range.
+    std::vector<float> q(static_cast<size_t>(k)), g(static_cast<size_t>(k));
+    for (int i = 0; i < k; ++i) {
+      q[size_t(i)] = v[size_t((i + 0.5) / k * double(v.size()))];
+      g[size_t(i)] = v.front() + (v.back() - v.front()) * float(i + 0.5) / float(k);
+    }
+    EXPECT_LE(objective(v, c), objective(v, q) * (1 + 1e-9));
+    EXPECT_LT(objective(v, c), objective(v, g));
+  }
+  // Fewer distinct values than centroids: still strictly increasing.
+  const auto c = kmeans_1d({1.0f, 1.0f, 2.0f}, 4, 10);
+  for (int i = 1; i < 4; ++i) EXPECT_GT(c[size_t(i)], c[size_t(i - 1)]);
+}
+
+KvSamples samples(int64_t L, int64_t rows, uint32_t seed) {
+  KvSamples s;
+  s.n_layers = L;
+  s.width = kC;
+  s.n_train = rows - rows / 8;
+  s.n_val = rows / 8;
+  for (int64_t l = 0; l < L; ++l) {
+    auto k = randn(rows * kC, seed + uint32_t(l)), v = randn(rows * kC, seed + 100 + uint32_t(l));
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < kC; ++c) k[size_t(r * kC + c)] = k[size_t(r * kC + c)] * (1 + c % 5) + float(c % 3);
+    std::vector<uint16_t> hk(k.size()), hv(v.size());
+    for (size_t i = 0; i < k.size(); ++i) { hk[i] = fp32_to_fp16(k[i]); hv[i] = fp32_to_fp16(v[i]); }
+    s.k.push_back(hk);
+    s.v.push_back(hv);
+  }
+  return s;
+}
+
+TEST(KvQuantFit, TablesFromSamples) {
+  const auto s = samples(2, 1600, 1);
+  std::vector<KvQuantLayerStats> st;
+  KvQuantFitOptions o;
+  o.bits = 3;
+  const auto t = fit_kvquant(s, o, &st);
+  EXPECT_EQ(t.outliers_per_row, 2);  // ceil(1% of 192)
+  ASSERT_EQ(t.layers.size(), 2u);
+  // Channel c of the keys is N(c % 3, (1 + c % 5)^2): offset ~ mean, scale ~ 2.576 sd (the 0.5%
+  // and 99.5% quantiles of 1400 train rows: each end estimated to ~0.13 sd).
+  for (int64_t c = 0; c < kC; ++c) {
+    EXPECT_NEAR(t.layers[0].key_offset[size_t(c)], c % 3, 0.4 * (1 + c % 5)) << c;  // ~4 sd of the estimate
+    EXPECT_NEAR(t.layers[0].key_scale[size_t(c)] / (1 + c % 5), 2.576, 0.45) << c;
+  }
+  // 3-bit Lloyd-Max on a Gaussian: relative MSE ~0.035 of the normalized signal; a loose bound.
+  for (const auto& l : st) {
+    EXPECT_LT(l.key_rel_mse, 0.08);
+    EXPECT_LT(l.value_rel_mse, 0.08);
+    EXPECT_GT(l.key_rel_mse, 0.0);
+  }
+  KvQuantFitOptions bad = o;
+  bad.bits = 9;
+  EXPECT_THROW(fit_kvquant(s, bad), Error);
+}
+
+KvShape shape(int L) {
+  KvShape s;
+  s.n_layers = L;
+  s.n_kv_heads = 3;
+  s.head_dim = 64;
+  s.max_tokens = 1024;
+  s.rope.n_rot = 64;
+  return s;
+}
+
+std::string temp(const std::string& name) { return testing::TempDir() + "/aquakv_kvq_" + name; }
+
+std::string slurp(const std::string& p) {
+  std::ifstream f(p, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+void spit(const std::string& p, const std::string& b) {
+  std::ofstream f(p, std::ios::binary | std::ios::trunc);
+  f.write(b.data(), std::streamsize(b.size()));
+}
+
+KvQuantTables tables(int L) {
+  KvQuantFitOptions o;
+  o.bits = 2;
+  auto t = fit_kvquant(samples(L, 300, 5), o);
+  t.model = {"llama", L, 3, 64, kC, 0x1234};
+  t.notes = "{}";
+  return t;
+}
+
+TEST(KvQuantTables, RoundTripAndRefusals) {
+  const auto t = tables(2);
+  const std::string p = temp("t.kvq");
+  save_kvquant(t, p);
+  const auto u = load_kvquant(p);
+  EXPECT_EQ(u.bits, t.bits);
+  EXPECT_EQ(u.outliers_per_row, t.outliers_per_row);
+  EXPECT_EQ(u.model.meta_hash, t.model.meta_hash);
+  EXPECT_EQ(u.notes, t.notes);
+  for (size_t l = 0; l < 2; ++l) {
+    EXPECT_EQ(u.layers[l].key_centroids, t.layers[l].key_centroids);
+    EXPECT_EQ(u.layers[l].key_scale, t.layers[l].key_scale);
+    EXPECT_EQ(u.layers[l].value_centroids, t.layers[l].value_centroids);
+  }
+  const std::string good = slurp(p);
+  auto refused = [&](std::string bytes, const char* want, const char* what) {
+    const std::string q = temp("bad.kvq");
+    spit(q, bytes);
+    try {
+      load_kvquant(q);
+      ADD_FAILURE() << what << " accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << what << ": " << e.what();
+      EXPECT_NE(std::string(e.what()).find(q), std::string::npos) << e.what();
+    }
+  };
+  std::string b = good;
+  b[b.size() / 2] ^= 0x10;
+  refused(b, "checksum", "flipped byte");
+  refused(good.substr(0, good.size() - 9), "header says", "truncated");
+  refused(good.substr(0, 10), "truncated", "cut in the header");
+  b = good;
+  b[0] = 'X';
+  refused(b, "magic", "magic");
+  b = good;
+  b[8] = 7;
+  refused(b, "version 7", "version");
+  refused("", "truncated", "empty");
+  // A table that fails the codec's checks is refused at save (and would be at load).
+  auto t2 = t;
+  t2.layers[1].key_scale[0] = -1;
+  EXPECT_THROW(save_kvquant(t2, temp("neg.kvq")), Error);
+}
+
+TEST(KvQuantTables, CacheIsModelBound) {
+  const auto t = tables(2);
+  const std::string p = temp("m.kvq");
+  save_kvquant(t, p);
+  KvShape s = shape(2);
+  s.arch = "llama";
+  s.model_hash = 0x1234;
+  EXPECT_NO_THROW(make_cache("kvquant:" + p, s));
+  auto refused = [&](KvShape sh, const std::string& spec, const char* want) {
+    try {
+      make_cache(spec, sh);
+      ADD_FAILURE() << spec << " accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+    }
+  };
+  KvShape o = s;
+  o.model_hash = 0x9999;
+  refused(o, "kvquant:" + p, "fingerprint");
+  refused(shape(3), "kvquant:" + p, "n_layers");
+  o = s;
+  o.arch = "gemma3";
+  refused(o, "kvquant:" + p, "architecture");
+  refused(s, "kvquant:" + p + ",q=1", "unknown option");
+  refused(s, "kvquant:" + p + ",b=0", "b must be");
+  refused(s, "kvquant", "needs the tables file");
+  refused(s, "kvquant:" + temp("missing.kvq"), "missing.kvq");
+}
+
+// The layered cache of single-layer compressed caches with one codec for every layer equals
+// the one-codec stack: same views bit for bit, same bytes.
+TEST(LayeredCache, EqualsTheStackWithOneCodec) {
+  const int L = 3;
+  const KvShape s = shape(L);
+  std::vector<std::unique_ptr<KvCache>> layers;
+  for (int l = 0; l < L; ++l) {
+    CompressedCacheOptions o;
+    o.name = "layered";
+    o.sinks = 2;
+    o.buffer = 16;
+    o.key_codec = std::shared_ptr<const Codec>(make_codec("q4_0r", kC));
+    o.value_codec = std::shared_ptr<const Codec>(make_codec("q4_0r", kC));
+    layers.push_back(make_compressed_cache(single_layer_shape(s, l), o));
+  }
+  auto a = make_layered_cache(s, "layered", std::move(layers), 100);
+  auto b = make_cache("q4_0r,p=2,b=16", s);
+  const int sa = a->add_sequence(), sb = b->add_sequence();
+  uint32_t seed = 1;
+  for (int64_t n : {5, 1, 20, 1, 7}) {
+    a->begin_step(sa, n);
+    b->begin_step(sb, n);
+    for (int l = 0; l < L; ++l) {
+      const auto k = randn(n * kC, seed++), v = randn(n * kC, seed++);
+      a->append(l, k.data(), v.data());
+      b->append(l, k.data(), v.data());
+      const KvView va = a->read(l), vb = b->read(l);
+      ASSERT_EQ(va.n_tokens, vb.n_tokens);
+      ASSERT_EQ(va.dtype, vb.dtype);
+      const size_t es = va.dtype == KvDtype::F32 ? 4 : 2;
+      ASSERT_EQ(std::memcmp(va.k, vb.k, size_t(va.n_tokens * va.row_stride) * es), 0) << "layer " << l;
+      ASSERT_EQ(std::memcmp(va.v, vb.v, size_t(va.n_tokens * va.row_stride) * es), 0) << "layer " << l;
+      ASSERT_EQ(std::memcmp(va.pos, vb.pos, size_t(va.n_tokens) * 4), 0);
+    }
+    a->end_step();
+    b->end_step();
+  }
+  EXPECT_EQ(a->live_bytes(), b->live_bytes());
+  EXPECT_EQ(a->fixed_bytes(), b->fixed_bytes() + 100);
+  EXPECT_EQ(a->n_tokens(sa), 34);
+  double ba = 0, bb = 0;
+  for (const auto& t : a->bits_report(sa)) ba += t.bits_per_value;
+  for (const auto& t : b->bits_report(sb)) bb += t.bits_per_value;
+  EXPECT_NEAR(ba, bb, 1e-9);
+}
+
+}  // namespace
+}  // namespace aquakv
