@@ -1,7 +1,9 @@
-// Tests of KVQuant (quant/kvquant_codec.h, calib/kvquant_fit.h, kv/kvquant_tables.h,
-// kv/layered_cache.h): the codec against a float64 reference of its rule (outliers exact to
-// fp16, every other value at its nearest centroid), bits accounting, refusals of bad parameters
-// and bad files, 1-D k-means optimality, and the per-layer cache against the one-codec stack.
+// Tests of KVQuant and Coupled Quantization (quant/kvquant_codec.h, quant/cq_codec.h,
+// calib/kvquant_fit.h, calib/cq_fit.h, kv/quant_tables.h, kv/layered_cache.h): the codecs
+// against float64 references of their rules (KVQuant: outliers exact to fp16, every other value
+// at its nearest centroid; CQ: every group at its nearest codeword), bits accounting, refusals
+// of bad parameters and bad files, k-means optimality (Lloyd fixed points), and the per-layer
+// cache against the one-codec stack.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -11,12 +13,14 @@
 #include <numeric>
 #include <random>
 
+#include "aquakv/calib/cq_fit.h"
 #include "aquakv/calib/kvquant_fit.h"
 #include "aquakv/kv/aquakv_cache.h"
 #include "aquakv/kv/cache_factory.h"
-#include "aquakv/kv/kvquant_tables.h"
+#include "aquakv/kv/quant_tables.h"
 #include "aquakv/kv/layered_cache.h"
 #include "aquakv/quant/codec.h"
+#include "aquakv/quant/cq_codec.h"
 #include "aquakv/quant/kvquant_codec.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/fp16.h"
@@ -266,7 +270,7 @@ void spit(const std::string& p, const std::string& b) {
   f.write(b.data(), std::streamsize(b.size()));
 }
 
-KvQuantTables tables(int L) {
+QuantTables tables(int L) {
   KvQuantFitOptions o;
   o.bits = 2;
   auto t = fit_kvquant(samples(L, 300, 5), o);
@@ -275,11 +279,20 @@ KvQuantTables tables(int L) {
   return t;
 }
 
-TEST(KvQuantTables, RoundTripAndRefusals) {
+QuantTables cq_tables(int L, int64_t c) {
+  CqFitOptions o;
+  o.channels = c;
+  o.bits = 6;
+  auto t = fit_cq(samples(L, 300, 6), o);
+  t.model = {"llama", L, 3, 64, kC, 0x1234};
+  return t;
+}
+
+TEST(QuantTables, RoundTripAndRefusals) {
   const auto t = tables(2);
   const std::string p = temp("t.kvq");
-  save_kvquant(t, p);
-  const auto u = load_kvquant(p);
+  save_quant_tables(t, p);
+  const auto u = load_quant_tables(p);
   EXPECT_EQ(u.bits, t.bits);
   EXPECT_EQ(u.outliers_per_row, t.outliers_per_row);
   EXPECT_EQ(u.model.meta_hash, t.model.meta_hash);
@@ -294,7 +307,7 @@ TEST(KvQuantTables, RoundTripAndRefusals) {
     const std::string q = temp("bad.kvq");
     spit(q, bytes);
     try {
-      load_kvquant(q);
+      load_quant_tables(q);
       ADD_FAILURE() << what << " accepted";
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << what << ": " << e.what();
@@ -316,13 +329,13 @@ TEST(KvQuantTables, RoundTripAndRefusals) {
   // A table that fails the codec's checks is refused at save (and would be at load).
   auto t2 = t;
   t2.layers[1].key_scale[0] = -1;
-  EXPECT_THROW(save_kvquant(t2, temp("neg.kvq")), Error);
+  EXPECT_THROW(save_quant_tables(t2, temp("neg.kvq")), Error);
 }
 
-TEST(KvQuantTables, CacheIsModelBound) {
+TEST(QuantTables, CacheIsModelBound) {
   const auto t = tables(2);
   const std::string p = temp("m.kvq");
-  save_kvquant(t, p);
+  save_quant_tables(t, p);
   KvShape s = shape(2);
   s.arch = "llama";
   s.model_hash = 0x1234;
@@ -392,6 +405,106 @@ TEST(LayeredCache, EqualsTheStackWithOneCodec) {
   for (const auto& t : a->bits_report(sa)) ba += t.bits_per_value;
   for (const auto& t : b->bits_report(sb)) bb += t.bits_per_value;
   EXPECT_NEAR(ba, bb, 1e-9);
+}
+
+TEST(CqCodec, NearestCodewordAndBits) {
+  for (int64_t c : {4, 8}) {
+    const int bits = 8;
+    const int64_t K = 256, G = kC / c;
+    const auto books = randn(G * K * c, 31 + uint32_t(c));
+    const CqCodec codec("cq", kC, c, bits, books);
+    EXPECT_DOUBLE_EQ(codec.bits_per_value(), 8.0 / double(c));  // codes only: codebooks are per model
+    const int64_t rows = 20;
+    const auto x = randn(rows * kC, 41);
+    std::vector<uint8_t> b(size_t(codec.encoded_bytes(rows)));
+    std::vector<float> y(x.size());
+    codec.encode(x.data(), rows, b.data());
+    codec.decode(b.data(), rows, y.data());
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t g = 0; g < G; ++g) {
+        // float64: the least distance over the group's codebook, and the decoded group's distance
+        // (which must be a codeword of that book, and the nearest).
+        double best = INFINITY, got = 0;
+        const float* v = x.data() + r * kC + g * c;
+        for (int64_t j = 0; j < K; ++j) {
+          double d = 0;
+          for (int64_t i = 0; i < c; ++i) d += std::pow(double(v[i]) - books[size_t((g * K + j) * c + i)], 2);
+          best = std::min(best, d);
+        }
+        bool is_codeword = false;
+        for (int64_t j = 0; j < K && !is_codeword; ++j) {
+          is_codeword = true;
+          for (int64_t i = 0; i < c; ++i)
+            is_codeword &= y[size_t(r * kC + g * c + i)] == books[size_t((g * K + j) * c + i)];
+        }
+        ASSERT_TRUE(is_codeword) << "c " << c << " row " << r << " group " << g;
+        for (int64_t i = 0; i < c; ++i) got += std::pow(double(v[i]) - y[size_t(r * kC + g * c + i)], 2);
+        ASSERT_LE(got, best * (1 + 1e-5) + 1e-12) << "c " << c << " row " << r << " group " << g;
+      }
+  }
+  EXPECT_THROW(CqCodec("cq", kC, 5, 8, std::vector<float>(size_t(kC) * 256)), Error);   // 5 does not divide 192
+  EXPECT_THROW(CqCodec("cq", kC, 4, 0, std::vector<float>(size_t(kC))), Error);         // bits 0
+  EXPECT_THROW(CqCodec("cq", kC, 4, 8, std::vector<float>(size_t(kC) * 255)), Error);   // size
+  std::vector<float> nan(size_t(kC) * 256, 0.0f);
+  nan[77] = NAN;
+  EXPECT_THROW(CqCodec("cq", kC, 4, 8, nan), Error);
+}
+
+TEST(CqFit, KMeansIsALloydFixedPointAndFindsClusters) {
+  // Four well separated clusters in R^4 (centres at +-5 on two axes), 100 points each.
+  const int64_t c = 4, n = 400;
+  auto x = randn(n * c, 51, 0.3f);
+  const float centre[4][4] = {{5, 0, 0, 0}, {-5, 0, 0, 0}, {0, 5, 0, 0}, {0, -5, 0, 0}};
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t d = 0; d < c; ++d) x[size_t(i * c + d)] += centre[i % 4][d];
+  for (int64_t k : {4, 16}) {
+    const auto cen = kmeans_nd(x, c, k, 100, 3);
+    ASSERT_EQ(int64_t(cen.size()), k * c);
+    std::vector<double> sum(static_cast<size_t>(k * c), 0.0), cnt(static_cast<size_t>(k), 0.0);
+    double obj = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t best = 0;
+      double bd = INFINITY;
+      for (int64_t j = 0; j < k; ++j) {
+        double d = 0;
+        for (int64_t e = 0; e < c; ++e) d += std::pow(double(x[size_t(i * c + e)]) - cen[size_t(j * c + e)], 2);
+        if (d < bd) { bd = d; best = j; }
+      }
+      obj += bd;
+      cnt[size_t(best)] += 1;
+      for (int64_t e = 0; e < c; ++e) sum[size_t(best * c + e)] += x[size_t(i * c + e)];
+    }
+    for (int64_t j = 0; j < k; ++j)
+      for (int64_t e = 0; e < c && cnt[size_t(j)] > 0; ++e)
+        EXPECT_NEAR(cen[size_t(j * c + e)], sum[size_t(j * c + e)] / cnt[size_t(j)], 1e-4) << k << " " << j;
+    // With 4 centroids a 0.3-sd cluster each: mean squared error ~ c * 0.09 per point.
+    if (k == 4) {
+      EXPECT_LT(obj / n, 4 * 0.09 * 1.3);
+    }
+  }
+}
+
+TEST(CqTables, FileAndCache) {
+  const auto t = cq_tables(2, 4);
+  EXPECT_EQ(t.method, "cq");
+  EXPECT_EQ(t.layers[0].key_centroids.size(), size_t(kC) * 64);
+  const std::string p = temp("cq.cqt");
+  save_quant_tables(t, p);
+  const auto u = load_quant_tables(p);
+  EXPECT_EQ(u.group, 4);
+  EXPECT_EQ(u.layers[1].value_centroids, t.layers[1].value_centroids);
+  KvShape s = shape(2);
+  auto cache = make_cache("cq:" + p, s);
+  EXPECT_EQ(cache->name(), "cq:" + p + ",p=0,b=1");
+  // A KVQuant file is not a CQ file and the other way round.
+  const std::string q = temp("k.kvq");
+  save_quant_tables(tables(2), q);
+  EXPECT_THROW(make_cache("cq:" + q, s), Error);
+  EXPECT_THROW(make_cache("kvquant:" + p, s), Error);
+  // Tables whose sizes do not fit the method are refused at save.
+  auto bad = t;
+  bad.bits = 5;
+  EXPECT_THROW(save_quant_tables(bad, temp("bad.cqt")), Error);
 }
 
 }  // namespace

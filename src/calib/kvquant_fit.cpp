@@ -95,14 +95,15 @@ std::vector<float> kmeans_1d(const std::vector<float>& v, int k, int max_iters) 
   return out;
 }
 
-KvQuantTables fit_kvquant(const KvSamples& s, const KvQuantFitOptions& opt,
+QuantTables fit_kvquant(const KvSamples& s, const KvQuantFitOptions& opt,
                           std::vector<KvQuantLayerStats>* stats) {
   if (opt.bits < 1 || opt.bits > 8) fail("calibrate --method kvquant: --bits must be in [1, 8], got {}", opt.bits);
   if (!(opt.outlier_fraction >= 0 && opt.outlier_fraction < 0.5))
     fail("calibrate --method kvquant: --outliers must be in [0, 0.5), got {}", opt.outlier_fraction);
   const int64_t C = s.width, L = s.n_layers;
   if (s.n_train < 1) fail("calibrate --method kvquant: no training rows captured");
-  KvQuantTables t;
+  QuantTables t;
+  t.method = "kvquant";
   t.bits = opt.bits;
   t.outliers_per_row = int64_t(std::ceil(opt.outlier_fraction * double(C) - 1e-9));
   t.layers.resize(size_t(L));
@@ -111,7 +112,7 @@ KvQuantTables fit_kvquant(const KvSamples& s, const KvQuantFitOptions& opt,
   const double q = opt.outlier_fraction / 2;
   parallel_for(L, [&](int64_t l0, int64_t l1) {
     for (int64_t l = l0; l < l1; ++l) {
-      KvQuantLayer& out = t.layers[size_t(l)];
+      QuantLayerTables& out = t.layers[size_t(l)];
       const auto xk = rows_f32(s.k[size_t(l)], C, 0, s.n_train);
       const auto xv = rows_f32(s.v[size_t(l)], C, 0, s.n_train);
       // Keys: per-channel ranges from the q and 1 - q quantiles.

@@ -4,7 +4,7 @@
 #include <mutex>
 
 #include "aquakv/kv/compressed_formats.h"
-#include "aquakv/kv/kvquant_tables.h"
+#include "aquakv/kv/quant_tables.h"
 #include "aquakv/util/error.h"
 
 namespace aquakv {
@@ -60,7 +60,9 @@ std::vector<CacheFormat>& table() {
       coded("higgs3", "higgs:2x64", false, "p=4,b=128", "HIGGS 2x64 (3 bits + scales), no predictors"),
       coded("higgs4", "higgs:2x256", false, "p=4,b=128", "HIGGS 2x256 (4 bits + scales), no predictors"),
       {"kvquant", "KVQuant: kvquant:TABLES (per-layer non-uniform datatypes, per-channel pre-RoPE keys, per-token values, 1% outliers exact; aquakv calibrate --method kvquant)",
-       [](const std::string& args, const KvShape& shape) { return make_kvquant_cache("p=1,b=1", args, shape); }, "p=1,b=1"},
+       [](const std::string& args, const KvShape& shape) { return make_quant_tables_cache("kvquant", "p=1,b=1", args, shape); }, "p=1,b=1"},
+      {"cq", "Coupled Quantization: cq:TABLES (groups of c channels coded jointly by per-layer learned codebooks; aquakv calibrate --method cq)",
+       [](const std::string& args, const KvShape& shape) { return make_quant_tables_cache("cq", "p=0,b=1", args, shape); }, "p=0,b=1"},
       aquakv("p=4,b=128", "AQUA-KV: aquakv:ADAPTERS (cross-layer predictors from aquakv calibrate + HIGGS residuals)"),
   };
   return t;

@@ -1,5 +1,5 @@
 // `aquakv calibrate`: fits AQUA-KV cross-layer predictors for a model and writes an adapter file
-// (docs/ADAPTERS.md), or with --method kvquant the KVQuant tables (kv/kvquant_tables.h). Prints
+// (docs/ADAPTERS.md), or with --method kvquant the KVQuant tables (kv/quant_tables.h). Prints
 // progress, the per-layer fit table, wall time and peak memory.
 #include <chrono>
 #include <cstdio>
@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "aquakv/calib/calibrate.h"
+#include "aquakv/calib/cq_fit.h"
 #include "aquakv/calib/kvquant_fit.h"
 #include "aquakv/kv/adapters.h"
 #include "aquakv/util/error.h"
@@ -26,40 +27,58 @@ struct Args {
   bool quiet = false;
   std::string method = "aquakv";
   KvQuantFitOptions kvq;
+  CqFitOptions cq;
+  int bits = 0;  // 0: the method's default
 };
 
-// --method kvquant: capture, fit the tables, write them, print the per-layer held-out errors.
-int run_kvquant(const Args& a) {
+// --method kvquant|cq: capture, fit the tables, write them, print the per-layer held-out errors.
+int run_tables(Args& a) {
   const auto t0 = std::chrono::steady_clock::now();
   CalibrateReport rep;
   ProgressBar bar(a.quiet);
-  KvQuantTables t;
+  ModelFingerprint fp;
   const KvSamples s = capture_samples(a.o, &rep, [&](const char* stage, int64_t done, int64_t total) { bar(stage, done, total); },
-                                      {}, &t.model);
+                                      {}, &fp);
   const auto t1 = std::chrono::steady_clock::now();
-  std::vector<KvQuantLayerStats> st;
-  KvQuantTables fit = fit_kvquant(s, a.kvq, &st);
-  fit.model = t.model;
+  std::vector<std::pair<double, double>> err;  // key, value relative MSE per layer
+  QuantTables fit;
+  std::string settings;
+  if (a.method == "kvquant") {
+    if (a.bits) a.kvq.bits = a.bits;
+    std::vector<KvQuantLayerStats> st;
+    fit = fit_kvquant(s, a.kvq, &st);
+    for (const auto& l : st) err.emplace_back(l.key_rel_mse, l.value_rel_mse);
+    settings = fmt::format("\"bits\": {}, \"outlier_fraction\": {}, \"outliers_per_row\": {}", fit.bits,
+                           a.kvq.outlier_fraction, fit.outliers_per_row);
+  } else {
+    if (a.bits) a.cq.bits = a.bits;
+    a.cq.seed = a.o.seed;
+    std::vector<CqLayerStats> st;
+    fit = fit_cq(s, a.cq, &st);
+    for (const auto& l : st) err.emplace_back(l.key_rel_mse, l.value_rel_mse);
+    settings = fmt::format("\"bits\": {}, \"channels\": {}, \"max_rows\": {}, \"max_iters\": {}", fit.bits,
+                           fit.group, a.cq.max_rows, a.cq.max_iters);
+  }
+  fit.model = fp;
   const double fit_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
   const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::string table = "layer  key rel. MSE  value rel. MSE   (held-out rows)\n", layers_json;
-  for (size_t l = 0; l < st.size(); ++l) {
-    table += fmt::format("{:5}  {:12.5f}  {:14.5f}\n", l, st[l].key_rel_mse, st[l].value_rel_mse);
-    layers_json += fmt::format("{}{{\"key_rel_mse\": {}, \"value_rel_mse\": {}}}", l ? ", " : "", st[l].key_rel_mse,
-                               st[l].value_rel_mse);
+  for (size_t l = 0; l < err.size(); ++l) {
+    table += fmt::format("{:5}  {:12.5f}  {:14.5f}\n", l, err[l].first, err[l].second);
+    layers_json += fmt::format("{}{{\"key_rel_mse\": {}, \"value_rel_mse\": {}}}", l ? ", " : "", err[l].first,
+                               err[l].second);
   }
   fit.notes = fmt::format(
-      "{{\"method\": \"kvquant\", \"bits\": {}, \"outlier_fraction\": {}, \"outliers_per_row\": {}, "
-      "\"tokens\": {}, \"window\": {}, \"seed\": {}, \"train_rows\": {}, \"val_rows\": {}, "
-      "\"capture_seconds\": {}, \"fit_seconds\": {}, \"layers\": [{}]}}",
-      a.kvq.bits, a.kvq.outlier_fraction, fit.outliers_per_row, a.o.tokens, a.o.window, a.o.seed, rep.train_rows,
-      rep.val_rows, rep.capture_seconds, fit_s, layers_json);
-  save_kvquant(fit, a.out);
+      "{{\"method\": \"{}\", {}, \"tokens\": {}, \"window\": {}, \"seed\": {}, \"train_rows\": {}, "
+      "\"val_rows\": {}, \"capture_seconds\": {}, \"fit_seconds\": {}, \"total_seconds\": {}, \"layers\": [{}]}}",
+      a.method, settings, a.o.tokens, a.o.window, a.o.seed, rep.train_rows, rep.val_rows, rep.capture_seconds, fit_s,
+      total_s, layers_json);
+  save_quant_tables(fit, a.out);
   std::printf("calibration: %s\n%lld windows, %lld train rows, %lld validation rows\n", rep.source.c_str(),
               (long long)rep.windows, (long long)rep.train_rows, (long long)rep.val_rows);
   std::printf("%s", table.c_str());
-  std::printf("wrote %s (KVQuant %d-bit, %lld outliers per row, %.1f KiB of tables)\n", a.out.c_str(), fit.bits,
-              (long long)fit.outliers_per_row, double(fit.bytes_in_memory()) / 1024);
+  std::printf("wrote %s (%s, %d bits, %.1f KiB of tables)\n", a.out.c_str(), a.method.c_str(), fit.bits,
+              double(fit.bytes_in_memory()) / 1024);
   std::printf("wall time %.1f s (capture %.1f s, fit %.1f s), peak memory %.0f MiB\n", total_s, rep.capture_seconds,
               fit_s, double(peak_rss_bytes()) / (1 << 20));
   if (a.json_opt->count() > 0) write_file_atomic(a.json_out, fit.notes + "\n", "--json");
@@ -93,19 +112,24 @@ const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors (or KVQuant tabl
   sub.add_flag("--f16", a->f16, "store the weights in fp16 (half the file)");
   a->json_opt = sub.add_option("--json", a->json_out, "also write the fit report as JSON to this file");
   sub.add_flag("-q,--quiet", a->quiet, "no progress output");
-  sub.add_option("--method", a->method, "aquakv (cross-layer predictors) or kvquant (KVQuant tables for --kv kvquant:FILE)")
-      ->capture_default_str()->check(CLI::IsMember({"aquakv", "kvquant"}));
-  sub.add_option("--bits", a->kvq.bits, "kvquant: bits per value of the datatypes (2, 3 or 4)")
-      ->capture_default_str()->check(CLI::Range(1, 8));
+  sub.add_option("--method", a->method,
+                 "aquakv (cross-layer predictors), kvquant (tables for --kv kvquant:FILE) or cq (codebooks for --kv cq:FILE)")
+      ->capture_default_str()->check(CLI::IsMember({"aquakv", "kvquant", "cq"}));
+  sub.add_option("--bits", a->bits, "kvquant: bits per value (default 3); cq: bits per code (default 8)")
+      ->check(CLI::Range(1, 12));
   sub.add_option("--outliers", a->kvq.outlier_fraction, "kvquant: fraction of each row kept exact")
       ->capture_default_str()->check(CLI::Range(0.0, 0.49));
+  sub.add_option("--channels", a->cq.channels, "cq: channels per group coded jointly (8: 1 bit per value at 8 bits)")
+      ->capture_default_str()->check(CLI::Range(int64_t(1), int64_t(64)));
+  sub.add_option("--cq-rows", a->cq.max_rows, "cq: training rows per layer for k-means")
+      ->capture_default_str()->check(CLI::PositiveNumber);
   return RunFn([a] {
     a->o.dtype = a->f16 ? AdapterDtype::kF16 : AdapterDtype::kF32;
     // Outputs first: a bad path fails now, not after the whole calibration.
     check_output_path(a->out, "-o");
     if (a->json_opt->count() > 0) check_output_path(a->json_out, "--json");
     if (a->json_opt->count() > 0 && a->json_out == a->out) fail("-o and --json name the same file {}", a->out);
-    if (a->method == "kvquant") return run_kvquant(*a);
+    if (a->method != "aquakv") return run_tables(*a);
     CalibrateReport rep;
     ProgressBar bar(a->quiet);
     const Adapters ad = calibrate(a->o, &rep, [&](const char* stage, int64_t done, int64_t total) { bar(stage, done, total); });

@@ -1,5 +1,5 @@
 // KVQuant calibration: from captured pre-RoPE K/V rows (calib/calibrate.h capture_samples) to
-// the per-layer tables of kv/kvquant_tables.h. Owns: per-channel key ranges, the outlier rule
+// the per-layer tables of kv/quant_tables.h. Owns: per-channel key ranges, the outlier rule
 // applied to calibration rows, and 1-D k-means for the non-uniform datatypes. Not: capture, the
 // file format, the row codec.
 //
@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "aquakv/calib/fit_chain.h"
-#include "aquakv/kv/kvquant_tables.h"
+#include "aquakv/kv/quant_tables.h"
 
 namespace aquakv {
 
@@ -38,7 +38,7 @@ struct KvQuantLayerStats {
 // values than k: the missing centroids are spread above the largest value.
 std::vector<float> kmeans_1d(const std::vector<float>& sorted, int k, int max_iters);
 
-KvQuantTables fit_kvquant(const KvSamples& s, const KvQuantFitOptions& opt,
+QuantTables fit_kvquant(const KvSamples& s, const KvQuantFitOptions& opt,
                           std::vector<KvQuantLayerStats>* stats = nullptr);
 
 }  // namespace aquakv

@@ -1,8 +1,9 @@
-// KVQuant tables file and cache (kv/kvquant_tables.h). Layout (docs/ADAPTERS.md): magic
-// "AQKVKVQT", u32 version, u64 file length, model fingerprint, i32 bits, i64 outliers per row,
-// str notes, per layer f32 key centroids (2^bits), key offsets (C), key scales (C), value
-// centroids (2^bits); u64 FNV-1a 64 of every byte before it.
-#include "aquakv/kv/kvquant_tables.h"
+// Quantizer tables file and caches (kv/quant_tables.h). Layout (docs/ADAPTERS.md): magic
+// "AQKVQTAB", u32 version, u64 file length, str method, model fingerprint, i32 bits, i64
+// outliers per row, i64 group, str notes, per layer f32 key centroids, key offsets, key scales,
+// value centroids (sizes from the method, kv/quant_tables.h); u64 FNV-1a 64 of every byte
+// before it.
+#include "aquakv/kv/quant_tables.h"
 
 #include <charconv>
 #include <cstring>
@@ -12,6 +13,7 @@
 
 #include "aquakv/kv/aquakv_cache.h"
 #include "aquakv/kv/layered_cache.h"
+#include "aquakv/quant/cq_codec.h"
 #include "aquakv/quant/kvquant_codec.h"
 #include "aquakv/util/binary_io.h"
 #include "aquakv/util/error.h"
@@ -21,7 +23,7 @@
 namespace aquakv {
 namespace {
 
-constexpr char kMagic[8] = {'A', 'Q', 'K', 'V', 'K', 'V', 'Q', 'T'};
+constexpr char kMagic[8] = {'A', 'Q', 'K', 'V', 'Q', 'T', 'A', 'B'};
 constexpr int64_t kMaxLayers = 4096, kMaxWidth = 65536;
 
 void put_floats(ByteWriter& w, const std::vector<float>& v) { w.append(v.data(), v.size() * sizeof(float)); }
@@ -33,7 +35,7 @@ std::vector<float> get_floats(ByteReader& r, int64_t n, const char* field) {
   return v;
 }
 
-KvQuantParams params(const KvQuantTables& t, const KvQuantLayer& l, bool keys) {
+KvQuantParams params(const QuantTables& t, const QuantLayerTables& l, bool keys) {
   KvQuantParams p;
   p.bits = t.bits;
   p.per_channel = keys;
@@ -46,24 +48,48 @@ KvQuantParams params(const KvQuantTables& t, const KvQuantLayer& l, bool keys) {
   return p;
 }
 
+// Sizes of a layer's four arrays for the method.
+struct Sizes {
+  int64_t key_centroids, key_offset, key_scale, value_centroids;
+};
+Sizes sizes(const QuantTables& t) {
+  const int64_t K = int64_t(1) << t.bits, C = t.model.kv_width;
+  if (t.method == "kvquant") return {K, C, C, K};
+  return {C * K, 0, 0, C * K};
+}
+
+std::shared_ptr<const Codec> codec(const QuantTables& t, size_t l, bool keys) {
+  const std::string name = fmt::format("{}{}:{}:l{}", t.method, t.bits, keys ? "key" : "value", l);
+  const QuantLayerTables& L = t.layers[l];
+  if (t.method == "kvquant") return std::make_shared<KvQuantCodec>(name, t.model.kv_width, params(t, L, keys));
+  return std::make_shared<CqCodec>(name, t.model.kv_width, t.group, t.bits, keys ? L.key_centroids : L.value_centroids);
+}
+
 // Every layer's codecs are built (and so validated) here: a bad table fails at load.
-void check_tables(const KvQuantTables& t, const std::string& name) {
+void check_tables(const QuantTables& t, const std::string& name) {
+  if (t.method != "kvquant" && t.method != "cq") fail("quant tables {}: unknown method '{}' (expected kvquant or cq)", name, t.method);
+  if (int64_t(t.layers.size()) != t.model.n_layers)
+    fail("quant tables {}: {} layer tables for {} layers", name, t.layers.size(), t.model.n_layers);
+  const Sizes z = sizes(t);
   for (size_t l = 0; l < t.layers.size(); ++l) {
+    const QuantLayerTables& L = t.layers[l];
+    if (int64_t(L.key_centroids.size()) != z.key_centroids || int64_t(L.key_offset.size()) != z.key_offset ||
+        int64_t(L.key_scale.size()) != z.key_scale || int64_t(L.value_centroids.size()) != z.value_centroids)
+      fail("quant tables {}: layer {} tables have the wrong sizes for {}", name, l, t.method);
     for (bool keys : {true, false}) {
       try {
-        KvQuantCodec(fmt::format("kvquant{}:{}:l{}", t.bits, keys ? "key" : "value", l), t.model.kv_width,
-                     params(t, t.layers[l], keys));
+        codec(t, l, keys);
       } catch (const Error& e) {
-        fail("kvquant {}: {}", name, e.what());
+        fail("quant tables {}: {}", name, e.what());
       }
     }
   }
 }
 
-void check_model(const KvQuantTables& t, const KvShape& shape, const std::string& path) {
+void check_model(const QuantTables& t, const KvShape& shape, const std::string& path) {
   const ModelFingerprint& m = t.model;
   auto differ = [&](const char* what, auto file, auto model) {
-    fail("kvquant {}: made for a model with {} {}, this model has {}", path, what, file, model);
+    fail("quant tables {}: made for a model with {} {}, this model has {}", path, what, file, model);
   };
   if (m.n_layers != shape.n_layers) differ("n_layers", m.n_layers, shape.n_layers);
   if (m.n_kv_heads != shape.n_kv_heads) differ("n_kv_heads", m.n_kv_heads, shape.n_kv_heads);
@@ -99,20 +125,21 @@ void parse_options(const std::string& spec, const std::string& opts, int64_t& p,
 
 }  // namespace
 
-int64_t KvQuantTables::bytes_in_memory() const {
+int64_t QuantTables::bytes_in_memory() const {
   int64_t n = 0;
   for (const auto& l : layers)
     n += int64_t(l.key_centroids.size() + l.value_centroids.size() + l.key_offset.size() + l.key_scale.size());
   return n * int64_t(sizeof(float));
 }
 
-void save_kvquant(const KvQuantTables& t, const std::string& path) {
+void save_quant_tables(const QuantTables& t, const std::string& path) {
   check_tables(t, path);
   ByteWriter w;
   w.append(kMagic, 8);
-  w.put<uint32_t>(kKvQuantVersion);
+  w.put<uint32_t>(kQuantTablesVersion);
   const size_t length_at = w.size();
   w.put<uint64_t>(0);
+  w.str(t.method);
   w.str(t.model.arch);
   w.put<int64_t>(t.model.n_layers);
   w.put<int64_t>(t.model.n_kv_heads);
@@ -121,6 +148,7 @@ void save_kvquant(const KvQuantTables& t, const std::string& path) {
   w.put<uint64_t>(t.model.meta_hash);
   w.put<int32_t>(t.bits);
   w.put<int64_t>(t.outliers_per_row);
+  w.put<int64_t>(t.group);
   w.str(t.notes);
   for (const auto& l : t.layers) {
     put_floats(w, l.key_centroids);
@@ -130,22 +158,25 @@ void save_kvquant(const KvQuantTables& t, const std::string& path) {
   }
   w.patch<uint64_t>(length_at, uint64_t(w.size() + 8));
   w.put<uint64_t>(fnv1a64(w.bytes().data(), int64_t(w.size())));
-  write_file_atomic(path, w.bytes(), "kvquant tables");
+  write_file_atomic(path, w.bytes(), "quant tables");
 }
 
-KvQuantTables parse_kvquant(std::span<const uint8_t> bytes, const std::string& name) {
-  ByteReader r(bytes, "kvquant " + name);
+QuantTables parse_quant_tables(std::span<const uint8_t> bytes, const std::string& name) {
+  ByteReader r(bytes, "quant tables " + name);
   const auto magic = r.bytes(8, "magic");
-  if (std::memcmp(magic.data(), kMagic, 8) != 0) fail("kvquant {}: not a KVQuant tables file (bad magic)", name);
+  if (std::memcmp(magic.data(), kMagic, 8) != 0) fail("quant tables {}: not a quantizer tables file (bad magic)", name);
   const uint32_t version = r.get<uint32_t>("version");
-  if (version != kKvQuantVersion) fail("kvquant {}: version {} (this build reads {})", name, version, kKvQuantVersion);
+  if (version != kQuantTablesVersion)
+    fail("quant tables {}: version {} (this build reads {})", name, version, kQuantTablesVersion);
   const uint64_t length = r.get<uint64_t>("file length");
-  if (length != bytes.size()) fail("kvquant {}: header says {} bytes, the file has {}", name, length, bytes.size());
+  if (length != bytes.size()) fail("quant tables {}: header says {} bytes, the file has {}", name, length, bytes.size());
   const uint64_t want = fnv1a64(bytes.data(), int64_t(bytes.size() - 8));
   uint64_t got;
   std::memcpy(&got, bytes.data() + bytes.size() - 8, 8);
-  if (got != want) fail("kvquant {}: checksum mismatch (file corrupted)", name);
-  KvQuantTables t;
+  if (got != want) fail("quant tables {}: checksum mismatch (file corrupted)", name);
+  QuantTables t;
+  t.method = r.str("method", 64);
+  if (t.method != "kvquant" && t.method != "cq") fail("quant tables {}: unknown method '{}'", name, t.method);
   t.model.arch = r.str("arch", 256);
   t.model.n_layers = r.get<int64_t>("n_layers");
   t.model.n_kv_heads = r.get<int64_t>("n_kv_heads");
@@ -155,57 +186,60 @@ KvQuantTables parse_kvquant(std::span<const uint8_t> bytes, const std::string& n
   const auto& m = t.model;
   if (m.n_layers < 1 || m.n_layers > kMaxLayers || m.n_kv_heads < 1 || m.head_dim < 1 ||
       m.kv_width != m.n_kv_heads * m.head_dim || m.kv_width > kMaxWidth)
-    fail("kvquant {}: bad model dimensions ({} layers, {} x {} = width {})", name, m.n_layers, m.n_kv_heads,
+    fail("quant tables {}: bad model dimensions ({} layers, {} x {} = width {})", name, m.n_layers, m.n_kv_heads,
          m.head_dim, m.kv_width);
   t.bits = r.get<int32_t>("bits");
-  if (t.bits < 1 || t.bits > 8) fail("kvquant {}: bits must be in [1, 8], got {}", name, t.bits);
+  if (t.bits < 1 || t.bits > (t.method == "cq" ? 12 : 8))
+    fail("quant tables {}: bits {} out of range for {}", name, t.bits, t.method);
   t.outliers_per_row = r.get<int64_t>("outliers per row");
+  t.group = r.get<int64_t>("group");
   t.notes = r.str("notes");
-  const int64_t K = int64_t(1) << t.bits, C = m.kv_width;
+  const Sizes z = sizes(t);
   for (int64_t l = 0; l < m.n_layers; ++l) {
-    KvQuantLayer L;
-    L.key_centroids = get_floats(r, K, "key centroids");
-    L.key_offset = get_floats(r, C, "key offsets");
-    L.key_scale = get_floats(r, C, "key scales");
-    L.value_centroids = get_floats(r, K, "value centroids");
+    QuantLayerTables L;
+    L.key_centroids = get_floats(r, z.key_centroids, "key centroids");
+    L.key_offset = get_floats(r, z.key_offset, "key offsets");
+    L.key_scale = get_floats(r, z.key_scale, "key scales");
+    L.value_centroids = get_floats(r, z.value_centroids, "value centroids");
     t.layers.push_back(std::move(L));
   }
-  if (r.remaining() != 8) fail("kvquant {}: {} unexpected bytes after the last layer", name, r.remaining() - 8);
+  if (r.remaining() != 8) fail("quant tables {}: {} unexpected bytes after the last layer", name, r.remaining() - 8);
   check_tables(t, name);
   return t;
 }
 
-KvQuantTables load_kvquant(const std::string& path) {
-  const std::string bytes = read_file(path, "kvquant tables", ReadKind::kData);
-  return parse_kvquant(std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), path);
+QuantTables load_quant_tables(const std::string& path) {
+  const std::string bytes = read_file(path, "quant tables", ReadKind::kData);
+  return parse_quant_tables(std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), path);
 }
 
-std::unique_ptr<KvCache> make_kvquant_cache(const std::string& defaults, const std::string& args,
-                                            const KvShape& shape) {
-  const std::string spec = "kvquant:" + args;
+std::unique_ptr<KvCache> make_quant_tables_cache(const std::string& method, const std::string& defaults,
+                                                 const std::string& args, const KvShape& shape) {
+  const std::string spec = method + ":" + args;
   const size_t comma = args.find(',');
   const std::string path = args.substr(0, comma);
-  if (path.empty()) fail("--kv kvquant: needs the tables file: kvquant:FILE (make one with aquakv calibrate --method kvquant)");
-  int64_t p = -1, b = -1, dp = 1, db = 1;
+  if (path.empty())
+    fail("--kv {}: needs the tables file: {}:FILE (make one with aquakv calibrate --method {})", method, method, method);
+  int64_t p = -1, b = -1, dp = 0, db = 1;
   parse_options(spec, defaults, dp, db);
   parse_options(spec, comma == std::string::npos ? "" : args.substr(comma + 1), p, b);
   p = p >= 0 ? p : dp;
   b = b >= 0 ? b : db;
-  auto t = std::make_shared<const KvQuantTables>(load_kvquant(path));
-  check_model(*t, shape, path);
-  const std::string name = fmt::format("kvquant:{},p={},b={}", path, p, b);
+  const QuantTables t = load_quant_tables(path);
+  if (t.method != method) fail("--kv {}: {} holds {} tables, not {}", spec, path, t.method, method);
+  check_model(t, shape, path);
+  const std::string name = fmt::format("{}:{},p={},b={}", method, path, p, b);
   std::vector<std::unique_ptr<KvCache>> layers;
   for (int l = 0; l < shape.n_layers; ++l) {
     CompressedCacheOptions o;
     o.name = name;
     o.sinks = p;
     o.buffer = b;
-    const KvQuantLayer& L = t->layers[size_t(l)];
-    o.key_codec = std::make_shared<KvQuantCodec>(fmt::format("kvquant{}:key:l{}", t->bits, l), shape.width(), params(*t, L, true));
-    o.value_codec = std::make_shared<KvQuantCodec>(fmt::format("kvquant{}:value:l{}", t->bits, l), shape.width(), params(*t, L, false));
+    o.key_codec = codec(t, size_t(l), true);
+    o.value_codec = codec(t, size_t(l), false);
     layers.push_back(make_compressed_cache(single_layer_shape(shape, l), std::move(o)));
   }
-  return make_layered_cache(shape, name, std::move(layers), t->bytes_in_memory());
+  return make_layered_cache(shape, name, std::move(layers), t.bytes_in_memory());
 }
 
 }  // namespace aquakv
