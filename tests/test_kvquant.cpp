@@ -332,6 +332,29 @@ TEST(QuantTables, RoundTripAndRefusals) {
   EXPECT_THROW(save_quant_tables(t2, temp("neg.kvq")), Error);
 }
 
+// The seed corpus is written by scripts/make_quant_tables_seeds.py from the documented layout,
+// independently of the C++ writer: its two intact files parse, and saving them again gives the
+// same bytes; its damaged files are refused.
+TEST(QuantTables, IndependentWriterAgrees) {
+  const std::string dir = std::string(AQUAKV_TEST_DATA) + "/../../fuzz/corpus/quant_tables";
+  int parsed = 0, refused = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    const std::string b = slurp(e.path().string());
+    try {
+      const auto t = parse_quant_tables(std::span(reinterpret_cast<const uint8_t*>(b.data()), b.size()), "seed");
+      ++parsed;
+      const std::string p = temp("resaved.qt");
+      save_quant_tables(t, p);
+      EXPECT_EQ(slurp(p), b) << e.path();
+      EXPECT_EQ(t.model.kv_width, 32);
+    } catch (const Error&) {
+      ++refused;
+    }
+  }
+  EXPECT_EQ(parsed, 2);
+  EXPECT_EQ(refused, 4);
+}
+
 TEST(QuantTables, CacheIsModelBound) {
   const auto t = tables(2);
   const std::string p = temp("m.kvq");
