@@ -37,21 +37,26 @@ int run_tables(Args& a) {
   CalibrateReport rep;
   ProgressBar bar(a.quiet);
   ModelFingerprint fp;
+  if (a.bits) (a.method == "kvquant" ? a.kvq.bits : a.cq.bits) = a.bits;
+  if (a.method == "kvquant" && a.kvq.bits > 8) fail("calibrate --method kvquant: --bits must be in [1, 8], got {}", a.kvq.bits);
+  // Settings that depend on the model fail before the capture.
+  const auto check = [&](int64_t C) {
+    if (a.method == "cq" && C % a.cq.channels != 0)
+      fail("calibrate --method cq: --channels {} must divide the model's KV width {}", a.cq.channels, C);
+  };
   const KvSamples s = capture_samples(a.o, &rep, [&](const char* stage, int64_t done, int64_t total) { bar(stage, done, total); },
-                                      {}, &fp);
+                                      check, &fp);
   const auto t1 = std::chrono::steady_clock::now();
   std::vector<std::pair<double, double>> err;  // key, value relative MSE per layer
   QuantTables fit;
   std::string settings;
   if (a.method == "kvquant") {
-    if (a.bits) a.kvq.bits = a.bits;
     std::vector<KvQuantLayerStats> st;
     fit = fit_kvquant(s, a.kvq, &st);
     for (const auto& l : st) err.emplace_back(l.key_rel_mse, l.value_rel_mse);
     settings = fmt::format("\"bits\": {}, \"outlier_fraction\": {}, \"outliers_per_row\": {}", fit.bits,
                            a.kvq.outlier_fraction, fit.outliers_per_row);
   } else {
-    if (a.bits) a.cq.bits = a.bits;
     a.cq.seed = a.o.seed;
     std::vector<CqLayerStats> st;
     fit = fit_cq(s, a.cq, &st);
