@@ -92,7 +92,7 @@ TEST(Report, Tables) {
 TEST(Report, ChartsArePngFiles) {
   if (std::system("gnuplot --version > /dev/null 2>&1") != 0) GTEST_SKIP() << "no gnuplot";
   std::vector<ReportRow> rows;
-  for (const char* kv : {"fp16", "q8_0", "q4_0", "aquakv:/some/dir/aq2.bin,p=4"}) {
+  for (const char* kv : {"fp16", "q8_0", "q4_0", "aquakv:/some/dir/aq2.bin,p=4", "kvquant:/some/dir/kvq3.qt"}) {
     ReportRow r = sample_row();
     r.kv = kv;
     r.bits_per_value = kv[1] == 'p' ? 16 : kv[1] == '8' ? 8.5 : 4.5;
@@ -119,6 +119,7 @@ TEST(Report, ChartsArePngFiles) {
   std::ifstream dat(dir + "/quality.dat");
   const std::string d((std::istreambuf_iterator<char>(dat)), std::istreambuf_iterator<char>());
   EXPECT_NE(d.find("\"aquakv:aq2,p=4\""), std::string::npos) << d;
+  EXPECT_NE(d.find("\"kvquant:kvq3\""), std::string::npos) << d;
   EXPECT_EQ(d.find("/some/dir"), std::string::npos) << d;
   // Legend outside the plot area (inside, its sample point read as one more configuration);
   // labels of neighbours in bits alternate above / below their points (columns 4 / 5).

@@ -195,14 +195,17 @@ std::string passkey_table(const std::vector<PasskeyCell>& cells) {
   return t;
 }
 
-// A cache spec short enough for a chart label: "aquakv:/path/to/aq2.bin,p=4" -> "aquakv:aq2,p=4".
+// A cache spec short enough for a chart label: the formats whose argument is a calibrated file
+// name it by its stem: "aquakv:/path/to/aq2.bin,p=4" -> "aquakv:aq2,p=4" (also kvquant:, cq:).
 static std::string chart_label(const std::string& kv) {
   const size_t colon = kv.find(':');
-  if (kv.rfind("aquakv:", 0) != 0 || colon == std::string::npos) return kv;
+  if (colon == std::string::npos) return kv;
+  const std::string name = kv.substr(0, colon);
+  if (name != "aquakv" && name != "kvquant" && name != "cq") return kv;
   const size_t comma = kv.find(',', colon);
   const std::string file = kv.substr(colon + 1, comma == std::string::npos ? std::string::npos : comma - colon - 1);
   const std::string opts = comma == std::string::npos ? "" : kv.substr(comma);
-  return "aquakv:" + std::filesystem::path(file).stem().string() + opts;
+  return name + ":" + std::filesystem::path(file).stem().string() + opts;
 }
 
 std::vector<std::string> write_charts(const std::vector<ReportRow>& rows, const std::string& dir) {
