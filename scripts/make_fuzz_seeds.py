@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Writes the seed corpora of the fuzz targets (fuzz/corpus/<target>/) from the documented
 formats, independently of aquakv's C++ writers: docs/ADAPTERS.md (adapter files, versions 1
-and 2), include/aquakv/eval/logits_file.h (logits files) and include/aquakv/quant/grid.h
+and 2), docs/SESSIONS.md (session files), include/aquakv/eval/logits_file.h (logits files) and include/aquakv/quant/grid.h
 (.f32le grids, prefixed by fuzz_grid's dimension byte). The valid seeds double as goldens:
 tests/test_adapters.cpp loads adapters/v2_spec.aqkv and v1_spec.aqkv, tests/test_eval_logits_file.cpp
-the logits seeds. Standard library only; run from the repository root:
+the logits seeds, tests/test_session.cpp the session seeds. Standard library only; run from the repository root:
 
     python3 scripts/make_fuzz_seeds.py
 """
@@ -76,6 +76,63 @@ def logits_file(n_vocab=16, ctx=4, n_windows=2, k_max=4, top=3):
     return data + struct.pack("<Q", fnv1a64(data))
 
 
+def f16(x):
+    return struct.pack("<e", x)
+
+
+def session_file(kind, n=5, L=2, C=32):
+    """A session file (docs/SESSIONS.md) of n tokens for a model of L layers, 1 KV head x C,
+    arch llama, model hash 0x0123456789ABCDEF. kind "fp16": the plain cache's sections with
+    key/value row r of layer l, channel i = ((r + 3 l + i) % 7 - 3) / 4 (+ 0.125 for values);
+    kind "q8_0": the compressed cache with q8_0 codecs, P = 0, B = 1 (every row coded): block
+    scale 0.5 and int8 codes (r + 3 l + i) % 7 - 3 (values: % 5 - 2)."""
+    def row(r, l, val):
+        if kind == "fp16":
+            return b"".join(f16(((r + 3 * l + i) % 7 - 3) / 4 + (0.125 if val else 0)) for i in range(C))
+        qs = [((r + 3 * l + i) % 5 - 2) if val else ((r + 3 * l + i) % 7 - 3) for i in range(C)]
+        return f16(0.5) + struct.pack(f"<{C}b", *qs)
+
+    sections = []
+    if kind == "fp16":
+        sections.append(("meta", struct.pack("<q", n)))
+        sections.append(("pos", struct.pack(f"<{n}i", *range(n))))
+        sections.append(("first", struct.pack(f"<{L}q", *([0] * L))))
+        for l in range(L):
+            sections.append((f"k.{l}", b"".join(row(r, l, False) for r in range(n))))
+            sections.append((f"v.{l}", b"".join(row(r, l, True) for r in range(n))))
+        spec, state = "fp16", "fp16"
+    else:
+        sections.append(("meta", struct.pack("<4q", n, 0, 0, n)))
+        sections.append(("pos", struct.pack(f"<{n}i", *range(n))))
+        for l in range(L):
+            for name in ("sk", "sv", "bk", "bv"):
+                sections.append((f"{name}.{l}", b""))
+            sections.append((f"ck.{l}", b"".join(row(r, l, False) for r in range(n))))
+            sections.append((f"cv.{l}", b"".join(row(r, l, True) for r in range(n))))
+        spec = "q8_0,p=0,b=1"
+        state = "compressed k=q8_0 v=q8_0 k0=q8_0 v0=q8_0 p=0 b=1"
+    head = s("llama") + struct.pack("<qqqQq", L, 1, C, 0x0123456789ABCDEF, 64)
+    head += s(spec) + s(state) + struct.pack("<Q", 0)
+    head += struct.pack("<q", n) + struct.pack(f"<{n}i", *[100 + t for t in range(n)])
+    head += struct.pack("<q", 4) + struct.pack("<4f", 0.5, -1.0, 2.0, 0.25)
+    head += struct.pack("<I", len(sections))
+    table_len = sum(4 + len(name) + 4 + 32 for name, _ in sections)
+    fixed = 8 + 4 + 4 + 8 + 8
+    align = lambda x: (x + 63) // 64 * 64
+    data_offset = align(fixed + len(head) + table_len + 8)
+    off, table, body = data_offset, b"", b""
+    for name, data in sections:
+        table += s(name) + struct.pack("<IQQQQ", 0, off, len(data), len(data), fnv1a64(data))
+        body += b"\0" * (off - data_offset - len(body)) + data
+        end = off + len(data)
+        off = align(end)
+    total = data_offset + len(body)
+    out = b"AQKVSESS" + struct.pack("<IIQQ", 1, 0, total, data_offset) + head + table
+    out += struct.pack("<Q", fnv1a64(out))
+    out += b"\0" * (data_offset - len(out))
+    return out + body
+
+
 def grid_input(d, n):
     pts = b"".join(struct.pack("<f", ((i * 7919) % 23 - 11) / 7.0) for i in range(n * d))
     return bytes([d - 1]) + pts
@@ -96,6 +153,13 @@ def main():
     write(f"{root}/adapters/truncated.aqkv", good[: len(good) // 2])
     write(f"{root}/logits/small.lgts", logits_file())
     write(f"{root}/logits/one_window_k1.lgts", logits_file(n_vocab=8, ctx=2, n_windows=1, k_max=1, top=1))
+    # fuzz_session's inputs start with a mode byte (odd: re-sign the checksums first).
+    write(f"{root}/session/fp16_spec.aqss", b"\0" + session_file("fp16"))
+    write(f"{root}/session/q8_0_spec.aqss", b"\0" + session_file("q8_0"))
+    write(f"{root}/session/q8_0_resign.aqss", b"\1" + session_file("q8_0", n=9))
+    write(f"{root}/session/empty_fp16.aqss", b"\0" + session_file("fp16", n=0))
+    good = session_file("fp16")
+    write(f"{root}/session/truncated.aqss", b"\0" + good[: len(good) - 7])
     write(f"{root}/grid/d2n16", grid_input(2, 16))
     write(f"{root}/grid/d1n4", grid_input(1, 4))
     write(f"{root}/grid/d4n256", grid_input(4, 256))

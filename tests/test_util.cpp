@@ -10,6 +10,7 @@
 #include <random>
 
 #include "aquakv/util/fp16.h"
+#include "aquakv/util/hash.h"
 #include "aquakv/util/parallel.h"
 
 namespace aquakv {
@@ -45,6 +46,34 @@ TEST(Fp16, EncodeIsNearestEven) {
   EXPECT_EQ(fp32_to_fp16(65519.f), 0x7bff);
   EXPECT_EQ(fp32_to_fp16(65520.f), 0x7c00);
   EXPECT_TRUE(std::isnan(fp16_to_fp32(fp32_to_fp16(NAN))));
+}
+
+// FNV-1a 64 written out from the published constants, byte by byte.
+uint64_t fnv_spec(const std::vector<uint8_t>& b) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (uint8_t x : b) h = (h ^ x) * 0x100000001b3ull;
+  return h;
+}
+
+TEST(Hash, ManyBuffersAtOnceGiveEachBuffersFnv1a) {
+  // Known answers of FNV-1a 64 (the published test vectors for "" and "a").
+  EXPECT_EQ(fnv1a64("", 0), 0xcbf29ce484222325ull);
+  EXPECT_EQ(fnv1a64("a", 1), 0xaf63dc4c8601ec8cull);
+  std::mt19937 rng(3);
+  for (const int count : {0, 1, 3, 4, 5, 9}) {
+    std::vector<std::vector<uint8_t>> bufs(static_cast<size_t>(count));
+    std::vector<const void*> ptr;
+    std::vector<int64_t> len;
+    for (auto& b : bufs) {
+      b.resize(rng() % 300);
+      for (auto& x : b) x = uint8_t(rng());
+      ptr.push_back(b.data());
+      len.push_back(int64_t(b.size()));
+    }
+    std::vector<uint64_t> out(static_cast<size_t>(count));
+    fnv1a64_many(ptr.data(), len.data(), count, out.data());
+    for (int i = 0; i < count; ++i) EXPECT_EQ(out[size_t(i)], fnv_spec(bufs[size_t(i)])) << count << " " << i;
+  }
 }
 
 TEST(Bf16, RoundTrip) {

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <utility>
 
+#include "aquakv/util/binary_io.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/file_io.h"
 
@@ -13,58 +14,6 @@ namespace {
 
 constexpr char kMagic[8] = {'A', 'Q', 'K', 'V', 'L', 'G', 'T', 'S'};
 constexpr uint32_t kVersion = 1;
-
-class Writer {
- public:
-  template <typename T>
-  void put(T v) {
-    const size_t o = buf_.size();
-    buf_.resize(o + sizeof(T));
-    std::memcpy(buf_.data() + o, &v, sizeof(T));
-  }
-  void put_str(const std::string& s) {
-    put(uint32_t(s.size()));
-    buf_.append(s);
-  }
-  std::string& bytes() { return buf_; }
-
- private:
-  std::string buf_;
-};
-
-// Bounds-checked cursor over the loaded bytes; every failure names the file and the field.
-class Reader {
- public:
-  Reader(const std::string& path, std::string_view data, size_t end)
-      : path_(path), data_(data), end_(end) {}
-  template <typename T>
-  T get(const char* field) {
-    need(sizeof(T), field);
-    T v;
-    std::memcpy(&v, data_.data() + pos_, sizeof(T));
-    pos_ += sizeof(T);
-    return v;
-  }
-  std::string get_str(const char* field) {
-    const uint32_t n = get<uint32_t>(field);
-    need(n, field);
-    std::string s(data_.substr(pos_, n));
-    pos_ += n;
-    return s;
-  }
-  void need(uint64_t n, const char* field) const {
-    if (n > end_ - pos_)
-      fail("logits file {}: truncated at field {} (offset {}, need {} bytes, {} left)", path_,
-           field, pos_, n, end_ - pos_);
-  }
-  size_t pos() const { return pos_; }
-
- private:
-  const std::string& path_;
-  std::string_view data_;
-  size_t end_;
-  size_t pos_ = 0;
-};
 
 }  // namespace
 
@@ -98,8 +47,8 @@ void LogitsFile::save(const std::string& path) const {
   if (want != n_rows())
     fail("logits file {}: {} rows for {} windows x {} positions", path, n_rows(),
          info_.window_hashes.size(), info_.rows_per_window);
-  Writer w;
-  w.bytes().append(kMagic, 8);
+  ByteWriter w;
+  w.append(kMagic, 8);
   w.put(kVersion);
   w.put(uint32_t(k_max_));
   w.put(mass_eps_);
@@ -108,9 +57,9 @@ void LogitsFile::save(const std::string& path) const {
   w.put(uint64_t(info_.rows_per_window));
   w.put(uint64_t(info_.window_hashes.size()));
   w.put(info_.model_fingerprint);
-  w.put_str(info_.model);
-  w.put_str(info_.kv_spec);
-  w.put_str(info_.text);
+  w.str(info_.model);
+  w.str(info_.kv_spec);
+  w.str(info_.text);
   for (uint64_t h : info_.window_hashes) w.put(h);
   for (const CompactRow& r : rows_) {
     w.put(r.base_nll);
@@ -135,7 +84,7 @@ LogitsFile LogitsFile::parse(std::string_view data, const std::string& path) {
   const size_t body = data.size() - 8;
   uint64_t stored;
   std::memcpy(&stored, data.data() + body, 8);
-  Reader r(path, data, body);
+  ByteReader r({reinterpret_cast<const uint8_t*>(data.data()), body}, "logits file " + path);
   r.get<uint64_t>("magic");
   const uint32_t version = r.get<uint32_t>("version");
   if (version != kVersion)
@@ -160,9 +109,9 @@ LogitsFile LogitsFile::parse(std::string_view data, const std::string& path) {
   in.ctx = int64_t(ctx);
   in.rows_per_window = int64_t(rpw);
   in.model_fingerprint = r.get<uint64_t>("model_fingerprint");
-  in.model = r.get_str("model");
-  in.kv_spec = r.get_str("kv_spec");
-  in.text = r.get_str("text");
+  in.model = r.str("model");
+  in.kv_spec = r.str("kv_spec");
+  in.text = r.str("text", 256u << 20);
   r.need(nw * 8, "window_hash");  // before allocating
   for (uint64_t w = 0; w < nw; ++w) in.window_hashes.push_back(r.get<uint64_t>("window_hash"));
   const uint64_t n_rows = nw * rpw;

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <string_view>
 
+#include "aquakv/util/binary_io.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/file_io.h"
 #include "aquakv/util/fp16.h"
@@ -14,7 +15,6 @@ namespace aquakv {
 namespace {
 
 constexpr char kMagic[8] = {'A', 'Q', 'K', 'V', 'A', 'D', 'P', 'T'};
-constexpr int64_t kMaxString = 1 << 20;
 
 // Version 1 files were checksummed from kFnv1a64LegacyBasis (one digit short of FNV-1a's
 // offset basis); version 2 uses FNV-1a 64 as published. Both stay readable.
@@ -22,83 +22,36 @@ uint64_t checksum(uint32_t version, const uint8_t* p, size_t n) {
   return fnv1a64(p, int64_t(n), version == 1 ? kFnv1a64LegacyBasis : kFnv1a64Basis);
 }
 
-class Writer {
- public:
-  std::vector<uint8_t> buf;
-  template <typename T>
-  void put(T v) {
-    const size_t o = buf.size();
-    buf.resize(o + sizeof(T));
-    std::memcpy(buf.data() + o, &v, sizeof(T));
+// Weights as f32 or IEEE f16 (the header's dtype).
+void put_floats(ByteWriter& w, const std::vector<float>& v, AdapterDtype dt) {
+  for (float f : v) {
+    if (dt == AdapterDtype::kF16) w.put<uint16_t>(fp32_to_fp16(f)); else w.put<float>(f);
   }
-  void str(const std::string& s) {
-    put<uint32_t>(uint32_t(s.size()));
-    const size_t o = buf.size();
-    buf.resize(o + s.size());
-    if (!s.empty()) std::memcpy(buf.data() + o, s.data(), s.size());
-  }
-  void floats(const std::vector<float>& v, AdapterDtype dt) {
-    for (float f : v) {
-      if (dt == AdapterDtype::kF16) put<uint16_t>(fp32_to_fp16(f)); else put<float>(f);
-    }
-  }
-};
+}
 
-class Reader {
- public:
-  Reader(std::span<const uint8_t> b, const std::string& path) : b_(b), path_(path) {}
-  template <typename T>
-  T get(const char* what) {
-    need(sizeof(T), what);
-    T v;
-    std::memcpy(&v, b_.data() + pos_, sizeof(T));
-    pos_ += sizeof(T);
-    return v;
-  }
-  std::string str(const char* what) {
-    const uint32_t n = get<uint32_t>(what);
-    if (n > kMaxString) fail("adapters {}: {} length {} exceeds {}", path_, what, n, kMaxString);
-    need(n, what);
-    std::string s(reinterpret_cast<const char*>(b_.data() + pos_), n);
-    pos_ += n;
-    return s;
-  }
-  std::vector<float> floats(int64_t n, AdapterDtype dt, const char* what) {
-    const size_t esz = dt == AdapterDtype::kF16 ? 2 : 4;
-    if (n < 0 || uint64_t(n) > (b_.size() - pos_) / esz)
-      fail("adapters {}: {} needs {} values at offset {}, only {} bytes left", path_, what, n,
-           pos_, b_.size() - pos_);
-    std::vector<float> v(static_cast<size_t>(n));
-    for (auto& f : v) f = dt == AdapterDtype::kF16 ? fp16_to_fp32(get<uint16_t>(what)) : get<float>(what);
-    return v;
-  }
-  size_t pos() const { return pos_; }
+std::vector<float> get_floats(ByteReader& r, int64_t n, AdapterDtype dt, const char* what) {
+  const size_t esz = dt == AdapterDtype::kF16 ? 2 : 4;
+  if (n < 0 || uint64_t(n) > r.remaining() / esz)
+    fail("{}: {} needs {} values at offset {}, only {} bytes left", r.what(), what, n, r.pos(), r.remaining());
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& f : v) f = dt == AdapterDtype::kF16 ? fp16_to_fp32(r.get<uint16_t>(what)) : r.get<float>(what);
+  return v;
+}
 
- private:
-  void need(size_t n, const char* what) {
-    if (n > b_.size() - pos_)
-      fail("adapters {}: truncated at {} (offset {}, need {} bytes, {} left)", path_, what, pos_,
-           n, b_.size() - pos_);
-  }
-  std::span<const uint8_t> b_;
-  const std::string& path_;
-  size_t pos_ = 0;
-};
-
-void put_map(Writer& w, const AffineMap& m, AdapterDtype dt) {
+void put_map(ByteWriter& w, const AffineMap& m, AdapterDtype dt) {
   w.put<int64_t>(m.in);
   w.put<int64_t>(m.out);
   w.put<int64_t>(m.rank);
   if (m.rank == 0) {
-    w.floats(m.w, dt);
+    put_floats(w, m.w, dt);
   } else {
-    w.floats(m.u, dt);
-    w.floats(m.v, dt);
+    put_floats(w, m.u, dt);
+    put_floats(w, m.v, dt);
   }
-  w.floats(m.bias, dt);
+  put_floats(w, m.bias, dt);
 }
 
-AffineMap get_map(Reader& r, AdapterDtype dt, int64_t want_in, int64_t want_out, int64_t layer,
+AffineMap get_map(ByteReader& r, AdapterDtype dt, int64_t want_in, int64_t want_out, int64_t layer,
                   const char* which, const std::string& path) {
   AffineMap m;
   m.in = r.get<int64_t>(which);
@@ -108,12 +61,12 @@ AffineMap get_map(Reader& r, AdapterDtype dt, int64_t want_in, int64_t want_out,
     fail("adapters {}: layer {} {} predictor is {}x{} rank {}, expected {}x{} rank <= {}", path,
          layer, which, m.in, m.out, m.rank, want_in, want_out, want_out);
   if (m.rank == 0) {
-    m.w = r.floats(m.in * m.out, dt, which);
+    m.w = get_floats(r, m.in * m.out, dt, which);
   } else {
-    m.u = r.floats(m.in * m.rank, dt, which);
-    m.v = r.floats(m.rank * m.out, dt, which);
+    m.u = get_floats(r, m.in * m.rank, dt, which);
+    m.v = get_floats(r, m.rank * m.out, dt, which);
   }
-  m.bias = r.floats(m.out, dt, which);
+  m.bias = get_floats(r, m.out, dt, which);
   return m;
 }
 
@@ -129,8 +82,8 @@ void save_adapters(const Adapters& a, const std::string& path) {
   const int64_t C = a.model.kv_width;
   if (int64_t(a.layers.size()) != a.model.n_layers)
     fail("adapters {}: {} layers of predictors for a {}-layer model", path, a.layers.size(), a.model.n_layers);
-  Writer w;
-  w.buf.assign(kMagic, kMagic + 8);
+  ByteWriter w;
+  w.append(kMagic, 8);
   w.put<uint32_t>(kAdapterVersion);
   w.put<uint32_t>(uint32_t(a.dtype));
   w.put<uint64_t>(0);  // total file length, patched below
@@ -153,11 +106,9 @@ void save_adapters(const Adapters& a, const std::string& path) {
     if (!l.key.empty()) put_map(w, l.key, a.dtype);
     if (!l.value.empty()) put_map(w, l.value, a.dtype);
   }
-  const uint64_t total = w.buf.size() + 8;
-  std::memcpy(w.buf.data() + 16, &total, 8);
-  w.put<uint64_t>(checksum(kAdapterVersion, w.buf.data(), w.buf.size()));
-  write_file_atomic(path, std::string_view(reinterpret_cast<const char*>(w.buf.data()), w.buf.size()),
-                    "adapters");
+  w.patch<uint64_t>(16, w.size() + 8);
+  w.put<uint64_t>(checksum(kAdapterVersion, reinterpret_cast<const uint8_t*>(w.bytes().data()), w.size()));
+  write_file_atomic(path, w.bytes(), "adapters");
 }
 
 
@@ -169,7 +120,7 @@ Adapters load_adapters(const std::string& path) {
 Adapters parse_adapters(std::span<const uint8_t> b, const std::string& path) {
   if (b.size() < 8 || std::memcmp(b.data(), kMagic, 8) != 0)
     fail("adapters {}: not an aquakv adapter file (bad magic)", path);
-  Reader r(b, path);
+  ByteReader r(b, "adapters " + path);
   r.get<uint64_t>("magic");
   const uint32_t version = r.get<uint32_t>("version");
   if (version < 1 || version > kAdapterVersion)
@@ -187,6 +138,7 @@ Adapters parse_adapters(std::span<const uint8_t> b, const std::string& path) {
     fail("adapters {}: checksum mismatch: the file is corrupted", path);
 
   Adapters a;
+  a.file_checksum = stored;
   a.dtype = AdapterDtype(dt);
   a.model.arch = r.str("architecture");
   a.model.n_layers = r.get<int64_t>("n_layers");

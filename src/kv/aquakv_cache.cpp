@@ -3,6 +3,8 @@
 #include "aquakv/kv/aquakv_cache.h"
 
 #include "aquakv/kv/attend.h"
+#include "aquakv/kv/kv_state.h"
+#include "aquakv/ops/half_rows.h"
 
 #include <algorithm>
 #include <cstring>
@@ -16,13 +18,11 @@
 namespace aquakv {
 namespace {
 
-void halves_to_floats(const uint16_t* h, int64_t n, float* f) {
-  for (int64_t i = 0; i < n; ++i) f[i] = fp16_to_fp32(h[i]);
-}
-void floats_to_halves(const float* f, int64_t n, std::vector<uint16_t>& out) {
+// Appends n values as halves.
+void append_halves(const float* f, int64_t n, std::vector<uint16_t>& out) {
   const size_t o = out.size();
   out.resize(o + size_t(n));
-  for (int64_t i = 0; i < n; ++i) out[o + size_t(i)] = fp32_to_fp16(f[i]);
+  floats_to_halves(f, n, out.data() + o);
 }
 
 // Codec calls spread over threads in whole blocks (codecs are thread-safe, see quant/codec.h).
@@ -113,10 +113,10 @@ class CompressedCache final : public KvCache {
     const size_t l = size_t(layer);
     if (int64_t(s.sink_k[l].size()) != s.n_sinks * C || int64_t(s.buf_k[l].size()) != s.n_buf * C)
       fail("kv cache: append to layer {} twice in one step", layer);
-    floats_to_halves(k, step_sinks_ * C, s.sink_k[l]);
-    floats_to_halves(v, step_sinks_ * C, s.sink_v[l]);
-    floats_to_halves(k + step_sinks_ * C, (step_n_ - step_sinks_) * C, s.buf_k[l]);
-    floats_to_halves(v + step_sinks_ * C, (step_n_ - step_sinks_) * C, s.buf_v[l]);
+    append_halves(k, step_sinks_ * C, s.sink_k[l]);
+    append_halves(v, step_sinks_ * C, s.sink_v[l]);
+    append_halves(k + step_sinks_ * C, (step_n_ - step_sinks_) * C, s.buf_k[l]);
+    append_halves(v + step_sinks_ * C, (step_n_ - step_sinks_) * C, s.buf_v[l]);
   }
 
   KvView read(int layer) override {
@@ -240,7 +240,107 @@ class CompressedCache final : public KvCache {
             {"exact buffer (fp16)", bits(s.n_buf * row)}};
   }
 
+  // The stored bytes mean the same only under the same codecs, P, B and predictors.
+  std::string state_format() const override {
+    std::string f = "compressed k=" + opt_.key_codec->spec() + " v=" + opt_.value_codec->spec() +
+                    " k0=" + opt_.layer0_key_codec->spec() + " v0=" + opt_.layer0_value_codec->spec() +
+                    " p=" + std::to_string(opt_.sinks) + " b=" + std::to_string(opt_.buffer);
+    if (opt_.adapters) f += " adapters=" + hex64(opt_.adapters->file_checksum);
+    return f;
+  }
+
+  // State: "meta" = {n_tokens, n_sinks, n_buf, n_compressed}, "pos", and per layer L the exact
+  // sinks "sk.L"/"sv.L" and buffer "bk.L"/"bv.L" (fp16 rows) and the code streams "ck.L"/"cv.L".
+  void save_state(int seq, KvStateOut& out) const override {
+    const Seq& s = at(seq);
+    meta_ = {s.n_tokens, s.n_sinks, s.n_buf, s.n_compressed};
+    put_section(out, "meta", meta_);
+    put_section(out, "pos", s.pos);
+    for (size_t l = 0; l < size_t(shape_.n_layers); ++l) {
+      const std::string L = std::to_string(l);
+      put_section(out, "sk." + L, s.sink_k[l]);
+      put_section(out, "sv." + L, s.sink_v[l]);
+      put_section(out, "bk." + L, s.buf_k[l]);
+      put_section(out, "bv." + L, s.buf_v[l]);
+      put_section(out, "ck." + L, s.code_k[l]);
+      put_section(out, "cv." + L, s.code_v[l]);
+    }
+  }
+
+  void load_state(int seq, const KvStateIn& in) override {
+    Seq& s = at(seq);
+    const std::string f = opt_.name;
+    std::vector<int64_t> m;
+    get_section(in, f, "meta", m, 4);
+    const int64_t n = m[0], ns = m[1], nb = m[2], nc = m[3];
+    // The invariants of end_step: sinks fill first; codes only after the sinks are full and in
+    // whole blocks; the counts add up.
+    if (n < 0 || n > shape_.max_tokens || ns < 0 || nb < 0 || nc < 0 || ns > n || nb > n || nc > n ||
+        ns > opt_.sinks || ns + nb + nc != n || (ns < opt_.sinks && nb + nc > 0) || nc % block_ != 0)
+      fail("saved {} state: inconsistent counts (tokens {}, sinks {}, buffer {}, coded {}; P = {}, "
+           "context {})", f, n, ns, nb, nc, opt_.sinks, shape_.max_tokens);
+    Seq t;
+    get_section(in, f, "pos", t.pos, n);
+    check_dense_positions(t.pos, n, f);
+    const size_t L = size_t(shape_.n_layers);
+    const int64_t C = shape_.width();
+    t.sink_k.resize(L); t.sink_v.resize(L); t.buf_k.resize(L); t.buf_v.resize(L);
+    t.code_k.resize(L); t.code_v.resize(L);
+    for (size_t l = 0; l < L; ++l) {
+      const std::string S = std::to_string(l);
+      get_section(in, f, "sk." + S, t.sink_k[l], ns * C);
+      get_section(in, f, "sv." + S, t.sink_v[l], ns * C);
+      get_section(in, f, "bk." + S, t.buf_k[l], nb * C);
+      get_section(in, f, "bv." + S, t.buf_v[l], nb * C);
+      get_section(in, f, "ck." + S, t.code_k[l], kc(int(l)).encoded_bytes(nc));
+      get_section(in, f, "cv." + S, t.code_v[l], vc(int(l)).encoded_bytes(nc));
+    }
+    t.n_tokens = n; t.n_sinks = ns; t.n_buf = nb; t.n_compressed = nc;
+    s = std::move(t);
+    rope_.ensure(n);
+    ++generation_;
+  }
+
+  // Keeps the first n positions where the storage allows: any number of sinks or buffered rows,
+  // coded rows in whole codec blocks (a row's codes do not depend on the rows after it).
+  int64_t truncate(int seq, int64_t n) override {
+    Seq& s = at(seq);
+    if (n >= s.n_tokens) return s.n_tokens;
+    n = std::max<int64_t>(n, 0);
+    const int64_t C = shape_.width();
+    const size_t L = size_t(shape_.n_layers);
+    if (n <= s.n_sinks) {
+      for (size_t l = 0; l < L; ++l) {
+        s.sink_k[l].resize(size_t(n * C)); s.sink_v[l].resize(size_t(n * C));
+        s.buf_k[l].clear(); s.buf_v[l].clear(); s.code_k[l].clear(); s.code_v[l].clear();
+      }
+      s.n_sinks = n; s.n_buf = s.n_compressed = 0;
+    } else if (n <= s.n_sinks + s.n_compressed) {
+      const int64_t nc = (n - s.n_sinks) / block_ * block_;
+      for (size_t l = 0; l < L; ++l) {
+        s.buf_k[l].clear(); s.buf_v[l].clear();
+        s.code_k[l].resize(size_t(kc(int(l)).encoded_bytes(nc)));
+        s.code_v[l].resize(size_t(vc(int(l)).encoded_bytes(nc)));
+      }
+      s.n_compressed = nc; s.n_buf = 0;
+    } else {
+      s.n_buf = n - s.n_sinks - s.n_compressed;
+      for (size_t l = 0; l < L; ++l) { s.buf_k[l].resize(size_t(s.n_buf * C)); s.buf_v[l].resize(size_t(s.n_buf * C)); }
+    }
+    s.n_tokens = s.n_sinks + s.n_compressed + s.n_buf;
+    s.pos.resize(size_t(s.n_tokens));
+    ++generation_;
+    return s.n_tokens;
+  }
+
  private:
+  static std::string hex64(uint64_t x) {
+    static const char* d = "0123456789abcdef";
+    std::string h(16, '0');
+    for (int i = 15; i >= 0; --i, x >>= 4) h[size_t(i)] = d[x & 15];
+    return h;
+  }
+
   struct Seq {
     int64_t n_tokens = 0, n_sinks = 0, n_buf = 0, n_compressed = 0;
     std::vector<int32_t> pos;  // position of every row, in storage order (all layers alike)
@@ -389,6 +489,7 @@ class CompressedCache final : public KvCache {
   std::vector<Seq> seqs_;
   int cur_ = 0;
   int64_t step_n_ = 0, step_sinks_ = 0;
+  mutable std::vector<int64_t> meta_;  // save_state's counters (must outlive the writer)
   uint64_t generation_ = 0;  // bumps whenever stored tokens or the step change
   // Decoder scratch (not live storage): two view slots (layers l-1 and l) and residuals.
   std::vector<float> view_k_[2], view_v_[2], res_, scratch_;

@@ -186,6 +186,11 @@ void KvRope::rotate(int layer, float* row, int64_t pos) const {
   if (t.params().n_rot > 0) rope_row(t, row, n_kv_heads_, head_dim_, pos);
 }
 
+void KvRope::unrotate(int layer, float* row, int64_t pos) const {
+  const RopeTable& t = table(layer);
+  if (t.params().n_rot > 0) rope_row_inverse(t, row, n_kv_heads_, head_dim_, pos);
+}
+
 void attend_segments(const KvShape& shape, const KvRope& rope, int layer, const KvAttention& a,
                      const int32_t* qpos, std::span<const KvSegment> segs) {
   const int64_t n = a.n;

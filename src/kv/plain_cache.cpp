@@ -12,6 +12,8 @@
 
 #include "aquakv/kv/attend.h"
 #include "aquakv/kv/kv_cache.h"
+#include "aquakv/kv/kv_state.h"
+#include "aquakv/ops/half_rows.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/fp16.h"
 
@@ -129,6 +131,73 @@ class PlainCache final : public KvCache {
     return {{dtype_ == KvDtype::F16 ? "fp16 values" : "f32 values", double(8 * elem())}};
   }
 
+  // State: "meta" = {n_tokens}, "pos" (int32 per position), "first" (per layer, the position of
+  // its first held row), "k.L" / "v.L" (the layer's held rows as stored: keys rotated).
+  void save_state(int seq, KvStateOut& out) const override {
+    const Seq& s = at(seq);
+    meta_ = {s.n_tokens};
+    first_.clear();
+    for (const Layer& l : s.layers) first_.push_back(l.first);
+    put_section(out, "meta", meta_);
+    put_section(out, "pos", s.pos);
+    put_section(out, "first", first_);
+    for (int l = 0; l < shape_.n_layers; ++l) {
+      put_section(out, "k." + std::to_string(l), s.layers[size_t(l)].k);
+      put_section(out, "v." + std::to_string(l), s.layers[size_t(l)].v);
+    }
+  }
+
+  void load_state(int seq, const KvStateIn& in) override {
+    Seq& s = at(seq);
+    const std::string f = name();
+    std::vector<int64_t> meta, first;
+    get_section(in, f, "meta", meta, 1);
+    const int64_t n = meta[0];
+    if (n < 0 || n > shape_.max_tokens) fail("saved {} state: {} tokens, the context holds {}", f, n, shape_.max_tokens);
+    Seq t;
+    get_section(in, f, "pos", t.pos, n);
+    check_dense_positions(t.pos, n, f);
+    get_section(in, f, "first", first, shape_.n_layers);
+    t.n_tokens = n;
+    t.layers.resize(size_t(shape_.n_layers));
+    const int64_t row = shape_.width() * elem();
+    for (int l = 0; l < shape_.n_layers; ++l) {
+      Layer& y = t.layers[size_t(l)];
+      y.first = first[size_t(l)];
+      const int64_t w = shape_.window_of(l);
+      // A layer holds every position from `first` on; only a sliding window may have dropped
+      // the ones before (and then only those no later query sees).
+      if (y.first < 0 || y.first > n || (y.first > 0 && !(w > 0 && y.first <= std::max<int64_t>(0, n - (w - 1)))))
+        fail("saved {} state: layer {} starts at position {} of {}", f, l, y.first, n);
+      get_section(in, f, "k." + std::to_string(l), y.k, (n - y.first) * row);
+      get_section(in, f, "v." + std::to_string(l), y.v, (n - y.first) * row);
+    }
+    s = std::move(t);
+    rope_.ensure(n);
+  }
+
+  int64_t truncate(int seq, int64_t n) override {
+    Seq& s = at(seq);
+    if (n >= s.n_tokens) return s.n_tokens;
+    n = std::max<int64_t>(n, 0);
+    // A sliding-window layer must still hold what a query at position n sees (n - W + 1 ..).
+    for (int l = 0; l < shape_.n_layers; ++l) {
+      const int64_t w = shape_.window_of(l);
+      if (s.layers[size_t(l)].first > (w > 0 ? std::max<int64_t>(0, n - w + 1) : 0)) {
+        clear(seq);
+        return 0;
+      }
+    }
+    const int64_t row = shape_.width() * elem();
+    for (Layer& l : s.layers) {
+      l.k.resize(size_t((n - l.first) * row));
+      l.v.resize(size_t((n - l.first) * row));
+    }
+    s.pos.resize(size_t(n));
+    s.n_tokens = n;
+    return n;
+  }
+
  private:
   struct Layer {
     std::vector<uint8_t> k, v;  // rows of positions first .. n_tokens-1 (+ the step's)
@@ -184,10 +253,7 @@ class PlainCache final : public KvCache {
     if (dtype_ == KvDtype::F32) {
       std::memcpy(dst, src, size_t(n) * 4);
     } else {
-      for (int64_t i = 0; i < n; ++i) {
-        const uint16_t h = fp32_to_fp16(src[i]);
-        std::memcpy(dst + 2 * i, &h, 2);
-      }
+      floats_to_halves(src, n, reinterpret_cast<uint16_t*>(dst));  // vectors are 2-byte aligned
     }
   }
 
@@ -196,6 +262,7 @@ class PlainCache final : public KvCache {
   KvRope rope_;
   std::vector<Seq> seqs_;
   std::vector<float> scratch_;
+  mutable std::vector<int64_t> meta_, first_;  // save_state's small sections (must outlive it)
   int cur_ = 0;
   int64_t step_n_ = 0;
 };

@@ -68,6 +68,24 @@ void rope_row(const RopeTable& table, float* x, int n_heads, int head_dim, int64
   for (int h = 0; h < n_heads; ++h) rotate(x + int64_t(h) * head_dim, head_dim, p.n_rot, p.type, c, s);
 }
 
+void rope_row_inverse(const RopeTable& table, float* x, int n_heads, int head_dim, int64_t pos) {
+  AQUAKV_CHECK(pos < table.n_pos());
+  const RopeParams& p = table.params();
+  const int half = p.n_rot / 2;
+  const float* c = table.cos_at(pos);
+  const float* s = table.sin_at(pos);
+  for (int h = 0; h < n_heads; ++h) {
+    float* xh = x + int64_t(h) * head_dim;
+    for (int i = 0; i < half; ++i) {
+      const int a = p.type == RopeType::kNormal ? 2 * i : i;
+      const int b = p.type == RopeType::kNormal ? 2 * i + 1 : i + half;
+      const double x0 = xh[a], x1 = xh[b];  // rotation by -theta: R(theta)^T
+      xh[a] = float(x0 * c[i] + x1 * s[i]);
+      xh[b] = float(-x0 * s[i] + x1 * c[i]);
+    }
+  }
+}
+
 void rope_row_ref(const RopeParams& p, float* x, int n_heads, int head_dim, int64_t pos) {
   const int half = p.n_rot / 2;
   for (int h = 0; h < n_heads; ++h) {

@@ -6,29 +6,11 @@
 #include "aquakv/quant/block_codecs.h"
 #include "aquakv/util/cpu.h"
 #include "aquakv/util/fp16.h"
-#include "half_rows.h"
+#include "aquakv/ops/half_rows.h"
 
 namespace aquakv {
 
-namespace detail {
 
-void floats_to_halves(const float* x, int64_t n, uint16_t* h) {
-  if (simd_at_least(SimdLevel::kAvx2)) {
-    floats_to_halves_avx2(x, n, h);
-    return;
-  }
-  for (int64_t i = 0; i < n; ++i) h[i] = fp32_to_fp16(x[i]);
-}
-
-void halves_to_floats(const uint16_t* h, int64_t n, float* x) {
-  if (simd_at_least(SimdLevel::kAvx2)) {
-    halves_to_floats_avx2(h, n, x);
-    return;
-  }
-  for (int64_t i = 0; i < n; ++i) x[i] = fp16_to_fp32(h[i]);
-}
-
-}  // namespace detail
 
 void Codec::decode_fp16(const uint8_t* in, int64_t rows, uint16_t* x) const {
   // Decode a few blocks at a time into a small float buffer that stays in cache.
@@ -38,7 +20,7 @@ void Codec::decode_fp16(const uint8_t* in, int64_t rows, uint16_t* x) const {
   for (int64_t r = 0; r < rows; r += step) {
     const int64_t m = std::min(step, rows - r);
     decode(in + encoded_bytes(r), m, buf.data());
-    detail::floats_to_halves(buf.data(), m * dim_, x + r * dim_);
+    floats_to_halves(buf.data(), m * dim_, x + r * dim_);
   }
 }
 
@@ -46,11 +28,11 @@ Fp16Codec::Fp16Codec(int64_t dim) : Codec("fp16", dim, 1, 2 * dim) {}
 
 // Little-endian hosts only (as the rest of aquakv): a half row is stored as its bytes.
 void Fp16Codec::encode(const float* x, int64_t rows, uint8_t* out) const {
-  detail::floats_to_halves(x, rows * dim(), reinterpret_cast<uint16_t*>(out));
+  floats_to_halves(x, rows * dim(), reinterpret_cast<uint16_t*>(out));
 }
 
 void Fp16Codec::decode(const uint8_t* in, int64_t rows, float* x) const {
-  detail::halves_to_floats(reinterpret_cast<const uint16_t*>(in), rows * dim(), x);
+  halves_to_floats(reinterpret_cast<const uint16_t*>(in), rows * dim(), x);
 }
 
 void Fp16Codec::decode_fp16(const uint8_t* in, int64_t rows, uint16_t* x) const {

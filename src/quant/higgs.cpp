@@ -10,7 +10,7 @@
 #include "aquakv/quant/bitpack.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/fp16.h"
-#include "half_rows.h"
+#include "aquakv/ops/half_rows.h"
 #include "higgs_kernels.h"
 #include "aquakv/util/cpu.h"
 
@@ -195,7 +195,7 @@ void HiggsCodec::decode_fp16(const uint8_t* in, int64_t rows, uint16_t* x) const
   buf.resize(size_t(dim()));
   for (int64_t r = 0; r < rows; ++r) {
     decode(in + r * block_bytes(), 1, buf.data());
-    detail::floats_to_halves(buf.data(), dim(), x + r * dim());
+    floats_to_halves(buf.data(), dim(), x + r * dim());
   }
 }
 

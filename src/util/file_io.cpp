@@ -223,6 +223,11 @@ void check_output_path(const std::string& path, const std::string& what) {
 }
 
 void write_file_atomic(const std::string& path, std::string_view bytes, const std::string& what) {
+  write_file_atomic(path, std::span<const std::string_view>(&bytes, 1), what);
+}
+
+void write_file_atomic(const std::string& path, std::span<const std::string_view> pieces,
+                       const std::string& what) {
   const std::string l = label(what, path);
   check_output_path(path, what);
   // ".NAME.RANDOM.tmp" in the same directory (rename is atomic only within a file system);
@@ -238,7 +243,7 @@ void write_file_atomic(const std::string& path, std::string_view bytes, const st
   }
   {
     Fd guard(fd);
-    write_all(fd, bytes, l, tmp);
+    for (const std::string_view piece : pieces) write_all(fd, piece, l, tmp);
     if (::fsync(fd) != 0) {
       const int e = errno;
       ::unlink(tmp.c_str());

@@ -4,18 +4,23 @@
 // a file uses the per-user self-calibrated adapters (self_adapters.h); `--compare [KV]` runs the
 // prompt through a reference cache too and prints a table (generate_compare.h).
 #include <cstdio>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "aquakv/engine/chat_template.h"
 #include "aquakv/eval/engine_runner.h"
 #include "aquakv/kv/cache_factory.h"
 #include "aquakv/util/error.h"
+#include "aquakv/util/file_io.h"
 #include "aquakv/util/parallel.h"
 #include "command.h"
 #include "generate_compare.h"
 #include "generation.h"
+#include "prompt_cache.h"
 #include "self_adapters.h"
 
 namespace aquakv::cli {
@@ -33,6 +38,8 @@ struct Opts {
   CLI::Option* compare_opt = nullptr;
   CLI::Option* prompt_opt = nullptr;
   SelfCalibration self_calib;  // --kv aquakv without a file
+  std::string prompt_cache, cache_file_kv;  // --prompt-cache FILE, --cache-file-kv SPEC
+  bool prompt_cache_all = false, prompt_cache_ro = false, cache_file_zstd = false;
   bool chat = false;
   int64_t n_predict = 256, n_ctx = 4096;
   int threads = 0;
@@ -75,6 +82,37 @@ std::string prompt_text(const Opts& o, const std::string& user, const Model& mod
   return render_chat(fmt, with_system(o, text), true);
 }
 
+SessionSaveOptions save_opts(const Opts& o) {
+  SessionSaveOptions s;
+  s.zstd = o.cache_file_zstd;
+  return s;
+}
+
+double bits_per_value(uint64_t bytes, int64_t tokens, const KvShape& shape) {
+  const double values = double(tokens) * double(shape.n_layers) * 2.0 * double(shape.width());
+  return values > 0 ? 8.0 * double(bytes) / values : 0.0;
+}
+
+void report_restore(const std::string& path, const PromptCacheRestore& r, size_t n_prompt, const KvCache& cache) {
+  if (r.file_tokens == 0) {
+    std::fprintf(stderr, "aquakv: prompt cache %s: none yet; the whole prompt (%zu tokens) is processed\n", path.c_str(), n_prompt);
+    return;
+  }
+  std::fprintf(stderr,
+               "aquakv: prompt cache %s: reused %lld of %zu prompt tokens in %.3f s (file: %lld tokens, %.2f MiB, "
+               "%.2f bits/value, stored as %s%s%s)\n",
+               path.c_str(), (long long)r.n_reused, n_prompt, r.seconds, (long long)r.file_tokens,
+               double(r.file_bytes) / 1048576.0, bits_per_value(r.file_bytes, r.file_tokens, cache.shape()),
+               r.file_format.c_str(), r.moved ? ", moved into " : "", r.moved ? cache.name().c_str() : "");
+}
+
+void report_save(const std::string& path, const PromptCacheSave& s, const KvCache& cache) {
+  std::fprintf(stderr, "aquakv: prompt cache %s: saved %lld tokens in %.3f s: %.2f MiB, %.2f bits/value%s\n",
+               path.c_str(), (long long)s.tokens, s.seconds, double(s.stats.file_bytes) / 1048576.0,
+               bits_per_value(s.stats.file_bytes, s.tokens, cache.shape()),
+               s.stats.stored_section_bytes < s.stats.raw_section_bytes ? " (zstd)" : "");
+}
+
 int run(const Opts& o) {
   if (o.n_predict < 0) fail("-n: expected a number of tokens >= 0, got {}", o.n_predict);
   if (o.n_ctx < 0) fail("-c: expected a context size >= 0, got {}", o.n_ctx);
@@ -91,6 +129,12 @@ int run(const Opts& o) {
   sp.min_p = o.min_p;
   sp.seed = o.seed >= 0 ? uint64_t(o.seed) : std::random_device{}();
   Sampler sampler(sp);  // validates the sampling flags before the model loads
+  const bool pc = !o.prompt_cache.empty();
+  if (!pc && (o.prompt_cache_all || o.prompt_cache_ro || !o.cache_file_kv.empty() || o.cache_file_zstd))
+    fail("--prompt-cache-all, --prompt-cache-ro, --cache-file-kv and --cache-file-zstd need --prompt-cache FILE");
+  if (pc && o.compare_opt->count() > 0) fail("--prompt-cache and --compare: use one at a time");
+  if (o.prompt_cache_all && o.prompt_cache_ro) fail("--prompt-cache-all and --prompt-cache-ro contradict each other");
+  if (pc && !o.prompt_cache_ro) check_output_path(o.prompt_cache, "--prompt-cache");
   const std::string user = o.file.empty() ? o.prompt : eval::read_text_file(o.file, "-f");
   if (!o.file.empty() && user.empty()) fail("-f {}: the prompt file is empty", o.file);
 
@@ -121,13 +165,40 @@ int run(const Opts& o) {
                               {ref, resolve_kv_spec(ref, *model, sc)}, {o.kv, spec});
   }
   auto cache = make_cache(spec, model->kv_shape(n_ctx));
+  const std::string file_spec = o.cache_file_kv.empty() ? "" : resolve_kv_spec(o.cache_file_kv, *model, sc);
+  if (!file_spec.empty()) make_cache(file_spec, cache->shape());  // refuse a bad spec before any work
+  PromptStart start;
+  start.seq = cache->add_sequence();
+  std::optional<PromptCacheSave> saved;  // reported at the end, after the generated text
+  if (pc) {
+    const PromptCacheRestore rs = restore_prompt_cache(o.prompt_cache, *cache, start.seq, ids);
+    start.n_cached = rs.n_reused;
+    start.logits = rs.logits;
+    report_restore(o.prompt_cache, rs, ids.size(), *cache);
+    const bool whole = rs.n_reused == int64_t(ids.size());
+    if (!o.prompt_cache_ro && !o.prompt_cache_all && !whole) {
+      start.after_prompt = [&](int seq, std::span<const float> logits) {
+        saved = save_prompt_cache(o.prompt_cache, *cache, seq, ids, logits, file_spec, save_opts(o));
+      };
+    }
+  }
   if (!chat) std::fwrite(text.data(), 1, text.size(), stdout);  // all of it, NULs included
   std::fflush(stdout);
-  const GenerationResult r = generate_tokens(fwd, tok, *cache, ids, sampler, o.n_predict, n_ctx, stdout);
+  const GenerationResult r = generate_tokens(fwd, tok, *cache, ids, sampler, o.n_predict, n_ctx, stdout, start);
+  if (pc && o.prompt_cache_all) {
+    // Everything the cache holds: the prompt and the generated tokens that were processed (an
+    // end-of-generation token is sampled but never processed).
+    std::vector<int32_t> all(ids.begin(), ids.end());
+    all.insert(all.end(), r.tokens.begin(), r.tokens.end());
+    all.resize(size_t(cache->n_tokens(r.seq)));
+    saved = save_prompt_cache(o.prompt_cache, *cache, r.seq, all, r.logits, file_spec, save_opts(o));
+  }
+  if (saved) report_save(o.prompt_cache, *saved, *cache);
   std::fprintf(stderr,
-               "\nprefill: %zu tokens in %.3f s (%.1f tok/s) | decode: %lld tokens in %.3f s "
+               "\nprefill: %lld tokens in %.3f s (%.1f tok/s)%s | decode: %lld tokens in %.3f s "
                "(%.1f tok/s) | KV cache %s: %.2f MiB live (%lld tokens) | threads %d, seed %llu\n",
-               ids.size(), r.t_prefill, r.prefill_tps(), (long long)r.tokens.size(), r.t_decode, r.decode_tps(),
+               (long long)r.n_prompt, r.t_prefill, r.prefill_tps(),
+               start.n_cached > 0 ? fmt::format(" + {} from the prompt cache", start.n_cached).c_str() : "", (long long)r.tokens.size(), r.t_decode, r.decode_tps(),
                cache->name().c_str(), double(r.live_bytes) / (1024.0 * 1024.0), (long long)r.cache_tokens,
                num_threads(), (unsigned long long)sp.seed);
   return 0;
@@ -158,6 +229,14 @@ const CommandRegistrar reg{"generate", "generate text from a prompt or a chat me
                                   "also run the prompt with this reference cache (default fp16), same sampling; "
                                   "print both outputs and a comparison table")
                        ->expected(0, 1);
+  sub.add_option("--prompt-cache", o->prompt_cache,
+                 "session file of the processed prompt: reuse the longest matching prefix, process the rest, "
+                 "save after the prompt (docs/SESSIONS.md)");
+  sub.add_flag("--prompt-cache-all", o->prompt_cache_all, "save the generated tokens too (at the end)");
+  sub.add_flag("--prompt-cache-ro", o->prompt_cache_ro, "use the prompt cache but never write it");
+  sub.add_option("--cache-file-kv", o->cache_file_kv,
+                 "format the prompt cache is stored in (default: the --kv format), e.g. aquakv with --kv fp16");
+  sub.add_flag("--cache-file-zstd", o->cache_file_zstd, "zstd-compress the stored sections where it saves >= 3%");
   add_self_adapter_flags(sub, o->self_calib);
   return RunFn([o] { return run(*o); });
 }};

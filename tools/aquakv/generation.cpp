@@ -10,15 +10,28 @@
 namespace aquakv::cli {
 
 GenerationResult generate_tokens(Forward& fwd, const Tokenizer& tok, KvCache& cache, std::span<const int32_t> prompt,
-                                 Sampler& sampler, int64_t n_predict, int64_t n_ctx, std::FILE* out) {
+                                 Sampler& sampler, int64_t n_predict, int64_t n_ctx, std::FILE* out,
+                                 PromptStart start) {
   using clock = std::chrono::steady_clock;
   GenerationResult r;
-  r.n_prompt = int64_t(prompt.size());
-  const int seq = cache.add_sequence();
-  std::vector<float> logits(static_cast<size_t>(fwd.model().config().n_vocab));
+  const int64_t n_vocab = fwd.model().config().n_vocab;
+  const int seq = start.seq >= 0 ? start.seq : cache.add_sequence();
+  r.seq = seq;
+  const int64_t n_cached = start.n_cached;
+  if (n_cached < 0 || n_cached > int64_t(prompt.size()) || cache.n_tokens(seq) != n_cached)
+    fail("generation: the sequence holds {} tokens, {} of the prompt's {} expected", cache.n_tokens(seq),
+         n_cached, prompt.size());
+  std::vector<float> logits(static_cast<size_t>(n_vocab));
   const auto t0 = clock::now();
-  fwd.eval(cache, seq, prompt, logits.data(), false);
+  if (n_cached == int64_t(prompt.size())) {
+    if (int64_t(start.logits.size()) != n_vocab) fail("generation: the whole prompt is cached but its logits are not");
+    logits = start.logits;
+  } else {
+    r.n_prompt = int64_t(prompt.size()) - n_cached;
+    fwd.eval(cache, seq, prompt.subspan(size_t(n_cached)), logits.data(), false);
+  }
   r.t_prefill = std::chrono::duration<double>(clock::now() - t0).count();
+  if (start.after_prompt) start.after_prompt(seq, logits);
 
   std::string pending;  // bytes that may end inside a UTF-8 sequence
   const auto t1 = clock::now();
@@ -45,6 +58,7 @@ GenerationResult generate_tokens(Forward& fwd, const Tokenizer& tok, KvCache& ca
   // Decode time covers one forward pass per generated token (the last one too, unless it ended
   // generation) plus sampling; tokens/s counts the tokens produced.
   r.t_decode = std::chrono::duration<double>(clock::now() - t1).count();
+  r.logits = logits;
   r.live_bytes = cache.live_bytes();
   r.fixed_bytes = cache.fixed_bytes();
   r.cache_tokens = cache.n_tokens(seq);

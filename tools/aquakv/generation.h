@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -18,7 +19,9 @@
 namespace aquakv::cli {
 
 struct GenerationResult {
+  int seq = -1;                 // the cache's sequence
   std::vector<int32_t> tokens;  // sampled tokens in order, an end-of-generation token included
+  std::vector<float> logits;    // after the last token the cache holds
   int64_t n_prompt = 0;
   double t_prefill = 0;  // seconds of the prompt's forward pass
   double t_decode = 0;   // seconds from the first sample to the end (forward passes + sampling)
@@ -29,10 +32,23 @@ struct GenerationResult {
   double decode_tps() const { return t_decode > 0 ? double(tokens.size()) / t_decode : 0.0; }
 };
 
-// Runs on a new sequence of `cache`; the generated text goes to `out` as it comes (whole UTF-8
-// characters only). `n_ctx` is the cache's context (generation stops, with a note on stderr,
-// when it is full).
+// Where the prompt starts: a new sequence, or one already holding a prefix of the prompt
+// (a restored prompt cache): `seq` holds prompt[0, n_cached); when it holds all of it,
+// `logits` are the logits after its last token (otherwise they are computed).
+struct PromptStart {
+  int seq = -1;            // -1: a new sequence of the cache
+  int64_t n_cached = 0;
+  std::vector<float> logits;
+  // Called once after the prompt is processed (e.g. to save a prompt cache), with the
+  // sequence and the logits after the prompt's last token.
+  std::function<void(int seq, std::span<const float> logits)> after_prompt;
+};
+
+// Runs on a sequence of `cache` (see PromptStart); the generated text goes to `out` as it comes
+// (whole UTF-8 characters only). `n_ctx` is the cache's context (generation stops, with a note
+// on stderr, when it is full). n_prompt and t_prefill count only the tokens processed here.
 GenerationResult generate_tokens(Forward& fwd, const Tokenizer& tok, KvCache& cache, std::span<const int32_t> prompt,
-                                 Sampler& sampler, int64_t n_predict, int64_t n_ctx, std::FILE* out);
+                                 Sampler& sampler, int64_t n_predict, int64_t n_ctx, std::FILE* out,
+                                 PromptStart start = {});
 
 }  // namespace aquakv::cli

@@ -48,6 +48,9 @@ struct Adapters {
   AdapterDtype dtype = AdapterDtype::kF32;  // storage precision of the weights in the file
   std::string notes;                     // free text (calibration settings as JSON)
   std::vector<LayerPredictors> layers;   // n_layers entries; layer 0 has none
+  // The checksum field of the file these adapters were loaded from (0 when built in memory):
+  // the adapters' identity, which session files record (kv/session_file.h).
+  uint64_t file_checksum = 0;
 
   int64_t n_params() const;
   int64_t bytes_in_memory() const { return n_params() * 4; }

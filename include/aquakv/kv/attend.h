@@ -48,6 +48,8 @@ class KvRope {
   const RopeTable& table(int layer) const { return *tables_[size_t(index_[size_t(layer)])]; }
   // Rotates a row of C key values at position pos.
   void rotate(int layer, float* row, int64_t pos) const;
+  // The inverse rotation (a row of rotated keys back to keys before RoPE, up to rounding).
+  void unrotate(int layer, float* row, int64_t pos) const;
 
  private:
   int n_kv_heads_, head_dim_;

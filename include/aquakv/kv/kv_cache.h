@@ -98,6 +98,24 @@ struct KvAttention {
   KvAttentionObserver* observer = nullptr;
 };
 
+// A sequence's stored state as named byte sections (kv/session_file.h writes them to a file).
+// Section names are the format's business ("pos", "k.12", ...); bytes are exactly what the
+// format holds in memory, so saving and loading is a copy, never a re-encoding.
+class KvStateOut {
+ public:
+  virtual ~KvStateOut() = default;
+  // The bytes must stay valid until the writer is done (the cache is not changed meanwhile).
+  virtual void put(const std::string& name, const void* data, int64_t bytes) = 0;
+};
+class KvStateIn {
+ public:
+  virtual ~KvStateIn() = default;
+  // Bytes of section `name`, or -1 when absent.
+  virtual int64_t size(const std::string& name) const = 0;
+  // Copies the section into dst (exactly size(name) bytes, checked).
+  virtual void get(const std::string& name, void* dst, int64_t bytes) const = 0;
+};
+
 // One line per overhead term of the memory report (issue: bits and memory report).
 struct KvBitsTerm {
   std::string name;    // "codes", "scales", "exact sinks", ...
@@ -133,6 +151,20 @@ class KvCache {
   virtual int64_t fixed_bytes() const { return 0; }
   // Bits per stored value over the sequence's current tokens, term by term.
   virtual std::vector<KvBitsTerm> bits_report(int seq) const = 0;
+
+  // Saved state (between steps only). state_format() identifies what the sections mean: two
+  // caches with equal state_format() read each other's sections (e.g. "fp16", or a compressed
+  // format's codecs, P, B and adapter checksum). save_state writes the sequence's positions
+  // and storage; load_state replaces the sequence's content with a saved state, after which the
+  // sequence continues exactly as the saved one would have (same outputs, bit for bit).
+  // Formats that cannot save throw Error.
+  virtual std::string state_format() const;
+  virtual void save_state(int seq, KvStateOut& out) const;
+  virtual void load_state(int seq, const KvStateIn& in);
+  // Forgets every position >= n (n <= n_tokens), as far as the storage allows, and returns the
+  // positions kept (<= n; 0 when nothing can be kept, e.g. rows a sliding window already
+  // dropped are needed again). Prompt caches use it to keep a shared prefix.
+  virtual int64_t truncate(int seq, int64_t n);
 };
 
 // The generic dense path: read(layer), RoPE of keys not yet rotated, then exact softmax

@@ -46,6 +46,10 @@ class RopeTable {
 // (pos < table.n_pos()).
 void rope_row(const RopeTable& table, float* x, int n_heads, int head_dim, int64_t pos);
 
+// The inverse rotation (by -theta; scalar): recovers keys before RoPE from stored rotated keys,
+// up to rounding (used when a sequence moves between cache formats, kv/kv_state.h).
+void rope_row_inverse(const RopeTable& table, float* x, int n_heads, int head_dim, int64_t pos);
+
 // Reference: computes the angles directly in double. For tests.
 void rope_row_ref(const RopeParams& p, float* x, int n_heads, int head_dim, int64_t pos);
 

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -66,5 +67,8 @@ void check_output_path(const std::string& path, const std::string& what);
 // Atomically replaces (or creates) `path` with `bytes` (see the rules above); new files get
 // mode 0666 minus the umask.
 void write_file_atomic(const std::string& path, std::string_view bytes, const std::string& what);
+// The same, with the file's bytes given as consecutive pieces (no concatenated copy).
+void write_file_atomic(const std::string& path, std::span<const std::string_view> pieces,
+                       const std::string& what);
 
 }  // namespace aquakv

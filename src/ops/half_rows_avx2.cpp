@@ -2,7 +2,7 @@
 #include <immintrin.h>
 
 #include "aquakv/util/fp16.h"
-#include "half_rows.h"
+#include "aquakv/ops/half_rows.h"
 
 namespace aquakv::detail {
 
