@@ -19,6 +19,7 @@
 #include "aquakv/kv/cache_factory.h"
 #include "aquakv/kv/quant_tables.h"
 #include "aquakv/kv/layered_cache.h"
+#include "aquakv/kv/session_file.h"
 #include "aquakv/quant/codec.h"
 #include "aquakv/quant/cq_codec.h"
 #include "aquakv/quant/kvquant_codec.h"
@@ -382,6 +383,61 @@ TEST(QuantTables, CacheIsModelBound) {
   refused(s, "kvquant:" + p + ",b=0", "b must be");
   refused(s, "kvquant", "needs the tables file");
   refused(s, "kvquant:" + temp("missing.kvq"), "missing.kvq");
+}
+
+// Feeds steps of random rows to sequence `seq`; returns every layer's last view (keys, values).
+std::vector<float> feed(KvCache& c, int seq, const std::vector<int64_t>& steps, uint32_t seed) {
+  std::vector<float> out;
+  for (int64_t n : steps) {
+    c.begin_step(seq, n);
+    for (int l = 0; l < c.shape().n_layers; ++l) {
+      const auto k = randn(n * kC, seed++), v = randn(n * kC, seed++);
+      c.append(l, k.data(), v.data());
+      const KvView view = c.read(l);
+      const size_t es = view.dtype == KvDtype::F32 ? 4 : 2, bytes = size_t(view.n_tokens * view.row_stride) * es;
+      const size_t o = out.size();
+      out.resize(o + 2 * bytes / 4 + 2);
+      std::memcpy(out.data() + o, view.k, bytes);
+      std::memcpy(reinterpret_cast<char*>(out.data() + o) + bytes, view.v, bytes);
+    }
+    c.end_step();
+  }
+  return out;
+}
+
+// KVQuant and CQ caches save and load through the session file like every format: a loaded
+// sequence continues bit for bit; a session made with other tables is refused.
+TEST(QuantTables, SessionsContinueBitForBit) {
+  const std::string pk = temp("s.kvq"), pc = temp("s.cqt"), pk2 = temp("s2.kvq");
+  save_quant_tables(tables(2), pk);
+  save_quant_tables(cq_tables(2, 8), pc);
+  auto other = tables(2);
+  other.layers[0].value_centroids[0] -= 0.5f;
+  save_quant_tables(other, pk2);
+  for (const std::string spec : {"kvquant:" + pk, "cq:" + pc, "kvquant:" + pk + ",p=3,b=8"}) {
+    SCOPED_TRACE(spec);
+    auto a = make_cache(spec, shape(2));
+    const int sa = a->add_sequence();
+    feed(*a, sa, {20, 1, 13}, 1);
+    const std::string path = temp("s.aqss");
+    std::vector<int32_t> ids(34, 7);
+    save_session(path, *a, sa, ids, {});
+    const auto want = feed(*a, sa, {1, 5, 1}, 99);
+    auto b = make_cache(spec, shape(2));
+    b->add_sequence();
+    const int sb = b->add_sequence();
+    SessionFile::open(path)->load_into(*b, sb);
+    EXPECT_EQ(b->n_tokens(sb), 34);
+    const auto got = feed(*b, sb, {1, 5, 1}, 99);
+    ASSERT_EQ(got.size(), want.size());
+    EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * 4), 0);
+    if (spec.rfind("kvquant:", 0) == 0 && spec.find(",p=") == std::string::npos) {
+      auto c = make_cache("kvquant:" + pk2, shape(2));
+      EXPECT_NE(c->state_format(), a->state_format());
+      const int sc = c->add_sequence();
+      EXPECT_THROW(SessionFile::open(path)->load_into(*c, sc), Error);
+    }
+  }
 }
 
 // The layered cache of single-layer compressed caches with one codec for every layer equals

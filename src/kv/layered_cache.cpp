@@ -1,6 +1,7 @@
 // One single-layer cache per layer (kv/layered_cache.h).
 #include "aquakv/kv/layered_cache.h"
 
+#include <algorithm>
 #include <map>
 
 #include "aquakv/util/check.h"
@@ -23,11 +24,32 @@ class LayerObserver final : public KvAttentionObserver {
   int layer_;
 };
 
+// Section names of layer l's cache get the prefix "L<l>." in the saved state.
+class PrefixOut final : public KvStateOut {
+ public:
+  PrefixOut(KvStateOut& out, std::string prefix) : out_(out), prefix_(std::move(prefix)) {}
+  void put(const std::string& name, const void* data, int64_t bytes) override { out_.put(prefix_ + name, data, bytes); }
+
+ private:
+  KvStateOut& out_;
+  std::string prefix_;
+};
+class PrefixIn final : public KvStateIn {
+ public:
+  PrefixIn(const KvStateIn& in, std::string prefix) : in_(in), prefix_(std::move(prefix)) {}
+  int64_t size(const std::string& name) const override { return in_.size(prefix_ + name); }
+  void get(const std::string& name, void* dst, int64_t bytes) const override { in_.get(prefix_ + name, dst, bytes); }
+
+ private:
+  const KvStateIn& in_;
+  std::string prefix_;
+};
+
 class LayeredCache final : public KvCache {
  public:
   LayeredCache(const KvShape& shape, std::string name, std::vector<std::unique_ptr<KvCache>> layers,
-               int64_t fixed)
-      : shape_(shape), name_(std::move(name)), layers_(std::move(layers)), fixed_(fixed) {
+               int64_t fixed, std::string state_tag)
+      : shape_(shape), name_(std::move(name)), layers_(std::move(layers)), fixed_(fixed), tag_(std::move(state_tag)) {
     if (int64_t(layers_.size()) != shape_.n_layers)
       fail("kv cache {}: {} layer caches for a model of {} layers", name_, layers_.size(), shape_.n_layers);
     for (const auto& l : layers_) AQUAKV_CHECK(l && l->shape().n_layers == 1);
@@ -74,6 +96,36 @@ class LayeredCache final : public KvCache {
     return b;
   }
   // Every layer holds the same tokens, so the model's bits per value are the layers' mean.
+  // Saved state: every layer cache's sections under "L<l>."; the format is the layers' formats
+  // plus the tag (which tables the codes were made with).
+  std::string state_format() const override {
+    std::string f = "layered " + tag_;
+    for (const auto& l : layers_) f += " | " + l->state_format();
+    return f;
+  }
+  void save_state(int seq, KvStateOut& out) const override {
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      PrefixOut o(out, "L" + std::to_string(l) + ".");
+      layers_[l]->save_state(seq, o);
+    }
+  }
+  void load_state(int seq, const KvStateIn& in) override {
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      PrefixIn i(in, "L" + std::to_string(l) + ".");
+      layers_[l]->load_state(seq, i);
+    }
+    for (const auto& l : layers_)
+      if (l->n_tokens(seq) != layers_.front()->n_tokens(seq))
+        fail("saved {} state: layers hold different token counts", name_);
+  }
+  // Every layer keeps the same prefix (they share one storage scheme); the least is taken.
+  int64_t truncate(int seq, int64_t n) override {
+    int64_t kept = n;
+    for (auto& l : layers_) kept = std::min(kept, l->truncate(seq, n));
+    for (auto& l : layers_) l->truncate(seq, kept);
+    return kept;
+  }
+
   std::vector<KvBitsTerm> bits_report(int seq) const override {
     std::vector<KvBitsTerm> out;
     std::map<std::string, size_t> where;
@@ -103,6 +155,7 @@ class LayeredCache final : public KvCache {
   std::string name_;
   std::vector<std::unique_ptr<KvCache>> layers_;
   int64_t fixed_;
+  std::string tag_;
 };
 
 }  // namespace
@@ -120,8 +173,8 @@ KvShape single_layer_shape(const KvShape& shape, int layer) {
 
 std::unique_ptr<KvCache> make_layered_cache(const KvShape& shape, std::string name,
                                             std::vector<std::unique_ptr<KvCache>> layers,
-                                            int64_t fixed_bytes) {
-  return std::make_unique<LayeredCache>(shape, std::move(name), std::move(layers), fixed_bytes);
+                                            int64_t fixed_bytes, std::string state_tag) {
+  return std::make_unique<LayeredCache>(shape, std::move(name), std::move(layers), fixed_bytes, std::move(state_tag));
 }
 
 }  // namespace aquakv

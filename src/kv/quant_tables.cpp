@@ -175,6 +175,7 @@ QuantTables parse_quant_tables(std::span<const uint8_t> bytes, const std::string
   std::memcpy(&got, bytes.data() + bytes.size() - 8, 8);
   if (got != want) fail("quant tables {}: checksum mismatch (file corrupted)", name);
   QuantTables t;
+  t.checksum = got;
   t.method = r.str("method", 64);
   if (t.method != "kvquant" && t.method != "cq") fail("quant tables {}: unknown method '{}'", name, t.method);
   t.model.arch = r.str("arch", 256);
@@ -239,7 +240,8 @@ std::unique_ptr<KvCache> make_quant_tables_cache(const std::string& method, cons
     o.value_codec = codec(t, size_t(l), false);
     layers.push_back(make_compressed_cache(single_layer_shape(shape, l), std::move(o)));
   }
-  return make_layered_cache(shape, name, std::move(layers), t.bytes_in_memory());
+  return make_layered_cache(shape, name, std::move(layers), t.bytes_in_memory(),
+                            fmt::format("{} tables={:016x}", method, t.checksum));
 }
 
 }  // namespace aquakv

@@ -16,9 +16,11 @@ namespace aquakv {
 KvShape single_layer_shape(const KvShape& shape, int layer);
 
 // `layers[l]` serves layer l of `shape` (each built for single_layer_shape(shape, l)); `name` is
-// the --kv spelling; `fixed_bytes` the per-model bytes (e.g. calibrated tables).
+// the --kv spelling; `fixed_bytes` the per-model bytes (e.g. calibrated tables); `state_tag`
+// goes into state_format() (e.g. a checksum of those tables: saved codes are only meaningful
+// with them). Saved state is the layers' sections, prefixed "L<l>.".
 std::unique_ptr<KvCache> make_layered_cache(const KvShape& shape, std::string name,
                                             std::vector<std::unique_ptr<KvCache>> layers,
-                                            int64_t fixed_bytes = 0);
+                                            int64_t fixed_bytes = 0, std::string state_tag = "");
 
 }  // namespace aquakv

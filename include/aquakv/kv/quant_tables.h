@@ -33,6 +33,7 @@ struct QuantTables {
   int64_t group = 0;               // CQ: channels per group c
   std::string notes;               // free text: calibration settings and fit report as JSON
   std::vector<QuantLayerTables> layers;
+  uint64_t checksum = 0;           // the file's checksum (set by the loader; names the tables)
 
   int64_t bytes_in_memory() const;
 };
