@@ -241,8 +241,8 @@ std::vector<std::string> write_charts(const std::vector<ReportRow>& rows, const 
       // Points, not lines: neighbours in bits are different formats, not one curve.
       for (const auto& [plot, col] : {std::pair{&plot_ratio, 2}, std::pair{&plot_kl, 3}})
         *plot += fmt::format("{0}'quality.dat' index {1} using 1:{2} with points pt 7 ps 1.2 title '{3}', "
-                             "'' index {1} using 1:{2}:4 with labels left offset 0.6,0.7 notitle, "
-                             "'' index {1} using 1:{2}:5 with labels left offset 0.6,-0.7 notitle",
+                             "'' index {1} using 1:{2}:4 with labels left offset 0.6,0.7 font ',8' notitle, "
+                             "'' index {1} using 1:{2}:5 with labels left offset 0.6,-0.7 font ',8' notitle",
                              sep, idx, col, name);
       ++idx;
     }
