@@ -253,7 +253,7 @@ std::vector<std::string> write_charts(const std::vector<ReportRow>& rows, const 
                // The key sits above the plots, boxed: inside the plot area its sample point read as one more
                // configuration.
                "set grid\nset xlabel 'bits per value (log scale)'\nset key outside top center horizontal box\n"
-               "set logscale x 2\nset xtics (2, 3, 4, 5, 6, 8, 12, 16, 32)\nset offsets graph 0.03, graph 0.1, graph 0.05, graph 0.05\n"
+               "set logscale x 2\nset xtics (1, 2, 3, 4, 5, 6, 8, 12, 16, 32)\nset offsets graph 0.03, graph 0.1, graph 0.05, graph 0.05\n"
                "set ylabel 'PPL / PPL(16-bit cache)'\nplot " + plot_ratio + "\n"
                "set logscale y\nset format y '%.0e'\nset ylabel 'mean KL divergence to the 16-bit cache (nats)'\nplot " +
                plot_kl + "\nunset multiplot\n");
