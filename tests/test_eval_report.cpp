@@ -1,5 +1,6 @@
 // Tests of eval/report.h: row JSON round trip (and the llama.cpp script's rows), tables, charts.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -104,7 +105,8 @@ TEST(Report, ChartsArePngFiles) {
       rows.push_back(r);
     }
   }
-  const std::string dir = testing::TempDir() + "/aquakv_report_charts";
+  // Per process: /tmp is shared with other checkouts' test runs on the same machine.
+  const std::string dir = testing::TempDir() + "/aquakv_report_charts_" + std::to_string(::getpid());
   std::filesystem::remove_all(dir);
   const auto pngs = write_charts(rows, dir);
   ASSERT_EQ(pngs.size(), 2u);
