@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "aquakv/quant/codec.h"
+#include "aquakv/quant/cq_codec.h"
+#include "aquakv/quant/kvquant_codec.h"
 #include "aquakv/quant/gauss_rng.h"
 #include "aquakv/util/parallel.h"
 
@@ -23,7 +25,10 @@ constexpr int64_t kDim = 192;  // default model's KV width (3 heads x 64)
 const char* const kSpecs[] = {"fp16",          "uniform:2:g32:token", "uniform:4:g32:token",
                               "uniform:2:g32:channel", "higgs:2x16:g192", "higgs:2x16:g64",
                               "higgs:2x16:g192:seed1", "higgs:2x64:g192", "higgs:2x256:g192",
-                              "higgs:4x256:g64", "higgs:1x4:g192"};
+                              "higgs:4x256:g64", "higgs:1x4:g192",   "q8_0",
+                              "q4_0",                "q4_1",            "q8_0r:h64",
+                              "q4_0r:h64",           "q4_1r:h64",       "kvquant3:key",
+                              "kvquant3:value",      "cq:4c8b",         "cq:8c8b"};
 
 std::vector<float> gaussian(int64_t n) {
   GaussRng rng(1);
@@ -32,8 +37,31 @@ std::vector<float> gaussian(int64_t n) {
   return x;
 }
 
+// Spec strings of quant/codec.h, plus the calibrated codecs with synthetic tables (their speed
+// does not depend on the table values): KVQuant 3-bit with ceil(1%) = 2 outliers per row
+// (keys: per-channel ranges; values: per token), CQ with c channels x 8 bits.
+std::unique_ptr<Codec> bench_codec(const std::string& spec) {
+  if (spec.rfind("kvquant3:", 0) == 0) {
+    KvQuantParams p;
+    p.bits = 3;
+    for (int i = 0; i < 8; ++i) p.centroids.push_back(-1.0f + (float(i) + 0.5f) / 4.0f);
+    p.per_channel = spec == "kvquant3:key";
+    if (p.per_channel) {
+      p.offset.assign(kDim, 0.0f);
+      p.scale.assign(kDim, 2.5f);
+    }
+    p.outliers_per_row = 2;
+    return std::make_unique<KvQuantCodec>(spec, kDim, p);
+  }
+  if (spec.rfind("cq:", 0) == 0) {
+    const int64_t c = spec == "cq:4c8b" ? 4 : 8;
+    return std::make_unique<CqCodec>(spec, kDim, c, 8, gaussian(kDim * 256));
+  }
+  return make_codec(spec, kDim);
+}
+
 void BM_Encode(benchmark::State& st, const char* spec) {
-  const auto c = make_codec(spec, kDim);
+  const auto c = bench_codec(spec);
   const int64_t rows = st.range(0) / c->block_rows() * c->block_rows();
   const auto x = gaussian(rows * kDim);
   std::vector<uint8_t> b(static_cast<size_t>(c->encoded_bytes(rows)));
@@ -47,7 +75,7 @@ void BM_Encode(benchmark::State& st, const char* spec) {
 }
 
 void BM_DecodeFp16(benchmark::State& st, const char* spec) {
-  const auto c = make_codec(spec, kDim);
+  const auto c = bench_codec(spec);
   const int64_t rows = st.range(0) / c->block_rows() * c->block_rows();
   const auto x = gaussian(rows * kDim);
   std::vector<uint8_t> b(static_cast<size_t>(c->encoded_bytes(rows)));
@@ -62,7 +90,7 @@ void BM_DecodeFp16(benchmark::State& st, const char* spec) {
 }
 
 void BM_DecodeF32(benchmark::State& st, const char* spec) {
-  const auto c = make_codec(spec, kDim);
+  const auto c = bench_codec(spec);
   const int64_t rows = st.range(0) / c->block_rows() * c->block_rows();
   const auto x = gaussian(rows * kDim);
   std::vector<uint8_t> b(static_cast<size_t>(c->encoded_bytes(rows)));

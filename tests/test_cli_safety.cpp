@@ -216,6 +216,23 @@ TEST_F(CliSafety, F6_RankCheckedBeforeCapture) {
   EXPECT_FALSE(fs::exists(path("a.aqkv")));
 }
 
+// KVQuant / CQ settings that depend on the model fail before the capture too; nothing is written.
+TEST_F(CliSafety, QuantTablesSettingsCheckedBeforeCapture) {
+  need_model();
+  const auto t0 = std::chrono::steady_clock::now();
+  CliResult r = run("calibrate " + mflag_ + " -q --method cq --channels 5 -o " + path("a.qt"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_HAS(r.out, "aquakv: error: calibrate --method cq: --channels 5 must divide the model's KV width");
+  r = run("calibrate " + mflag_ + " -q --method kvquant --bits 9 -o " + path("a.qt"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_HAS(r.out, "--bits must be in [1, 8], got 9");
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(s, 30.0);  // the capture alone takes minutes at the defaults
+  r = run("calibrate " + mflag_ + " -q --method bogus -o " + path("a.qt"));
+  EXPECT_EQ(r.code, 2);
+  EXPECT_FALSE(fs::exists(path("a.qt")));
+}
+
 // Finding 7: bad values are refused instead of accepted with exit 0.
 TEST_F(CliSafety, F7_BadValuesAreRefused) {
   const std::string t = text();

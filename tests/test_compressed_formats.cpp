@@ -78,6 +78,11 @@ TEST(CompressedFormats, EveryFormatBuildsAndCountsItsBytes) {
       {"higgs,k=higgs3,v=higgs2", "higgs3", "higgs2", 4, 128},
       {"kivi2", "kivi2", "kivi2", 0, 128},
       {"kivi4", "kivi4", "kivi4", 0, 128},
+      {"kivi3", "kivi3", "kivi3", 0, 128},
+      {"q4_1", "q4_1", "q4_1", 0, 1},
+      {"q8_0r", "q8_0r:h64", "q8_0r:h64", 0, 1},  // the rotation spans one head (64)
+      {"q4_0r", "q4_0r:h64", "q4_0r:h64", 0, 1},
+      {"q4_1r,p=4,b=32", "q4_1r:h64", "q4_1r:h64", 4, 32},
   };
   for (const auto& c : cases) {
     auto cache = make_spec(c.spec);
@@ -234,6 +239,7 @@ TEST(CompressedFormats, RefusesBadSpecs) {
   const std::pair<std::string, std::string> bad[] = {
       {"higgs", ",p=x"}, {"higgs", ",q=1"}, {"higgs", ",b=0"}, {"higgs", ",p"}, {"higgs2", ":2x16"},
       {"higgs", ":2y16"}, {"aquakv", ""}, {"aquakv", ":/nonexistent/file"}, {"kivi2", ",k=bogus"},
+      {"q4_0r", ":h32"}, {"q8_0r", ",k=q8_0r:h48"},
   };
   for (const auto& [name, args] : bad) {
     EXPECT_THROW(make_cache(name + args, shape()), Error) << name << args;

@@ -1,5 +1,6 @@
 // Tests of eval/report.h: row JSON round trip (and the llama.cpp script's rows), tables, charts.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -92,7 +93,7 @@ TEST(Report, Tables) {
 TEST(Report, ChartsArePngFiles) {
   if (std::system("gnuplot --version > /dev/null 2>&1") != 0) GTEST_SKIP() << "no gnuplot";
   std::vector<ReportRow> rows;
-  for (const char* kv : {"fp16", "q8_0", "q4_0", "aquakv:/some/dir/aq2.bin,p=4"}) {
+  for (const char* kv : {"fp16", "q8_0", "q4_0", "aquakv:/some/dir/aq2.bin,p=4", "kvquant:/some/dir/kvq3.qt"}) {
     ReportRow r = sample_row();
     r.kv = kv;
     r.bits_per_value = kv[1] == 'p' ? 16 : kv[1] == '8' ? 8.5 : 4.5;
@@ -104,7 +105,8 @@ TEST(Report, ChartsArePngFiles) {
       rows.push_back(r);
     }
   }
-  const std::string dir = testing::TempDir() + "/aquakv_report_charts";
+  // Per process: /tmp is shared with other checkouts' test runs on the same machine.
+  const std::string dir = testing::TempDir() + "/aquakv_report_charts_" + std::to_string(::getpid());
   std::filesystem::remove_all(dir);
   const auto pngs = write_charts(rows, dir);
   ASSERT_EQ(pngs.size(), 2u);
@@ -119,7 +121,15 @@ TEST(Report, ChartsArePngFiles) {
   std::ifstream dat(dir + "/quality.dat");
   const std::string d((std::istreambuf_iterator<char>(dat)), std::istreambuf_iterator<char>());
   EXPECT_NE(d.find("\"aquakv:aq2,p=4\""), std::string::npos) << d;
+  EXPECT_NE(d.find("\"kvquant:kvq3\""), std::string::npos) << d;
   EXPECT_EQ(d.find("/some/dir"), std::string::npos) << d;
+  // Legend outside the plot area (inside, its sample point read as one more configuration);
+  // labels of neighbours in bits alternate above / below their points (columns 4 / 5).
+  std::ifstream gpf(dir + "/quality.gp");
+  const std::string gp((std::istreambuf_iterator<char>(gpf)), std::istreambuf_iterator<char>());
+  EXPECT_NE(gp.find("set key outside top center"), std::string::npos) << gp;
+  EXPECT_EQ(gp.find("set key top right"), std::string::npos) << gp;
+  EXPECT_NE(d.find("4.5 1.05 0.05 \"q4_0\" \"\"\n4.5 1.05 0.05 \"\" \"aquakv:aq2,p=4\"\n"), std::string::npos) << d;
   if (!std::getenv("AQUAKV_KEEP_CHARTS")) std::filesystem::remove_all(dir);
 }
 

@@ -148,7 +148,7 @@ std::unique_ptr<KvCache> make(const std::string& spec, const KvShape& s) {
   return spec == "aquakv-random" ? random_aquakv(s) : make_cache(spec, s);
 }
 
-const std::vector<std::string> kFormats = {"fp16", "f32", "q8_0", "q4_0", "kivi2", "kivi4",
+const std::vector<std::string> kFormats = {"fp16", "f32", "q8_0", "q4_0", "q4_0r", "kivi2", "kivi4",
                                            "higgs2", "higgs3", "higgs4", "aquakv-random",
                                            "higgs2,p=4,b=16"};
 

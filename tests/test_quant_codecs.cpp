@@ -39,6 +39,8 @@ TEST(CodecFactory, SpecsAndBits) {
       {"kivi2", KvStream::kKey, "uniform:2:g32:channel", 32, 3.0},
       {"kivi2", KvStream::kValue, "uniform:2:g32:token", 1, 3.0},
       {"kivi4", KvStream::kValue, "uniform:4:g32:token", 1, 5.0},
+      {"kivi3", KvStream::kKey, "uniform:3:g32:channel", 32, 4.0},
+      {"kivi3", KvStream::kValue, "uniform:3:g32:token", 1, 4.0},
       {"higgs:2x16", KvStream::kAny, "higgs:2x16:g192", 1, 2.0 + 16.0 / 192},
       {"higgs:2x16:g64:seed3", KvStream::kAny, "higgs:2x16:g64:seed3", 1, 2.0 + 16.0 / 64},
       {"higgs2", KvStream::kAny, "higgs:2x16:g192", 1, 2.0 + 16.0 / 192},
@@ -64,7 +66,7 @@ TEST(CodecFactory, BadSpecsAreClearErrors) {
                        "higgs", "higgs:", "higgs:2", "higgs:2x", "higgs:0x16", "higgs:2x65537",
                        "higgs:2x1", "higgs:3x16", "higgs:2x16:g100", "higgs:2x16:g128", "higgs:2x16:q",
                        "higgs:2x16:seedx", "higgs:2x16:grid=", "higgs:2x16:grid=/nonexistent.f32le",
-                       "kivi2", "kivi3", "q5_1"};
+                       "kivi2", "kivi3", "kivi5", "kivi1", "q5_1"};
   for (const char* s : bad) {
     EXPECT_THROW(make_codec(s, 192), Error) << s;
     try {

@@ -173,9 +173,9 @@ int64_t peak_rss_bytes() {
   return 0;
 }
 
-Adapters calibrate(const CalibrateOptions& opt, CalibrateReport* report,
-                   const std::function<void(const char*, int64_t, int64_t)>& progress) {
-  const auto t_start = Clock::now();
+KvSamples capture_samples(const CalibrateOptions& opt, CalibrateReport* report,
+                          const std::function<void(const char*, int64_t, int64_t)>& progress,
+                          const std::function<void(int64_t)>& check_width, ModelFingerprint* model_fp) {
   if (opt.window < 2) fail("calibrate: --window must be >= 2 (got {})", opt.window);
   if (opt.gen_batch < 1) fail("calibrate: --gen-batch must be >= 1 (got {})", opt.gen_batch);
   if (opt.tokens < opt.window) fail("calibrate: --tokens {} is less than one window of {}", opt.tokens, opt.window);
@@ -183,24 +183,13 @@ Adapters calibrate(const CalibrateOptions& opt, CalibrateReport* report,
   // Texts first (small, and a bad one should fail before the model loads).
   std::vector<std::string> texts;
   for (const auto& path : opt.text_files) texts.push_back(read_text(path));
-  CalibrateReport rep;
+  CalibrateReport& rep = *report;
   const auto model = Model::load(opt.model_path);
   const ModelConfig& cfg = model->config();
-  const int64_t C = cfg.kv_width();
-  if (opt.rank < 0 || opt.rank > C)
-    fail("calibrate: --rank {} outside [0, {}] (0 = full rank; at most the model's KV width {})",
-         opt.rank, C, C);
+  // The caller's checks of settings that depend on the model (before minutes of capture).
+  if (check_width) check_width(cfg.kv_width());
+  if (model_fp) *model_fp = model_fingerprint(model->gguf(), model->kv_shape(opt.window));
   Forward fwd(*model, opt.threads);
-
-  // Codecs first: a bad spec fails before minutes of capture.
-  ChainOptions chain;
-  chain.key_codec = std::shared_ptr<const Codec>(make_codec(opt.key_codec, C, KvStream::kKey));
-  chain.value_codec = std::shared_ptr<const Codec>(make_codec(opt.value_codec, C, KvStream::kValue));
-  chain.layer0_codec = std::shared_ptr<const Codec>(make_codec(opt.layer0, C, KvStream::kKey));
-  chain.rank = opt.rank;
-  chain.damping = opt.damping;
-  chain.fit_keys = opt.fit_keys;
-  chain.fit_values = opt.fit_values;
 
   // Capture: each window (or generated sequence) is one sequence of the recording cache.
   const auto t_cap = Clock::now();
@@ -227,10 +216,31 @@ Adapters calibrate(const CalibrateOptions& opt, CalibrateReport* report,
   rep.capture_seconds = since(t_cap);
   rep.train_rows = samples.n_train;
   rep.val_rows = samples.n_val;
-  const auto t_fit = Clock::now();
+  return samples;
+}
+
+Adapters calibrate(const CalibrateOptions& opt, CalibrateReport* report,
+                   const std::function<void(const char*, int64_t, int64_t)>& progress) {
+  const auto t_start = Clock::now();
+  CalibrateReport rep;
+  // Codecs first: a bad spec fails before minutes of capture.
+  ChainOptions chain;
+  const auto check = [&](int64_t C) {
+    if (opt.rank < 0 || opt.rank > C)
+      fail("calibrate: --rank {} outside [0, {}] (0 = full rank; at most the model's KV width {})",
+           opt.rank, C, C);
+    chain.key_codec = std::shared_ptr<const Codec>(make_codec(opt.key_codec, C, KvStream::kKey));
+    chain.value_codec = std::shared_ptr<const Codec>(make_codec(opt.value_codec, C, KvStream::kValue));
+    chain.layer0_codec = std::shared_ptr<const Codec>(make_codec(opt.layer0, C, KvStream::kKey));
+  };
+  chain.rank = opt.rank;
+  chain.damping = opt.damping;
+  chain.fit_keys = opt.fit_keys;
+  chain.fit_values = opt.fit_values;
   Adapters a;
-  a.model = model_fingerprint(model->gguf(), model->kv_shape(opt.window));
-  a.quant = aquakv_quant_config(opt.key_codec, opt.value_codec, opt.layer0, C);
+  KvSamples samples = capture_samples(opt, &rep, progress, check, &a.model);
+  const auto t_fit = Clock::now();
+  a.quant = aquakv_quant_config(opt.key_codec, opt.value_codec, opt.layer0, samples.width);
   a.rank = opt.rank;
   a.dtype = opt.dtype;
   a.layers = fit_chain(samples, chain, &rep.layers, [&](int d, int t) { if (progress) progress("fit", d, t); });

@@ -195,14 +195,17 @@ std::string passkey_table(const std::vector<PasskeyCell>& cells) {
   return t;
 }
 
-// A cache spec short enough for a chart label: "aquakv:/path/to/aq2.bin,p=4" -> "aquakv:aq2,p=4".
+// A cache spec short enough for a chart label: the formats whose argument is a calibrated file
+// name it by its stem: "aquakv:/path/to/aq2.bin,p=4" -> "aquakv:aq2,p=4" (also kvquant:, cq:).
 static std::string chart_label(const std::string& kv) {
   const size_t colon = kv.find(':');
-  if (kv.rfind("aquakv:", 0) != 0 || colon == std::string::npos) return kv;
+  if (colon == std::string::npos) return kv;
+  const std::string name = kv.substr(0, colon);
+  if (name != "aquakv" && name != "kvquant" && name != "cq") return kv;
   const size_t comma = kv.find(',', colon);
   const std::string file = kv.substr(colon + 1, comma == std::string::npos ? std::string::npos : comma - colon - 1);
   const std::string opts = comma == std::string::npos ? "" : kv.substr(comma);
-  return "aquakv:" + std::filesystem::path(file).stem().string() + opts;
+  return name + ":" + std::filesystem::path(file).stem().string() + opts;
 }
 
 std::vector<std::string> write_charts(const std::vector<ReportRow>& rows, const std::string& dir) {
@@ -216,13 +219,18 @@ std::vector<std::string> write_charts(const std::vector<ReportRow>& rows, const 
     if (r.ppl_ratio) by_bits.push_back(&r);
   std::stable_sort(by_bits.begin(), by_bits.end(),
                    [](auto* a, auto* b) { return a->bits_per_value < b->bits_per_value; });
+  // Columns 4 and 5 hold the label for points drawn with it above resp. below (the other ""):
+  // neighbours in bits alternate, so labels of formats at nearly the same bits do not overlap.
   std::map<std::string, std::string> q;
+  std::map<std::string, int> n_in_block;
   for (const ReportRow* rp : by_bits) {
     const ReportRow& r = *rp;
-    q[fmt::format("{} ctx {}", r.impl, r.ctx)] +=
-        fmt::format("{} {} {} \"{}\"\n", r.bits_per_value, *r.ppl_ratio,
-                    r.kl_mean && *r.kl_mean > 0 ? fmt::format("{}", *r.kl_mean) : "NaN",
-                    chart_label(r.kv));
+    const std::string name = fmt::format("{} ctx {}", r.impl, r.ctx);
+    const bool above = n_in_block[name]++ % 2 == 0;
+    const std::string label = "\"" + chart_label(r.kv) + "\"";
+    q[name] += fmt::format("{} {} {} {} {}\n", r.bits_per_value, *r.ppl_ratio,
+                           r.kl_mean && *r.kl_mean > 0 ? fmt::format("{}", *r.kl_mean) : "NaN",
+                           above ? label : "\"\"", above ? "\"\"" : label);
   }
   if (!q.empty()) {
     std::string data, plot_ratio, plot_kl;
@@ -231,20 +239,21 @@ std::vector<std::string> write_charts(const std::vector<ReportRow>& rows, const 
       data += "# " + name + "\n" + block + "\n\n";
       const std::string sep = idx ? ", " : "";
       // Points, not lines: neighbours in bits are different formats, not one curve.
-      plot_ratio += fmt::format("{}'quality.dat' index {} using 1:2 with points pt 7 title '{}', "
-                                "'' index {} using 1:2:4 with labels offset 0.8,0.6 notitle",
-                                sep, idx, name, idx);
-      plot_kl += fmt::format("{}'quality.dat' index {} using 1:3 with points pt 7 title '{}', "
-                             "'' index {} using 1:3:4 with labels offset 0.8,0.6 notitle",
-                             sep, idx, name, idx);
+      for (const auto& [plot, col] : {std::pair{&plot_ratio, 2}, std::pair{&plot_kl, 3}})
+        *plot += fmt::format("{0}'quality.dat' index {1} using 1:{2} with points pt 7 ps 1.2 title '{3}', "
+                             "'' index {1} using 1:{2}:4 with labels left offset 0.6,0.7 font ',8' notitle, "
+                             "'' index {1} using 1:{2}:5 with labels left offset 0.6,-0.7 font ',8' notitle",
+                             sep, idx, col, name);
       ++idx;
     }
     write_text(dir + "/quality.dat", data);
     write_text(dir + "/quality.gp",
-               "set terminal pngcairo noenhanced size 1200,500 font 'sans,10'\nset output 'quality.png'\n"
+               "set terminal pngcairo noenhanced size 1400,600 font 'sans,10'\nset output 'quality.png'\n"
                "set multiplot layout 1,2 title 'Quality against storage bits per value'\n"
-               "set grid\nset xlabel 'bits per value (log scale)'\nset key top right\n"
-               "set logscale x 2\nset xtics (2, 3, 4, 5, 6, 8, 12, 16, 32)\nset offsets graph 0.03, graph 0.1, graph 0.05, graph 0.05\n"
+               // The key sits above the plots, boxed: inside the plot area its sample point read as one more
+               // configuration.
+               "set grid\nset xlabel 'bits per value (log scale)'\nset key outside top center horizontal box\n"
+               "set logscale x 2\nset xtics (1, 2, 3, 4, 5, 6, 8, 12, 16, 32)\nset offsets graph 0.03, graph 0.1, graph 0.05, graph 0.05\n"
                "set ylabel 'PPL / PPL(16-bit cache)'\nplot " + plot_ratio + "\n"
                "set logscale y\nset format y '%.0e'\nset ylabel 'mean KL divergence to the 16-bit cache (nats)'\nplot " +
                plot_kl + "\nunset multiplot\n");

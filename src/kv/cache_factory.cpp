@@ -4,6 +4,7 @@
 #include <mutex>
 
 #include "aquakv/kv/compressed_formats.h"
+#include "aquakv/kv/quant_tables.h"
 #include "aquakv/util/error.h"
 
 namespace aquakv {
@@ -24,6 +25,15 @@ CacheFormat coded(const char* name, const char* codec, bool takes_codec_args, co
           }, defaults};
 }
 
+// Rotated blocks (quant/rotated_block_codec.h): the rotation spans one attention head, so the
+// codec spec gets the model's head size when the cache is made.
+CacheFormat rotated(const char* name, const char* defaults, const char* help) {
+  return {name, help, [=](const std::string& args, const KvShape& shape) {
+            const std::string codec = std::string(name) + ":h" + std::to_string(shape.head_dim);
+            return make_coded_cache(name, codec, false, defaults, args, shape);
+          }, defaults};
+}
+
 CacheFormat aquakv(const char* defaults, const char* help) {
   return {"aquakv", help, [=](const std::string& args, const KvShape& shape) {
             return make_aquakv_cache(defaults, args, shape);
@@ -38,12 +48,21 @@ std::vector<CacheFormat>& table() {
       plain("f32", KvDtype::F32, "32-bit float keys and values"),
       coded("q8_0", "q8_0", false, "p=0,b=1", "llama.cpp q8_0 blocks (8.5 bits)"),
       coded("q4_0", "q4_0", false, "p=0,b=1", "llama.cpp q4_0 blocks (4.5 bits)"),
+      coded("q4_1", "q4_1", false, "p=0,b=1", "llama.cpp q4_1 blocks (5 bits)"),
+      rotated("q8_0r", "p=0,b=1", "q8_0 blocks of Hadamard-rotated heads, as llama.cpp stores K and V (8.5 bits)"),
+      rotated("q4_0r", "p=0,b=1", "q4_0 blocks of Hadamard-rotated heads, as llama.cpp stores K and V (4.5 bits)"),
+      rotated("q4_1r", "p=0,b=1", "q4_1 blocks of Hadamard-rotated heads (5 bits)"),
       coded("kivi2", "kivi2", false, "p=0,b=128", "KIVI 2-bit: keys per channel, values per token, recent tokens exact"),
+      coded("kivi3", "kivi3", false, "p=0,b=128", "KIVI-style 3-bit (the 3-bit uniform comparison point): keys per channel, values per token, recent tokens exact"),
       coded("kivi4", "kivi4", false, "p=0,b=128", "KIVI 4-bit: keys per channel, values per token, recent tokens exact"),
       coded("higgs", "higgs:2x16", true, "p=4,b=128", "HIGGS on every layer, no predictors: higgs[:DxN[:gG][:seedS]]"),
       coded("higgs2", "higgs:2x16", false, "p=4,b=128", "HIGGS 2x16 (2 bits + scales), no predictors"),
       coded("higgs3", "higgs:2x64", false, "p=4,b=128", "HIGGS 2x64 (3 bits + scales), no predictors"),
       coded("higgs4", "higgs:2x256", false, "p=4,b=128", "HIGGS 2x256 (4 bits + scales), no predictors"),
+      {"kvquant", "KVQuant: kvquant:TABLES (per-layer non-uniform datatypes, per-channel pre-RoPE keys, per-token values, 1% outliers exact; aquakv calibrate --method kvquant)",
+       [](const std::string& args, const KvShape& shape) { return make_quant_tables_cache("kvquant", "p=1,b=1", args, shape); }, "p=1,b=1"},
+      {"cq", "Coupled Quantization: cq:TABLES (groups of c channels coded jointly by per-layer learned codebooks; aquakv calibrate --method cq)",
+       [](const std::string& args, const KvShape& shape) { return make_quant_tables_cache("cq", "p=0,b=1", args, shape); }, "p=0,b=1"},
       aquakv("p=4,b=128", "AQUA-KV: aquakv:ADAPTERS (cross-layer predictors from aquakv calibrate + HIGGS residuals)"),
   };
   return t;

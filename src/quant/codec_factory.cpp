@@ -9,6 +9,7 @@
 #include "aquakv/quant/codec.h"
 #include "aquakv/quant/grid.h"
 #include "aquakv/quant/higgs.h"
+#include "aquakv/quant/rotated_block_codec.h"
 #include "aquakv/util/error.h"
 
 namespace aquakv {
@@ -93,14 +94,26 @@ std::unique_ptr<Codec> make_higgs(std::string_view spec, std::string_view body, 
   return std::make_unique<HiggsCodec>(dim, group, builtin_grid(d, n), seed);
 }
 
+// "q8_0r", "q4_0r", "q4_1r", each optionally ":h<H>" (the rotated head size).
+std::unique_ptr<Codec> make_rotated(std::string_view spec, const std::vector<std::string>& parts,
+                                    int64_t dim) {
+  const std::string kind = parts[0].substr(0, parts[0].size() - 1);
+  if (parts.size() > 2 || (parts.size() == 2 && (parts[1].empty() || parts[1][0] != 'h')))
+    fail("codec '{}': expected {}[:h<H>] (H: the head size rotated)", spec, parts[0]);
+  const int64_t head = parts.size() == 2
+                           ? parse_int(spec, "head size h", std::string_view(parts[1]).substr(1), 1, 65536)
+                           : 0;
+  return std::make_unique<RotatedBlockCodec>(kind, dim, head);
+}
+
 }  // namespace
 
 std::unique_ptr<Codec> make_codec(std::string_view spec, int64_t dim, KvStream stream) {
   if (dim < 1) fail("codec '{}': width must be >= 1, got {}", spec, dim);
   if (spec == "fp16" || spec == "f16") return std::make_unique<Fp16Codec>(dim);
-  if (spec == "q8_0" || spec == "q4_0") return std::make_unique<GgmlBlockCodec>(spec, dim);
-  if (spec == "kivi2" || spec == "kivi4") {
-    const int bits = spec == "kivi2" ? 2 : 4;
+  if (spec == "q8_0" || spec == "q4_0" || spec == "q4_1") return std::make_unique<GgmlBlockCodec>(spec, dim);
+  if (spec == "kivi2" || spec == "kivi3" || spec == "kivi4") {
+    const int bits = spec[4] - '0';
     if (stream == KvStream::kAny) {
       fail("codec '{}': KIVI uses different formats for keys and values; say which stream", spec);
     }
@@ -113,8 +126,9 @@ std::unique_ptr<Codec> make_codec(std::string_view spec, int64_t dim, KvStream s
   if (spec.rfind("higgs:", 0) == 0) return make_higgs(spec, spec.substr(6), dim);
   const auto parts = split(spec, ':');
   if (parts[0] == "uniform") return make_uniform(spec, parts, dim);
-  fail("codec '{}': unknown format (expected fp16, q8_0, q4_0, uniform:<bits>[:g<G>][:token|:channel], "
-       "kivi2, kivi4, higgs:<d>x<n>[:g<G>][:seed<S>][:grid=<file>], higgs2, higgs3, higgs4)", spec);
+  if (parts[0] == "q8_0r" || parts[0] == "q4_0r" || parts[0] == "q4_1r") return make_rotated(spec, parts, dim);
+  fail("codec '{}': unknown format (expected fp16, q8_0, q4_0, q4_1, q8_0r|q4_0r|q4_1r[:h<H>], uniform:<bits>[:g<G>][:token|:channel], "
+       "kivi2, kivi3, kivi4, higgs:<d>x<n>[:g<G>][:seed<S>][:grid=<file>], higgs2, higgs3, higgs4)", spec);
 }
 
 }  // namespace aquakv

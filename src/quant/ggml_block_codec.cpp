@@ -1,4 +1,4 @@
-// q8_0 / q4_0 codecs: rows of dim values as dim/32 ggml blocks (format in quant/block_codecs.h).
+// q8_0 / q4_0 / q4_1 codecs: rows of dim values as dim/32 ggml blocks (format in quant/block_codecs.h).
 #include "aquakv/ops/ggml_quantize.h"
 #include "aquakv/ops/ggml_types.h"
 #include "aquakv/quant/block_codecs.h"
@@ -11,7 +11,8 @@ namespace {
 GgmlType type_of(std::string_view kind) {
   if (kind == "q8_0") return GgmlType::Q8_0;
   if (kind == "q4_0") return GgmlType::Q4_0;
-  fail("codec '{}': unknown ggml block type (expected q8_0 or q4_0)", kind);
+  if (kind == "q4_1") return GgmlType::Q4_1;
+  fail("codec '{}': unknown ggml block type (expected q8_0, q4_0 or q4_1)", kind);
 }
 
 int64_t checked_row_bytes(std::string_view kind, int64_t dim) {

@@ -1,8 +1,14 @@
 // `aquakv calibrate`: fits AQUA-KV cross-layer predictors for a model and writes an adapter file
-// (docs/ADAPTERS.md). Prints progress, the per-layer fit table, wall time and peak memory.
+// (docs/ADAPTERS.md), or with --method kvquant the KVQuant tables (kv/quant_tables.h). Prints
+// progress, the per-layer fit table, wall time and peak memory.
+#include <chrono>
 #include <cstdio>
 
+#include <fmt/format.h>
+
 #include "aquakv/calib/calibrate.h"
+#include "aquakv/calib/cq_fit.h"
+#include "aquakv/calib/kvquant_fit.h"
 #include "aquakv/kv/adapters.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/file_io.h"
@@ -19,9 +25,72 @@ struct Args {
   CLI::Option* json_opt = nullptr;
   bool f16 = false;
   bool quiet = false;
+  std::string method = "aquakv";
+  KvQuantFitOptions kvq;
+  CqFitOptions cq;
+  int bits = 0;  // 0: the method's default
 };
 
-const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors and write an adapter file", [](CLI::App& sub) {
+// --method kvquant|cq: capture, fit the tables, write them, print the per-layer held-out errors.
+int run_tables(Args& a) {
+  const auto t0 = std::chrono::steady_clock::now();
+  CalibrateReport rep;
+  ProgressBar bar(a.quiet);
+  ModelFingerprint fp;
+  if (a.bits) (a.method == "kvquant" ? a.kvq.bits : a.cq.bits) = a.bits;
+  if (a.method == "kvquant" && a.kvq.bits > 8) fail("calibrate --method kvquant: --bits must be in [1, 8], got {}", a.kvq.bits);
+  // Settings that depend on the model fail before the capture.
+  const auto check = [&](int64_t C) {
+    if (a.method == "cq" && C % a.cq.channels != 0)
+      fail("calibrate --method cq: --channels {} must divide the model's KV width {}", a.cq.channels, C);
+  };
+  const KvSamples s = capture_samples(a.o, &rep, [&](const char* stage, int64_t done, int64_t total) { bar(stage, done, total); },
+                                      check, &fp);
+  const auto t1 = std::chrono::steady_clock::now();
+  std::vector<std::pair<double, double>> err;  // key, value relative MSE per layer
+  QuantTables fit;
+  std::string settings;
+  if (a.method == "kvquant") {
+    std::vector<KvQuantLayerStats> st;
+    fit = fit_kvquant(s, a.kvq, &st);
+    for (const auto& l : st) err.emplace_back(l.key_rel_mse, l.value_rel_mse);
+    settings = fmt::format("\"bits\": {}, \"outlier_fraction\": {}, \"outliers_per_row\": {}", fit.bits,
+                           a.kvq.outlier_fraction, fit.outliers_per_row);
+  } else {
+    a.cq.seed = a.o.seed;
+    std::vector<CqLayerStats> st;
+    fit = fit_cq(s, a.cq, &st);
+    for (const auto& l : st) err.emplace_back(l.key_rel_mse, l.value_rel_mse);
+    settings = fmt::format("\"bits\": {}, \"channels\": {}, \"max_rows\": {}, \"max_iters\": {}", fit.bits,
+                           fit.group, a.cq.max_rows, a.cq.max_iters);
+  }
+  fit.model = fp;
+  const double fit_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::string table = "layer  key rel. MSE  value rel. MSE   (held-out rows)\n", layers_json;
+  for (size_t l = 0; l < err.size(); ++l) {
+    table += fmt::format("{:5}  {:12.5f}  {:14.5f}\n", l, err[l].first, err[l].second);
+    layers_json += fmt::format("{}{{\"key_rel_mse\": {}, \"value_rel_mse\": {}}}", l ? ", " : "", err[l].first,
+                               err[l].second);
+  }
+  fit.notes = fmt::format(
+      "{{\"method\": \"{}\", {}, \"tokens\": {}, \"window\": {}, \"seed\": {}, \"train_rows\": {}, "
+      "\"val_rows\": {}, \"capture_seconds\": {}, \"fit_seconds\": {}, \"total_seconds\": {}, \"layers\": [{}]}}",
+      a.method, settings, a.o.tokens, a.o.window, a.o.seed, rep.train_rows, rep.val_rows, rep.capture_seconds, fit_s,
+      total_s, layers_json);
+  save_quant_tables(fit, a.out);
+  std::printf("calibration: %s\n%lld windows, %lld train rows, %lld validation rows\n", rep.source.c_str(),
+              (long long)rep.windows, (long long)rep.train_rows, (long long)rep.val_rows);
+  std::printf("%s", table.c_str());
+  std::printf("wrote %s (%s, %d bits, %.1f KiB of tables)\n", a.out.c_str(), a.method.c_str(), fit.bits,
+              double(fit.bytes_in_memory()) / 1024);
+  std::printf("wall time %.1f s (capture %.1f s, fit %.1f s), peak memory %.0f MiB\n", total_s, rep.capture_seconds,
+              fit_s, double(peak_rss_bytes()) / (1 << 20));
+  if (a.json_opt->count() > 0) write_file_atomic(a.json_out, fit.notes + "\n", "--json");
+  return 0;
+}
+
+const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors (or KVQuant tables) and write them to a file", [](CLI::App& sub) {
   auto a = std::make_shared<Args>();
   a->o.model_path = default_model_path();
   sub.add_option("-m,--model", a->o.model_path, "GGUF model")->capture_default_str();
@@ -48,12 +117,24 @@ const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors and write an ada
   sub.add_flag("--f16", a->f16, "store the weights in fp16 (half the file)");
   a->json_opt = sub.add_option("--json", a->json_out, "also write the fit report as JSON to this file");
   sub.add_flag("-q,--quiet", a->quiet, "no progress output");
+  sub.add_option("--method", a->method,
+                 "aquakv (cross-layer predictors), kvquant (tables for --kv kvquant:FILE) or cq (codebooks for --kv cq:FILE)")
+      ->capture_default_str()->check(CLI::IsMember({"aquakv", "kvquant", "cq"}));
+  sub.add_option("--bits", a->bits, "kvquant: bits per value (default 3); cq: bits per code (default 8)")
+      ->check(CLI::Range(1, 12));
+  sub.add_option("--outliers", a->kvq.outlier_fraction, "kvquant: fraction of each row kept exact")
+      ->capture_default_str()->check(CLI::Range(0.0, 0.49));
+  sub.add_option("--channels", a->cq.channels, "cq: channels per group coded jointly (8: 1 bit per value at 8 bits)")
+      ->capture_default_str()->check(CLI::Range(int64_t(1), int64_t(64)));
+  sub.add_option("--cq-rows", a->cq.max_rows, "cq: training rows per layer for k-means")
+      ->capture_default_str()->check(CLI::PositiveNumber);
   return RunFn([a] {
     a->o.dtype = a->f16 ? AdapterDtype::kF16 : AdapterDtype::kF32;
     // Outputs first: a bad path fails now, not after the whole calibration.
     check_output_path(a->out, "-o");
     if (a->json_opt->count() > 0) check_output_path(a->json_out, "--json");
     if (a->json_opt->count() > 0 && a->json_out == a->out) fail("-o and --json name the same file {}", a->out);
+    if (a->method != "aquakv") return run_tables(*a);
     CalibrateReport rep;
     ProgressBar bar(a->quiet);
     const Adapters ad = calibrate(a->o, &rep, [&](const char* stage, int64_t done, int64_t total) { bar(stage, done, total); });

@@ -52,6 +52,16 @@ struct CalibrateReport {
 Adapters calibrate(const CalibrateOptions& opt, CalibrateReport* report,
                    const std::function<void(const char*, int64_t, int64_t)>& progress = {});
 
+// The capture stage alone (what every calibration method starts from): loads the model, calls
+// check_width(C) with its KV width (settings that depend on the model fail there, before the
+// capture), fills *model_fp (when given) and returns the exact pre-RoPE K/V rows of the sampled
+// windows (or self-generated text), train windows first. Sets report's source, windows, rows and
+// capture_seconds.
+KvSamples capture_samples(const CalibrateOptions& opt, CalibrateReport* report,
+                          const std::function<void(const char*, int64_t, int64_t)>& progress,
+                          const std::function<void(int64_t)>& check_width = {},
+                          ModelFingerprint* model_fp = nullptr);
+
 // Seed of the sampler of self-generated sequence i: the 64-bit output of std::seed_seq{seed
 // low 32 bits, seed high 32 bits, i} (via std::mt19937_64), so each sequence's text depends on
 // (seed, i) only, not on which sequences are decoded together.

@@ -7,8 +7,9 @@
 //   higgs[:D x N[:gG][:seedS]][,opts]
 //                            HIGGS on every layer, no predictors (default 2x16) (p=4, b=128)
 //   higgs2, higgs3, higgs4   higgs:2x16, higgs:2x64, higgs:2x256         (p=4, b=128)
-//   q8_0, q4_0               llama.cpp blocks, every token coded at the end of its step (p=0, b=1)
-//   kivi2, kivi4             KIVI: keys per channel over 32-token blocks, values per token;
+//   q8_0, q4_0, q4_1         llama.cpp blocks, every token coded at the end of its step (p=0, b=1)
+//   q8_0r, q4_0r, q4_1r      the same blocks of Hadamard-rotated heads (codec q4_0r:h<head_dim>)
+//   kivi2, kivi3, kivi4      KIVI: keys per channel over 32-token blocks, values per token;
 //                            recent tokens exact until 128 have gathered   (p=0, b=128)
 // opts: p=N (exact sink tokens), b=N (exact buffer size B), k=CODEC, v=CODEC (key / value codec
 // specs of quant/codec.h; not for aquakv, whose codecs are fixed by its adapters), l0=CODEC

@@ -1,5 +1,5 @@
 // The baseline codecs next to HIGGS: fp16, uniform asymmetric min-max (KIVI-style, per-token or
-// per-channel groups), and llama.cpp's q8_0 / q4_0 cache blocks. Owns: their byte layouts.
+// per-channel groups), and llama.cpp's q8_0 / q4_0 / q4_1 cache blocks. Owns: their byte layouts.
 // Not: the codec contract (quant/codec.h) or the ggml block math (ops/ggml_types.h).
 #pragma once
 
@@ -48,12 +48,13 @@ class UniformCodec final : public Codec {
 
 // llama.cpp's 32-value cache blocks, bit-exact with ggml / the gguf package:
 // q8_0: fp16 scale + 32 int8 (34 bytes, 8.5 bits per value);
-// q4_0: fp16 scale + 32 4-bit codes (18 bytes, 4.5 bits per value).
+// q4_0: fp16 scale + 32 4-bit codes (18 bytes, 4.5 bits per value);
+// q4_1: fp16 scale + fp16 minimum + 32 4-bit codes (20 bytes, 5 bits per value).
 // A row is dim/32 blocks (dim must be a multiple of 32). Wraps ops/ggml_quantize.h and
 // ops/ggml_types.h.
 class GgmlBlockCodec final : public Codec {
  public:
-  // kind: "q8_0" or "q4_0". Throws Error when dim is not a multiple of 32 or kind is unknown.
+  // kind: "q8_0", "q4_0" or "q4_1". Throws Error when dim is not a multiple of 32 or kind is unknown.
   GgmlBlockCodec(std::string_view kind, int64_t dim);
   void encode(const float* x, int64_t rows, uint8_t* out) const override;
   void decode(const uint8_t* in, int64_t rows, float* x) const override;

@@ -57,17 +57,21 @@ class Codec {
 };
 
 // Which KV stream a codec is for; only names that mean different formats for keys and values
-// (kivi2, kivi4) care.
+// (kivi2, kivi3, kivi4) care.
 enum class KvStream { kAny, kKey, kValue };
 
 // Builds a codec for rows of `dim` values from a spec string (throws Error on a bad spec):
 //   fp16                         16-bit IEEE half, exact for halves
-//   q8_0, q4_0                   llama.cpp block formats (32 values/block; dim % 32 == 0)
+//   q8_0, q4_0, q4_1             llama.cpp block formats (32 values/block; dim % 32 == 0)
+//   q8_0r, q4_0r, q4_1r[:h<H>]   the same blocks of every head of H channels turned by the
+//                                orthonormal Hadamard matrix H_H / sqrt(H) first
+//                                (quant/rotated_block_codec.h); H defaults to the largest power
+//                                of two <= 128 dividing dim
 //   uniform:<bits>[:g<G>][:token|:channel]
 //                                asymmetric min-max, 1..8 bits, fp16 scale and zero point per
 //                                group; token (default): groups of G channels within a row;
 //                                channel: each channel over blocks of G rows. G defaults to 32.
-//   kivi2, kivi4                 KIVI: keys uniform:<b>:g32:channel, values uniform:<b>:g32:token
+//   kivi2, kivi3, kivi4          KIVI: keys uniform:<b>:g32:channel, values uniform:<b>:g32:token
 //                                (needs stream kKey or kValue)
 //   higgs:<d>x<n>[:g<G>][:seed<S>][:grid=<file.f32le>]
 //                                HIGGS (Hadamard group G, grid of n points in R^d, fp16 scale per
