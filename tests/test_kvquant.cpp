@@ -414,7 +414,7 @@ TEST(QuantTables, SessionsContinueBitForBit) {
   auto other = tables(2);
   other.layers[0].value_centroids[0] -= 0.5f;
   save_quant_tables(other, pk2);
-  for (const std::string spec : {"kvquant:" + pk, "cq:" + pc, "kvquant:" + pk + ",p=3,b=8"}) {
+  for (const std::string& spec : {"kvquant:" + pk, "cq:" + pc, "kvquant:" + pk + ",p=3,b=8"}) {
     SCOPED_TRACE(spec);
     auto a = make_cache(spec, shape(2));
     const int sa = a->add_sequence();
