@@ -49,7 +49,7 @@ def bench_table(a):
     llm = Llama(model_path=a.model, n_ctx=ctx, n_batch=512, n_ubatch=512, n_threads=a.threads,
                 n_threads_batch=a.threads, logits_all=False, verbose=False)
     rng = random.Random(1234)
-    fill = [rng.randrange(llm.n_vocab()) for _ in range(max(depths) + a.n_prompt)]
+    fill = [rng.randrange(llm.n_vocab()) for _ in range(max(depths) + max(a.n_prompt, 1))]
     name = llm.metadata.get("general.name", os.path.basename(a.model))
     size = os.path.getsize(a.model) / 2**20
     print("| model | size | threads | kv | test | t/s |\n|---|---:|---:|---|---|---:|")
