@@ -29,9 +29,12 @@ constexpr int64_t kMaxLayers = 4096, kMaxWidth = 65536;
 void put_floats(ByteWriter& w, const std::vector<float>& v) { w.append(v.data(), v.size() * sizeof(float)); }
 
 std::vector<float> get_floats(ByteReader& r, int64_t n, const char* field) {
+  // Bounded before multiplying (a huge n would wrap n * 4) and before allocating.
+  if (n < 0 || uint64_t(n) > r.remaining() / sizeof(float))
+    fail("{}: {} needs {} values at offset {}, only {} bytes left", r.what(), field, n, r.pos(), r.remaining());
   const auto b = r.bytes(uint64_t(n) * sizeof(float), field);
   std::vector<float> v(static_cast<size_t>(n));
-  std::memcpy(v.data(), b.data(), b.size());
+  if (n > 0) std::memcpy(v.data(), b.data(), b.size());
   return v;
 }
 
