@@ -6,6 +6,7 @@
 #include <numeric>
 #include <random>
 
+#include "aquakv/ops/half_rows.h"
 #include "aquakv/quant/cq_codec.h"
 #include "aquakv/util/check.h"
 #include "aquakv/util/error.h"
@@ -15,19 +16,12 @@
 namespace aquakv {
 namespace {
 
+// Round-trip error of rows [r0, r1) of fp16 rows m.
 double rel_mse(const CqCodec& codec, const std::vector<uint16_t>& m, int64_t r0, int64_t r1) {
-  const int64_t C = codec.dim(), rows = r1 - r0;
-  std::vector<float> x(static_cast<size_t>(rows * C)), y(x.size());
-  for (size_t i = 0; i < x.size(); ++i) x[i] = fp16_to_fp32(m[size_t(r0 * C) + i]);
-  std::vector<uint8_t> b(size_t(codec.encoded_bytes(rows)));
-  codec.encode(x.data(), rows, b.data());
-  codec.decode(b.data(), rows, y.data());
-  double e = 0, n = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    e += (double(x[i]) - y[i]) * (double(x[i]) - y[i]);
-    n += double(x[i]) * x[i];
-  }
-  return n > 0 ? e / n : 0.0;
+  const int64_t C = codec.dim();
+  std::vector<float> x(static_cast<size_t>((r1 - r0) * C));
+  halves_to_floats(m.data() + r0 * C, int64_t(x.size()), x.data());
+  return codec_relative_mse(codec, x.data(), r1 - r0);
 }
 
 }  // namespace

@@ -15,6 +15,10 @@ namespace aquakv {
 namespace {
 
 // Rows [r0, r1) of a recorded fp16 matrix as floats.
+double rel_mse(const Codec& codec, const std::vector<float>& x, int64_t C) {
+  return codec_relative_mse(codec, x.data(), int64_t(x.size()) / C);
+}
+
 std::vector<float> rows_f32(const std::vector<uint16_t>& m, int64_t C, int64_t r0, int64_t r1) {
   std::vector<float> x(size_t((r1 - r0) * C));
   for (size_t i = 0; i < x.size(); ++i) x[i] = fp16_to_fp32(m[size_t(r0 * C) + i]);
@@ -40,19 +44,6 @@ std::vector<float> normalized_values(const KvQuantParams& p, const std::vector<f
   return out;
 }
 
-double rel_mse(const KvQuantCodec& codec, const std::vector<float>& x) {
-  const int64_t C = codec.dim(), rows = int64_t(x.size()) / C;
-  std::vector<uint8_t> b(size_t(codec.encoded_bytes(rows)));
-  std::vector<float> y(x.size());
-  codec.encode(x.data(), rows, b.data());
-  codec.decode(b.data(), rows, y.data());
-  double e = 0, n = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    e += (double(x[i]) - y[i]) * (double(x[i]) - y[i]);
-    n += double(x[i]) * x[i];
-  }
-  return n > 0 ? e / n : 0.0;
-}
 
 }  // namespace
 
@@ -147,8 +138,8 @@ QuantTables fit_kvquant(const KvSamples& s, const KvQuantFitOptions& opt,
       pv.centroids = out.value_centroids;
       const bool val = s.n_val > 0;
       const int64_t r0 = val ? s.n_train : 0, r1 = val ? s.rows() : s.n_train;
-      st[size_t(l)].key_rel_mse = rel_mse(KvQuantCodec("kvquant-fit-key", C, pk), rows_f32(s.k[size_t(l)], C, r0, r1));
-      st[size_t(l)].value_rel_mse = rel_mse(KvQuantCodec("kvquant-fit-value", C, pv), rows_f32(s.v[size_t(l)], C, r0, r1));
+      st[size_t(l)].key_rel_mse = rel_mse(KvQuantCodec("kvquant-fit-key", C, pk), rows_f32(s.k[size_t(l)], C, r0, r1), C);
+      st[size_t(l)].value_rel_mse = rel_mse(KvQuantCodec("kvquant-fit-value", C, pv), rows_f32(s.v[size_t(l)], C, r0, r1), C);
     }
   });
   if (stats) *stats = st;

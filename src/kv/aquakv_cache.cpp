@@ -6,6 +6,8 @@
 #include "aquakv/kv/kv_state.h"
 #include "aquakv/ops/half_rows.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cstring>
 #include <numeric>
@@ -125,8 +127,7 @@ class CompressedCache final : public KvCache {
     const int64_t C = shape_.width();
     const size_t l = size_t(layer);
     const int64_t ns = s.n_sinks + step_sinks_, nb = s.n_buf + step_n_ - step_sinks_;
-    if (int64_t(s.sink_k[l].size()) != ns * C || int64_t(s.buf_k[l].size()) != nb * C)
-      fail("kv cache: read of layer {} before its append in this step", layer);
+    check_appended(s, layer, "read of");
     const int64_t T = ns + s.n_compressed + nb;
     const int slot = layer & 1;
     ensure_views(T);
@@ -158,8 +159,7 @@ class CompressedCache final : public KvCache {
     const int64_t C = shape_.width();
     const size_t l = size_t(layer);
     const int64_t ns = s.n_sinks + step_sinks_, nb = s.n_buf + step_n_ - step_sinks_;
-    if (int64_t(s.sink_k[l].size()) != ns * C || int64_t(s.buf_k[l].size()) != nb * C)
-      fail("kv cache: attention on layer {} before its append in this step", layer);
+    check_appended(s, layer, "attention on");
     if (a.n != step_n_) fail("kv cache: attention for {} queries in a step of {} tokens", a.n, step_n_);
     std::vector<KvSegment> segs;
     auto exact = [&](const std::vector<uint16_t>& k, const std::vector<uint16_t>& v, int64_t n, int64_t row0) {
@@ -245,7 +245,7 @@ class CompressedCache final : public KvCache {
     std::string f = "compressed k=" + opt_.key_codec->spec() + " v=" + opt_.value_codec->spec() +
                     " k0=" + opt_.layer0_key_codec->spec() + " v0=" + opt_.layer0_value_codec->spec() +
                     " p=" + std::to_string(opt_.sinks) + " b=" + std::to_string(opt_.buffer);
-    if (opt_.adapters) f += " adapters=" + hex64(opt_.adapters->file_checksum);
+    if (opt_.adapters) f += fmt::format(" adapters={:016x}", opt_.adapters->file_checksum);
     return f;
   }
 
@@ -334,13 +334,6 @@ class CompressedCache final : public KvCache {
   }
 
  private:
-  static std::string hex64(uint64_t x) {
-    static const char* d = "0123456789abcdef";
-    std::string h(16, '0');
-    for (int i = 15; i >= 0; --i, x >>= 4) h[size_t(i)] = d[x & 15];
-    return h;
-  }
-
   struct Seq {
     int64_t n_tokens = 0, n_sinks = 0, n_buf = 0, n_compressed = 0;
     std::vector<int32_t> pos;  // position of every row, in storage order (all layers alike)
@@ -371,6 +364,12 @@ class CompressedCache final : public KvCache {
   const Seq& at(int seq) const { return const_cast<CompressedCache*>(this)->at(seq); }
   void check_layer(int layer) const {
     if (layer < 0 || layer >= shape_.n_layers) fail("kv cache: layer {} outside [0, {})", layer, shape_.n_layers);
+  }
+  // The layer holds this step's rows (append came first): `what` names the caller in the error.
+  void check_appended(const Seq& s, int layer, const char* what) const {
+    const int64_t C = shape_.width(), ns = s.n_sinks + step_sinks_, nb = s.n_buf + step_n_ - step_sinks_;
+    if (int64_t(s.sink_k[size_t(layer)].size()) != ns * C || int64_t(s.buf_k[size_t(layer)].size()) != nb * C)
+      fail("kv cache: {} layer {} before its append in this step", what, layer);
   }
 
   int64_t exact_bytes(const Seq& s) const {

@@ -4,6 +4,7 @@
 #include <zstd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstring>
 
 #include "aquakv/util/binary_io.h"
@@ -43,11 +44,8 @@ uint64_t adapter_checksum_of(const std::string& state_format) {
   const size_t at = state_format.find(" adapters=");
   if (at == std::string::npos) return 0;
   uint64_t x = 0;
-  for (char c : state_format.substr(at + 10, 16)) {
-    const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-    if (d < 0) break;
-    x = x * 16 + uint64_t(d);
-  }
+  const char* p = state_format.data() + at + 10;
+  std::from_chars(p, state_format.data() + state_format.size(), x, 16);
   return x;
 }
 
@@ -319,6 +317,11 @@ void SessionFile::load_into(KvCache& cache, int seq) const {
   cache.load_state(seq, *this);
   if (cache.n_tokens(seq) != int64_t(info_.tokens.size()))
     fail("session {}: the state holds {} tokens, the header lists {}", name_, cache.n_tokens(seq), info_.tokens.size());
+}
+
+double session_bits_per_value(uint64_t bytes, int64_t n_tokens, int64_t n_layers, int64_t width) {
+  const double values = double(n_tokens) * double(n_layers) * 2.0 * double(width);
+  return values > 0 ? 8.0 * double(bytes) / values : 0.0;
 }
 
 int64_t SessionFile::size(const std::string& section) const {

@@ -39,4 +39,18 @@ void Fp16Codec::decode_fp16(const uint8_t* in, int64_t rows, uint16_t* x) const 
   std::memcpy(x, in, size_t(rows * dim() * 2));
 }
 
+double codec_relative_mse(const Codec& codec, const float* x, int64_t rows) {
+  const size_t n = size_t(rows * codec.dim());
+  std::vector<uint8_t> b(size_t(codec.encoded_bytes(rows)));
+  std::vector<float> y(n);
+  codec.encode(x, rows, b.data());
+  codec.decode(b.data(), rows, y.data());
+  double e = 0, s = 0;
+  for (size_t i = 0; i < n; ++i) {
+    e += (double(x[i]) - y[i]) * (double(x[i]) - y[i]);
+    s += double(x[i]) * x[i];
+  }
+  return s > 0 ? e / s : 0.0;
+}
+
 }  // namespace aquakv

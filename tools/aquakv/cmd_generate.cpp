@@ -89,8 +89,7 @@ SessionSaveOptions save_opts(const Opts& o) {
 }
 
 double bits_per_value(uint64_t bytes, int64_t tokens, const KvShape& shape) {
-  const double values = double(tokens) * double(shape.n_layers) * 2.0 * double(shape.width());
-  return values > 0 ? 8.0 * double(bytes) / values : 0.0;
+  return session_bits_per_value(bytes, tokens, shape.n_layers, shape.width());
 }
 
 void report_restore(const std::string& path, const PromptCacheRestore& r, size_t n_prompt, const KvCache& cache) {

@@ -54,7 +54,7 @@ int inspect(const std::string& path) {
   const SessionInfo& in = f->info();
   const int64_t C = in.n_kv_heads * in.head_dim;
   const double values = double(in.tokens.size()) * double(in.n_layers) * 2.0 * double(C);
-  auto bpv = [&](uint64_t b) { return values > 0 ? 8.0 * double(b) / values : 0.0; };
+  auto bpv = [&](uint64_t b) { return session_bits_per_value(b, int64_t(in.tokens.size()), in.n_layers, C); };
   std::printf("session file   %s\n", path.c_str());
   std::printf("version        %u\n", kSessionVersion);
   std::printf("model          %s, %lld layers x %lld KV heads x %lld, model hash %016llx\n", in.arch.c_str(),
@@ -148,7 +148,7 @@ BenchRow bench_one(Forward& fwd, const Model& model, const std::string& label, c
   row.save = median(save);
   row.restore = median(restore);
   row.restore_fp16 = median(to_fp16);
-  row.bpv = 8.0 * double(row.bytes) / (double(row.n) * double(shape.n_layers) * 2.0 * double(shape.width()));
+  row.bpv = session_bits_per_value(row.bytes, row.n, shape.n_layers, shape.width());
   return row;
 }
 

@@ -68,6 +68,11 @@ SessionSaveStats save_session(const std::string& path, const KvCache& cache, int
                               std::span<const int32_t> tokens, std::span<const float> logits,
                               const SessionSaveOptions& opt = {});
 
+// Bits per KV value of `bytes` (a file, or a part of one) holding n_tokens tokens of a model
+// with n_layers layers of KV width `width`: 8 bytes / (n_tokens x n_layers x 2 x width), 0 for
+// no tokens. Every figure the tool prints about session files uses it.
+double session_bits_per_value(uint64_t bytes, int64_t n_tokens, int64_t n_layers, int64_t width);
+
 // A validated session file: header, table and every section's checksum checked at open.
 class SessionFile : public KvStateIn {
  public:
