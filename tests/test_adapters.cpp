@@ -138,9 +138,9 @@ TEST(Adapters, RefusesDamagedFiles) {
   expect_refused(load, "bad magic");
 
   b = good;
-  b[8] = 3;  // version
+  b[8] = 4;  // version
   spit(p, b);
-  expect_refused(load, "format version 3");
+  expect_refused(load, "format version 4");
 
   for (size_t cut : {size_t(10), size_t(30), good.size() / 2, good.size() - 1}) {
     b.assign(good.begin(), good.begin() + std::ptrdiff_t(cut));
@@ -281,6 +281,62 @@ TEST(Adapters, BogusCodecInTheFileNamesTheFile) {
   s.head_dim = 8;
   s.max_tokens = 64;
   expect_refused([&] { make_cache("aquakv:" + p, s); }, "adapters " + p + ": ");
+}
+
+// Bit plan (format version 3): per-layer codecs round trip; a file without a plan is still
+// written as version 2; a version-2 file may not carry per-layer codecs (flag bit 2).
+TEST(Adapters, PlanRoundTripsAsVersion3) {
+  TmpDir t;
+  const std::string p = t.file("plan.aqkv");
+  Adapters a = sample();
+  a.layers[1].key_codec = "higgs:2x64:g16";
+  a.layers[1].value_codec = "higgs:4x16:g16";
+  a.layers[3].value_codec = "higgs:2x256:g16";  // key: the file's
+  save_adapters(a, p);
+  std::vector<char> b = slurp(p);
+  uint32_t version;
+  std::memcpy(&version, b.data() + 8, 4);
+  EXPECT_EQ(version, 3u);
+  uint64_t stored;
+  std::memcpy(&stored, b.data() + b.size() - 8, 8);
+  EXPECT_EQ(stored, spec_fnv1a64(b.data(), b.size() - 8));
+  const Adapters r = load_adapters(p);
+  EXPECT_TRUE(r.has_plan());
+  EXPECT_EQ(r.key_codec_of(1), "higgs:2x64:g16");
+  EXPECT_EQ(r.value_codec_of(1), "higgs:4x16:g16");
+  EXPECT_EQ(r.key_codec_of(2), a.quant.key_codec);
+  EXPECT_EQ(r.key_codec_of(3), a.quant.key_codec);  // written out in full
+  EXPECT_EQ(r.value_codec_of(3), "higgs:2x256:g16");
+  EXPECT_EQ(r.key_codec_of(0), "f16");
+  expect_same_map(a.layers[1].key, r.layers[1].key);
+  expect_same_map(a.layers[3].value, r.layers[3].value);
+  b[8] = 2;  // the same bytes claiming version 2: the flag is refused
+  put_checksum(b, spec_fnv1a64(b.data(), b.size() - 8));
+  spit(p, b);
+  expect_refused([&] { load_adapters(p); }, "layer 1 flags");
+  a.layers[0].key_codec = "higgs2";
+  expect_refused([&] { save_adapters(a, p); }, "layer 0");
+}
+
+// A planned codec with another group size than the file's is refused when the cache is built.
+TEST(Adapters, PlanCodecMustShareTheGroupSize) {
+  TmpDir t;
+  const std::string p = t.file("plan.aqkv");
+  Adapters a = sample();
+  a.quant = {"higgs:2x16:g16", "higgs:2x16:g16", "fp16", 16, 0};
+  a.layers[2].key_codec = "higgs:2x64:g8";
+  a.layers[2].value_codec = "higgs:2x16:g16";
+  save_adapters(a, p);
+  KvShape s;
+  s.n_layers = 4;
+  s.n_kv_heads = 2;
+  s.head_dim = 8;
+  s.max_tokens = 64;
+  expect_refused([&] { make_cache("aquakv:" + p, s); }, "layer 2 codecs");
+  a.layers[2].key_codec = "higgs:2x64:g16";
+  save_adapters(a, p);
+  const auto cache = make_cache("aquakv:" + p, s);  // accepted
+  EXPECT_NE(cache, nullptr);
 }
 
 TEST(Adapters, DirectoryIsNamed) {

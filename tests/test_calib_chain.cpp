@@ -101,7 +101,8 @@ TEST(FitChain, RecoversPlantedCrossLayerMaps) {
   EXPECT_EQ(st[0].k_val, 1.0);  // layer 0: no predictor
 }
 
-TEST(FitChain, ReconstructionsEqualTheCachesBitForBit) {
+// With `plan`, layer 1 codes keys and values with other codecs than layer 2 (a bit plan).
+void check_chain_equals_cache(bool plan) {
   const Planted p = planted(300, 60, 0.05, 2);
   auto kq = std::make_shared<CoarseCodec>(kC, 3);
   auto vq = std::make_shared<CoarseCodec>(kC, 2);
@@ -110,6 +111,10 @@ TEST(FitChain, ReconstructionsEqualTheCachesBitForBit) {
   o.key_codec = kq;
   o.value_codec = vq;
   o.layer0_codec = l0;
+  if (plan) {
+    o.layer_key_codecs = {nullptr, std::make_shared<CoarseCodec>(kC, 6), nullptr};
+    o.layer_value_codecs = {nullptr, std::make_shared<CoarseCodec>(kC, 4), std::make_shared<CoarseCodec>(kC, 7)};
+  }
   std::vector<std::vector<float>> ck(kL), cv(kL);
   o.on_layer = [&](int l, const std::vector<float>& k, const std::vector<float>& v) { ck[l] = k; cv[l] = v; };
   auto a = std::make_shared<Adapters>();
@@ -128,6 +133,8 @@ TEST(FitChain, ReconstructionsEqualTheCachesBitForBit) {
   co.key_codec = kq;
   co.value_codec = vq;
   co.layer0_key_codec = co.layer0_value_codec = l0;
+  co.layer_key_codecs = o.layer_key_codecs;
+  co.layer_value_codecs = o.layer_value_codecs;
   co.adapters = a;
   auto cache = make_compressed_cache(shape, co);
   const int seq = cache->add_sequence();
@@ -158,6 +165,28 @@ TEST(FitChain, ReconstructionsEqualTheCachesBitForBit) {
     EXPECT_EQ(std::memcmp(view.v, cv[l].data(), size_t(rows * kC * 4)), 0) << "values, layer " << l;
   }
   cache->end_step();
+}
+
+TEST(FitChain, ReconstructionsEqualTheCachesBitForBit) { check_chain_equals_cache(false); }
+
+TEST(FitChain, PlannedCodecsReconstructLikeTheCache) {
+  check_chain_equals_cache(true);
+  // The plan changes the reconstruction (else the test above could not tell the codecs apart).
+  const Planted p = planted(300, 60, 0.05, 2);
+  std::vector<float> plain, planned;
+  for (bool plan : {false, true}) {
+    ChainOptions o;
+    o.key_codec = std::make_shared<CoarseCodec>(kC, 3);
+    o.value_codec = std::make_shared<CoarseCodec>(kC, 2);
+    o.layer0_codec = std::make_shared<CoarseCodec>(kC, 5);
+    if (plan) o.layer_key_codecs = {nullptr, std::make_shared<CoarseCodec>(kC, 6), nullptr};
+    std::vector<LayerFitStats> st;
+    o.on_layer = [&](int l, const std::vector<float>& k, const std::vector<float>&) { if (l == 1) (plan ? planned : plain) = k; };
+    fit_chain(p.s, o, &st);
+    EXPECT_EQ(st[1].k_codec, plan ? "test-coarse6b1" : "test-coarse3b1");
+    EXPECT_EQ(st[2].k_codec, "test-coarse3b1");
+  }
+  EXPECT_NE(plain, planned);
 }
 
 TEST(FitChain, AblationSwitchesDropPredictors) {

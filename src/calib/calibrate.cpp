@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "aquakv/calib/bit_plan.h"
 #include "aquakv/calib/capture.h"
 #include "aquakv/calib/ridge.h"
 #include "aquakv/engine/fingerprint.h"
@@ -122,6 +123,12 @@ std::vector<std::unique_ptr<RecordingCache>> generate_group(Forward& fwd, const 
 void append_samples(KvSamples& out, KvSamples part) {
   out.n_train += part.n_train;
   out.n_val += part.n_val;
+  if (out.q2.empty()) out.q2.assign(part.q2.size(), std::vector<double>(size_t(out.width), 0.0));
+  for (size_t l = 0; l < part.q2.size() && l < out.q2.size(); ++l)
+    for (size_t c = 0; c < part.q2[l].size(); ++c) out.q2[l][c] += part.q2[l][c];
+  out.q_rows += part.q_rows;
+  out.n_kv_heads = part.n_kv_heads;
+  out.q_group = part.q_group;
   for (size_t l = 0; l < size_t(out.n_layers); ++l) {
     out.k[l].insert(out.k[l].end(), part.k[l].begin(), part.k[l].end());
     out.v[l].insert(out.v[l].end(), part.v[l].begin(), part.v[l].end());
@@ -149,6 +156,60 @@ KvSamples capture_generated(Forward& fwd, const Model& model, const CalibrateOpt
     if (progress) progress("capture", g0 + B, n_seq);
   }
   return out;
+}
+
+// The bit plan's candidates: per-token codecs sharing the default key codec's group size and
+// sign seed (the adapter file stores one of each, docs/ADAPTERS.md).
+std::vector<std::shared_ptr<const Codec>> make_plan_codecs(const CalibrateOptions& opt, int64_t C) {
+  if (!(opt.bits > 0 && opt.bits <= 16)) fail("calibrate: --bits must be in (0, 16], got {}", opt.bits);
+  if (opt.plan_codecs.empty()) fail("calibrate: --bits needs candidate codecs (--plan-codecs)");
+  const AdapterQuantConfig ref = aquakv_quant_config(opt.key_codec, opt.value_codec, opt.layer0, C);
+  std::vector<std::shared_ptr<const Codec>> out;
+  for (const auto& spec : opt.plan_codecs) {
+    const AdapterQuantConfig q = aquakv_quant_config(spec, spec, opt.layer0, C);
+    if (q.group_size != ref.group_size || q.signs_seed != ref.signs_seed)
+      fail("calibrate: plan codec '{}' has group size {} / signs seed {}, the key codec '{}' has {} / {} (they must agree)",
+           spec, q.group_size, q.signs_seed, ref.key_codec, ref.group_size, ref.signs_seed);
+    out.emplace_back(make_codec(spec, C, KvStream::kAny));
+    if (out.back()->block_rows() != 1) fail("calibrate: plan codec '{}' groups tokens; AQUA-KV needs a per-token codec", spec);
+  }
+  return out;
+}
+
+// Probe run of the chain (default codecs) measuring every candidate on every layer's residual,
+// then the allocation; fills chain's per-layer codecs and the report's plan.
+void plan_bits(const KvSamples& samples, const CalibrateOptions& opt,
+               const std::vector<std::shared_ptr<const Codec>>& cands, ChainOptions& chain,
+               CalibrateReport& rep, const Progress& progress) {
+  BitPlanner planner(samples, cands, opt.plan_weighted, opt.plan_key_weight);
+  ChainOptions probe = chain;
+  probe.on_residual = [&](int l, bool key, const std::vector<float>& y, const std::vector<float>& p) {
+    planner.measure(l, key, y, p);
+  };
+  fit_chain(samples, probe, nullptr, [&](int d, int t) { if (progress) progress("plan", d, t); });
+  const int64_t l0 = chain.layer0_codec->encoded_bytes(1);
+  const auto plan = planner.plan(opt.bits, l0);
+  const size_t L = plan.size();
+  chain.layer_key_codecs.assign(L, nullptr);
+  chain.layer_value_codecs.assign(L, nullptr);
+  nlohmann::json j;
+  j["bits"] = opt.bits;
+  j["weighted"] = opt.plan_weighted && !samples.q2.empty();
+  j["key_weight"] = opt.plan_key_weight;
+  for (const auto& c : cands) j["candidates"].push_back(c->spec());
+  for (size_t l = 1; l < L; ++l) {
+    chain.layer_key_codecs[l] = cands[size_t(plan[l][0])];
+    chain.layer_value_codecs[l] = cands[size_t(plan[l][1])];
+    nlohmann::json row = {{"layer", l}, {"key", cands[size_t(plan[l][0])]->spec()},
+                          {"value", cands[size_t(plan[l][1])]->spec()}};
+    for (int s = 0; s < 2; ++s)
+      for (size_t c = 0; c < cands.size(); ++c) row[s == 0 ? "key_cost" : "value_cost"].push_back(planner.cost(int(l), s, int(c)));
+    j["layers"].push_back(row);
+  }
+  rep.planned = true;
+  rep.plan_bits = planner.bits_per_value(plan, l0);
+  j["bits_per_value"] = rep.plan_bits;
+  rep.plan_json = j.dump();
 }
 
 }  // namespace
@@ -225,6 +286,7 @@ Adapters calibrate(const CalibrateOptions& opt, CalibrateReport* report,
   CalibrateReport rep;
   // Codecs first: a bad spec fails before minutes of capture.
   ChainOptions chain;
+  std::vector<std::shared_ptr<const Codec>> plan_codecs;
   const auto check = [&](int64_t C) {
     if (opt.rank < 0 || opt.rank > C)
       fail("calibrate: --rank {} outside [0, {}] (0 = full rank; at most the model's KV width {})",
@@ -232,6 +294,7 @@ Adapters calibrate(const CalibrateOptions& opt, CalibrateReport* report,
     chain.key_codec = std::shared_ptr<const Codec>(make_codec(opt.key_codec, C, KvStream::kKey));
     chain.value_codec = std::shared_ptr<const Codec>(make_codec(opt.value_codec, C, KvStream::kValue));
     chain.layer0_codec = std::shared_ptr<const Codec>(make_codec(opt.layer0, C, KvStream::kKey));
+    if (opt.bits > 0) plan_codecs = make_plan_codecs(opt, C);
   };
   chain.rank = opt.rank;
   chain.damping = opt.damping;
@@ -243,7 +306,13 @@ Adapters calibrate(const CalibrateOptions& opt, CalibrateReport* report,
   a.quant = aquakv_quant_config(opt.key_codec, opt.value_codec, opt.layer0, samples.width);
   a.rank = opt.rank;
   a.dtype = opt.dtype;
+  if (opt.bits > 0) plan_bits(samples, opt, plan_codecs, chain, rep, progress);
   a.layers = fit_chain(samples, chain, &rep.layers, [&](int d, int t) { if (progress) progress("fit", d, t); });
+  if (opt.bits > 0)
+    for (size_t l = 1; l < a.layers.size(); ++l) {
+      a.layers[l].key_codec = chain.layer_key_codecs[l]->spec();
+      a.layers[l].value_codec = chain.layer_value_codecs[l]->spec();
+    }
   rep.fit_seconds = since(t_fit);
   rep.total_seconds = since(t_start);
   rep.peak_rss_bytes = peak_rss_bytes();
@@ -251,7 +320,9 @@ Adapters calibrate(const CalibrateOptions& opt, CalibrateReport* report,
   notes["options"] = {{"tokens", opt.tokens}, {"window", opt.window}, {"val_fraction", opt.val_fraction},
                       {"key_codec", a.quant.key_codec}, {"value_codec", a.quant.value_codec},
                       {"layer0", a.quant.layer0_codec}, {"rank", opt.rank}, {"damping", opt.damping},
-                      {"fit_keys", opt.fit_keys}, {"fit_values", opt.fit_values}, {"seed", opt.seed}};
+                      {"fit_keys", opt.fit_keys}, {"fit_values", opt.fit_values}, {"seed", opt.seed},
+                      {"bits", opt.bits}, {"plan_codecs", opt.plan_codecs}, {"plan_weighted", opt.plan_weighted},
+                      {"plan_key_weight", opt.plan_key_weight}};
   a.notes = notes.dump();
   if (report) *report = rep;
   return a;
@@ -266,6 +337,11 @@ std::string CalibrateReport::table() const {
                      equivalent_bits(l.v_val), l.k_recon_val, l.v_recon_val);
   s += "(K/V train, val: relative MSE of the predictor ||P(X)-Y||^2/||Y||^2; bits: -log4(val);\n"
        " K̂/V̂ err: relative MSE of the cache's reconstruction on validation rows)\n";
+  if (planned) {
+    s += fmt::format("bit plan: {:.4f} bits per value (codes + scales, all layers)\n{:>5} | {:<24} {:<24}\n",
+                     plan_bits, "layer", "key codec", "value codec");
+    for (const auto& l : layers) s += fmt::format("{:>5} | {:<24} {:<24}\n", l.layer, l.k_codec, l.v_codec);
+  }
   return s;
 }
 
@@ -284,8 +360,10 @@ std::string CalibrateReport::json() const {
     auto bits = [](double r) { return std::isfinite(equivalent_bits(r)) ? equivalent_bits(r) : 99.0; };
     arr.push_back({{"layer", l.layer}, {"k_train", l.k_train}, {"k_val", l.k_val}, {"k_bits", bits(l.k_val)},
                    {"v_train", l.v_train}, {"v_val", l.v_val}, {"v_bits", bits(l.v_val)},
-                   {"k_recon_val", l.k_recon_val}, {"v_recon_val", l.v_recon_val}, {"seconds", l.seconds}});
+                   {"k_recon_val", l.k_recon_val}, {"v_recon_val", l.v_recon_val}, {"seconds", l.seconds},
+                   {"k_codec", l.k_codec}, {"v_codec", l.v_codec}});
   }
+  if (planned) j["plan"] = nlohmann::json::parse(plan_json);
   return j.dump(1);
 }
 

@@ -44,7 +44,27 @@ void RecordingCache::begin_step(int seq, int64_t n) {
   rope_.ensure(s.n_tokens + n);
 }
 
+void RecordingCache::record_queries(int layer, const KvAttention& a) {
+  const int64_t C = shape_.width(), hd = shape_.head_dim, hkv = shape_.n_kv_heads;
+  if (a.n_heads < hkv || a.n_heads % hkv != 0) return;  // not a GQA layout: no statistics
+  if (q2_.empty()) q2_.assign(size_t(shape_.n_layers), std::vector<double>(size_t(C), 0.0));
+  std::vector<double>& acc = q2_[size_t(layer)];
+  const int64_t group = a.n_heads / hkv;
+  q_group_ = group;
+  const double s2 = double(a.scale) * double(a.scale);
+  for (int64_t t = 0; t < a.n; ++t) {
+    const float* q = a.q + t * a.n_heads * hd;
+    for (int64_t h = 0; h < a.n_heads; ++h)
+      for (int64_t i = 0; i < hd; ++i) {
+        const double x = q[h * hd + i];
+        acc[size_t((h / group) * hd + i)] += s2 * x * x;
+      }
+  }
+  if (layer == 0) q_rows_ += a.n;
+}
+
 void RecordingCache::attend(int layer, const KvAttention& a) {
+  record_queries(layer, a);
   if (a.observer != nullptr) return attend_reference(*this, layer, a);
   Seq& s = at(cur_);
   if (a.n != step_n_) fail("recording cache: attention for {} queries in a step of {} tokens", a.n, step_n_);
@@ -108,6 +128,24 @@ KvSamples RecordingCache::take_samples(const std::vector<int>& train, const std:
   out.width = shape_.width();
   out.k.resize(size_t(out.n_layers));
   out.v.resize(size_t(out.n_layers));
+  out.q2 = q2_;
+  out.q_rows = q_rows_;
+  out.n_kv_heads = shape_.n_kv_heads;
+  out.q_group = q_group_;
+  // Average each RoPE pair's two channels: rotation by any angle keeps the pair's energy, so a
+  // weight shared by the pair measures pre-RoPE errors as the rotated keys meet the queries.
+  const int64_t hd = shape_.head_dim;
+  for (size_t l = 0; l < out.q2.size(); ++l) {
+    if (!rope_.enabled(int(l))) continue;
+    const RopeParams& p = rope_.table(int(l)).params();
+    for (int64_t h = 0; h < shape_.n_kv_heads; ++h)
+      for (int64_t i = 0; i < p.n_rot / 2; ++i) {
+        const int64_t a = p.type == RopeType::kNeox ? i : 2 * i, b = p.type == RopeType::kNeox ? i + p.n_rot / 2 : 2 * i + 1;
+        double& x = out.q2[l][size_t(h * hd + a)];
+        double& y = out.q2[l][size_t(h * hd + b)];
+        x = y = 0.5 * (x + y);
+      }
+  }
   for (int seq : train) out.n_train += recorded_rows(seq);
   for (int seq : val) out.n_val += recorded_rows(seq);
   for (size_t l = 0; l < size_t(out.n_layers); ++l) {

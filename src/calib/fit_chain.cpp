@@ -60,6 +60,11 @@ AffineMap fit_stream(const AffineInput* in, int n_in, int64_t in_width, const st
   return fit.map;
 }
 
+// Layer l's codec of a stream: the plan's entry, else the stream's default.
+const Codec& codec_of(const std::vector<std::shared_ptr<const Codec>>& plan, int64_t l, const Codec& dflt) {
+  return !plan.empty() && plan[size_t(l)] ? *plan[size_t(l)] : dflt;
+}
+
 }  // namespace
 
 std::vector<LayerPredictors> fit_chain(const KvSamples& d, const ChainOptions& opt,
@@ -68,7 +73,13 @@ std::vector<LayerPredictors> fit_chain(const KvSamples& d, const ChainOptions& o
   const int64_t L = d.n_layers, C = d.width, rows = d.rows();
   if (L < 1 || C < 1 || d.n_train < 1) fail("calibrate: no calibration rows");
   if (int64_t(d.k.size()) != L || int64_t(d.v.size()) != L) fail("calibrate: samples for {} layers, expected {}", d.k.size(), L);
-  for (const Codec* c : {opt.key_codec.get(), opt.value_codec.get(), opt.layer0_codec.get()}) {
+  std::vector<const Codec*> all = {opt.key_codec.get(), opt.value_codec.get(), opt.layer0_codec.get()};
+  for (auto* list : {&opt.layer_key_codecs, &opt.layer_value_codecs}) {
+    if (!list->empty() && int64_t(list->size()) != L) fail("calibrate: {} per-layer codecs for {} layers", list->size(), L);
+    for (const auto& c : *list)
+      if (c) all.push_back(c.get());
+  }
+  for (const Codec* c : all) {
     if (!c) fail("calibrate: key, value and layer-0 codecs are required");
     if (c->dim() != C) fail("calibrate: codec {} is for width {}, the model's KV width is {}", c->spec(), c->dim(), C);
     if (c->block_rows() != 1) fail("calibrate: codec {} groups tokens ({} rows); AQUA-KV needs a per-token codec", c->spec(), c->block_rows());
@@ -90,12 +101,18 @@ std::vector<LayerPredictors> fit_chain(const KvSamples& d, const ChainOptions& o
       const AffineInput in{kh_prev.data(), C, C};
       out[size_t(l)].key = fit_stream(&in, 1, C, yk, d.n_train, rows, C, opt, kh, st.k_train, st.k_val);
     }
-    quantize_rows(l == 0 ? *opt.layer0_codec : *opt.key_codec, yk, pk, kh, rows);
+    if (l > 0 && opt.on_residual) opt.on_residual(int(l), true, yk, kh);
+    const Codec& kcod = l == 0 ? *opt.layer0_codec : codec_of(opt.layer_key_codecs, l, *opt.key_codec);
+    const Codec& vcod = l == 0 ? *opt.layer0_codec : codec_of(opt.layer_value_codecs, l, *opt.value_codec);
+    st.k_codec = kcod.spec();
+    st.v_codec = vcod.spec();
+    quantize_rows(kcod, yk, pk, kh, rows);
     if (pv) {
       const AffineInput in[2] = {{kh.data(), C, C}, {vh_prev.data(), C, C}};
       out[size_t(l)].value = fit_stream(in, 2, 2 * C, yv, d.n_train, rows, C, opt, vh, st.v_train, st.v_val);
     }
-    quantize_rows(l == 0 ? *opt.layer0_codec : *opt.value_codec, yv, pv, vh, rows);
+    if (l > 0 && opt.on_residual) opt.on_residual(int(l), false, yv, vh);
+    quantize_rows(vcod, yv, pv, vh, rows);
     const int64_t v0 = d.n_val > 0 ? d.n_train : 0;
     st.k_recon_val = rel_err(kh, yk, v0, rows, C);
     st.v_recon_val = rel_err(vh, yv, v0, rows, C);

@@ -72,6 +72,24 @@ AffineMap get_map(ByteReader& r, AdapterDtype dt, int64_t want_in, int64_t want_
 
 }  // namespace
 
+bool Adapters::has_plan() const {
+  for (const auto& l : layers)
+    if (!l.key_codec.empty() || !l.value_codec.empty()) return true;
+  return false;
+}
+
+const std::string& Adapters::key_codec_of(int64_t l) const {
+  if (l == 0) return quant.layer0_codec;
+  const auto& c = layers.at(size_t(l)).key_codec;
+  return c.empty() ? quant.key_codec : c;
+}
+
+const std::string& Adapters::value_codec_of(int64_t l) const {
+  if (l == 0) return quant.layer0_codec;
+  const auto& c = layers.at(size_t(l)).value_codec;
+  return c.empty() ? quant.value_codec : c;
+}
+
 int64_t Adapters::n_params() const {
   int64_t n = 0;
   for (const auto& l : layers) n += l.key.n_params() + l.value.n_params();
@@ -82,9 +100,12 @@ void save_adapters(const Adapters& a, const std::string& path) {
   const int64_t C = a.model.kv_width;
   if (int64_t(a.layers.size()) != a.model.n_layers)
     fail("adapters {}: {} layers of predictors for a {}-layer model", path, a.layers.size(), a.model.n_layers);
+  if (!a.layers.empty() && (!a.layers[0].key_codec.empty() || !a.layers[0].value_codec.empty()))
+    fail("adapters {}: layer 0 takes the layer-0 codec, not a planned one", path);
+  const uint32_t version = a.has_plan() ? 3 : 2;
   ByteWriter w;
   w.append(kMagic, 8);
-  w.put<uint32_t>(kAdapterVersion);
+  w.put<uint32_t>(version);
   w.put<uint32_t>(uint32_t(a.dtype));
   w.put<uint64_t>(0);  // total file length, patched below
   w.str(a.model.arch);
@@ -101,13 +122,18 @@ void save_adapters(const Adapters& a, const std::string& path) {
   w.put<int64_t>(a.rank);
   w.str(a.notes);
   for (const auto& l : a.layers) {
-    const uint8_t flags = uint8_t((l.key.empty() ? 0 : 1) | (l.value.empty() ? 0 : 2));
+    const bool planned = !l.key_codec.empty() || !l.value_codec.empty();
+    const uint8_t flags = uint8_t((l.key.empty() ? 0 : 1) | (l.value.empty() ? 0 : 2) | (planned ? 4 : 0));
     w.put<uint8_t>(flags);
+    if (planned) {
+      w.str(l.key_codec.empty() ? a.quant.key_codec : l.key_codec);
+      w.str(l.value_codec.empty() ? a.quant.value_codec : l.value_codec);
+    }
     if (!l.key.empty()) put_map(w, l.key, a.dtype);
     if (!l.value.empty()) put_map(w, l.value, a.dtype);
   }
   w.patch<uint64_t>(16, w.size() + 8);
-  w.put<uint64_t>(checksum(kAdapterVersion, reinterpret_cast<const uint8_t*>(w.bytes().data()), w.size()));
+  w.put<uint64_t>(checksum(version, reinterpret_cast<const uint8_t*>(w.bytes().data()), w.size()));
   write_file_atomic(path, w.bytes(), "adapters");
 }
 
@@ -160,8 +186,14 @@ Adapters parse_adapters(std::span<const uint8_t> b, const std::string& path) {
   a.layers.resize(size_t(L));
   for (int64_t l = 0; l < L; ++l) {
     const uint8_t flags = r.get<uint8_t>("layer flags");
-    if (flags > 3 || (l == 0 && flags != 0))
+    if (flags > (version >= 3 ? 7 : 3) || (l == 0 && flags != 0))
       fail("adapters {}: layer {} flags {} invalid", path, l, flags);
+    if (flags & 4) {
+      a.layers[size_t(l)].key_codec = r.str("layer key codec");
+      a.layers[size_t(l)].value_codec = r.str("layer value codec");
+      if (a.layers[size_t(l)].key_codec.empty() || a.layers[size_t(l)].value_codec.empty())
+        fail("adapters {}: layer {} names an empty codec", path, l);
+    }
     if (flags & 1) a.layers[size_t(l)].key = get_map(r, a.dtype, C, C, l, "key", path);
     if (flags & 2) a.layers[size_t(l)].value = get_map(r, a.dtype, 2 * C, C, l, "value", path);
   }

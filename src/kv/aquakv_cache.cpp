@@ -58,9 +58,16 @@ class CompressedCache final : public KvCache {
     if (!opt_.key_codec || !opt_.value_codec) fail("kv cache {}: key and value codecs are required", opt_.name);
     if (!opt_.layer0_key_codec) opt_.layer0_key_codec = opt_.key_codec;
     if (!opt_.layer0_value_codec) opt_.layer0_value_codec = opt_.value_codec;
+    std::vector<const Codec*> all = {opt_.key_codec.get(), opt_.value_codec.get(), opt_.layer0_key_codec.get(),
+                                      opt_.layer0_value_codec.get()};
+    for (auto* list : {&opt_.layer_key_codecs, &opt_.layer_value_codecs}) {
+      if (!list->empty() && int64_t(list->size()) != shape.n_layers)
+        fail("kv cache {}: {} per-layer codecs for {} layers", opt_.name, list->size(), shape.n_layers);
+      for (const auto& c : *list)
+        if (c) all.push_back(c.get());
+    }
     block_ = 1;
-    for (const Codec* c : {opt_.key_codec.get(), opt_.value_codec.get(), opt_.layer0_key_codec.get(),
-                           opt_.layer0_value_codec.get()}) {
+    for (const Codec* c : all) {
       if (c->dim() != C) fail("kv cache {}: codec {} is for rows of {}, the KV width is {}", opt_.name, c->spec(), c->dim(), C);
       block_ = std::lcm(block_, c->block_rows());
     }
@@ -344,8 +351,16 @@ class CompressedCache final : public KvCache {
   };
 
   bool has_predictors() const { return opt_.adapters != nullptr; }
-  const Codec& kc(int l) const { return l == 0 ? *opt_.layer0_key_codec : *opt_.key_codec; }
-  const Codec& vc(int l) const { return l == 0 ? *opt_.layer0_value_codec : *opt_.value_codec; }
+  const Codec& kc(int l) const {
+    if (l == 0) return *opt_.layer0_key_codec;
+    const auto& p = opt_.layer_key_codecs;
+    return !p.empty() && p[size_t(l)] ? *p[size_t(l)] : *opt_.key_codec;
+  }
+  const Codec& vc(int l) const {
+    if (l == 0) return *opt_.layer0_value_codec;
+    const auto& p = opt_.layer_value_codecs;
+    return !p.empty() && p[size_t(l)] ? *p[size_t(l)] : *opt_.value_codec;
+  }
   const AffineMap* kmap(int l) const {
     if (l == 0 || !opt_.adapters) return nullptr;
     const AffineMap& m = opt_.adapters->layers[size_t(l)].key;

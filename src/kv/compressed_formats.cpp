@@ -63,6 +63,23 @@ void refuse_codec_options(const std::string& args, const Parsed& ps) {
          args.empty() || args[0] == ',' ? "" : ":", args);
 }
 
+// A bit plan's per-layer codecs (kv/adapters.h): each must be a canonical spec with the file's
+// group size and sign seed (the predictors were fitted with exactly these codecs).
+void add_plan_codecs(const Adapters& a, int64_t C, CompressedCacheOptions& o) {
+  const size_t L = a.layers.size();
+  o.layer_key_codecs.assign(L, nullptr);
+  o.layer_value_codecs.assign(L, nullptr);
+  for (size_t l = 1; l < L; ++l) {
+    const AdapterQuantConfig q = aquakv_quant_config(a.key_codec_of(int64_t(l)), a.value_codec_of(int64_t(l)), a.quant.layer0_codec, C);
+    if (q.key_codec != a.key_codec_of(int64_t(l)) || q.value_codec != a.value_codec_of(int64_t(l)) ||
+        q.group_size != a.quant.group_size || q.signs_seed != a.quant.signs_seed)
+      fail("layer {} codecs '{}' / '{}' do not match the file's group size {} and signs seed {}", l,
+           a.key_codec_of(int64_t(l)), a.value_codec_of(int64_t(l)), a.quant.group_size, a.quant.signs_seed);
+    o.layer_key_codecs[l] = codec(q.key_codec, C, KvStream::kKey);
+    o.layer_value_codecs[l] = codec(q.value_codec, C, KvStream::kValue);
+  }
+}
+
 std::unique_ptr<KvCache> build_aquakv(const std::string& args, const Parsed& ps, const Parsed& d,
                                       const KvShape& shape) {
   if (ps.head.empty())
@@ -90,6 +107,7 @@ std::unique_ptr<KvCache> build_aquakv(const std::string& args, const Parsed& ps,
     o.value_codec = codec(a->quant.value_codec, C, KvStream::kValue);
     o.layer0_key_codec = codec(a->quant.layer0_codec, C, KvStream::kKey);
     o.layer0_value_codec = codec(a->quant.layer0_codec, C, KvStream::kValue);
+    if (a->has_plan()) add_plan_codecs(*a, C, o);
   } catch (const Error& e) {
     const std::string m = e.what();
     if (m.find(ps.head) != std::string::npos) throw;

@@ -2,6 +2,7 @@
 // (docs/ADAPTERS.md), or with --method kvquant the KVQuant tables (kv/quant_tables.h). Prints
 // progress, the per-layer fit table, wall time and peak memory.
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 
 #include <fmt/format.h>
@@ -26,9 +27,10 @@ struct Args {
   bool f16 = false;
   bool quiet = false;
   std::string method = "aquakv";
+  std::string plan_proxy = "attention";
   KvQuantFitOptions kvq;
   CqFitOptions cq;
-  int bits = 0;  // 0: the method's default
+  double bits = 0;  // 0: the method's default (aquakv: no bit plan)
 };
 
 // --method kvquant|cq: capture, fit the tables, write them, print the per-layer held-out errors.
@@ -37,7 +39,8 @@ int run_tables(Args& a) {
   CalibrateReport rep;
   ProgressBar bar(a.quiet);
   ModelFingerprint fp;
-  if (a.bits) (a.method == "kvquant" ? a.kvq.bits : a.cq.bits) = a.bits;
+  if (a.bits != std::floor(a.bits)) fail("calibrate --method {}: --bits must be a whole number, got {}", a.method, a.bits);
+  if (a.bits) (a.method == "kvquant" ? a.kvq.bits : a.cq.bits) = int(a.bits);
   if (a.method == "kvquant" && a.kvq.bits > 8) fail("calibrate --method kvquant: --bits must be in [1, 8], got {}", a.kvq.bits);
   // Settings that depend on the model fail before the capture.
   const auto check = [&](int64_t C) {
@@ -120,8 +123,17 @@ const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors (or KVQuant tabl
   sub.add_option("--method", a->method,
                  "aquakv (cross-layer predictors), kvquant (tables for --kv kvquant:FILE) or cq (codebooks for --kv cq:FILE)")
       ->capture_default_str()->check(CLI::IsMember({"aquakv", "kvquant", "cq"}));
-  sub.add_option("--bits", a->bits, "kvquant: bits per value (default 3); cq: bits per code (default 8)")
-      ->check(CLI::Range(1, 12));
+  sub.add_option("--bits", a->bits,
+                 "aquakv: bit plan, average bits per value (codes + scales, all layers) over per-layer key/value codecs "
+                 "chosen from --plan-codecs; kvquant: bits per value (default 3); cq: bits per code (default 8)")
+      ->check(CLI::Range(1.0, 12.0));
+  sub.add_option("--plan-codecs", a->o.plan_codecs, "aquakv --bits: candidate residual codecs (comma-separated)")
+      ->delimiter(',')->capture_default_str();
+  sub.add_option("--plan-proxy", a->plan_proxy,
+                 "aquakv --bits: loss proxy, attention (key errors weighed by the calibrated queries and value spread) "
+                 "or mse (plain squared error)")->capture_default_str()->check(CLI::IsMember({"attention", "mse"}));
+  sub.add_option("--plan-key-weight", a->o.plan_key_weight, "aquakv --bits: extra factor on the key proxy (ablation)")
+      ->capture_default_str()->check(CLI::Range(1e-3, 1e3));
   sub.add_option("--outliers", a->kvq.outlier_fraction, "kvquant: fraction of each row kept exact")
       ->capture_default_str()->check(CLI::Range(0.0, 0.49));
   sub.add_option("--channels", a->cq.channels, "cq: channels per group coded jointly (8: 1 bit per value at 8 bits)")
@@ -135,6 +147,8 @@ const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors (or KVQuant tabl
     if (a->json_opt->count() > 0) check_output_path(a->json_out, "--json");
     if (a->json_opt->count() > 0 && a->json_out == a->out) fail("-o and --json name the same file {}", a->out);
     if (a->method != "aquakv") return run_tables(*a);
+    a->o.bits = a->bits;
+    a->o.plan_weighted = a->plan_proxy == "attention";
     CalibrateReport rep;
     ProgressBar bar(a->quiet);
     const Adapters ad = calibrate(a->o, &rep, [&](const char* stage, int64_t done, int64_t total) { bar(stage, done, total); });

@@ -35,10 +35,22 @@ struct CalibrateOptions {
   uint64_t seed = 1;
   int threads = 0;
   AdapterDtype dtype = AdapterDtype::kF32;
+  // Bit plan (calib/bit_plan.h): > 0 chooses each layer's key and value codec among
+  // plan_codecs for an average of `bits` bits per value (codes + scales, layer 0 included),
+  // after a probe run of the chain with key_codec / value_codec.
+  double bits = 0;
+  std::vector<std::string> plan_codecs = {"higgs:4x16", "higgs2", "higgs3", "higgs4"};
+  bool plan_weighted = true;   // false: plain squared error for keys and values alike
+  double plan_key_weight = 1.0;  // extra factor on the key proxy (ablation)
 };
 
 struct CalibrateReport {
   std::vector<LayerFitStats> layers;
+  // With a bit plan: the proxy cost of every candidate per layer and stream (JSON), and the
+  // plan's bits per value (codes + scales, all layers).
+  bool planned = false;
+  double plan_bits = 0;
+  std::string plan_json;
   int64_t train_rows = 0, val_rows = 0, windows = 0;
   std::string source;        // "text: a.txt, b.txt" or "self-generated"
   double capture_seconds = 0, fit_seconds = 0, total_seconds = 0;

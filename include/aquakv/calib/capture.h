@@ -32,7 +32,10 @@ class RecordingCache final : public KvCache {
 
   // Rows recorded for sequence `seq` (all its windows so far).
   int64_t recorded_rows(int seq) const;
-  // Moves the records into samples: the sequences in `train` first, then those in `val`.
+  // Adds the step's queries to the per-layer query statistics (KvSamples::q2).
+  void record_queries(int layer, const KvAttention& a);
+  // Moves the records into samples: the sequences in `train` first, then those in `val`; the
+  // query statistics (of every sequence) go along, pair-averaged over RoPE pairs.
   KvSamples take_samples(const std::vector<int>& train, const std::vector<int>& val);
 
  private:
@@ -48,6 +51,9 @@ class RecordingCache final : public KvCache {
   KvShape shape_;
   std::vector<Seq> seqs_;
   KvRope rope_;
+  std::vector<std::vector<double>> q2_;  // per layer (C): see KvSamples::q2 (not yet pair-averaged)
+  int64_t q_rows_ = 0;                   // query rows of layer 0 accumulated
+  int64_t q_group_ = 0;                  // query heads per KV head (seen at attend)
   int cur_ = 0;
   int64_t step_n_ = 0;
 };

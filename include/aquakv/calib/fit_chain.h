@@ -23,6 +23,16 @@ struct KvSamples {
   int64_t n_layers = 0, width = 0;
   int64_t n_train = 0, n_val = 0;
   std::vector<std::vector<uint16_t>> k, v;  // [layer] -> (n_train + n_val, C)
+  // Query statistics that weigh key errors where attention feels them: for layer l and KV
+  // channel c, q2[l][c] = sum over recorded query rows of sum over the query heads reading c's
+  // KV head of (scale * q_c)^2, averaged over the two channels of each RoPE pair (pair energy
+  // is unchanged by the rotation, so the weight applies to pre-RoPE key errors); q_rows rows.
+  // A key error e of a token then moves the logits by sum_c (q2[l][c] / q_rows) e_c^2 in mean
+  // square (diagonal of the queries' second moment). Empty when not recorded.
+  std::vector<std::vector<double>> q2;
+  int64_t q_rows = 0;
+  int64_t n_kv_heads = 0;  // KV heads (width = n_kv_heads * head dim); 0: unknown
+  int64_t q_group = 0;     // query heads per KV head; 0: unknown
   int64_t rows() const { return n_train + n_val; }
 };
 
@@ -35,6 +45,13 @@ struct ChainOptions {
   // Called with each layer's reconstructions K̂_l, V̂_l of all rows ((rows, C) each); tests
   // compare them with the cache's.
   std::function<void(int, const std::vector<float>&, const std::vector<float>&)> on_layer;
+  // Bit plan: per-layer residual codecs of layers >= 1 (empty, or one entry per layer; entry 0
+  // and null entries: key_codec / value_codec), as the cache takes them.
+  std::vector<std::shared_ptr<const Codec>> layer_key_codecs, layer_value_codecs;
+  // Called for layers >= 1 and each stream (key = true first) with the stream's true rows and
+  // their prediction ((rows, C) each; zeros without a predictor) before the residual is coded:
+  // the bit planner measures there what each candidate codec would cost (calib/bit_plan.h).
+  std::function<void(int layer, bool key, const std::vector<float>& target, const std::vector<float>& pred)> on_residual;
 };
 
 // One row of the per-layer table. Predictor quality: relative MSE of the prediction
@@ -44,6 +61,7 @@ struct LayerFitStats {
   int layer = 0;
   double k_train = 1, k_val = 1, v_train = 1, v_val = 1;
   double k_recon_val = 0, v_recon_val = 0;
+  std::string k_codec, v_codec;  // the codecs that coded this layer's keys and values
   double seconds = 0;
 };
 

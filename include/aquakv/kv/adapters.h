@@ -37,6 +37,10 @@ struct AdapterQuantConfig {
 struct LayerPredictors {
   AffineMap key;    // K̂_{l-1} (C) -> K_l (C); empty: predict zero
   AffineMap value;  // [K̂_l ; V̂_{l-1}] (2C) -> V_l (C); empty: predict zero
+  // Bit plan (`calibrate --bits`): this layer's residual codecs (canonical specs, layers >= 1);
+  // empty: the file's key_codec / value_codec. Every planned codec shares the file's group
+  // size and sign seed (checked when the cache is built).
+  std::string key_codec, value_codec;
 };
 
 enum class AdapterDtype : uint32_t { kF32 = 0, kF16 = 1 };
@@ -53,11 +57,17 @@ struct Adapters {
   uint64_t file_checksum = 0;
 
   int64_t n_params() const;
+  bool has_plan() const;  // some layer names its own codecs
+  // Layer l's key / value residual codec spec (the plan's, else the file's).
+  const std::string& key_codec_of(int64_t l) const;
+  const std::string& value_codec_of(int64_t l) const;
   int64_t bytes_in_memory() const { return n_params() * 4; }
 };
 
-// Version written; load_adapters reads 1 (checksum from aquakv's old FNV basis) and 2.
-inline constexpr uint32_t kAdapterVersion = 2;
+// Version written; load_adapters reads 1 (checksum from aquakv's old FNV basis), 2 and 3 (2 plus
+// per-layer codecs, flag bit 2 of a layer record). Files without a plan are written as version 2,
+// byte for byte what earlier builds wrote, so older builds keep reading them.
+inline constexpr uint32_t kAdapterVersion = 3;
 
 // Writes atomically (util/file_io.h: a unique temporary next to `path`, fsync'd, renamed).
 void save_adapters(const Adapters& a, const std::string& path);

@@ -21,6 +21,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "aquakv/kv/adapters.h"
 #include "aquakv/kv/kv_cache.h"
@@ -35,6 +36,9 @@ struct CompressedCacheOptions {
   // Codecs for rows of C values. Layers >= 1 code residuals (or values when no predictors).
   std::shared_ptr<const Codec> key_codec, value_codec;
   std::shared_ptr<const Codec> layer0_key_codec, layer0_value_codec;  // null: same as above
+  // Per-layer codecs of layers >= 1 (a bit plan): empty, or one entry per layer (entry 0 and
+  // null entries: the codecs above).
+  std::vector<std::shared_ptr<const Codec>> layer_key_codecs, layer_value_codecs;
   // Predictors (layer l >= 1); null: no predictors (predict zero everywhere).
   std::shared_ptr<const Adapters> adapters;
 };

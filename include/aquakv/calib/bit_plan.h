@@ -1,0 +1,69 @@
+// Per-layer, per-stream bit allocation for AQUA-KV under a budget (`aquakv calibrate --bits B`).
+// Owns: the loss proxy of coding one layer's key or value residual with a candidate codec
+// (measured on calibration rows during a probe run of the chain) and the exact allocation that
+// minimises the summed proxy at a budget of bytes per token. Not: the chain itself
+// (calib/fit_chain.h) or the file that stores the plan (kv/adapters.h).
+//
+// Loss proxy, in units of the attention output's squared error summed over query heads:
+//   value stream of layer l:  G * E||e_v||^2            (G query heads read each KV head)
+//   key stream of layer l:    sum_h [ sum_{c in h} w_c E(e_c^2) ] * tv_h * key_weight
+// where w_c = KvSamples::q2 / q_rows (the mean square logit error a key error e causes is
+// sum_c w_c e_c^2, summed over the query heads), and tv_h = E||v_h - mean(v_h)||^2 over the
+// layer's values of KV head h: a logit error delta moves a head's output by about
+// delta * (v - o), so its squared size is delta^2 times the spread of the values around the
+// attention average, which tv_h bounds. Errors of one layer's reconstruction on later layers'
+// predictions are not counted (the probe run codes every layer with the default codecs).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "aquakv/calib/fit_chain.h"
+#include "aquakv/quant/codec.h"
+
+namespace aquakv {
+
+// Multiple-choice knapsack, solved exactly by dynamic programming over total bytes: item i
+// takes one option j with cost[i][j] and bytes[i][j] >= 0; returns the choice per item that
+// minimises the summed cost with summed bytes <= budget (first minimum: lowest option index
+// on ties, items in order). Fails with one line when even the cheapest options exceed budget.
+std::vector<int> allocate_min_cost(const std::vector<std::vector<double>>& cost,
+                                   const std::vector<std::vector<int64_t>>& bytes, int64_t budget);
+
+class BitPlanner {
+ public:
+  // `candidates`: per-token codecs of the KV width (e.g. higgs:4x16, higgs2, higgs3, higgs4).
+  // max_rows: training rows (evenly strided) each candidate is measured on. weighted = false
+  // (or no query statistics in `samples`): plain squared error for keys and values alike.
+  BitPlanner(const KvSamples& samples, std::vector<std::shared_ptr<const Codec>> candidates,
+             bool weighted = true, double key_weight = 1.0, int64_t max_rows = 4096);
+
+  // The fit_chain hook (ChainOptions::on_residual): measures every candidate on the stream's
+  // residual target - pred of layer `layer`.
+  void measure(int layer, bool key, const std::vector<float>& target, const std::vector<float>& pred);
+
+  // The plan for an average of `bits` bits per value over all layers and both streams, layer 0
+  // coded by `layer0_bytes_per_row` bytes per row (per stream). Returns per layer (index 0
+  // unused) the candidate index for keys and values; fails when a layer was not measured or
+  // the budget is below the cheapest plan.
+  std::vector<std::array<int, 2>> plan(double bits, int64_t layer0_bytes_per_row) const;
+
+  // cost(l, stream 0 = key / 1 = value, candidate) as measured.
+  double cost(int layer, int stream, int candidate) const { return cost_[size_t(layer)][size_t(stream)][size_t(candidate)]; }
+  const std::vector<std::shared_ptr<const Codec>>& candidates() const { return cand_; }
+  // Bits per value (codes + scales) of an allocation over all layers (layer 0 included).
+  double bits_per_value(const std::vector<std::array<int, 2>>& plan, int64_t layer0_bytes_per_row) const;
+
+ private:
+  int64_t L_, C_, hd_, hkv_, group_, max_rows_, n_train_;
+  double key_weight_;
+  std::vector<std::shared_ptr<const Codec>> cand_;
+  std::vector<std::vector<double>> w_;     // [layer][C] query weights (empty: unweighted keys)
+  std::vector<std::vector<double>> tv_;    // [layer][KV head] value spread
+  std::vector<std::array<std::vector<double>, 2>> cost_;  // [layer][stream][candidate]
+};
+
+}  // namespace aquakv
