@@ -318,6 +318,35 @@ TEST(Adapters, PlanRoundTripsAsVersion3) {
   expect_refused([&] { save_adapters(a, p); }, "layer 0");
 }
 
+// Channel scales (version 3, flag bits 3 and 4) round trip exactly and wrap the layer's codec.
+TEST(Adapters, ChannelScalesRoundTrip) {
+  TmpDir t;
+  const std::string p = t.file("scales.aqkv");
+  Adapters a = sample();
+  a.quant = {"higgs:2x16:g16", "higgs:2x16:g16", "fp16", 16, 0};
+  for (int c = 0; c < 16; ++c) a.layers[2].key_scale.push_back(0.5f + 0.1f * float(c));
+  a.layers[3].value_scale.assign(16, 2.0f);
+  save_adapters(a, p);
+  const Adapters r = load_adapters(p);
+  EXPECT_FALSE(r.has_plan());
+  EXPECT_TRUE(r.has_scales());
+  EXPECT_EQ(r.layers[2].key_scale, a.layers[2].key_scale);
+  EXPECT_TRUE(r.layers[2].value_scale.empty());
+  EXPECT_EQ(r.layers[3].value_scale, a.layers[3].value_scale);
+  KvShape s;
+  s.n_layers = 4;
+  s.n_kv_heads = 2;
+  s.head_dim = 8;
+  s.max_tokens = 64;
+  EXPECT_NE(make_cache("aquakv:" + p, s), nullptr);
+  a.layers[3].value_scale.assign(15, 2.0f);
+  expect_refused([&] { save_adapters(a, p); }, "15 channel scales");
+  a.layers[3].value_scale.assign(16, 2.0f);
+  a.layers[3].value_scale[4] = 0.0f;
+  save_adapters(a, p);
+  expect_refused([&] { make_cache("aquakv:" + p, s); }, "not a finite positive number");
+}
+
 // A planned codec with another group size than the file's is refused when the cache is built.
 TEST(Adapters, PlanCodecMustShareTheGroupSize) {
   TmpDir t;

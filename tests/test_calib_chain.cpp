@@ -9,6 +9,7 @@
 
 #include "aquakv/calib/fit_chain.h"
 #include "aquakv/kv/aquakv_cache.h"
+#include "aquakv/quant/channel_scaled_codec.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/fp16.h"
 #include "test_codecs.h"
@@ -168,6 +169,108 @@ void check_chain_equals_cache(bool plan) {
 }
 
 TEST(FitChain, ReconstructionsEqualTheCachesBitForBit) { check_chain_equals_cache(false); }
+
+// The wrapper codes x * s and decodes / s: with a lossless inner codec and power-of-two scales
+// the round trip is exact, and the inner codec sees the scaled rows.
+TEST(FitChain, ChannelScaledCodecScalesThenUnscales) {
+  auto half = std::make_shared<HalfCodec>(4);
+  const ChannelScaledCodec c(half, {0.5f, 2.0f, 4.0f, 1.0f});
+  EXPECT_EQ(c.spec(), half->spec() + "+chscale");
+  EXPECT_EQ(c.encoded_bytes(3), half->encoded_bytes(3));
+  const float x[8] = {1.5f, -2.25f, 0.125f, 3.0f, -7.0f, 0.0f, 1024.0f, -0.5f};
+  std::vector<uint8_t> codes(size_t(c.encoded_bytes(2)));
+  float y[8], inner[8];
+  c.encode(x, 2, codes.data());
+  c.decode(codes.data(), 2, y);
+  half->decode(codes.data(), 2, inner);
+  const float s[4] = {0.5f, 2.0f, 4.0f, 1.0f};
+  for (int i = 0; i < 8; ++i) {
+    EXPECT_EQ(y[i], x[i]) << i;
+    EXPECT_EQ(inner[i], x[i] * s[i % 4]) << i;
+  }
+  EXPECT_THROW(ChannelScaledCodec(half, {1.0f, 1.0f, 1.0f}), Error);
+  EXPECT_THROW(ChannelScaledCodec(half, {1.0f, -1.0f, 1.0f, 1.0f}), Error);
+}
+
+// Channel scales: the chain's scales follow s_c^2 ~ sqrt(w_c) / sigma_c (geometric mean 1),
+// computed here in double from the planted data, and the cache given the same scales
+// reconstructs bit for bit like the chain.
+TEST(FitChain, ChannelScalesFollowTheFormula) {
+  Planted p = planted(300, 60, 0.05, 4);
+  p.s.q2.assign(kL, std::vector<double>(kC));
+  p.s.q_rows = 10;
+  for (int l = 0; l < kL; ++l)
+    for (int c = 0; c < kC; ++c) p.s.q2[size_t(l)][size_t(c)] = 10.0 * (1 + c % 5);
+  ChainOptions o;
+  o.key_codec = o.value_codec = std::make_shared<CoarseCodec>(kC, 3);
+  o.layer0_codec = std::make_shared<CoarseCodec>(kC, 5);
+  o.scale_keys = o.scale_values = true;
+  std::vector<float> pk1, k0;
+  std::vector<std::vector<float>> ck(kL), cv(kL);
+  o.on_residual = [&](int l, bool key, const std::vector<float>&, const std::vector<float>& pred) { if (l == 1 && key) pk1 = pred; };
+  o.on_layer = [&](int l, const std::vector<float>& k, const std::vector<float>& v) { ck[l] = k; cv[l] = v; };
+  const auto maps = fit_chain(p.s, o, nullptr);
+  ASSERT_EQ(maps[1].key_scale.size(), size_t(kC));
+  ASSERT_EQ(maps[2].value_scale.size(), size_t(kC));
+  EXPECT_TRUE(maps[0].key_scale.empty());
+  // Reference for layer 1's key scales.
+  std::vector<double> ref(kC);
+  double mean_log = 0;
+  for (int c = 0; c < kC; ++c) {
+    double ms = 0;
+    for (int64_t r = 0; r < p.s.n_train; ++r) {
+      const double e = double(fp16_to_fp32(p.s.k[1][size_t(r * kC + c)])) - pk1[size_t(r * kC + c)];
+      ms += e * e / double(p.s.n_train);
+    }
+    ref[size_t(c)] = 0.25 * std::log(1.0 + c % 5) - 0.25 * std::log(ms);  // log of (sqrt(w)/sigma)^(1/2), w up to a constant
+    mean_log += ref[size_t(c)] / kC;
+  }
+  for (int c = 0; c < kC; ++c) EXPECT_NEAR(maps[1].key_scale[size_t(c)], std::exp(ref[size_t(c)] - mean_log), 1e-5) << c;
+  // The cache with these scales equals the chain.
+  auto a = std::make_shared<Adapters>();
+  a->model = {"t", kL, 1, kC, kC, 0};
+  a->layers = maps;
+  KvShape shape;
+  shape.n_layers = kL;
+  shape.n_kv_heads = 1;
+  shape.head_dim = kC;
+  shape.max_tokens = 1000;
+  CompressedCacheOptions co;
+  co.name = "t";
+  co.sinks = 0;
+  co.buffer = 1;
+  co.key_codec = co.value_codec = o.key_codec;
+  co.layer0_key_codec = co.layer0_value_codec = o.layer0_codec;
+  co.layer_key_codecs.assign(kL, nullptr);
+  co.layer_value_codecs.assign(kL, nullptr);
+  for (int l = 1; l < kL; ++l) {
+    co.layer_key_codecs[size_t(l)] = std::make_shared<ChannelScaledCodec>(o.key_codec, maps[size_t(l)].key_scale);
+    co.layer_value_codecs[size_t(l)] = std::make_shared<ChannelScaledCodec>(o.value_codec, maps[size_t(l)].value_scale);
+  }
+  co.adapters = a;
+  auto cache = make_compressed_cache(shape, co);
+  const int seq = cache->add_sequence();
+  const int64_t rows = p.s.rows();
+  std::vector<float> k(size_t(rows * kC)), v(size_t(rows * kC));
+  cache->begin_step(seq, rows);
+  for (int l = 0; l < kL; ++l) {
+    for (int64_t i = 0; i < rows * kC; ++i) {
+      k[size_t(i)] = fp16_to_fp32(p.s.k[l][size_t(i)]);
+      v[size_t(i)] = fp16_to_fp32(p.s.v[l][size_t(i)]);
+    }
+    cache->append(l, k.data(), v.data());
+    cache->read(l);
+  }
+  cache->end_step();
+  cache->begin_step(seq, 0);
+  for (int l = 0; l < kL; ++l) {
+    cache->append(l, nullptr, nullptr);
+    const KvView view = cache->read(l);
+    EXPECT_EQ(std::memcmp(view.k, ck[l].data(), size_t(rows * kC * 4)), 0) << "keys, layer " << l;
+    EXPECT_EQ(std::memcmp(view.v, cv[l].data(), size_t(rows * kC * 4)), 0) << "values, layer " << l;
+  }
+  cache->end_step();
+}
 
 TEST(FitChain, PlannedCodecsReconstructLikeTheCache) {
   check_chain_equals_cache(true);

@@ -300,6 +300,8 @@ Adapters calibrate(const CalibrateOptions& opt, CalibrateReport* report,
   chain.damping = opt.damping;
   chain.fit_keys = opt.fit_keys;
   chain.fit_values = opt.fit_values;
+  chain.scale_keys = opt.scale_keys;
+  chain.scale_values = opt.scale_values;
   Adapters a;
   KvSamples samples = capture_samples(opt, &rep, progress, check, &a.model);
   const auto t_fit = Clock::now();
@@ -322,7 +324,8 @@ Adapters calibrate(const CalibrateOptions& opt, CalibrateReport* report,
                       {"layer0", a.quant.layer0_codec}, {"rank", opt.rank}, {"damping", opt.damping},
                       {"fit_keys", opt.fit_keys}, {"fit_values", opt.fit_values}, {"seed", opt.seed},
                       {"bits", opt.bits}, {"plan_codecs", opt.plan_codecs}, {"plan_weighted", opt.plan_weighted},
-                      {"plan_key_weight", opt.plan_key_weight}};
+                      {"plan_key_weight", opt.plan_key_weight}, {"scale_keys", opt.scale_keys},
+                      {"scale_values", opt.scale_values}};
   a.notes = notes.dump();
   if (report) *report = rep;
   return a;

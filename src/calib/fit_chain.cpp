@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include "aquakv/calib/ridge.h"
+#include "aquakv/quant/channel_scaled_codec.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/fp16.h"
 #include "aquakv/util/parallel.h"
@@ -60,6 +62,32 @@ AffineMap fit_stream(const AffineInput* in, int n_in, int64_t in_width, const st
   return fit.map;
 }
 
+// Channel scales for coding target - pred (training rows): s_c = (sqrt(w_c) / sigma_c)^(1/2),
+// normalised to geometric mean 1; sigma and w floored at 1e-6 of their largest values so an
+// idle channel gets a finite scale.
+std::vector<float> channel_scales(const std::vector<float>& y, const std::vector<float>& pred, int64_t n_train,
+                                  int64_t C, const std::vector<double>* w) {
+  std::vector<double> ms(static_cast<size_t>(C), 0.0);
+  for (int64_t r = 0; r < n_train; ++r)
+    for (int64_t c = 0; c < C; ++c) {
+      const double e = double(y[size_t(r * C + c)]) - double(pred[size_t(r * C + c)]);
+      ms[size_t(c)] += e * e;
+    }
+  const double smax = std::sqrt(*std::max_element(ms.begin(), ms.end()) / double(n_train));
+  const double wmax = w ? *std::max_element(w->begin(), w->end()) : 1.0;
+  std::vector<double> logs(static_cast<size_t>(C));
+  double mean_log = 0;
+  for (int64_t c = 0; c < C; ++c) {
+    const double sigma = std::max(std::sqrt(ms[size_t(c)] / double(n_train)), 1e-6 * smax + 1e-30);
+    const double wc = w ? std::max((*w)[size_t(c)], 1e-6 * wmax + 1e-30) : 1.0;
+    logs[size_t(c)] = 0.5 * (0.5 * std::log(wc) - std::log(sigma));
+    mean_log += logs[size_t(c)] / double(C);
+  }
+  std::vector<float> s(static_cast<size_t>(C));
+  for (int64_t c = 0; c < C; ++c) s[size_t(c)] = float(std::exp(logs[size_t(c)] - mean_log));
+  return s;
+}
+
 // Layer l's codec of a stream: the plan's entry, else the stream's default.
 const Codec& codec_of(const std::vector<std::shared_ptr<const Codec>>& plan, int64_t l, const Codec& dflt) {
   return !plan.empty() && plan[size_t(l)] ? *plan[size_t(l)] : dflt;
@@ -102,17 +130,31 @@ std::vector<LayerPredictors> fit_chain(const KvSamples& d, const ChainOptions& o
       out[size_t(l)].key = fit_stream(&in, 1, C, yk, d.n_train, rows, C, opt, kh, st.k_train, st.k_val);
     }
     if (l > 0 && opt.on_residual) opt.on_residual(int(l), true, yk, kh);
-    const Codec& kcod = l == 0 ? *opt.layer0_codec : codec_of(opt.layer_key_codecs, l, *opt.key_codec);
-    const Codec& vcod = l == 0 ? *opt.layer0_codec : codec_of(opt.layer_value_codecs, l, *opt.value_codec);
-    st.k_codec = kcod.spec();
-    st.v_codec = vcod.spec();
-    quantize_rows(kcod, yk, pk, kh, rows);
+    const Codec* kcod = l == 0 ? opt.layer0_codec.get() : &codec_of(opt.layer_key_codecs, l, *opt.key_codec);
+    const Codec* vcod = l == 0 ? opt.layer0_codec.get() : &codec_of(opt.layer_value_codecs, l, *opt.value_codec);
+    std::shared_ptr<const Codec> kscaled, vscaled;
+    if (l > 0 && opt.scale_keys) {
+      const bool qw = !d.q2.empty() && d.q_rows > 0;
+      std::vector<double> w;
+      if (qw) for (double x : d.q2[size_t(l)]) w.push_back(x / double(d.q_rows));
+      auto& s = out[size_t(l)].key_scale = channel_scales(yk, kh, d.n_train, C, qw ? &w : nullptr);
+      kscaled = std::make_shared<ChannelScaledCodec>(std::shared_ptr<const Codec>(kcod, [](const Codec*) {}), s);
+      kcod = kscaled.get();
+    }
+    st.k_codec = kcod->spec();
+    quantize_rows(*kcod, yk, pk, kh, rows);
     if (pv) {
       const AffineInput in[2] = {{kh.data(), C, C}, {vh_prev.data(), C, C}};
       out[size_t(l)].value = fit_stream(in, 2, 2 * C, yv, d.n_train, rows, C, opt, vh, st.v_train, st.v_val);
     }
     if (l > 0 && opt.on_residual) opt.on_residual(int(l), false, yv, vh);
-    quantize_rows(vcod, yv, pv, vh, rows);
+    if (l > 0 && opt.scale_values) {
+      auto& s = out[size_t(l)].value_scale = channel_scales(yv, vh, d.n_train, C, nullptr);
+      vscaled = std::make_shared<ChannelScaledCodec>(std::shared_ptr<const Codec>(vcod, [](const Codec*) {}), s);
+      vcod = vscaled.get();
+    }
+    st.v_codec = vcod->spec();
+    quantize_rows(*vcod, yv, pv, vh, rows);
     const int64_t v0 = d.n_val > 0 ? d.n_train : 0;
     st.k_recon_val = rel_err(kh, yk, v0, rows, C);
     st.v_recon_val = rel_err(vh, yv, v0, rows, C);

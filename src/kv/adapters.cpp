@@ -90,6 +90,12 @@ const std::string& Adapters::value_codec_of(int64_t l) const {
   return c.empty() ? quant.value_codec : c;
 }
 
+bool Adapters::has_scales() const {
+  for (const auto& l : layers)
+    if (!l.key_scale.empty() || !l.value_scale.empty()) return true;
+  return false;
+}
+
 int64_t Adapters::n_params() const {
   int64_t n = 0;
   for (const auto& l : layers) n += l.key.n_params() + l.value.n_params();
@@ -100,9 +106,13 @@ void save_adapters(const Adapters& a, const std::string& path) {
   const int64_t C = a.model.kv_width;
   if (int64_t(a.layers.size()) != a.model.n_layers)
     fail("adapters {}: {} layers of predictors for a {}-layer model", path, a.layers.size(), a.model.n_layers);
-  if (!a.layers.empty() && (!a.layers[0].key_codec.empty() || !a.layers[0].value_codec.empty()))
-    fail("adapters {}: layer 0 takes the layer-0 codec, not a planned one", path);
-  const uint32_t version = a.has_plan() ? 3 : 2;
+  if (!a.layers.empty() && (!a.layers[0].key_codec.empty() || !a.layers[0].value_codec.empty() ||
+                            !a.layers[0].key_scale.empty() || !a.layers[0].value_scale.empty()))
+    fail("adapters {}: layer 0 takes the layer-0 codec, not a planned or scaled one", path);
+  for (const auto& l : a.layers)
+    for (const auto* s : {&l.key_scale, &l.value_scale})
+      if (!s->empty() && int64_t(s->size()) != C) fail("adapters {}: {} channel scales for width {}", path, s->size(), C);
+  const uint32_t version = a.has_plan() || a.has_scales() ? 3 : 2;
   ByteWriter w;
   w.append(kMagic, 8);
   w.put<uint32_t>(version);
@@ -123,12 +133,15 @@ void save_adapters(const Adapters& a, const std::string& path) {
   w.str(a.notes);
   for (const auto& l : a.layers) {
     const bool planned = !l.key_codec.empty() || !l.value_codec.empty();
-    const uint8_t flags = uint8_t((l.key.empty() ? 0 : 1) | (l.value.empty() ? 0 : 2) | (planned ? 4 : 0));
+    const uint8_t flags = uint8_t((l.key.empty() ? 0 : 1) | (l.value.empty() ? 0 : 2) | (planned ? 4 : 0) |
+                                  (l.key_scale.empty() ? 0 : 8) | (l.value_scale.empty() ? 0 : 16));
     w.put<uint8_t>(flags);
     if (planned) {
       w.str(l.key_codec.empty() ? a.quant.key_codec : l.key_codec);
       w.str(l.value_codec.empty() ? a.quant.value_codec : l.value_codec);
     }
+    if (!l.key_scale.empty()) put_floats(w, l.key_scale, AdapterDtype::kF32);
+    if (!l.value_scale.empty()) put_floats(w, l.value_scale, AdapterDtype::kF32);
     if (!l.key.empty()) put_map(w, l.key, a.dtype);
     if (!l.value.empty()) put_map(w, l.value, a.dtype);
   }
@@ -186,7 +199,7 @@ Adapters parse_adapters(std::span<const uint8_t> b, const std::string& path) {
   a.layers.resize(size_t(L));
   for (int64_t l = 0; l < L; ++l) {
     const uint8_t flags = r.get<uint8_t>("layer flags");
-    if (flags > (version >= 3 ? 7 : 3) || (l == 0 && flags != 0))
+    if (flags > (version >= 3 ? 31 : 3) || (l == 0 && flags != 0))
       fail("adapters {}: layer {} flags {} invalid", path, l, flags);
     if (flags & 4) {
       a.layers[size_t(l)].key_codec = r.str("layer key codec");
@@ -194,6 +207,8 @@ Adapters parse_adapters(std::span<const uint8_t> b, const std::string& path) {
       if (a.layers[size_t(l)].key_codec.empty() || a.layers[size_t(l)].value_codec.empty())
         fail("adapters {}: layer {} names an empty codec", path, l);
     }
+    if (flags & 8) a.layers[size_t(l)].key_scale = get_floats(r, C, AdapterDtype::kF32, "key channel scales");
+    if (flags & 16) a.layers[size_t(l)].value_scale = get_floats(r, C, AdapterDtype::kF32, "value channel scales");
     if (flags & 1) a.layers[size_t(l)].key = get_map(r, a.dtype, C, C, l, "key", path);
     if (flags & 2) a.layers[size_t(l)].value = get_map(r, a.dtype, 2 * C, C, l, "value", path);
   }

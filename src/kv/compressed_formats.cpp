@@ -5,6 +5,7 @@
 #include <charconv>
 
 #include "aquakv/kv/aquakv_cache.h"
+#include "aquakv/quant/channel_scaled_codec.h"
 #include "aquakv/quant/codec.h"
 #include "aquakv/quant/higgs.h"
 #include "aquakv/util/error.h"
@@ -64,7 +65,8 @@ void refuse_codec_options(const std::string& args, const Parsed& ps) {
 }
 
 // A bit plan's per-layer codecs (kv/adapters.h): each must be a canonical spec with the file's
-// group size and sign seed (the predictors were fitted with exactly these codecs).
+// group size and sign seed (the predictors were fitted with exactly these codecs); layers with
+// channel scales wrap theirs (quant/channel_scaled_codec.h).
 void add_plan_codecs(const Adapters& a, int64_t C, CompressedCacheOptions& o) {
   const size_t L = a.layers.size();
   o.layer_key_codecs.assign(L, nullptr);
@@ -77,6 +79,10 @@ void add_plan_codecs(const Adapters& a, int64_t C, CompressedCacheOptions& o) {
            a.key_codec_of(int64_t(l)), a.value_codec_of(int64_t(l)), a.quant.group_size, a.quant.signs_seed);
     o.layer_key_codecs[l] = codec(q.key_codec, C, KvStream::kKey);
     o.layer_value_codecs[l] = codec(q.value_codec, C, KvStream::kValue);
+    const LayerPredictors& lp = a.layers[l];
+    if (!lp.key_scale.empty()) o.layer_key_codecs[l] = std::make_shared<ChannelScaledCodec>(o.layer_key_codecs[l], lp.key_scale);
+    if (!lp.value_scale.empty())
+      o.layer_value_codecs[l] = std::make_shared<ChannelScaledCodec>(o.layer_value_codecs[l], lp.value_scale);
   }
 }
 
@@ -107,7 +113,7 @@ std::unique_ptr<KvCache> build_aquakv(const std::string& args, const Parsed& ps,
     o.value_codec = codec(a->quant.value_codec, C, KvStream::kValue);
     o.layer0_key_codec = codec(a->quant.layer0_codec, C, KvStream::kKey);
     o.layer0_value_codec = codec(a->quant.layer0_codec, C, KvStream::kValue);
-    if (a->has_plan()) add_plan_codecs(*a, C, o);
+    if (a->has_plan() || a->has_scales()) add_plan_codecs(*a, C, o);
   } catch (const Error& e) {
     const std::string m = e.what();
     if (m.find(ps.head) != std::string::npos) throw;

@@ -28,6 +28,7 @@ struct Args {
   bool quiet = false;
   std::string method = "aquakv";
   std::string plan_proxy = "attention";
+  std::string channel_scales = "none";
   KvQuantFitOptions kvq;
   CqFitOptions cq;
   double bits = 0;  // 0: the method's default (aquakv: no bit plan)
@@ -132,6 +133,9 @@ const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors (or KVQuant tabl
   sub.add_option("--plan-proxy", a->plan_proxy,
                  "aquakv --bits: loss proxy, attention (key errors weighed by the calibrated queries and value spread) "
                  "or mse (plain squared error)")->capture_default_str()->check(CLI::IsMember({"attention", "mse"}));
+  sub.add_option("--channel-scales", a->channel_scales,
+                 "calibrated per-channel scales before the residual codec: keys (weighted by the queries), values, both or none")
+      ->capture_default_str()->check(CLI::IsMember({"none", "keys", "values", "both"}));
   sub.add_option("--plan-key-weight", a->o.plan_key_weight, "aquakv --bits: extra factor on the key proxy (ablation)")
       ->capture_default_str()->check(CLI::Range(1e-3, 1e3));
   sub.add_option("--outliers", a->kvq.outlier_fraction, "kvquant: fraction of each row kept exact")
@@ -149,6 +153,8 @@ const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors (or KVQuant tabl
     if (a->method != "aquakv") return run_tables(*a);
     a->o.bits = a->bits;
     a->o.plan_weighted = a->plan_proxy == "attention";
+    a->o.scale_keys = a->channel_scales == "keys" || a->channel_scales == "both";
+    a->o.scale_values = a->channel_scales == "values" || a->channel_scales == "both";
     CalibrateReport rep;
     ProgressBar bar(a->quiet);
     const Adapters ad = calibrate(a->o, &rep, [&](const char* stage, int64_t done, int64_t total) { bar(stage, done, total); });

@@ -52,6 +52,11 @@ struct ChainOptions {
   // their prediction ((rows, C) each; zeros without a predictor) before the residual is coded:
   // the bit planner measures there what each candidate codec would cost (calib/bit_plan.h).
   std::function<void(int layer, bool key, const std::vector<float>& target, const std::vector<float>& pred)> on_residual;
+  // Channel scales (quant/channel_scaled_codec.h) of layers >= 1, fitted on the training rows'
+  // residuals: s_c^2 = sqrt(w_c) / sigma_c, sigma_c^2 the residual's mean square on channel c,
+  // w_c the query weight (KvSamples::q2; keys) or 1 (values), geometric mean 1. Stored in the
+  // layer's LayerPredictors.
+  bool scale_keys = false, scale_values = false;
 };
 
 // One row of the per-layer table. Predictor quality: relative MSE of the prediction

@@ -41,6 +41,9 @@ struct LayerPredictors {
   // empty: the file's key_codec / value_codec. Every planned codec shares the file's group
   // size and sign seed (checked when the cache is built).
   std::string key_codec, value_codec;
+  // Calibrated channel scales of this layer's residual codecs (quant/channel_scaled_codec.h):
+  // C values > 0 each, or empty (no scaling).
+  std::vector<float> key_scale, value_scale;
 };
 
 enum class AdapterDtype : uint32_t { kF32 = 0, kF16 = 1 };
@@ -57,7 +60,8 @@ struct Adapters {
   uint64_t file_checksum = 0;
 
   int64_t n_params() const;
-  bool has_plan() const;  // some layer names its own codecs
+  bool has_plan() const;    // some layer names its own codecs
+  bool has_scales() const;  // some layer has channel scales
   // Layer l's key / value residual codec spec (the plan's, else the file's).
   const std::string& key_codec_of(int64_t l) const;
   const std::string& value_codec_of(int64_t l) const;
@@ -65,8 +69,8 @@ struct Adapters {
 };
 
 // Version written; load_adapters reads 1 (checksum from aquakv's old FNV basis), 2 and 3 (2 plus
-// per-layer codecs, flag bit 2 of a layer record). Files without a plan are written as version 2,
-// byte for byte what earlier builds wrote, so older builds keep reading them.
+// per-layer codecs and channel scales, flag bits 2-4 of a layer record). Files without either
+// are written as version 2, byte for byte what earlier builds wrote, so older builds read them.
 inline constexpr uint32_t kAdapterVersion = 3;
 
 // Writes atomically (util/file_io.h: a unique temporary next to `path`, fsync'd, renamed).
