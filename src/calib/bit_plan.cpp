@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include "aquakv/quant/channel_scaled_codec.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/fp16.h"
 #include "aquakv/util/parallel.h"
@@ -71,6 +72,11 @@ BitPlanner::BitPlanner(const KvSamples& d, std::vector<std::shared_ptr<const Cod
   }
   cost_.resize(size_t(L_));
   // Query weights and value spreads; without query statistics keys and values weigh alike.
+  if (!d.q2.empty() && d.q_rows > 0) {
+    q_.assign(size_t(L_), std::vector<double>(size_t(C_)));
+    for (int64_t l = 0; l < L_; ++l)
+      for (int64_t c = 0; c < C_; ++c) q_[size_t(l)][size_t(c)] = d.q2[size_t(l)][size_t(c)] / double(d.q_rows);
+  }
   const bool weighted = weighted_opt && !d.q2.empty() && d.q_rows > 0;
   tv_.assign(size_t(L_), std::vector<double>(size_t(hkv_), 1.0));
   if (!weighted) return;
@@ -111,8 +117,13 @@ void BitPlanner::measure(int layer, bool key, const std::vector<float>& target, 
     }
   auto& out = cost_[size_t(layer)][key ? 0 : 1];
   out.assign(cand_.size(), 0.0);
+  std::vector<float> scales;
+  if (key ? scale_keys_ : scale_values_)
+    scales = channel_scales(target, pred, n_train_, C_, key && !q_.empty() ? &q_[size_t(layer)] : nullptr);
   for (size_t j = 0; j < cand_.size(); ++j) {
-    const Codec& codec = *cand_[j];
+    const std::shared_ptr<const Codec> wrapped =
+        scales.empty() ? cand_[j] : std::make_shared<ChannelScaledCodec>(cand_[j], scales);
+    const Codec& codec = *wrapped;
     // Per-channel squared error of the round trip: fixed blocks of rows summed in block order,
     // so the plan does not depend on the thread count.
     constexpr int64_t kBlock = 256;

@@ -182,6 +182,7 @@ void plan_bits(const KvSamples& samples, const CalibrateOptions& opt,
                const std::vector<std::shared_ptr<const Codec>>& cands, ChainOptions& chain,
                CalibrateReport& rep, const Progress& progress) {
   BitPlanner planner(samples, cands, opt.plan_weighted, opt.plan_key_weight);
+  planner.set_channel_scales(opt.scale_keys, opt.scale_values);
   ChainOptions probe = chain;
   probe.on_residual = [&](int l, bool key, const std::vector<float>& y, const std::vector<float>& p) {
     planner.measure(l, key, y, p);

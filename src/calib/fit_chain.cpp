@@ -62,9 +62,13 @@ AffineMap fit_stream(const AffineInput* in, int n_in, int64_t in_width, const st
   return fit.map;
 }
 
-// Channel scales for coding target - pred (training rows): s_c = (sqrt(w_c) / sigma_c)^(1/2),
-// normalised to geometric mean 1; sigma and w floored at 1e-6 of their largest values so an
-// idle channel gets a finite scale.
+// Layer l's codec of a stream: the plan's entry, else the stream's default.
+const Codec& codec_of(const std::vector<std::shared_ptr<const Codec>>& plan, int64_t l, const Codec& dflt) {
+  return !plan.empty() && plan[size_t(l)] ? *plan[size_t(l)] : dflt;
+}
+
+}  // namespace
+
 std::vector<float> channel_scales(const std::vector<float>& y, const std::vector<float>& pred, int64_t n_train,
                                   int64_t C, const std::vector<double>* w) {
   std::vector<double> ms(static_cast<size_t>(C), 0.0);
@@ -87,13 +91,6 @@ std::vector<float> channel_scales(const std::vector<float>& y, const std::vector
   for (int64_t c = 0; c < C; ++c) s[size_t(c)] = float(std::exp(logs[size_t(c)] - mean_log));
   return s;
 }
-
-// Layer l's codec of a stream: the plan's entry, else the stream's default.
-const Codec& codec_of(const std::vector<std::shared_ptr<const Codec>>& plan, int64_t l, const Codec& dflt) {
-  return !plan.empty() && plan[size_t(l)] ? *plan[size_t(l)] : dflt;
-}
-
-}  // namespace
 
 std::vector<LayerPredictors> fit_chain(const KvSamples& d, const ChainOptions& opt,
                                        std::vector<LayerFitStats>* stats,

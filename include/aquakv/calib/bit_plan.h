@@ -41,6 +41,10 @@ class BitPlanner {
   BitPlanner(const KvSamples& samples, std::vector<std::shared_ptr<const Codec>> candidates,
              bool weighted = true, double key_weight = 1.0, int64_t max_rows = 4096);
 
+  // Measure each candidate wrapped in the channel scales the chain will fit (ChainOptions::
+  // scale_keys / scale_values), so the plan prices the codecs as they will be used.
+  void set_channel_scales(bool keys, bool values) { scale_keys_ = keys; scale_values_ = values; }
+
   // The fit_chain hook (ChainOptions::on_residual): measures every candidate on the stream's
   // residual target - pred of layer `layer`.
   void measure(int layer, bool key, const std::vector<float>& target, const std::vector<float>& pred);
@@ -60,6 +64,8 @@ class BitPlanner {
  private:
   int64_t L_, C_, hd_, hkv_, group_, max_rows_, n_train_;
   double key_weight_;
+  bool scale_keys_ = false, scale_values_ = false;
+  std::vector<std::vector<double>> q_;     // [layer][C] query weights for the channel scales
   std::vector<std::shared_ptr<const Codec>> cand_;
   std::vector<std::vector<double>> w_;     // [layer][C] query weights (empty: unweighted keys)
   std::vector<std::vector<double>> tv_;    // [layer][KV head] value spread

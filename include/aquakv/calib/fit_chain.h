@@ -70,6 +70,13 @@ struct LayerFitStats {
   double seconds = 0;
 };
 
+// The channel scales of ChainOptions::scale_keys / scale_values for coding y - pred ((rows, C)
+// each; the first n_train rows are used): s_c = (sqrt(w_c) / sigma_c)^(1/2), geometric mean 1;
+// sigma and w floored at 1e-6 of their largest values so an idle channel gets a finite scale.
+// w: C query weights, or null for 1.
+std::vector<float> channel_scales(const std::vector<float>& y, const std::vector<float>& pred, int64_t n_train,
+                                  int64_t C, const std::vector<double>* w);
+
 // progress(layer_done, n_layers) is called after each layer.
 std::vector<LayerPredictors> fit_chain(const KvSamples& data, const ChainOptions& opt,
                                        std::vector<LayerFitStats>* stats,
