@@ -5,8 +5,14 @@ calibration reports OUT/adapters/*.json. Prints Markdown to stdout; computes not
 the asymptotic codes+scales bits (the formula of docs/AQUAKV.md) and per-config means of the
 calibration report.
 
-  python3 bench/aquakv_table.py OUT
+  python3 bench/aquakv_table.py OUT                  # the tables of bench/aquakv_quality.sh
+  python3 bench/aquakv_table.py OUT REPORT [...]     # one table of the reports OUT/REPORT/rows.jsonl
+
+Bits of AQUA-KV configurations come from their calibration report (OUT/adapters/NAME.json:
+the bit plan's figure, else each layer's key and value codec), so bit plans and other grids
+are counted exactly; older reports without codecs fall back to the AQUA table below.
 """
+import math
 import json
 import os
 import sys
@@ -31,6 +37,35 @@ AQUA = {
     "aq2_self": ("higgs2", "higgs2", "higgs4", "aq2 calibrated on 8192 self-generated tokens"),
     "aq2_64k": ("higgs2", "higgs2", "higgs4", "aq2 calibrated on 65536 text tokens (4x)"),
 }
+# Configurations of issue 11 (bit plans, channel scales, grids): name -> description.
+DESCRIBED = {
+    "aq2g4": "keys and values 4x256 grid (2 bits), layer 0 4-bit",
+    "aq2s": "aq2 with channel scales on keys (query-weighted) and values",
+    "aq2sk": "aq2 with query-weighted channel scales on keys",
+    "pb23": "bit plan at 2.3 bits (attention proxy), layer 0 4-bit",
+    "pb23mse": "bit plan at 2.3 bits (plain MSE proxy), layer 0 4-bit",
+    "pb215": "bit plan at 2.15 bits (attention proxy)",
+    "pb20": "bit plan at 2.0 bits (attention proxy)",
+    "pb23s": "bit plan at 2.3 bits + channel scales (keys and values)",
+    "pb215s": "bit plan at 2.15 bits + channel scales",
+    "pb20s": "bit plan at 2.0 bits + channel scales",
+}
+OUT = "quality-run"
+
+
+def spec_bits(spec):
+    """Bits per value (codes + scales) of a canonical codec spec of aquakv."""
+    spec = spec.split("+")[0]
+    if spec in ("fp16", "f16"):
+        return 16.0
+    if spec in HIGGS:
+        return HIGGS[spec]
+    parts = spec.split(":")
+    if parts[0] == "higgs":
+        d, n = (int(x) for x in parts[1].split("x"))
+        g = next(int(p[1:]) for p in parts[2:] if p.startswith("g"))
+        return math.log2(n) / d + 16 / g
+    raise ValueError("unknown codec " + spec)
 
 
 def adapter_name(kv):
@@ -41,6 +76,12 @@ def adapter_name(kv):
 def codes_bits(kv):
     if kv in PLAIN:
         return PLAIN[kv]
+    j = calib(OUT, kv)
+    if j and "plan" in j:
+        return j["plan"]["bits_per_value"]
+    if j and j["layers"] and "k_codec" in j["layers"][0]:
+        b = [spec_bits(l["k_codec"]) + spec_bits(l["v_codec"]) for l in j["layers"]]
+        return sum(b) / (2 * len(b))
     k, v, l0 = AQUA[adapter_name(kv)][:3]
     b = lambda c: 16.0 if c == "fp16" else HIGGS[c]
     return ((L - 1) * (b(k) + b(v)) / 2 + b(l0)) / L
@@ -50,7 +91,9 @@ def label(kv):
     if not kv.startswith("aquakv:"):
         return kv, ""
     name = adapter_name(kv)
-    return name, AQUA[name][3]
+    if name in AQUA:
+        return name, AQUA[name][3]
+    return name, DESCRIBED.get(name, "")
 
 
 def read_rows(path):
@@ -126,7 +169,7 @@ def calib_table(out):
     lines = ["| configuration | tokens (train / val rows) | K predictor val relMSE, mean over layers 1-29 "
              "| V predictor val relMSE | K̂ reconstruction relMSE | V̂ reconstruction relMSE | wall | capture | fit | peak memory |",
              "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
-    for name in AQUA:
+    for name in list(AQUA) + list(DESCRIBED):
         p = os.path.join(out, "adapters", name + ".json")
         if not os.path.exists(p):
             continue
@@ -141,7 +184,12 @@ def calib_table(out):
 
 
 def main():
-    out = sys.argv[1] if len(sys.argv) > 1 else "quality-run"
+    global OUT
+    out = OUT = sys.argv[1] if len(sys.argv) > 1 else "quality-run"
+    if len(sys.argv) > 2:
+        print(table(out, sys.argv[2:], False) + "\n")
+        print("### Calibration\n\n" + calib_table(out) + "\n")
+        return
     if os.path.exists(os.path.join(out, "main", "rows.jsonl")):
         print("### Main table\n\n" + table(out, ["main"], True) + "\n")
     abl = [n for n in ("ablation", "extra", "extra2") if os.path.exists(os.path.join(out, n, "rows.jsonl"))]

@@ -49,8 +49,16 @@ def adapter_file(version, dtype=0, rank=0):
     body += s("higgs:2x16:g4") + s("higgs:2x16:g4") + s("f16")
     body += struct.pack("<qQq", 4, 0, rank) + s('{"seed": "scripts/make_fuzz_seeds.py"}')
     body += struct.pack("<B", 0)
-    body += struct.pack("<B", 3) + amap(C, C, rank) + amap(2 * C, C, rank)
-    body += struct.pack("<B", 2) + amap(2 * C, C, rank)
+    if version >= 3:  # layer 1: a bit plan and key channel scales (flags 1|2|4|8)
+        body += struct.pack("<B", 15) + s("higgs:2x64:g4") + s("higgs:4x16:g4")
+        body += b"".join(struct.pack("<f", 0.5 + 0.25 * c) for c in range(C))
+        body += amap(C, C, rank) + amap(2 * C, C, rank)
+        # layer 2: value channel scales only (flags 2|16)
+        body += struct.pack("<B", 18) + b"".join(struct.pack("<f", 2.0) for c in range(C))
+        body += amap(2 * C, C, rank)
+    else:
+        body += struct.pack("<B", 3) + amap(C, C, rank) + amap(2 * C, C, rank)
+        body += struct.pack("<B", 2) + amap(2 * C, C, rank)
     head = b"AQKVADPT" + struct.pack("<II", version, dtype)
     total = len(head) + 8 + len(body) + 8
     data = head + struct.pack("<Q", total) + body
@@ -148,6 +156,7 @@ def main():
     root = "fuzz/corpus"
     write(f"{root}/adapters/v2_spec.aqkv", adapter_file(2))
     write(f"{root}/adapters/v1_spec.aqkv", adapter_file(1))
+    write(f"{root}/adapters/v3_plan_spec.aqkv", adapter_file(3))
     write(f"{root}/adapters/v2_f16_rank2.aqkv", adapter_file(2, dtype=1, rank=2))
     good = adapter_file(2)
     write(f"{root}/adapters/truncated.aqkv", good[: len(good) // 2])

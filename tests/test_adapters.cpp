@@ -245,6 +245,21 @@ TEST(Adapters, ReadsFilesWrittenToTheDocumentedSpec) {
     EXPECT_TRUE(a.layers[2].key.empty());
     EXPECT_EQ(a.layers[2].value.in, 8);
   }
+  // Version 3 (bit plan and channel scales), written from docs/ADAPTERS.md by the same script.
+  const Adapters a = load_adapters(dir + "v3_plan_spec.aqkv");
+  EXPECT_EQ(a.key_codec_of(1), "higgs:2x64:g4");
+  EXPECT_EQ(a.value_codec_of(1), "higgs:4x16:g4");
+  EXPECT_EQ(a.key_codec_of(2), "higgs:2x16:g4");
+  EXPECT_EQ(a.layers[1].key_scale, (std::vector<float>{0.5f, 0.75f, 1.0f, 1.25f}));
+  EXPECT_TRUE(a.layers[1].value_scale.empty());
+  EXPECT_EQ(a.layers[2].value_scale, std::vector<float>(4, 2.0f));
+  EXPECT_EQ(a.layers[1].key.w[0], -3 / 8.0f);
+  EXPECT_EQ(a.layers[2].value.in, 8);
+  EXPECT_TRUE(a.layers[2].key.empty());
+  // Re-written by the C++ writer: the same bytes.
+  TmpDir t;
+  save_adapters(a, t.file("re.aqkv"));
+  EXPECT_EQ(slurp(t.file("re.aqkv")), slurp(dir + "v3_plan_spec.aqkv"));
 }
 
 // The version bump: a version-1 file must carry the old checksum, a version-2 file the new one.
