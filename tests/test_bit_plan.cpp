@@ -97,9 +97,14 @@ KvSamples small_samples(std::mt19937& rng) {
   return s;
 }
 
-TEST(BitPlan, ProxyIsThePublishedFormula) {
+void check_proxy(bool output_weights) {
   std::mt19937 rng(3);
-  const KvSamples s = small_samples(rng);
+  KvSamples s = small_samples(rng);
+  if (output_weights) {
+    s.wo2.assign(3, std::vector<double>(8));
+    for (int l = 0; l < 3; ++l)
+      for (int c = 0; c < 8; ++c) s.wo2[size_t(l)][size_t(c)] = 0.2 + 0.3 * ((c * 7 + l) % 5);
+  }
   std::vector<std::shared_ptr<const Codec>> cands = {std::make_shared<CoarseCodec>(8, 2),
                                                      std::make_shared<CoarseCodec>(8, 4)};
   BitPlanner p(s, cands, true, 2.5, /*max_rows=*/100);  // every 5th training row
@@ -134,21 +139,30 @@ TEST(BitPlan, ProxyIsThePublishedFormula) {
           m += v / double(s.n_train);
           m2 += v * v / double(s.n_train);
         }
-        tv += m2 - m * m;
+        // Without output weights: each of the q_group = 2 query heads sees the value error
+        // and the value spread as is; with them, through W_o (per query head: u_c / 2).
+        const double u = output_weights ? s.wo2[1][size_t(c)] : 2.0;
+        tv += u / 2.0 * (m2 - m * m);
         wk += s.q2[1][size_t(c)] / double(s.q_rows) * e2[size_t(c)];
-        ev += e2[size_t(c)];
+        ev += u * e2[size_t(c)];
       }
       key += 2.5 * wk * tv;
-      value += 2.0 * ev;  // q_group query heads see each value error
+      value += ev;
     }
     EXPECT_NEAR(p.cost(1, 0, int(j)), key, 1e-9 * key) << "candidate " << j;
     EXPECT_NEAR(p.cost(1, 1, int(j)), value, 1e-9 * value) << "candidate " << j;
   }
+  if (output_weights) return;
   // Without query weights both streams are plain squared error.
   BitPlanner mse(s, cands, false, 2.5, 100);
   mse.measure(1, true, y, pred);
   mse.measure(1, false, y, pred);
   EXPECT_NEAR(mse.cost(1, 0, 0), mse.cost(1, 1, 0), 1e-12);
+}
+
+TEST(BitPlan, ProxyIsThePublishedFormula) {
+  check_proxy(false);
+  check_proxy(true);
 }
 
 TEST(BitPlan, PlanStaysWithinTheBudget) {

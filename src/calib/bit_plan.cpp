@@ -83,6 +83,7 @@ BitPlanner::BitPlanner(const KvSamples& d, std::vector<std::shared_ptr<const Cod
   w_.assign(size_t(L_), std::vector<double>(size_t(C_)));
   for (int64_t l = 0; l < L_; ++l)
     for (int64_t c = 0; c < C_; ++c) w_[size_t(l)][size_t(c)] = d.q2[size_t(l)][size_t(c)] / double(d.q_rows);
+  if (!d.wo2.empty()) wo_ = d.wo2;
   const int64_t n = d.n_train;
   for (int64_t l = 0; l < L_; ++l) {
     const auto& v = d.v[size_t(l)];
@@ -97,9 +98,11 @@ BitPlanner::BitPlanner(const KvSamples& d, std::vector<std::shared_ptr<const Cod
       double t = 0;
       for (int64_t c = h * hd_; c < (h + 1) * hd_; ++c) {
         const double m = s1[size_t(c)] / double(n);
-        t += s2[size_t(c)] / double(n) - m * m;
+        // With output weights the spread is measured where it lands: through W_o, per query head.
+        const double o = wo_.empty() ? 1.0 : wo_[size_t(l)][size_t(c)] / double(group_);
+        t += o * std::max(s2[size_t(c)] / double(n) - m * m, 0.0);
       }
-      tv_[size_t(l)][size_t(h)] = std::max(t, 0.0);
+      tv_[size_t(l)][size_t(h)] = t;
     }
   }
 }
@@ -119,7 +122,8 @@ void BitPlanner::measure(int layer, bool key, const std::vector<float>& target, 
   out.assign(cand_.size(), 0.0);
   std::vector<float> scales;
   if (key ? scale_keys_ : scale_values_)
-    scales = channel_scales(target, pred, n_train_, C_, key && !q_.empty() ? &q_[size_t(layer)] : nullptr);
+    scales = channel_scales(target, pred, n_train_, C_,
+                            key ? (q_.empty() ? nullptr : &q_[size_t(layer)]) : (wo_.empty() ? nullptr : &wo_[size_t(layer)]));
   for (size_t j = 0; j < cand_.size(); ++j) {
     const std::shared_ptr<const Codec> wrapped =
         scales.empty() ? cand_[j] : std::make_shared<ChannelScaledCodec>(cand_[j], scales);
@@ -150,13 +154,13 @@ void BitPlanner::measure(int layer, bool key, const std::vector<float>& target, 
     for (int64_t h = 0; h < hkv_; ++h) {
       double s = 0;
       for (int64_t c = h * hd_; c < (h + 1) * hd_; ++c) {
-        const double wc = key && !w_.empty() ? w_[size_t(layer)][size_t(c)] : 1.0;
+        const double wc = key ? (w_.empty() ? 1.0 : w_[size_t(layer)][size_t(c)])
+                              : (wo_.empty() ? (w_.empty() ? 1.0 : double(group_)) : wo_[size_t(layer)][size_t(c)]);
         s += wc * e2[size_t(c)] / double(m);
       }
       // Keys: logit error (already summed over the query heads) times the value spread;
       // values: every query head reading this KV head sees the error.
-      total += key ? s * tv_[size_t(layer)][size_t(h)] * (w_.empty() ? 1.0 : key_weight_)
-                   : s * (w_.empty() ? 1.0 : double(group_));
+      total += key ? s * tv_[size_t(layer)][size_t(h)] * (w_.empty() ? 1.0 : key_weight_) : s;
     }
     out[j] = total;
   }

@@ -20,6 +20,7 @@
 #include "aquakv/engine/model.h"
 #include "aquakv/engine/tokenizer.h"
 #include "aquakv/kv/compressed_formats.h"
+#include "aquakv/ops/ggml_types.h"
 #include "aquakv/quant/codec.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/file_io.h"
@@ -213,6 +214,27 @@ void plan_bits(const KvSamples& samples, const CalibrateOptions& opt,
   rep.plan_json = j.dump();
 }
 
+// KvSamples::wo2 from the model's output projections (dequantized row by row).
+std::vector<std::vector<double>> output_weights(const Model& m) {
+  const ModelConfig& cfg = m.config();
+  const int64_t hd = cfg.head_dim, C = cfg.kv_width(), group = cfg.n_heads / std::max(1, cfg.n_kv_heads);
+  std::vector<std::vector<double>> out(size_t(cfg.n_layers), std::vector<double>(size_t(C), 0.0));
+  std::vector<float> row;
+  for (int l = 0; l < cfg.n_layers; ++l) {
+    const QMatrix& wo = m.layer(l).wo;
+    if (wo.cols != cfg.q_width()) return {};
+    row.resize(size_t(wo.cols));
+    for (int64_t r = 0; r < wo.rows; ++r) {
+      dequantize_row(wo.type, wo.row(r), row.data(), wo.cols);
+      for (int64_t j = 0; j < wo.cols; ++j) {
+        const int64_t g = j / hd, i = j % hd;
+        out[size_t(l)][size_t((g / group) * hd + i)] += double(row[size_t(j)]) * double(row[size_t(j)]);
+      }
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 uint64_t generation_seed(uint64_t seed, int64_t i) {
@@ -274,6 +296,7 @@ KvSamples capture_samples(const CalibrateOptions& opt, CalibrateReport* report,
   const int64_t n_val = n_seq > 1 ? std::min<int64_t>(n_seq - 1, std::llround(double(n_seq) * opt.val_fraction)) : 0;
   KvSamples samples = generate ? capture_generated(fwd, *model, opt, n_seq, n_val, progress)
                                : capture_windows(fwd, *model, windows, opt.window, n_val, progress);
+  samples.wo2 = output_weights(*model);
   rep.windows = n_seq;
   rep.capture_seconds = since(t_cap);
   rep.train_rows = samples.n_train;

@@ -146,7 +146,8 @@ std::vector<LayerPredictors> fit_chain(const KvSamples& d, const ChainOptions& o
     }
     if (l > 0 && opt.on_residual) opt.on_residual(int(l), false, yv, vh);
     if (l > 0 && opt.scale_values) {
-      auto& s = out[size_t(l)].value_scale = channel_scales(yv, vh, d.n_train, C, nullptr);
+      const bool ow = !d.wo2.empty();
+      auto& s = out[size_t(l)].value_scale = channel_scales(yv, vh, d.n_train, C, ow ? &d.wo2[size_t(l)] : nullptr);
       vscaled = std::make_shared<ChannelScaledCodec>(std::shared_ptr<const Codec>(vcod, [](const Codec*) {}), s);
       vcod = vscaled.get();
     }

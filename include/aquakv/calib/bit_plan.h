@@ -4,14 +4,17 @@
 // minimises the summed proxy at a budget of bytes per token. Not: the chain itself
 // (calib/fit_chain.h) or the file that stores the plan (kv/adapters.h).
 //
-// Loss proxy, in units of the attention output's squared error summed over query heads:
-//   value stream of layer l:  G * E||e_v||^2            (G query heads read each KV head)
+// Loss proxy, in units of the attention block's squared output error:
+//   value stream of layer l:  sum_c u_c E(e_c^2)
 //   key stream of layer l:    sum_h [ sum_{c in h} w_c E(e_c^2) ] * tv_h * key_weight
 // where w_c = KvSamples::q2 / q_rows (the mean square logit error a key error e causes is
-// sum_c w_c e_c^2, summed over the query heads), and tv_h = E||v_h - mean(v_h)||^2 over the
-// layer's values of KV head h: a logit error delta moves a head's output by about
-// delta * (v - o), so its squared size is delta^2 times the spread of the values around the
-// attention average, which tv_h bounds. Errors of one layer's reconstruction on later layers'
+// sum_c w_c e_c^2, summed over the query heads), u_c = KvSamples::wo2 (the output projection's
+// weight of channel c, summed over the query heads reading it), and
+// tv_h = sum_{c in h} (u_c / G) Var(v_c) over the layer's values (G query heads per KV head): a
+// logit error delta moves a head's output by about delta * (v - o), so its square is delta^2
+// times the spread of the values around the attention average, which tv_h bounds, carried
+// through W_o. Without output weights u_c = G and tv_h = sum_{c in h} Var(v_c) (the attention
+// output before W_o). Errors of one layer's reconstruction on later layers'
 // predictions are not counted (the probe run codes every layer with the default codecs).
 #pragma once
 
@@ -69,6 +72,7 @@ class BitPlanner {
   std::vector<std::shared_ptr<const Codec>> cand_;
   std::vector<std::vector<double>> w_;     // [layer][C] query weights (empty: unweighted keys)
   std::vector<std::vector<double>> tv_;    // [layer][KV head] value spread
+  std::vector<std::vector<double>> wo_;    // [layer][C] output-projection weights (empty: none)
   std::vector<std::array<std::vector<double>, 2>> cost_;  // [layer][stream][candidate]
 };
 

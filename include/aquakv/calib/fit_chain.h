@@ -31,6 +31,11 @@ struct KvSamples {
   // square (diagonal of the queries' second moment). Empty when not recorded.
   std::vector<std::vector<double>> q2;
   int64_t q_rows = 0;
+  // Output-projection weights of value errors: for layer l and KV channel c (head h, dim i),
+  // wo2[l][c] = sum over the query heads g reading h of ||column g*hd + i of W_o||^2, so a value
+  // error e reaching every such head's output moves the attention block's output by
+  // sum_c wo2[l][c] e_c^2 in square (diagonal of W_o^T W_o). Empty when unknown.
+  std::vector<std::vector<double>> wo2;
   int64_t n_kv_heads = 0;  // KV heads (width = n_kv_heads * head dim); 0: unknown
   int64_t q_group = 0;     // query heads per KV head; 0: unknown
   int64_t rows() const { return n_train + n_val; }
@@ -54,7 +59,8 @@ struct ChainOptions {
   std::function<void(int layer, bool key, const std::vector<float>& target, const std::vector<float>& pred)> on_residual;
   // Channel scales (quant/channel_scaled_codec.h) of layers >= 1, fitted on the training rows'
   // residuals: s_c^2 = sqrt(w_c) / sigma_c, sigma_c^2 the residual's mean square on channel c,
-  // w_c the query weight (KvSamples::q2; keys) or 1 (values), geometric mean 1. Stored in the
+  // w_c the query weight (KvSamples::q2; keys) or the output-projection weight (KvSamples::wo2,
+  // values; 1 when unknown), geometric mean 1. Stored in the
   // layer's LayerPredictors.
   bool scale_keys = false, scale_values = false;
 };
