@@ -10,7 +10,9 @@
 # Environment: AQUAKV (binary, default build/aquakv), MODEL (GGUF file, default the default
 # model), AQUAKV_SHARED_DIR (default ../shared),
 # CHUNKS (windows of 2048 tokens, default 8), THREADS (default 2), PASSKEY_LENS (default 4096),
-# PASSKEY_TRIALS (default 2), STAGES (any of "calib main ablation extra passkey", default all).
+# PASSKEY_TRIALS (default 2), STAGES (any of "calib main ablation extra passkey plan", default
+# all; "plan": the bit plans, channel scales and grids of issue 11, calibrated and reported as
+# OUT/plan_a and OUT/plan_b, rendered by bench/aquakv_table.py OUT plan_a plan_b).
 # Existing adapter files in OUT/adapters are reused (delete them to recalibrate).
 # Outputs: OUT/adapters/*.bin + *.json + *.log (fit reports with wall time), OUT/main/ and
 # OUT/ablation/, OUT/extra/ (report.md, rows.jsonl, charts), OUT/passkey.json, OUT/passkey.md.
@@ -25,7 +27,8 @@ CHUNKS=${CHUNKS:-8}
 THREADS=${THREADS:-2}
 PASSKEY_LENS=${PASSKEY_LENS:-4096}
 PASSKEY_TRIALS=${PASSKEY_TRIALS:-2}
-STAGES=${STAGES:-calib main ablation extra passkey}
+STAGES=${STAGES:-calib main ablation extra passkey plan}
+GRIDS=$SHARED/reference/grids
 TEXT=$SHARED/data/wikitext-2-raw-test.txt
 CAL="-f $SHARED/data/calibration/wiki.txt -f $SHARED/data/calibration/c4.txt"
 AD=$OUT/adapters
@@ -71,6 +74,25 @@ has ablation && report ablation fp16 "aquakv:$AD/aq2.bin" "aquakv:$AD/abl_konly.
   "aquakv:$AD/abl_vonly.bin" "aquakv:$AD/abl_l0fp16.bin" "aquakv:$AD/abl_r16.bin" \
   "aquakv:$AD/abl_r64.bin" "aquakv:$AD/abl_signs.bin" "aquakv:$AD/aq2_self.bin"
 has extra && report extra fp16 "aquakv:$AD/aq2_64k.bin" "aquakv:$AD/aq25v.bin"
+if has plan; then  # issue 11: bit plans (--bits), channel scales, better 2-bit grids
+  calibrate aq2
+  calibrate aq25 -k higgs3 -v higgs2
+  calibrate pb23 --bits 2.3                         # plan at 2.3 bits, attention proxy
+  calibrate pb215 --bits 2.15                       # plan at aq2's 2.15 bits
+  calibrate pb20 --bits 2.0
+  calibrate pb23mse --bits 2.3 --plan-proxy mse     # ablation: plain squared-error proxy
+  calibrate aq2g4 -k higgs:4x256 -v higgs:4x256     # 4-dimensional 2-bit grid
+  calibrate aq2g6 -k "higgs:6x4096:grid=$GRIDS/EDEN6-4096.n4096xd6.f32le" \
+    -v "higgs:6x4096:grid=$GRIDS/EDEN6-4096.n4096xd6.f32le"
+  calibrate aq2w --channel-scales both              # aq2 + query / W_o weighted channel scales
+  calibrate pb23w --bits 2.3 --channel-scales both
+  calibrate pb23g4w --bits 2.3 --channel-scales both --plan-codecs higgs:4x16,higgs:4x256,higgs3,higgs4
+  calibrate pb20w --bits 2.0 --channel-scales both
+  report plan_a fp16 "aquakv:$AD/aq2.bin" "aquakv:$AD/aq25.bin" "aquakv:$AD/pb23.bin" "aquakv:$AD/pb215.bin" \
+    "aquakv:$AD/pb20.bin" "aquakv:$AD/pb23mse.bin" "aquakv:$AD/aq2g4.bin"
+  report plan_b fp16 "aquakv:$AD/aq2w.bin" "aquakv:$AD/pb23w.bin" "aquakv:$AD/pb23g4w.bin" "aquakv:$AD/pb20w.bin" \
+    "aquakv:$AD/aq2g6.bin"
+fi
 if has passkey; then
   "$A" passkey "${MODEL_ARGS[@]}" -c "$PASSKEY_LENS" --depths 0.1,0.5,0.9 --trials "$PASSKEY_TRIALS" -t "$THREADS" \
     --kv fp16 --kv q8_0 --kv q4_0 --kv kivi4 --kv kivi2 --kv higgs4 --kv higgs3 --kv higgs2 \
