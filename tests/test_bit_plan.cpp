@@ -152,6 +152,19 @@ void check_proxy(bool output_weights) {
     EXPECT_NEAR(p.cost(1, 0, int(j)), key, 1e-9 * key) << "candidate " << j;
     EXPECT_NEAR(p.cost(1, 1, int(j)), value, 1e-9 * value) << "candidate " << j;
   }
+  // Relative costs: divided by the layer's output energy sum_c u_c E(v_c^2).
+  BitPlanner rel(s, cands, true, 2.5, 100);
+  rel.set_layer_norm(true);
+  rel.measure(1, true, y, pred);
+  rel.measure(1, false, y, pred);
+  double energy = 0;
+  for (int c = 0; c < 8; ++c)
+    for (int64_t r = 0; r < s.n_train; ++r) {
+      const double v = fp16_to_fp32(s.v[1][size_t(r * 8 + c)]);
+      energy += (output_weights ? s.wo2[1][size_t(c)] : 1.0) * v * v / double(s.n_train);
+    }
+  for (int st = 0; st < 2; ++st)
+    EXPECT_NEAR(rel.cost(1, st, 1), p.cost(1, st, 1) / energy, 1e-9 * p.cost(1, st, 1) / energy);
   if (output_weights) return;
   // Without query weights both streams are plain squared error.
   BitPlanner mse(s, cands, false, 2.5, 100);

@@ -79,6 +79,17 @@ BitPlanner::BitPlanner(const KvSamples& d, std::vector<std::shared_ptr<const Cod
   }
   const bool weighted = weighted_opt && !d.q2.empty() && d.q_rows > 0;
   tv_.assign(size_t(L_), std::vector<double>(size_t(hkv_), 1.0));
+  out_energy_.assign(size_t(L_), 0.0);
+  for (int64_t l = 0; l < L_; ++l) {
+    double e = 0;
+    for (int64_t r = 0; r < d.n_train; ++r)
+      for (int64_t c = 0; c < C_; ++c) {
+        const double x = fp16_to_fp32(d.v[size_t(l)][size_t(r * C_ + c)]);
+        const double u = weighted_opt && !d.wo2.empty() ? d.wo2[size_t(l)][size_t(c)] : 1.0;
+        e += u * x * x;
+      }
+    out_energy_[size_t(l)] = e / double(std::max<int64_t>(1, d.n_train));
+  }
   if (!weighted) return;
   w_.assign(size_t(L_), std::vector<double>(size_t(C_)));
   for (int64_t l = 0; l < L_; ++l)
@@ -162,6 +173,7 @@ void BitPlanner::measure(int layer, bool key, const std::vector<float>& target, 
       // values: every query head reading this KV head sees the error.
       total += key ? s * tv_[size_t(layer)][size_t(h)] * (w_.empty() ? 1.0 : key_weight_) : s;
     }
+    if (layer_norm_ && out_energy_[size_t(layer)] > 0) total /= out_energy_[size_t(layer)];
     out[j] = total;
   }
 }

@@ -184,6 +184,7 @@ void plan_bits(const KvSamples& samples, const CalibrateOptions& opt,
                CalibrateReport& rep, const Progress& progress) {
   BitPlanner planner(samples, cands, opt.plan_weighted, opt.plan_key_weight);
   planner.set_channel_scales(opt.scale_keys, opt.scale_values);
+  planner.set_layer_norm(opt.plan_layer_norm);
   ChainOptions probe = chain;
   probe.on_residual = [&](int l, bool key, const std::vector<float>& y, const std::vector<float>& p) {
     planner.measure(l, key, y, p);
@@ -198,6 +199,7 @@ void plan_bits(const KvSamples& samples, const CalibrateOptions& opt,
   j["bits"] = opt.bits;
   j["weighted"] = opt.plan_weighted && !samples.q2.empty();
   j["key_weight"] = opt.plan_key_weight;
+  j["layer_norm"] = opt.plan_layer_norm;
   for (const auto& c : cands) j["candidates"].push_back(c->spec());
   for (size_t l = 1; l < L; ++l) {
     chain.layer_key_codecs[l] = cands[size_t(plan[l][0])];
@@ -348,7 +350,8 @@ Adapters calibrate(const CalibrateOptions& opt, CalibrateReport* report,
                       {"layer0", a.quant.layer0_codec}, {"rank", opt.rank}, {"damping", opt.damping},
                       {"fit_keys", opt.fit_keys}, {"fit_values", opt.fit_values}, {"seed", opt.seed},
                       {"bits", opt.bits}, {"plan_codecs", opt.plan_codecs}, {"plan_weighted", opt.plan_weighted},
-                      {"plan_key_weight", opt.plan_key_weight}, {"scale_keys", opt.scale_keys},
+                      {"plan_key_weight", opt.plan_key_weight}, {"plan_layer_norm", opt.plan_layer_norm},
+                      {"scale_keys", opt.scale_keys},
                       {"scale_values", opt.scale_values}};
   a.notes = notes.dump();
   if (report) *report = rep;

@@ -29,6 +29,7 @@ struct Args {
   std::string method = "aquakv";
   std::string plan_proxy = "attention";
   std::string channel_scales = "none";
+  std::string plan_norm = "none";
   KvQuantFitOptions kvq;
   CqFitOptions cq;
   double bits = 0;  // 0: the method's default (aquakv: no bit plan)
@@ -136,6 +137,9 @@ const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors (or KVQuant tabl
   sub.add_option("--channel-scales", a->channel_scales,
                  "calibrated per-channel scales before the residual codec: keys (weighted by the queries), values, both or none")
       ->capture_default_str()->check(CLI::IsMember({"none", "keys", "values", "both"}));
+  sub.add_option("--plan-norm", a->plan_norm,
+                 "aquakv --bits: none (absolute output errors) or layer (each layer's costs relative to its attention output energy)")
+      ->capture_default_str()->check(CLI::IsMember({"none", "layer"}));
   sub.add_option("--plan-key-weight", a->o.plan_key_weight, "aquakv --bits: extra factor on the key proxy (ablation)")
       ->capture_default_str()->check(CLI::Range(1e-3, 1e3));
   sub.add_option("--outliers", a->kvq.outlier_fraction, "kvquant: fraction of each row kept exact")
@@ -153,6 +157,7 @@ const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors (or KVQuant tabl
     if (a->method != "aquakv") return run_tables(*a);
     a->o.bits = a->bits;
     a->o.plan_weighted = a->plan_proxy == "attention";
+    a->o.plan_layer_norm = a->plan_norm == "layer";
     a->o.scale_keys = a->channel_scales == "keys" || a->channel_scales == "both";
     a->o.scale_values = a->channel_scales == "values" || a->channel_scales == "both";
     CalibrateReport rep;

@@ -47,6 +47,11 @@ class BitPlanner {
   // Measure each candidate wrapped in the channel scales the chain will fit (ChainOptions::
   // scale_keys / scale_values), so the plan prices the codecs as they will be used.
   void set_channel_scales(bool keys, bool values) { scale_keys_ = keys; scale_values_ = values; }
+  // Divide each layer's costs by the energy of its attention output, sum_c u_c E(v_c^2) (u_c as
+  // in the value proxy): relative instead of absolute output errors. The residual stream grows
+  // with depth and every next layer sees it through an RMS norm, so the same absolute error
+  // weighs less late; the layer's output energy stands in for the stream's (not captured).
+  void set_layer_norm(bool on) { layer_norm_ = on; }
 
   // The fit_chain hook (ChainOptions::on_residual): measures every candidate on the stream's
   // residual target - pred of layer `layer`.
@@ -67,7 +72,8 @@ class BitPlanner {
  private:
   int64_t L_, C_, hd_, hkv_, group_, max_rows_, n_train_;
   double key_weight_;
-  bool scale_keys_ = false, scale_values_ = false;
+  bool scale_keys_ = false, scale_values_ = false, layer_norm_ = false;
+  std::vector<double> out_energy_;         // [layer] sum_c u_c E(v_c^2)
   std::vector<std::vector<double>> q_;     // [layer][C] query weights for the channel scales
   std::vector<std::shared_ptr<const Codec>> cand_;
   std::vector<std::vector<double>> w_;     // [layer][C] query weights (empty: unweighted keys)

@@ -42,6 +42,7 @@ struct CalibrateOptions {
   std::vector<std::string> plan_codecs = {"higgs:4x16", "higgs2", "higgs3", "higgs4"};
   bool plan_weighted = true;   // false: plain squared error for keys and values alike
   double plan_key_weight = 1.0;  // extra factor on the key proxy (ablation)
+  bool plan_layer_norm = false;  // relative per-layer costs (BitPlanner::set_layer_norm)
   // Calibrated channel scales of the residual codecs (ChainOptions::scale_keys / scale_values).
   bool scale_keys = false, scale_values = false;
 };
