@@ -88,6 +88,7 @@ if has plan; then  # issue 11: bit plans (--bits), channel scales, better 2-bit 
   calibrate pb23w --bits 2.3 --channel-scales both
   calibrate pb23g4w --bits 2.3 --channel-scales both --plan-codecs higgs:4x16,higgs:4x256,higgs3,higgs4
   calibrate pb20w --bits 2.0 --channel-scales both
+  calibrate pb23n --bits 2.3 --channel-scales both --plan-norm layer
   report plan_a fp16 "aquakv:$AD/aq2.bin" "aquakv:$AD/aq25.bin" "aquakv:$AD/pb23.bin" "aquakv:$AD/pb215.bin" \
     "aquakv:$AD/pb20.bin" "aquakv:$AD/pb23mse.bin" "aquakv:$AD/aq2g4.bin"
   report plan_b fp16 "aquakv:$AD/aq2w.bin" "aquakv:$AD/pb23w.bin" "aquakv:$AD/pb23g4w.bin" "aquakv:$AD/pb20w.bin" \

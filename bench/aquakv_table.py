@@ -40,15 +40,17 @@ AQUA = {
 # Configurations of issue 11 (bit plans, channel scales, grids): name -> description.
 DESCRIBED = {
     "aq2g4": "keys and values 4x256 grid (2 bits), layer 0 4-bit",
-    "aq2s": "aq2 with channel scales on keys (query-weighted) and values",
-    "aq2sk": "aq2 with query-weighted channel scales on keys",
+    "aq2g6": "keys and values 6x4096 grid (EDEN6-4096, 2 bits), layer 0 4-bit",
+    "aq2w": "aq2 with channel scales (keys: query-weighted, values: W_o-weighted)",
     "pb23": "bit plan at 2.3 bits (attention proxy), layer 0 4-bit",
     "pb23mse": "bit plan at 2.3 bits (plain MSE proxy), layer 0 4-bit",
     "pb215": "bit plan at 2.15 bits (attention proxy)",
     "pb20": "bit plan at 2.0 bits (attention proxy)",
-    "pb23s": "bit plan at 2.3 bits + channel scales (keys and values)",
-    "pb215s": "bit plan at 2.15 bits + channel scales",
-    "pb20s": "bit plan at 2.0 bits + channel scales",
+    "pb23s": "bit plan at 2.3 bits + channel scales, values unweighted (older binary)",
+    "pb23w": "bit plan at 2.3 bits + channel scales (query / W_o weighted)",
+    "pb23n": "pb23w with per-layer relative costs (--plan-norm layer)",
+    "pb23g4w": "pb23w with the 4x256 grid as the 2-bit candidate",
+    "pb20w": "bit plan at 2.0 bits + channel scales (query / W_o weighted)",
 }
 OUT = "quality-run"
 
