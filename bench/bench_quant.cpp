@@ -25,7 +25,8 @@ constexpr int64_t kDim = 192;  // default model's KV width (3 heads x 64)
 const char* const kSpecs[] = {"fp16",          "uniform:2:g32:token", "uniform:4:g32:token",
                               "uniform:2:g32:channel", "higgs:2x16:g192", "higgs:2x16:g64",
                               "higgs:2x16:g192:seed1", "higgs:2x64:g192", "higgs:2x256:g192",
-                              "higgs:4x256:g64", "higgs:1x4:g192",   "q8_0",
+                              "higgs:4x256:g64", "higgs:4x256:g192", "higgs:4x16:g192",
+                              "higgs:1x4:g192",   "q8_0",
                               "q4_0",                "q4_1",            "q8_0r:h64",
                               "q4_0r:h64",           "q4_1r:h64",       "kvquant3:key",
                               "kvquant3:value",      "cq:4c8b",         "cq:8c8b"};
