@@ -16,7 +16,10 @@
 // layer l-1 reconstruction kept from read(l-1) (the protocol walks layers in order), with
 // order-fixed blocked GEMMs over all compressed rows (ops/affine_rows.h): the decoder equals the
 // encoder bit for bit and a token's reconstruction does not depend on chunk boundaries (for
-// codecs with one-row blocks). Keys are stored pre-RoPE; the engine rotates them on read.
+// codecs with one-row blocks). With predictors, keys are stored before RoPE (the predictors
+// map un-rotated keys; the cache rotates them per tile); without, keys are rotated once at
+// append and stored (exact and coded) after RoPE, as llama.cpp stores them, so that attention
+// can score them in their codec's inner basis (kv/attend.h).
 #pragma once
 
 #include <memory>
