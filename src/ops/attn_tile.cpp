@@ -1,6 +1,6 @@
 // Scalar kernels and dispatch of ops/attn_tile.h. The dispatching entries use OpenBLAS sgemm for
-// many query rows (prefill tiles, where it wins), and the AVX2 loops (attn_tile_avx2.cpp) or the
-// scalar ones for few rows (decode: one token's query heads of one KV head).
+// many query rows (prefill tiles, where it wins), and the AVX-512 (attn_tile_avx512.cpp), AVX2
+// (attn_tile_avx2.cpp) or scalar loops for few rows (decode: one token's query heads).
 #include "aquakv/ops/attn_tile.h"
 
 #include <cblas.h>
@@ -30,6 +30,8 @@ void attn_scores_f16_avx512(const float* q, int64_t M, int64_t hd, const uint16_
                             int64_t ks, float* s, int64_t ss);
 void attn_accum_avx512(const float* p, int64_t M, int64_t t, int64_t ps, const float* v,
                        int64_t vs, int64_t hd, float* a);
+void attn_online_update_avx512(float* s, int64_t M, int64_t t, int64_t ss, float* m, float* l,
+                               float* a, int64_t hd);
 void attn_accum_f16_avx512(const float* p, int64_t M, int64_t t, int64_t ps, const uint16_t* v,
                            int64_t vs, int64_t hd, float* a);
 }  // namespace detail
@@ -126,6 +128,7 @@ void attn_scores_f16(const float* q, int64_t M, int64_t hd, const uint16_t* k, i
 
 void attn_online_update(float* s, int64_t M, int64_t t, int64_t ss, float* m, float* l, float* a,
                         int64_t hd) {
+  if (simd512(hd)) return detail::attn_online_update_avx512(s, M, t, ss, m, l, a, hd);
   if (simd(hd)) return detail::attn_online_update_avx2(s, M, t, ss, m, l, a, hd);
   attn_online_update_ref(s, M, t, ss, m, l, a, hd);
 }
