@@ -64,7 +64,8 @@ class CompressedCache final : public KvCache {
       if (c->dim() != C) fail("kv cache {}: codec {} is for rows of {}, the KV width is {}", opt_.name, c->spec(), c->dim(), C);
       block_ = std::lcm(block_, c->block_rows());
     }
-    keys_roped_ = !opt_.adapters;
+    keys_roped_ = opt_.keys_after_rope;
+    if (keys_roped_ && opt_.adapters) fail("kv cache {}: keys after RoPE need a cache without predictors", opt_.name);
     if (const Adapters* a = opt_.adapters.get()) {
       if (a->model.n_layers != shape.n_layers || a->model.kv_width != C)
         fail("kv cache {}: adapters for {} layers of width {}, the model has {} layers of width {}",
@@ -492,7 +493,7 @@ class CompressedCache final : public KvCache {
   CompressedCacheOptions opt_;
   KvRope rope_;
   int64_t block_ = 1;  // chunk sizes are multiples of this (lcm of the codecs' block rows)
-  bool keys_roped_ = false;  // keys stored after RoPE (no predictors)
+  bool keys_roped_ = false;  // keys stored after RoPE (opt_.keys_after_rope)
   std::vector<float> roped_;  // append's rotated keys
   std::vector<Seq> seqs_;
   int cur_ = 0;
