@@ -3,7 +3,7 @@
 // (30 layers, 3 KV heads of 64, RoPE on all channels) at several cached lengths: the part of a
 // decode step that the cache format owns, without the weights. Kinds: 0 fp16, 1 q8_0, 2 q4_0,
 // 3 kivi2, 4 higgs2, 5 AQUA-KV (random full-rank predictors), 6 AQUA-KV rank 64, 7 kivi4,
-// 8 higgs3, 9 higgs4. The AQUA-KV rebuild (decode + predictor GEMMs over every compressed
+// 8 higgs3, 9 higgs4, 10 AQUA-KV rank 16, 11 AQUA-KV rank 128. The AQUA-KV rebuild (decode + predictor GEMMs over every compressed
 // token) grows with the context. Third argument: threads.
 #include <benchmark/benchmark.h>
 
@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "aquakv/kv/aquakv_cache.h"
@@ -66,12 +67,13 @@ const int kIters = std::getenv("AQUAKV_BENCH_ITERS") ? std::atoi(std::getenv("AQ
 
 std::unique_ptr<KvCache> make(int kind) {
   static const char* plain[] = {"fp16", "q8_0", "q4_0", "kivi2", "higgs2", "", "", "kivi4", "higgs3", "higgs4"};
-  if (kind < 5 || kind > 6) return make_cache(plain[kind], shape());
+  if (kind < 5 || (kind > 6 && kind < 10)) return make_cache(plain[kind], shape());
+  const int64_t rank = kind == 5 ? 0 : kind == 6 ? 64 : kind == 10 ? 16 : 128;
   CompressedCacheOptions o;
-  o.name = kind == 5 ? "aquakv" : "aquakv rank 64";
+  o.name = rank == 0 ? "aquakv" : "aquakv rank " + std::to_string(rank);
   o.key_codec = o.value_codec = std::shared_ptr<const Codec>(make_codec("higgs2", kC));
   o.layer0_key_codec = o.layer0_value_codec = std::shared_ptr<const Codec>(make_codec("higgs4", kC));
-  o.adapters = random_adapters(kind == 5 ? 0 : 64);
+  o.adapters = random_adapters(rank);
   return make_compressed_cache(shape(), o);
 }
 
@@ -111,7 +113,7 @@ void BM_DecodeStep(benchmark::State& st) {
 }
 
 BENCHMARK(BM_DecodeStep)
-    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, {512, 2048, 4096, 8192}, {1, 2}})
+    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, {512, 2048, 4096, 8192}, {1, 2}})
     ->Unit(benchmark::kMillisecond)
     ->Iterations(kIters);
 

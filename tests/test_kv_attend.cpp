@@ -289,7 +289,9 @@ TEST(KvAttend, ObserverPolicySeesExactWeights) {
 // two whole runs diverge chaotically. So the fused path is checked on the very same storage:
 // this wrapper forwards every call to the format and, in attend(), also runs the reference on
 // the same rows and records the largest difference (the model run continues on the fused
-// output). Bound as in the synthetic test: 1e-4 of the largest |value| seen.
+// output). Bound as in the synthetic test: 1e-4 of the largest |value| seen. HIGGS and KIVI
+// run with small buffers (b=16, b=32) so that the decode steps attend over coded rows (HIGGS
+// in its inner basis).
 class CheckedCache final : public KvCache {
  public:
   explicit CheckedCache(std::unique_ptr<KvCache> c) : c_(std::move(c)) {}
@@ -332,7 +334,7 @@ class KvAttendModel : public testing::RealModelTest {};
 TEST_F(KvAttendModel, FusedAttentionMatchesReferenceOnTheSameStorage) {
   std::vector<int32_t> ids(104);
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7919 + 13) % size_t(V()));
-  for (const char* spec : {"fp16", "f32", "q8_0", "q4_0", "higgs2", "higgs4", "kivi2"}) {
+  for (const char* spec : {"fp16", "f32", "q8_0", "q4_0", "higgs2,b=16", "higgs4,b=16", "kivi2,b=32"}) {
     Forward fwd(*model_, 2);
     CheckedCache cache(make_cache(spec, model_->kv_shape(256)));
     const int seq = cache.add_sequence();
