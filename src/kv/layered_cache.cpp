@@ -126,6 +126,10 @@ class LayeredCache final : public KvCache {
     return kept;
   }
 
+  void drop_rows(int seq, std::span<const int32_t> positions) override {
+    for (auto& l : layers_) l->drop_rows(seq, positions);
+  }
+
   std::vector<KvBitsTerm> bits_report(int seq) const override {
     std::vector<KvBitsTerm> out;
     std::map<std::string, size_t> where;
