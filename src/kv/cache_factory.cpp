@@ -3,6 +3,7 @@
 
 #include <mutex>
 
+#include "aquakv/kv/clusterkv_cache.h"
 #include "aquakv/kv/compressed_formats.h"
 #include "aquakv/kv/eviction.h"
 #include "aquakv/kv/quant_tables.h"
@@ -68,6 +69,8 @@ std::vector<CacheFormat>& table() {
       aquakv("p=4,b=128", "AQUA-KV: aquakv:ADAPTERS (cross-layer predictors from aquakv calibrate + HIGGS residuals)"),
       {"think", "ThinK: think:PRUNE[,p=N,b=N,k=CODEC,v=CODEC] (query-driven pruning of the PRUNE share of key channels per head; k/v codecs fp16 by default, e.g. k=higgs2,v=higgs2)",
        make_think_from_spec, "p=4,b=128"},
+      {"clusterkv", "ClusterKV: clusterkv:BUDGET[,p=N,r=N,m=N,c=N] (every token resident in fp16; keys clustered per head, each query attends to the sinks, the recent rows and the closest clusters' tokens up to BUDGET)",
+       make_clusterkv_from_spec, "p=4,r=128,m=128,c=16"},
       // Policies around a format: "policy:ARGS+FORMAT".
       {"l2evict", "L2-norm token eviction around any format: l2evict:KEEP[,p=N,r=N,e=N]+FORMAT (keeps the KEEP share of tokens, dropping the largest key norms; sinks and recent tokens kept)",
        make_l2evict_from_spec, "p=4,r=128,e=32"},

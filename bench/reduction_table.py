@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""The table and frontier chart of docs/RESULTS.md ("Token eviction and key-channel pruning")
+from an `aquakv report` directory (rows.jsonl: quality rows at one context, speed rows) and
+`aquakv passkey --json` files. Prints Markdown to stdout; computes nothing new except passkey
+sums per (format, length) and which rows are on the memory/quality frontier (no other row has
+both fewer bits per value and a lower mean KL).
+
+  python3 bench/reduction_table.py REPORT_DIR [--passkey P.json ...] [--chart OUT.png]
+      [--label KV=NAME ...]
+
+The chart (gnuplot, as `aquakv report` draws its own) plots mean KL to fp16 against bits per
+value, log scale, every row labelled, the frontier joined by a line.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+
+def load_rows(report_dir):
+    quality, decode = {}, {}
+    with open(os.path.join(report_dir, "rows.jsonl")) as f:
+        for line in f:
+            r = json.loads(line)
+            if r.get("ppl") is not None:
+                quality[r["kv"]] = r
+            if r.get("decode_tps") is not None:
+                decode[r["kv"]] = r
+    return quality, decode
+
+
+def load_passkey(files):
+    cells = {}  # (kv, len) -> [correct, trials]
+    for path in files:
+        with open(path) as f:
+            doc = json.load(f)
+        for c in doc["cells"]:
+            key = (c["kv"], c["len"])
+            got = cells.setdefault(key, [0, 0])
+            got[0] += c["correct"]
+            got[1] += c["trials"]
+    return cells
+
+
+def frontier(rows):
+    """kv names no other row dominates (fewer bits and lower KL, one of them strictly)."""
+    out = set()
+    for a in rows:
+        dominated = any(
+            b is not a and b["bits_per_value"] <= a["bits_per_value"] and b["kl_mean"] <= a["kl_mean"]
+            and (b["bits_per_value"] < a["bits_per_value"] or b["kl_mean"] < a["kl_mean"]) for b in rows)
+        if not dominated:
+            out.add(a["kv"])
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("report")
+    ap.add_argument("--passkey", nargs="*", default=[])
+    ap.add_argument("--chart")
+    ap.add_argument("--label", nargs="*", default=[], help="KV=NAME: the name shown for a --kv spelling")
+    a = ap.parse_args()
+    labels = dict(x.split("=", 1) for x in a.label)
+    quality, decode = load_rows(a.report)
+    pk = load_passkey(a.passkey)
+    lens = sorted({n for (_, n) in pk})
+    rows = list(quality.values())
+    front = frontier(rows)
+    head = ["format", "bits/value", "PPL", "PPL ratio", "KL mean", "KL p99", "same top"]
+    head += [f"passkey {n}" for n in lens] + ["decode tok/s", "frontier"]
+    print("| " + " | ".join(head) + " |")
+    print("|---|" + "--:|" * (len(head) - 2) + ":-:|")
+    for r in rows:
+        kv = r["kv"]
+        cells = [f"`{labels.get(kv, kv)}`", f"{r['bits_per_value']:.3f}", f"{r['ppl']:.3f} ± {r['ppl_se']:.3f}",
+                 f"{r['ppl_ratio']:.4f}", f"{r['kl_mean']:.4f}", f"{r['kl_p99']:.3f}", f"{100 * r['same_top']:.1f}%"]
+        for n in lens:
+            c = pk.get((kv, n))
+            cells.append(f"{c[0]}/{c[1]}" if c else "-")
+        d = decode.get(kv)
+        cells.append(f"{d['decode_tps']:.1f}" if d else "-")
+        cells.append("yes" if kv in front else "")
+        print("| " + " | ".join(cells) + " |")
+    if a.chart:
+        draw(rows, front, labels, a.chart)
+
+
+def draw(rows, front, labels, out):
+    with tempfile.TemporaryDirectory() as tmp:
+        pts = os.path.join(tmp, "points.dat")
+        line = os.path.join(tmp, "frontier.dat")
+        with open(pts, "w") as f:
+            for r in rows:
+                name = labels.get(r["kv"], r["kv"]).replace('"', "")
+                f.write(f"{r['bits_per_value']} {max(r['kl_mean'], 1e-5)} \"{name}\"\n")
+        with open(line, "w") as f:
+            for r in sorted((r for r in rows if r["kv"] in front), key=lambda r: r["bits_per_value"]):
+                f.write(f"{r['bits_per_value']} {max(r['kl_mean'], 1e-5)}\n")
+        gp = f"""set terminal pngcairo size 1000,640 font ",10"
+set output "{out}"
+set logscale y
+set xlabel "bits per original value (every stored byte, at the end of a 2048-token window)"
+set ylabel "mean KL to fp16 (nats/token)"
+set grid
+set key top right
+plot "{line}" using 1:2 with lines lw 2 lc rgb "#888888" title "frontier", \\
+     "{pts}" using 1:2 with points pt 7 ps 1.2 lc rgb "#1f77b4" notitle, \\
+     "{pts}" using 1:2:3 with labels offset 0.8,0.6 left font ",8" notitle
+"""
+        subprocess.run(["gnuplot"], input=gp.encode(), check=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
