@@ -254,7 +254,15 @@ TEST(L2Evict, CompressedRowsSurviveDropsBitForBit) {
 }
 
 TEST(L2Evict, CodesInMultiRowBlocksAreNotDropped) {
-  auto ev = make_l2evict_cache({0.3, 0, 0, 0}, make_compressed_cache(shape(), coarse(4)));
+  try {
+    make_l2evict_cache({0.3, 0, 0, 0}, make_compressed_cache(shape(), coarse(4)));
+    FAIL() << "a format with 4-row code blocks was wrapped";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot drop single rows"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(make_compressed_cache(shape(), coarse(1))->can_drop_rows());
+  // The format itself refuses when asked anyway (once rows are coded).
+  auto ev = make_compressed_cache(shape(), coarse(4));
   const int seq = ev->add_sequence();
   const Tokens tk = make_tokens(64, 3);
   std::vector<float> k(size_t(32 * kC)), v(size_t(32 * kC));
@@ -266,8 +274,10 @@ TEST(L2Evict, CodesInMultiRowBlocksAreNotDropped) {
     }
     ev->append(l, k.data(), v.data());
   }
+  ev->end_step();
   try {
-    ev->end_step();
+    const int32_t drop[] = {5};
+    ev->drop_rows(seq, drop);
     FAIL() << "dropping coded rows in blocks of 4 was not refused";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("blocks of 4"), std::string::npos) << e.what();

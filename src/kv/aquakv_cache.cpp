@@ -347,6 +347,7 @@ class CompressedCache final : public KvCache {
   // block, so a row's codes are bytes of their own) and the buffer of every layer. Each
   // remaining row's reconstruction is unchanged: the predictors map a token's layer l - 1 to its
   // layer l, row by row, so dropping a token from every layer leaves the others' chains intact.
+  bool can_drop_rows() const override { return block_ == 1; }
   void drop_rows(int seq, std::span<const int32_t> positions) override {
     Seq& s = at(seq);
     if (step_n_ != 0) fail("kv cache {}: rows can only be dropped between steps", opt_.name);

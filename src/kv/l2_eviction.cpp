@@ -21,6 +21,8 @@ class L2EvictCache final : public KvCache {
  public:
   L2EvictCache(const L2EvictOptions& opt, std::unique_ptr<KvCache> inner) : opt_(opt), inner_(std::move(inner)) {
     if (!inner_) fail("--kv l2evict: no format to wrap");
+    if (!inner_->can_drop_rows())
+      fail("--kv l2evict: format {} cannot drop single rows (e.g. codes in multi-row blocks)", inner_->name());
     if (!(opt_.keep > 0.0 && opt_.keep <= 1.0)) fail("--kv l2evict: keep ratio must be in (0, 1], got {}", opt_.keep);
     if (opt_.sinks < 0 || opt_.recent < 0 || opt_.slack < 0)
       fail("--kv l2evict: p, r and e must be >= 0 (got p={}, r={}, e={})", opt_.sinks, opt_.recent, opt_.slack);
@@ -80,6 +82,7 @@ class L2EvictCache final : public KvCache {
   void save_state(int, KvStateOut&) const override {
     fail("kv cache {}: eviction policies cannot save a sequence (its row scores are not in session files)", name_);
   }
+  bool can_drop_rows() const override { return true; }
   int64_t truncate(int seq, int64_t n) override {
     if (n >= n_tokens(seq)) return n_tokens(seq);
     clear(seq);

@@ -136,6 +136,7 @@ class PlainCache final : public KvCache {
     return {{dtype_ == KvDtype::F16 ? "fp16 values" : "f32 values", double(8 * elem()) * held}};
   }
 
+  bool can_drop_rows() const override { return true; }
   void drop_rows(int seq, std::span<const int32_t> positions) override {
     Seq& s = at(seq);
     if (step_n_ != 0) fail("kv cache {}: rows can only be dropped between steps", name());

@@ -171,6 +171,8 @@ class KvCache {
   // left keep their positions, and later rows continue at n_tokens. Formats whose storage cannot
   // drop single rows (codes in multi-row blocks) throw Error; the default does.
   virtual void drop_rows(int seq, std::span<const int32_t> positions);
+  // Whether drop_rows works on this cache (eviction policies refuse a format up front otherwise).
+  virtual bool can_drop_rows() const { return false; }
 };
 
 // The generic dense path: read(layer), RoPE of keys not yet rotated, then exact softmax
