@@ -5,8 +5,8 @@ from an `aquakv report` directory (rows.jsonl: quality rows at one context, spee
 sums per (format, length) and which rows are on the memory/quality frontier (no other row has
 both fewer bits per value and a lower mean KL).
 
-  python3 bench/reduction_table.py REPORT_DIR [--passkey P.json ...] [--chart OUT.png]
-      [--label KV=NAME ...]
+  python3 bench/reduction_table.py REPORT_DIR... [--passkey P.json ...] [--chart OUT.png]
+      [--label OLD=NEW ...]
 
 The chart (gnuplot, as `aquakv report` draws its own) plots mean KL to fp16 against bits per
 value, log scale, every row labelled, the frontier joined by a line.
@@ -19,15 +19,17 @@ import sys
 import tempfile
 
 
-def load_rows(report_dir):
+def load_rows(report_dirs):
+    """Quality and speed rows of every report; a format in several reports keeps its first."""
     quality, decode = {}, {}
-    with open(os.path.join(report_dir, "rows.jsonl")) as f:
-        for line in f:
-            r = json.loads(line)
-            if r.get("ppl") is not None:
-                quality[r["kv"]] = r
-            if r.get("decode_tps") is not None:
-                decode[r["kv"]] = r
+    for d in report_dirs:
+        with open(os.path.join(d, "rows.jsonl")) as f:
+            for line in f:
+                r = json.loads(line)
+                if r.get("ppl") is not None:
+                    quality.setdefault(r["kv"], r)
+                if r.get("decode_tps") is not None:
+                    decode.setdefault(r["kv"], r)
     return quality, decode
 
 
@@ -58,12 +60,17 @@ def frontier(rows):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("report")
+    ap.add_argument("report", nargs="+", help="aquakv report output directories")
     ap.add_argument("--passkey", nargs="*", default=[])
     ap.add_argument("--chart")
-    ap.add_argument("--label", nargs="*", default=[], help="KV=NAME: the name shown for a --kv spelling")
+    ap.add_argument("--label", nargs="*", default=[], help="OLD=NEW: shown names replace OLD by NEW (e.g. a path)")
     a = ap.parse_args()
-    labels = dict(x.split("=", 1) for x in a.label)
+    pairs = [x.split("=", 1) for x in a.label]
+
+    def show(kv):
+        for old, new in pairs:
+            kv = kv.replace(old, new)
+        return kv
     quality, decode = load_rows(a.report)
     pk = load_passkey(a.passkey)
     lens = sorted({n for (_, n) in pk})
@@ -75,7 +82,7 @@ def main():
     print("|---|" + "--:|" * (len(head) - 2) + ":-:|")
     for r in rows:
         kv = r["kv"]
-        cells = [f"`{labels.get(kv, kv)}`", f"{r['bits_per_value']:.3f}", f"{r['ppl']:.3f} ± {r['ppl_se']:.3f}",
+        cells = [f"`{show(kv)}`", f"{r['bits_per_value']:.3f}", f"{r['ppl']:.3f} ± {r['ppl_se']:.3f}",
                  f"{r['ppl_ratio']:.4f}", f"{r['kl_mean']:.4f}", f"{r['kl_p99']:.3f}", f"{100 * r['same_top']:.1f}%"]
         for n in lens:
             c = pk.get((kv, n))
@@ -85,17 +92,23 @@ def main():
         cells.append("yes" if kv in front else "")
         print("| " + " | ".join(cells) + " |")
     if a.chart:
-        draw(rows, front, labels, a.chart)
+        draw(rows, front, show, a.chart)
 
 
-def draw(rows, front, labels, out):
+def draw(rows, front, show, out):
     with tempfile.TemporaryDirectory() as tmp:
         pts = os.path.join(tmp, "points.dat")
         line = os.path.join(tmp, "frontier.dat")
+        labels = ""
         with open(pts, "w") as f:
-            for r in rows:
-                name = labels.get(r["kv"], r["kv"]).replace('"', "")
-                f.write(f"{r['bits_per_value']} {max(r['kl_mean'], 1e-5)} \"{name}\"\n")
+            # Rows sorted by bits; labels alternate above and below their point so that
+            # neighbours do not overprint each other.
+            for i, r in enumerate(sorted(rows, key=lambda r: r["bits_per_value"])):
+                name = show(r["kv"]).replace('"', "")
+                y = max(r["kl_mean"], 1e-5)
+                f.write(f"{r['bits_per_value']} {y}\n")
+                labels += f'set label {i + 1} "{name}" at {r["bits_per_value"]},{y} offset 0.7,{0.8 if i % 2 == 0 else -0.9} font ",8"\n'
+
         with open(line, "w") as f:
             for r in sorted((r for r in rows if r["kv"] in front), key=lambda r: r["bits_per_value"]):
                 f.write(f"{r['bits_per_value']} {max(r['kl_mean'], 1e-5)}\n")
@@ -105,10 +118,11 @@ set logscale y
 set xlabel "bits per original value (every stored byte, at the end of a 2048-token window)"
 set ylabel "mean KL to fp16 (nats/token)"
 set grid
+set xrange [0:17.5]
 set key top right
-plot "{line}" using 1:2 with lines lw 2 lc rgb "#888888" title "frontier", \\
-     "{pts}" using 1:2 with points pt 7 ps 1.2 lc rgb "#1f77b4" notitle, \\
-     "{pts}" using 1:2:3 with labels offset 0.8,0.6 left font ",8" notitle
+{labels}
+plot "{line}" using 1:2 with lines lw 2 lc rgb "#888888" title "frontier (fp16 drawn at KL 1e-5)", \\
+     "{pts}" using 1:2 with points pt 7 ps 1.2 lc rgb "#1f77b4" notitle
 """
         subprocess.run(["gnuplot"], input=gp.encode(), check=True)
 
