@@ -92,6 +92,8 @@ class ThinkCache final : public KvCache {
     Seq& s = at(cur_);
     Layer& l = layer_of(s, layer);
     if (a.n != step_n_) fail("kv cache: attention for {} queries in a step of {} tokens", a.n, step_n_);
+    if (a.n_heads <= 0 || a.n_heads % shape_.n_kv_heads != 0)
+      fail("attention: {} query heads do not group over {} KV heads", a.n_heads, shape_.n_kv_heads);
     observe(l, a);
     if (a.observer != nullptr) return attend_reference(*this, layer, a);
     const int64_t C = shape_.width();
