@@ -23,7 +23,7 @@ def load_rows(report_dirs):
     """Quality and speed rows of every report; a format in several reports keeps its first."""
     quality, decode = {}, {}
     for d in report_dirs:
-        with open(os.path.join(d, "rows.jsonl")) as f:
+        with open(d if d.endswith(".jsonl") else os.path.join(d, "rows.jsonl")) as f:
             for line in f:
                 r = json.loads(line)
                 if r.get("ppl") is not None:
@@ -60,7 +60,7 @@ def frontier(rows):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("report", nargs="+", help="aquakv report output directories")
+    ap.add_argument("report", nargs="+", help="aquakv report output directories (or rows.jsonl files)")
     ap.add_argument("--passkey", nargs="*", default=[])
     ap.add_argument("--chart")
     ap.add_argument("--label", nargs="*", default=[], help="OLD=NEW: shown names replace OLD by NEW (e.g. a path)")
@@ -76,14 +76,17 @@ def main():
     lens = sorted({n for (_, n) in pk})
     rows = list(quality.values())
     front = frontier(rows)
-    head = ["format", "bits/value", "PPL", "PPL ratio", "KL mean", "KL p99", "same top"]
+    head = ["format", "windows", "bits/value", "PPL", "PPL ratio", "KL mean", "KL p99", "same top"]
     head += [f"passkey {n}" for n in lens] + ["decode tok/s", "frontier"]
     print("| " + " | ".join(head) + " |")
     print("|---|" + "--:|" * (len(head) - 2) + ":-:|")
     for r in rows:
         kv = r["kv"]
-        cells = [f"`{show(kv)}`", f"{r['bits_per_value']:.3f}", f"{r['ppl']:.3f} ± {r['ppl_se']:.3f}",
-                 f"{r['ppl_ratio']:.4f}", f"{r['kl_mean']:.4f}", f"{r['kl_p99']:.3f}", f"{100 * r['same_top']:.1f}%"]
+        def num(key, fmt, scale=1.0, unit=""):
+            return "-" if r.get(key) is None else format(r[key] if scale == 1.0 else scale * r[key], fmt) + unit
+
+        cells = [f"`{show(kv)}`", num("windows", "d"), num("bits_per_value", ".3f"), f"{num('ppl', '.3f')} ± {num('ppl_se', '.3f')}",
+                 num("ppl_ratio", ".4f"), num("kl_mean", ".4f"), num("kl_p99", ".3f"), num("same_top", ".1f", 100, "%")]
         for n in lens:
             c = pk.get((kv, n))
             cells.append(f"{c[0]}/{c[1]}" if c else "-")
