@@ -72,7 +72,11 @@ def main():
             kv = kv.replace(old, new)
         return kv
     quality, decode = load_rows(a.report)
-    pk = load_passkey(a.passkey)
+    pk = {}
+    for (kv, n), got in load_passkey(a.passkey).items():  # matched by shown name
+        have = pk.setdefault((show(kv), n), [0, 0])
+        have[0] += got[0]
+        have[1] += got[1]
     lens = sorted({n for (_, n) in pk})
     rows = list(quality.values())
     front = frontier(rows)
@@ -88,7 +92,7 @@ def main():
         cells = [f"`{show(kv)}`", num("windows", "d"), num("bits_per_value", ".3f"), f"{num('ppl', '.3f')} ± {num('ppl_se', '.3f')}",
                  num("ppl_ratio", ".4f"), num("kl_mean", ".4f"), num("kl_p99", ".3f"), num("same_top", ".1f", 100, "%")]
         for n in lens:
-            c = pk.get((kv, n))
+            c = pk.get((show(kv), n))
             cells.append(f"{c[0]}/{c[1]}" if c else "-")
         d = decode.get(kv)
         cells.append(f"{d['decode_tps']:.1f}" if d else "-")
@@ -121,7 +125,7 @@ set logscale y
 set xlabel "bits per original value (every stored byte, at the end of a 2048-token window)"
 set ylabel "mean KL to fp16 (nats/token)"
 set grid
-set xrange [0:17.5]
+set xrange [0:21]
 set key top right
 {labels}
 plot "{line}" using 1:2 with lines lw 2 lc rgb "#888888" title "frontier (fp16 drawn at KL 1e-5)", \\
