@@ -2,18 +2,22 @@
 // model's 9 query heads, then end_step) of every cache format on the default model's KV shape
 // (30 layers, 3 KV heads of 64, RoPE on all channels) at several cached lengths: the part of a
 // decode step that the cache format owns, without the weights. Kinds: 0 fp16, 1 q8_0, 2 q4_0,
-// 3 kivi2, 4 higgs2, 5 AQUA-KV (random full-rank predictors), 6 AQUA-KV rank 64. The AQUA-KV
-// rebuild (decode + predictor GEMMs over every compressed token) grows with the context.
+// 3 kivi2, 4 higgs2, 5 AQUA-KV (random full-rank predictors), 6 AQUA-KV rank 64, 7 kivi4,
+// 8 higgs3, 9 higgs4, 10 AQUA-KV rank 16, 11 AQUA-KV rank 128. The AQUA-KV rebuild (decode + predictor GEMMs over every compressed
+// token) grows with the context. Third argument: threads.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "aquakv/kv/aquakv_cache.h"
 #include "aquakv/kv/cache_factory.h"
 #include "aquakv/quant/codec.h"
+#include "aquakv/util/parallel.h"
 
 namespace aquakv {
 namespace {
@@ -58,21 +62,25 @@ std::shared_ptr<Adapters> random_adapters(int64_t rank) {
 }
 
 constexpr int kQueryHeads = 9;
+// Decode steps per measurement (AQUAKV_BENCH_ITERS overrides, e.g. for profiling).
+const int kIters = std::getenv("AQUAKV_BENCH_ITERS") ? std::atoi(std::getenv("AQUAKV_BENCH_ITERS")) : 20;
 
 std::unique_ptr<KvCache> make(int kind) {
-  static const char* plain[] = {"fp16", "q8_0", "q4_0", "kivi2", "higgs2"};
-  if (kind < 5) return make_cache(plain[kind], shape());
+  static const char* plain[] = {"fp16", "q8_0", "q4_0", "kivi2", "higgs2", "", "", "kivi4", "higgs3", "higgs4"};
+  if (kind < 5 || (kind > 6 && kind < 10)) return make_cache(plain[kind], shape());
+  const int64_t rank = kind == 5 ? 0 : kind == 6 ? 64 : kind == 10 ? 16 : 128;
   CompressedCacheOptions o;
-  o.name = kind == 5 ? "aquakv" : "aquakv rank 64";
+  o.name = rank == 0 ? "aquakv" : "aquakv rank " + std::to_string(rank);
   o.key_codec = o.value_codec = std::shared_ptr<const Codec>(make_codec("higgs2", kC));
   o.layer0_key_codec = o.layer0_value_codec = std::shared_ptr<const Codec>(make_codec("higgs4", kC));
-  o.adapters = random_adapters(kind == 5 ? 0 : 64);
+  o.adapters = random_adapters(rank);
   return make_compressed_cache(shape(), o);
 }
 
 void BM_DecodeStep(benchmark::State& st) {
   const int kind = int(st.range(0));
   const int64_t ctx = st.range(1);
+  set_num_threads(int(st.range(2)));
   auto cache = make(kind);
   const int seq = cache->add_sequence();
   std::mt19937 rng(2);
@@ -105,9 +113,9 @@ void BM_DecodeStep(benchmark::State& st) {
 }
 
 BENCHMARK(BM_DecodeStep)
-    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 6}, {512, 2048, 4096, 8192}})
+    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, {512, 2048, 4096, 8192}, {1, 2}})
     ->Unit(benchmark::kMillisecond)
-    ->Iterations(20);
+    ->Iterations(kIters);
 
 }  // namespace
 }  // namespace aquakv

@@ -110,7 +110,7 @@ def session_file(kind, n=5, L=2, C=32):
             sections.append((f"ck.{l}", b"".join(row(r, l, False) for r in range(n))))
             sections.append((f"cv.{l}", b"".join(row(r, l, True) for r in range(n))))
         spec = "q8_0,p=0,b=1"
-        state = "compressed k=q8_0 v=q8_0 k0=q8_0 v0=q8_0 p=0 b=1"
+        state = "compressed k=q8_0 v=q8_0 k0=q8_0 v0=q8_0 p=0 b=1 keys=roped"
     head = s("llama") + struct.pack("<qqqQq", L, 1, C, 0x0123456789ABCDEF, 64)
     head += s(spec) + s(state) + struct.pack("<Q", 0)
     head += struct.pack("<q", n) + struct.pack(f"<{n}i", *[100 + t for t in range(n)])

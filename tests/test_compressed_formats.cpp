@@ -239,10 +239,36 @@ TEST(CompressedFormats, RefusesBadSpecs) {
   const std::pair<std::string, std::string> bad[] = {
       {"higgs", ",p=x"}, {"higgs", ",q=1"}, {"higgs", ",b=0"}, {"higgs", ",p"}, {"higgs2", ":2x16"},
       {"higgs", ":2y16"}, {"aquakv", ""}, {"aquakv", ":/nonexistent/file"}, {"kivi2", ",k=bogus"},
-      {"q4_0r", ":h32"}, {"q8_0r", ",k=q8_0r:h48"},
+      {"q4_0r", ":h32"}, {"q8_0r", ",k=q8_0r:h48"}, {"higgs2", ",rope=after"}, {"q8_0", ",rope="},
   };
   for (const auto& [name, args] : bad) {
     EXPECT_THROW(make_cache(name + args, shape()), Error) << name << args;
+  }
+}
+
+// Where keys are coded: after RoPE by default, before RoPE for KIVI (per-channel groups over
+// tokens) and whenever rope=pre says so; AQUA-KV refuses rope=post (its predictors map keys
+// before RoPE). The session format names the choice, so files of the two kinds never mix.
+TEST(CompressedFormats, KeysBeforeOrAfterRope) {
+  KvShape s = shape();
+  s.rope.n_rot = s.head_dim;
+  const std::pair<std::string, bool> cases[] = {{"higgs2", true}, {"q8_0", true}, {"kivi2", false},
+                                                {"higgs2,rope=pre", false}, {"kivi4,rope=post", true}};
+  for (const auto& [spec, after] : cases) {
+    auto c = make_cache(spec, s);
+    const int seq = c->add_sequence();
+    std::vector<float> k(size_t(s.width()), 1.0f);
+    c->begin_step(seq, 1);
+    for (int l = 0; l < s.n_layers; ++l) c->append(l, k.data(), k.data());
+    EXPECT_EQ(c->read(0).k_roped, after) << spec;
+    c->end_step();
+    EXPECT_EQ(c->state_format().find("keys=roped") != std::string::npos, after) << spec;
+  }
+  try {
+    make_cache("aquakv:/nonexistent,rope=post", s);
+    ADD_FAILURE() << "aquakv rope=post accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("rope=post"), std::string::npos) << e.what();
   }
 }
 

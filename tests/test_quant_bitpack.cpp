@@ -44,6 +44,23 @@ TEST(Bitpack, MatchesReferenceForEveryWidthAndLength) {
   }
 }
 
+// unpack_bits_float reads the reference stream (reference_pack) as floats, for every width up to
+// 8 and lengths that end mid-byte.
+TEST(Bitpack, FloatUnpackMatchesReference) {
+  std::mt19937 rng(7);
+  for (int w = 1; w <= 8; ++w) {
+    for (const int64_t n : {1, 3, 7, 8, 9, 64, 191, 192}) {
+      std::vector<uint16_t> codes(static_cast<size_t>(n));
+      for (auto& c : codes) c = uint16_t(rng() & ((1u << w) - 1));
+      const auto packed = reference_pack(codes, w);
+      std::vector<float> got(static_cast<size_t>(n) + 1, -1.0f);
+      unpack_bits_float(packed.data(), n, w, got.data());
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(got[size_t(i)], float(codes[size_t(i)])) << "w=" << w << " n=" << n << " i=" << i;
+      ASSERT_EQ(got.back(), -1.0f);
+    }
+  }
+}
+
 TEST(Bitpack, IgnoresBitsAboveWidth) {
   const std::vector<uint16_t> codes = {0xFFFF, 0x0002, 0xFFF1};
   std::vector<uint8_t> out(size_t(packed_bytes(3, 3)));

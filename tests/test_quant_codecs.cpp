@@ -10,6 +10,7 @@
 #include "aquakv/quant/block_codecs.h"
 #include "aquakv/quant/codec.h"
 #include "aquakv/quant/gauss_rng.h"
+#include "aquakv/util/cpu.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/fp16.h"
 
@@ -147,6 +148,30 @@ TEST(UniformCodec, PerTokenAndPerChannelErrorBounds) {
       check_uniform(ch, rows_of(3 * g, 192, uint64_t(bits * 1000 + g)), bits, true, g);
     }
   }
+}
+
+// Every SIMD level the CPU has decodes the same bytes to the same floats (the kernels multiply
+// and add separately, as the scalar loop does), both axes, widths with and without byte tables.
+TEST(UniformCodec, SimdLevelsDecodeIdentically) {
+  const SimdLevel saved = simd_level();
+  for (int bits : {2, 3, 4, 8}) {
+    for (const UniformAxis axis : {UniformAxis::kToken, UniformAxis::kChannel}) {
+      const UniformCodec c(200, bits, axis == UniformAxis::kToken ? 40 : 32, axis);
+      const int64_t rows = 64;
+      const auto x = rows_of(rows, 200, uint64_t(bits));
+      std::vector<uint8_t> codes(size_t(c.encoded_bytes(rows)));
+      c.encode(x.data(), rows, codes.data());
+      set_simd_level(SimdLevel::kScalar);
+      std::vector<float> want(x.size()), got(x.size());
+      c.decode(codes.data(), rows, want.data());
+      for (int lv = 1; lv <= int(cpu_simd_level()); ++lv) {
+        set_simd_level(SimdLevel(lv));
+        c.decode(codes.data(), rows, got.data());
+        ASSERT_EQ(got, want) << "bits " << bits << " level " << lv;
+      }
+    }
+  }
+  set_simd_level(saved);
 }
 
 TEST(UniformCodec, ConstantGroupsAndExtremes) {

@@ -211,5 +211,41 @@ TEST(Higgs, GoldenRowsFromIndependentImplementation) {
   EXPECT_GE(checked, 20);
 }
 
+// The inner basis (quant/codec.h): decode = T decode_inner row by row, and q . decode(c) =
+// (T^T q) . decode_inner(c), checked in float64 against the decoded rows, for every group size
+// and with random signs. Bound: float rounding of the transforms, 1e-5 relative to |q| |x|.
+TEST(Higgs, InnerBasisMatchesDecode) {
+  const int64_t dim = 192, rows = 7;
+  for (const char* spec : {"higgs:2x16", "higgs:2x16:g64", "higgs:2x64:g32", "higgs:2x256", "higgs:2x16:seed3"}) {
+    SCOPED_TRACE(spec);
+    auto c = make_codec(spec, dim);
+    ASSERT_GT(c->inner_group(), 0);
+    const auto x = gaussian_rows(rows, dim, 5);
+    std::vector<uint8_t> codes(size_t(c->encoded_bytes(rows)));
+    c->encode(x.data(), rows, codes.data());
+    std::vector<float> dec(x.size()), u(x.size());
+    c->decode(codes.data(), rows, dec.data());
+    c->decode_inner(codes.data(), rows, u.data());
+    std::vector<float> tu = u;
+    c->inner_to_rows(tu.data(), rows);
+    auto q = gaussian_rows(1, dim, 9);
+    std::vector<float> qt = q;
+    c->transpose_to_inner(qt.data(), 1);
+    for (int64_t r = 0; r < rows; ++r) {
+      double want = 0, got = 0, nq = 0, nx = 0;
+      for (int64_t i = 0; i < dim; ++i) {
+        const size_t k = size_t(r * dim + i);
+        EXPECT_NEAR(tu[k], dec[k], 1e-5 * (1 + std::fabs(dec[k])));
+        want += double(q[size_t(i)]) * dec[k];
+        got += double(qt[size_t(i)]) * u[k];
+        nq += double(q[size_t(i)]) * q[size_t(i)];
+        nx += double(dec[k]) * dec[k];
+      }
+      EXPECT_NEAR(got, want, 1e-5 * std::sqrt(nq * nx));
+    }
+  }
+  EXPECT_EQ(make_codec("q8_0", dim)->inner_group(), 0);
+}
+
 }  // namespace
 }  // namespace aquakv

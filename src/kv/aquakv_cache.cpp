@@ -65,6 +65,8 @@ class CompressedCache final : public KvCache {
       if (c->dim() != C) fail("kv cache {}: codec {} is for rows of {}, the KV width is {}", opt_.name, c->spec(), c->dim(), C);
       block_ = std::lcm(block_, c->block_rows());
     }
+    keys_roped_ = opt_.keys_after_rope;
+    if (keys_roped_ && opt_.adapters) fail("kv cache {}: keys after RoPE need a cache without predictors", opt_.name);
     if (const Adapters* a = opt_.adapters.get()) {
       if (a->model.n_layers != shape.n_layers || a->model.kv_width != C)
         fail("kv cache {}: adapters for {} layers of width {}, the model has {} layers of width {}",
@@ -118,6 +120,11 @@ class CompressedCache final : public KvCache {
     const size_t l = size_t(layer);
     if (int64_t(s.sink_k[l].size()) != s.n_sinks * C || int64_t(s.buf_k[l].size()) != s.n_buf * C)
       fail("kv cache: append to layer {} twice in one step", layer);
+    if (keys_roped_ && rope_.enabled(layer)) {  // rows at positions n_tokens .. + n - 1
+      roped_.assign(k, k + step_n_ * C);
+      for (int64_t i = 0; i < step_n_; ++i) rope_.rotate(layer, roped_.data() + i * C, s.n_tokens + i);
+      k = roped_.data();
+    }
     append_halves(k, step_sinks_ * C, s.sink_k[l]);
     append_halves(v, step_sinks_ * C, s.sink_v[l]);
     append_halves(k + step_sinks_ * C, (step_n_ - step_sinks_) * C, s.buf_k[l]);
@@ -148,13 +155,14 @@ class CompressedCache final : public KvCache {
     view.row_stride = C;
     view.n_tokens = T;
     view.pos = s.pos.data();
-    view.k_roped = false;
+    view.k_roped = keys_roped_;
     return view;
   }
 
   // Attention on the stored form: exact sinks and buffer read as fp16 in place; coded chunks
-  // decoded a tile at a time (no predictors), or, with predictors, the layer's reconstruction
-  // (which the next layer's predictor needs anyway) read as f32. Keys are rotated per tile.
+  // read from their codes a tile at a time (no predictors: keys stored rotated), or, with
+  // predictors, the layer's reconstruction (which the next layer's predictor needs anyway)
+  // read as f32 with keys rotated per tile.
   void attend(int layer, const KvAttention& a) override {
     if (a.observer != nullptr) return attend_reference(*this, layer, a);
     Seq& s = at(cur_);
@@ -170,6 +178,7 @@ class CompressedCache final : public KvCache {
       KvSegment g;
       g.n = n;
       g.pos = s.pos.data() + row0;
+      g.k_roped = keys_roped_;
       g.dtype = KvDtype::F16;
       g.k = k.data();
       g.v = v.data();
@@ -192,19 +201,17 @@ class CompressedCache final : public KvCache {
       g.stride = C;
       segs.push_back(std::move(g));
     } else if (s.n_compressed > 0) {
-      // All compressed rows of the layer: one code stream per K/V, decoded a tile at a time.
+      // All compressed rows of the layer: one code stream per K/V, read by attention a tile
+      // at a time (kv/attend.h: decoded, or scored in the codecs' inner bases).
       KvSegment g;
       g.n = s.n_compressed;
       g.pos = s.pos.data() + ns;
+      g.k_roped = keys_roped_;
       g.block = block_;
-      const Codec& kcod = kc(layer);
-      const Codec& vcod = vc(layer);
-      const uint8_t* kd = s.code_k[l].data();
-      const uint8_t* vd = s.code_v[l].data();
-      g.decode = [&kcod, &vcod, kd, vd](int64_t r0, int64_t r1, float* k, float* v) {
-        kcod.decode(kd + kcod.encoded_bytes(r0), r1 - r0, k);
-        vcod.decode(vd + vcod.encoded_bytes(r0), r1 - r0, v);
-      };
+      g.k_codec = &kc(layer);
+      g.v_codec = &vc(layer);
+      g.k_codes = s.code_k[l].data();
+      g.v_codes = s.code_v[l].data();
       segs.push_back(std::move(g));
     }
     exact(s.buf_k[l], s.buf_v[l], nb, ns + s.n_compressed);
@@ -249,7 +256,8 @@ class CompressedCache final : public KvCache {
   std::string state_format() const override {
     std::string f = "compressed k=" + opt_.key_codec->spec() + " v=" + opt_.value_codec->spec() +
                     " k0=" + opt_.layer0_key_codec->spec() + " v0=" + opt_.layer0_value_codec->spec() +
-                    " p=" + std::to_string(opt_.sinks) + " b=" + std::to_string(opt_.buffer);
+                    " p=" + std::to_string(opt_.sinks) + " b=" + std::to_string(opt_.buffer) +
+                    (keys_roped_ ? " keys=roped" : "");
     if (opt_.adapters) f += fmt::format(" adapters={:016x}", opt_.adapters->file_checksum);
     return f;
   }
@@ -544,6 +552,8 @@ class CompressedCache final : public KvCache {
   CompressedCacheOptions opt_;
   KvRope rope_;
   int64_t block_ = 1;  // chunk sizes are multiples of this (lcm of the codecs' block rows)
+  bool keys_roped_ = false;  // keys stored after RoPE (opt_.keys_after_rope)
+  std::vector<float> roped_;  // append's rotated keys
   std::vector<Seq> seqs_;
   int cur_ = 0;
   int64_t step_n_ = 0, step_sinks_ = 0;

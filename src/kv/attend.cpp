@@ -8,6 +8,7 @@
 #include "aquakv/ops/attn_tile.h"
 #include "aquakv/ops/ggml_types.h"
 #include "aquakv/ops/matmul.h"
+#include "aquakv/util/check.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/fp16.h"
 #include "aquakv/util/parallel.h"
@@ -23,13 +24,15 @@ struct Tile {
   int64_t r0, r1;
 };
 
-// Online-softmax state of M query rows for each KV head: m, l (H*M), a (H*M*hd).
+// Online-softmax state of M query rows for each KV head: m, l (H*M), a (H*M*hd), and a2
+// (H*M*vw): the part of the weighted value sum kept in the value codec's inner basis.
 struct State {
-  std::vector<float> m, l, a;
-  void reset(int64_t rows, int64_t hd) {
+  std::vector<float> m, l, a, a2;
+  void reset(int64_t rows, int64_t hd, int64_t vw) {
     m.assign(size_t(rows), kNegInf);
     l.assign(size_t(rows), 0.0f);
     a.assign(size_t(rows * hd), 0.0f);
+    a2.assign(size_t(rows * vw), 0.0f);
   }
 };
 
@@ -42,7 +45,57 @@ struct Ctx {
   std::span<const KvSegment> segs;
   int64_t H, G, hd, C, window;
   std::vector<float> qpack;  // per KV head g: (n*G, hd) scaled queries, row i*G + hh
+  // Inner bases (few queries only): the key / value codec whose inner basis attention uses
+  // (null: decode rows), and per KV head g the first channel of the inner groups its slice
+  // touches (kc0[g], vc0[g]; kw, vw channels from there, equal for every head). qin holds the
+  // queries of head g in the keys' inner basis: rows (g*n*G + i*G + hh), kw wide.
+  const Codec* kin = nullptr;
+  const Codec* vin = nullptr;
+  std::vector<int64_t> kc0, vc0;
+  int64_t kw = 0, vw = 0;
+  std::vector<float> qin;
 };
+
+// Channels [c0, c0 + w) of the inner groups (size grp) that head g's slice [g*hd, (g+1)*hd)
+// touches; false when the width differs between heads (then the inner basis is not used).
+bool inner_ranges(int64_t grp, int64_t H, int64_t hd, std::vector<int64_t>& c0, int64_t& w) {
+  c0.assign(size_t(H), 0);
+  w = 0;
+  for (int64_t g = 0; g < H; ++g) {
+    const int64_t a = g * hd / grp * grp, b = ((g + 1) * hd + grp - 1) / grp * grp;
+    if (g > 0 && b - a != w) return false;
+    c0[size_t(g)] = a;
+    w = b - a;
+  }
+  return true;
+}
+
+// Sets up the inner-basis path for the coded segments (all must share their codecs; keys need
+// to be stored rotated) and turns the queries: q_pad (head g's slice of a zero row) -> T^T q_pad.
+void setup_inner(Ctx& c) {
+  const KvSegment* coded = nullptr;
+  for (const KvSegment& sg : c.segs) {
+    if (!sg.k_codec) continue;
+    if (coded && (sg.k_codec != coded->k_codec || sg.v_codec != coded->v_codec || sg.k_roped != coded->k_roped)) return;
+    coded = &sg;
+  }
+  if (!coded) return;
+  if (coded->k_roped && coded->k_codec->inner_group() > 0 && inner_ranges(coded->k_codec->inner_group(), c.H, c.hd, c.kc0, c.kw))
+    c.kin = coded->k_codec;
+  if (coded->v_codec->inner_group() > 0 && inner_ranges(coded->v_codec->inner_group(), c.H, c.hd, c.vc0, c.vw))
+    c.vin = coded->v_codec;
+  if (!c.kin) return;
+  const int64_t rows = c.a.n * c.G;
+  std::vector<float> pad(size_t(c.C));
+  c.qin.resize(size_t(c.H * rows * c.kw));
+  for (int64_t g = 0; g < c.H; ++g)
+    for (int64_t r = 0; r < rows; ++r) {
+      std::fill(pad.begin(), pad.end(), 0.0f);
+      std::copy_n(c.qpack.data() + (g * rows + r) * c.hd, c.hd, pad.data() + g * c.hd);
+      c.kin->transpose_to_inner(pad.data(), 1);
+      std::copy_n(pad.data() + c.kc0[size_t(g)], c.kw, c.qin.data() + (g * rows + r) * c.kw);
+    }
+}
 
 bool visible(int32_t kp, int32_t qp, int64_t window) {
   return kp <= qp && (window == 0 || int64_t(kp) > int64_t(qp) - window);
@@ -50,13 +103,13 @@ bool visible(int32_t kp, int32_t qp, int64_t window) {
 
 // Per-thread tile buffers.
 struct Scratch {
-  std::vector<float> k, v, s;
+  std::vector<float> k, v, s, m_old;
 };
 
-// Processes one tile for queries [i0, i1) (all KV heads), updating `st` whose rows start at
-// query `base` (st covers queries base .. base + its rows / G).
-void tile_queries(const Ctx& c, const Tile& t, int64_t i0, int64_t i1, int64_t base, State& st,
-                  int64_t st_rows, Scratch& sc) {
+// Processes one tile for queries [i0, i1) (all KV heads), updating `st`, which holds exactly
+// those queries: head g's st_rows = (i1 - i0) * G rows from g * st_rows.
+void tile_queries(const Ctx& c, const Tile& t, int64_t i0, int64_t i1, State& st, int64_t st_rows,
+                  Scratch& sc) {
   const KvSegment& sg = c.segs[size_t(t.seg)];
   const int64_t rows = t.r1 - t.r0;
   const int32_t* pos = sg.pos + t.r0;
@@ -70,16 +123,20 @@ void tile_queries(const Ctx& c, const Tile& t, int64_t i0, int64_t i1, int64_t b
   const int64_t Mq = (i1 - i0) * c.G;
   const bool gemm = Mq >= 16;
   // Keys/values as rows the kernels read: f16 in place when they need no RoPE and few queries
-  // read them (decode), else an f32 tile (decoded, converted and/or rotated).
+  // read them (decode); inner-basis rows of coded segments (decode); else an f32 tile (decoded,
+  // converted and/or rotated).
+  const bool coded = sg.k_codec != nullptr;
+  const bool kin = coded && !gemm && c.kin != nullptr;
+  const bool vin = coded && !gemm && c.vin != nullptr;
   const void* K;
   const void* V;
   int64_t stride;
   bool f16 = false;
-  if (!sg.decode && sg.dtype == KvDtype::F32 && sg.k_roped) {
+  if (!coded && sg.dtype == KvDtype::F32 && sg.k_roped) {
     K = static_cast<const float*>(sg.k) + t.r0 * sg.stride;
     V = static_cast<const float*>(sg.v) + t.r0 * sg.stride;
     stride = sg.stride;
-  } else if (!sg.decode && sg.dtype == KvDtype::F16 && sg.k_roped && !gemm) {
+  } else if (!coded && sg.dtype == KvDtype::F16 && sg.k_roped && !gemm) {
     K = static_cast<const uint16_t*>(sg.k) + t.r0 * sg.stride;
     V = static_cast<const uint16_t*>(sg.v) + t.r0 * sg.stride;
     stride = sg.stride;
@@ -87,8 +144,13 @@ void tile_queries(const Ctx& c, const Tile& t, int64_t i0, int64_t i1, int64_t b
   } else {
     sc.k.resize(size_t(rows * c.C));
     sc.v.resize(size_t(rows * c.C));
-    if (sg.decode) {
-      sg.decode(t.r0, t.r1, sc.k.data(), sc.v.data());
+    if (coded) {
+      const uint8_t* kd = sg.k_codes + sg.k_codec->encoded_bytes(t.r0);
+      const uint8_t* vd = sg.v_codes + sg.v_codec->encoded_bytes(t.r0);
+      if (kin) sg.k_codec->decode_inner(kd, rows, sc.k.data());
+      else sg.k_codec->decode(kd, rows, sc.k.data());
+      if (vin) sg.v_codec->decode_inner(vd, rows, sc.v.data());
+      else sg.v_codec->decode(vd, rows, sc.v.data());
     } else {
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t src = (t.r0 + r) * sg.stride;
@@ -108,38 +170,104 @@ void tile_queries(const Ctx& c, const Tile& t, int64_t i0, int64_t i1, int64_t b
     stride = c.C;
   }
 
-  sc.s.resize(size_t(Mq * rows));
+  // Scores of all heads' rows (head g's Mq rows at g*Mq), one masked online update over them
+  // (the state's rows of the H heads are consecutive: st_rows == Mq), then the value sums.
+  // In an inner basis whose groups span every head (kc0/vc0 equal for all heads), one call
+  // covers all H*Mq rows: each key/value row is read once for every query head.
+  const int64_t HM = c.H * Mq, qrows = c.a.n * c.G;
+  AQUAKV_CHECK(st_rows == Mq);
+  sc.s.resize(size_t(HM * rows));
   float* s = sc.s.data();
-  for (int64_t g = 0; g < c.H; ++g) {
-    const float* q = c.qpack.data() + (g * c.a.n * c.G + i0 * c.G) * c.hd;
-    if (f16) attn_scores_f16(q, Mq, c.hd, static_cast<const uint16_t*>(K) + g * c.hd, rows, stride, s, rows);
-    else attn_scores(q, Mq, c.hd, static_cast<const float*>(K) + g * c.hd, rows, stride, s, rows);
-    if (need_mask) {
-      for (int64_t r = 0; r < Mq; ++r) {
-        const int32_t qp = c.qpos[i0 + r / c.G];
-        for (int64_t j = 0; j < rows; ++j)
-          if (!visible(pos[j], qp, c.window)) s[r * rows + j] = kNegInf;
+  const bool k_shared = kin && c.kc0.front() == c.kc0.back() && i0 == 0 && i1 == c.a.n;
+  const bool v_shared = vin && c.vc0.front() == c.vc0.back();
+  if (k_shared) {
+    attn_scores(c.qin.data(), HM, c.kw, static_cast<const float*>(K) + c.kc0[0], rows, stride, s, rows);
+  } else {
+    for (int64_t g = 0; g < c.H; ++g) {
+      float* sg_ = s + g * Mq * rows;
+      if (kin) {
+        const float* q = c.qin.data() + (g * qrows + i0 * c.G) * c.kw;
+        attn_scores(q, Mq, c.kw, static_cast<const float*>(K) + c.kc0[size_t(g)], rows, stride, sg_, rows);
+      } else {
+        const float* q = c.qpack.data() + (g * qrows + i0 * c.G) * c.hd;
+        if (f16) attn_scores_f16(q, Mq, c.hd, static_cast<const uint16_t*>(K) + g * c.hd, rows, stride, sg_, rows);
+        else attn_scores(q, Mq, c.hd, static_cast<const float*>(K) + g * c.hd, rows, stride, sg_, rows);
       }
     }
-    const int64_t row0 = g * st_rows + (i0 - base) * c.G;
-    float* acc = st.a.data() + row0 * c.hd;
-    attn_online_update(s, Mq, rows, rows, st.m.data() + row0, st.l.data() + row0, acc, c.hd);
-    if (f16) attn_accum_f16(s, Mq, rows, rows, static_cast<const uint16_t*>(V) + g * c.hd, stride, c.hd, acc);
-    else attn_accum(s, Mq, rows, rows, static_cast<const float*>(V) + g * c.hd, stride, c.hd, acc);
+  }
+  if (need_mask) {
+    for (int64_t r = 0; r < HM; ++r) {
+      const int32_t qp = c.qpos[i0 + (r % Mq) / c.G];
+      for (int64_t j = 0; j < rows; ++j)
+        if (!visible(pos[j], qp, c.window)) s[r * rows + j] = kNegInf;
+    }
+  }
+  if (c.vin) sc.m_old.assign(st.m.begin(), st.m.begin() + HM);
+  const float* m_old = sc.m_old.data();
+  attn_online_update(s, HM, rows, rows, st.m.data(), st.l.data(), st.a.data(), c.hd);
+  if (c.vin) {
+    // The inner part of the sum takes the same rescaling the kernel applied to `a`, on every
+    // tile (exact tiles too): alpha = e^(m_old - m) (0 from an empty state; 1 while nothing is
+    // visible).
+    for (int64_t r = 0; r < HM; ++r) {
+      const float m = st.m[size_t(r)];
+      if (m == kNegInf || m_old[r] == m) continue;
+      const float alpha = m_old[r] == kNegInf ? 0.0f : std::exp(m_old[r] - m);
+      for (int64_t d = 0; d < c.vw; ++d) st.a2[size_t(r * c.vw + d)] *= alpha;
+    }
+  }
+  if (v_shared) {
+    attn_accum(s, HM, rows, rows, static_cast<const float*>(V) + c.vc0[0], stride, c.vw, st.a2.data());
+    return;
+  }
+  for (int64_t g = 0; g < c.H; ++g) {
+    const float* p = s + g * Mq * rows;
+    if (vin) {
+      attn_accum(p, Mq, rows, rows, static_cast<const float*>(V) + c.vc0[size_t(g)], stride, c.vw,
+                 st.a2.data() + g * Mq * c.vw);
+    } else if (f16) {
+      attn_accum_f16(p, Mq, rows, rows, static_cast<const uint16_t*>(V) + g * c.hd, stride, c.hd, st.a.data() + g * Mq * c.hd);
+    } else {
+      attn_accum(p, Mq, rows, rows, static_cast<const float*>(V) + g * c.hd, stride, c.hd, st.a.data() + g * Mq * c.hd);
+    }
   }
 }
 
-// out rows of queries [base, base + rows/G) from the state.
+// out rows of queries [base, base + rows/G) from the state: (a + head slice of T a2) / l.
 void write_out(const Ctx& c, const State& st, int64_t base, int64_t nq) {
   const int64_t Q = int64_t(c.a.n_heads) * c.hd, st_rows = nq * c.G;
+  std::vector<float> row(c.vin ? size_t(c.C) : 0);
   for (int64_t g = 0; g < c.H; ++g)
     for (int64_t i = 0; i < nq; ++i)
       for (int64_t hh = 0; hh < c.G; ++hh) {
         const int64_t r = g * st_rows + i * c.G + hh;
         const float inv = st.l[size_t(r)] > 0 ? 1.0f / st.l[size_t(r)] : 0.0f;
         float* o = c.a.out + (base + i) * Q + (g * c.G + hh) * c.hd;
-        for (int64_t d = 0; d < c.hd; ++d) o[d] = st.a[size_t(r * c.hd + d)] * inv;
+        for (int64_t d = 0; d < c.hd; ++d) o[d] = st.a[size_t(r * c.hd + d)];
+        if (c.vin) {
+          std::fill(row.begin(), row.end(), 0.0f);
+          std::copy_n(st.a2.data() + r * c.vw, c.vw, row.data() + c.vc0[size_t(g)]);
+          c.vin->inner_to_rows(row.data(), 1);
+          for (int64_t d = 0; d < c.hd; ++d) o[d] += row[size_t(g * c.hd + d)];
+        }
+        for (int64_t d = 0; d < c.hd; ++d) o[d] *= inv;
       }
+}
+
+// Merges state `b` into `a` (rows of the same queries over disjoint tiles).
+void merge_states(const Ctx& c, State& a, const State& b, int64_t rows) {
+  if (c.vin) {
+    // The inner part first, with the factors attn_merge is about to use (it updates m).
+    for (int64_t r = 0; r < rows; ++r) {
+      if (b.m[size_t(r)] == kNegInf) continue;
+      const float mx = std::max(a.m[size_t(r)], b.m[size_t(r)]);
+      const float x1 = a.m[size_t(r)] == kNegInf ? 0.0f : std::exp(a.m[size_t(r)] - mx);
+      const float x2 = std::exp(b.m[size_t(r)] - mx);
+      for (int64_t d = 0; d < c.vw; ++d)
+        a.a2[size_t(r * c.vw + d)] = a.a2[size_t(r * c.vw + d)] * x1 + b.a2[size_t(r * c.vw + d)] * x2;
+    }
+  }
+  attn_merge(a.m.data(), a.l.data(), a.a.data(), b.m.data(), b.l.data(), b.a.data(), rows, c.hd);
 }
 
 std::vector<Tile> make_tiles(std::span<const KvSegment> segs, int64_t tile_rows) {
@@ -198,7 +326,7 @@ void attend_segments(const KvShape& shape, const KvRope& rope, int layer, const 
   if (a.n_heads <= 0 || a.n_heads % shape.n_kv_heads != 0)
     fail("attention: {} query heads do not group over {} KV heads", a.n_heads, shape.n_kv_heads);
   Ctx c{shape, rope, layer, a, qpos, segs, shape.n_kv_heads, a.n_heads / shape.n_kv_heads,
-        shape.head_dim, shape.width(), shape.window_of(layer), {}};
+        shape.head_dim, shape.width(), shape.window_of(layer), {}, nullptr, nullptr, {}, {}, 0, 0, {}};
   const int64_t Q = int64_t(a.n_heads) * c.hd;
   // Queries packed per KV head (rows i*G + hh), scale folded in.
   c.qpack.resize(size_t(c.H * n * c.G * c.hd));
@@ -210,6 +338,7 @@ void attend_segments(const KvShape& shape, const KvRope& rope, int layer, const 
         for (int64_t d = 0; d < c.hd; ++d) dst[d] = src[d] * a.scale;
       }
   const bool many = n >= 2 * kQueryBlock;
+  if (!many && n * c.G < 16) setup_inner(c);  // the inner bases serve the few-query kernels
   // Prefill: larger tiles (fewer, larger sgemm calls); decode: kTileRows, the unit of the split
   // over threads.
   const std::vector<Tile> tiles = make_tiles(segs, many ? 4 * kTileRows : kTileRows);
@@ -227,8 +356,8 @@ void attend_segments(const KvShape& shape, const KvRope& rope, int layer, const 
           const int64_t qb = k % 2 == 0 ? k / 2 : nb - 1 - k / 2;
           const int64_t i0 = qb * kQueryBlock, i1 = std::min(n, i0 + kQueryBlock);
           const int64_t rows = (i1 - i0) * c.G;
-          st.reset(c.H * rows, c.hd);
-          for (const Tile& t : tiles) tile_queries(c, t, i0, i1, i0, st, rows, sc);
+          st.reset(c.H * rows, c.hd, 0);
+          for (const Tile& t : tiles) tile_queries(c, t, i0, i1, st, rows, sc);
           write_out(c, st, i0, i1 - i0);
         }
       });
@@ -242,14 +371,12 @@ void attend_segments(const KvShape& shape, const KvRope& rope, int layer, const 
       thread_local Scratch sc;
       for (int64_t p = p0; p < p1; ++p) {
         State& s = st[size_t(p)];
-        s.reset(c.H * rows, c.hd);
+        s.reset(c.H * rows, c.hd, c.vw);
         const int64_t t0 = int64_t(tiles.size()) * p / parts, t1 = int64_t(tiles.size()) * (p + 1) / parts;
-        for (int64_t t = t0; t < t1; ++t) tile_queries(c, tiles[size_t(t)], 0, n, 0, s, rows, sc);
+        for (int64_t t = t0; t < t1; ++t) tile_queries(c, tiles[size_t(t)], 0, n, s, rows, sc);
       }
     });
-    for (int64_t p = 1; p < parts; ++p)
-      attn_merge(st[0].m.data(), st[0].l.data(), st[0].a.data(), st[size_t(p)].m.data(),
-                 st[size_t(p)].l.data(), st[size_t(p)].a.data(), c.H * rows, c.hd);
+    for (int64_t p = 1; p < parts; ++p) merge_states(c, st[0], st[size_t(p)], c.H * rows);
     write_out(c, st[0], 0, n);
   });
 }

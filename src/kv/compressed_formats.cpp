@@ -16,6 +16,7 @@ struct Parsed {
   std::string head;  // before the first ','
   int64_t p = -1, b = -1;
   std::string k, v, l0;
+  std::string rope;  // "pre" / "post" / "" (not given)
 };
 
 int64_t parse_count(const std::string& spec, const std::string& key, const std::string& val) {
@@ -44,7 +45,10 @@ Parsed parse(const std::string& name, const std::string& args) {
     else if (key == "k") out.k = val;
     else if (key == "v") out.v = val;
     else if (key == "l0") out.l0 = val;
-    else fail("--kv {}: unknown option '{}' (known: p, b, k, v, l0)", spec, key);
+    else if (key == "rope") {
+      if (val != "pre" && val != "post") fail("--kv {}: rope= must be pre or post, got '{}'", spec, val);
+      out.rope = val;
+    } else fail("--kv {}: unknown option '{}' (known: p, b, k, v, l0, rope)", spec, key);
   }
   if (out.b == 0) fail("--kv {}: b must be >= 1", spec);
   return out;
@@ -60,6 +64,9 @@ int64_t pick(int64_t given, int64_t deflt) { return given >= 0 ? given : std::ma
 void refuse_codec_options(const std::string& args, const Parsed& ps) {
   if (!ps.k.empty() || !ps.v.empty() || !ps.l0.empty())
     fail("--kv aquakv{}{}: k=, v=, l0= are fixed by the adapters (they were fitted for them)",
+         args.empty() || args[0] == ',' ? "" : ":", args);
+  if (ps.rope == "post")
+    fail("--kv aquakv{}{}: rope=post is not possible: the predictors map keys before RoPE",
          args.empty() || args[0] == ',' ? "" : ":", args);
 }
 
@@ -121,9 +128,12 @@ std::unique_ptr<KvCache> make_coded_cache(const std::string& name, const std::st
     o.layer0_key_codec = codec(ps.l0, C, KvStream::kKey);
     o.layer0_value_codec = codec(ps.l0, C, KvStream::kValue);
   }
+  // Keys coded after RoPE unless the spec or the registry row says rope=pre.
+  o.keys_after_rope = (ps.rope.empty() ? d.rope : ps.rope) != "pre";
   o.name = name;
   if (!ps.head.empty()) o.name += ":" + ps.head;
   o.name += ",p=" + std::to_string(o.sinks) + ",b=" + std::to_string(o.buffer);
+  if (!ps.rope.empty()) o.name += ",rope=" + ps.rope;
   if (!ps.k.empty()) o.name += ",k=" + o.key_codec->spec();
   if (!ps.v.empty()) o.name += ",v=" + o.value_codec->spec();
   if (!ps.l0.empty()) o.name += ",l0=" + o.layer0_key_codec->spec();

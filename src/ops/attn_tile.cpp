@@ -1,6 +1,6 @@
 // Scalar kernels and dispatch of ops/attn_tile.h. The dispatching entries use OpenBLAS sgemm for
-// many query rows (prefill tiles, where it wins), and the AVX2 loops (attn_tile_avx2.cpp) or the
-// scalar ones for few rows (decode: one token's query heads of one KV head).
+// many query rows (prefill tiles, where it wins), and the AVX-512 (attn_tile_avx512.cpp), AVX2
+// (attn_tile_avx2.cpp) or scalar loops for few rows (decode: one token's query heads).
 #include "aquakv/ops/attn_tile.h"
 
 #include <cblas.h>
@@ -24,11 +24,22 @@ void attn_accum_avx2(const float* p, int64_t M, int64_t t, int64_t ps, const flo
                      int64_t hd, float* a);
 void attn_accum_f16_avx2(const float* p, int64_t M, int64_t t, int64_t ps, const uint16_t* v,
                          int64_t vs, int64_t hd, float* a);
+void attn_scores_avx512(const float* q, int64_t M, int64_t hd, const float* k, int64_t t,
+                        int64_t ks, float* s, int64_t ss);
+void attn_scores_f16_avx512(const float* q, int64_t M, int64_t hd, const uint16_t* k, int64_t t,
+                            int64_t ks, float* s, int64_t ss);
+void attn_accum_avx512(const float* p, int64_t M, int64_t t, int64_t ps, const float* v,
+                       int64_t vs, int64_t hd, float* a);
+void attn_online_update_avx512(float* s, int64_t M, int64_t t, int64_t ss, float* m, float* l,
+                               float* a, int64_t hd);
+void attn_accum_f16_avx512(const float* p, int64_t M, int64_t t, int64_t ps, const uint16_t* v,
+                           int64_t vs, int64_t hd, float* a);
 }  // namespace detail
 
 namespace {
 constexpr int64_t kGemmRows = 16;  // from this many query rows on, sgemm beats the loops
 bool simd(int64_t hd) { return simd_level() >= SimdLevel::kAvx2 && hd % 8 == 0; }
+bool simd512(int64_t hd) { return simd_level() >= SimdLevel::kAvx512 && hd % 16 == 0; }
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 }  // namespace
 
@@ -99,6 +110,8 @@ void attn_scores(const float* q, int64_t M, int64_t hd, const float* k, int64_t 
   if (M >= kGemmRows) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(t), int(hd), 1.0f, q, int(hd),
                 k, int(ks), 0.0f, s, int(ss));
+  } else if (simd512(hd)) {
+    detail::attn_scores_avx512(q, M, hd, k, t, ks, s, ss);
   } else if (simd(hd)) {
     detail::attn_scores_avx2(q, M, hd, k, t, ks, s, ss);
   } else {
@@ -108,12 +121,14 @@ void attn_scores(const float* q, int64_t M, int64_t hd, const float* k, int64_t 
 
 void attn_scores_f16(const float* q, int64_t M, int64_t hd, const uint16_t* k, int64_t t,
                      int64_t ks, float* s, int64_t ss) {
+  if (simd512(hd)) return detail::attn_scores_f16_avx512(q, M, hd, k, t, ks, s, ss);
   if (simd(hd)) return detail::attn_scores_f16_avx2(q, M, hd, k, t, ks, s, ss);
   attn_scores_f16_ref(q, M, hd, k, t, ks, s, ss);
 }
 
 void attn_online_update(float* s, int64_t M, int64_t t, int64_t ss, float* m, float* l, float* a,
                         int64_t hd) {
+  if (simd512(hd)) return detail::attn_online_update_avx512(s, M, t, ss, m, l, a, hd);
   if (simd(hd)) return detail::attn_online_update_avx2(s, M, t, ss, m, l, a, hd);
   attn_online_update_ref(s, M, t, ss, m, l, a, hd);
 }
@@ -123,6 +138,8 @@ void attn_accum(const float* p, int64_t M, int64_t t, int64_t ps, const float* v
   if (M >= kGemmRows) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(M), int(hd), int(t), 1.0f, p, int(ps),
                 v, int(vs), 1.0f, a, int(hd));
+  } else if (simd512(hd)) {
+    detail::attn_accum_avx512(p, M, t, ps, v, vs, hd, a);
   } else if (simd(hd)) {
     detail::attn_accum_avx2(p, M, t, ps, v, vs, hd, a);
   } else {
@@ -132,6 +149,7 @@ void attn_accum(const float* p, int64_t M, int64_t t, int64_t ps, const float* v
 
 void attn_accum_f16(const float* p, int64_t M, int64_t t, int64_t ps, const uint16_t* v,
                     int64_t vs, int64_t hd, float* a) {
+  if (simd512(hd)) return detail::attn_accum_f16_avx512(p, M, t, ps, v, vs, hd, a);
   if (simd(hd)) return detail::attn_accum_f16_avx2(p, M, t, ps, v, vs, hd, a);
   attn_accum_f16_ref(p, M, t, ps, v, vs, hd, a);
 }

@@ -1,6 +1,8 @@
 // Codec base-class helpers and the fp16 codec.
 #include "aquakv/quant/codec.h"
 
+#include "aquakv/util/error.h"
+
 #include <vector>
 
 #include "aquakv/quant/block_codecs.h"
@@ -23,6 +25,13 @@ void Codec::decode_fp16(const uint8_t* in, int64_t rows, uint16_t* x) const {
     floats_to_halves(buf.data(), m * dim_, x + r * dim_);
   }
 }
+
+void Codec::decode_inner(const uint8_t*, int64_t, float*) const {
+  fail("codec {}: no inner basis", spec());
+}
+void Codec::inner_to_rows(float*, int64_t) const { fail("codec {}: no inner basis", spec()); }
+void Codec::transpose_to_inner(float*, int64_t) const { fail("codec {}: no inner basis", spec()); }
+
 
 Fp16Codec::Fp16Codec(int64_t dim) : Codec("fp16", dim, 1, 2 * dim) {}
 

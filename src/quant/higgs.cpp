@@ -128,8 +128,21 @@ void HiggsCodec::gather_row(const uint8_t* packed, float* x) const {
     if (codes_per_row_ % 2) std::memcpy(x + 2 * (codes_per_row_ - 1), pts + 2 * (packed[codes_per_row_ / 2] & 15), 8);
     return;
   }
-  if (code_bits_ == 8 && grid_.n == 256) {  // one byte per code, every byte a valid code
+  if (code_bits_ == 8 && grid_.n == 256 && d == 2) {  // one byte per code, every byte valid
+    for (int64_t c = 0; c < codes_per_row_; ++c) std::memcpy(x + 2 * c, pts + 2 * int64_t(packed[c]), 8);
+    return;
+  }
+  if (code_bits_ == 8 && grid_.n == 256) {
     for (int64_t c = 0; c < codes_per_row_; ++c) std::memcpy(x + c * d, pts + int64_t(packed[c]) * d, size_t(d) * 4);
+    return;
+  }
+  if (code_bits_ == 6 && d == 2 && codes_per_row_ % 4 == 0) {  // 2x64: 4 codes per 3 bytes
+    const int64_t last = grid_.n - 1;
+    for (int64_t b = 0; b < codes_per_row_ / 4; ++b) {
+      const uint32_t w = uint32_t(packed[3 * b]) | uint32_t(packed[3 * b + 1]) << 8 | uint32_t(packed[3 * b + 2]) << 16;
+      for (int k = 0; k < 4; ++k)
+        std::memcpy(x + 8 * b + 2 * k, pts + 2 * std::min<int64_t>((w >> (6 * k)) & 63, last), 8);
+    }
     return;
   }
   thread_local std::vector<uint16_t> codes;
@@ -156,7 +169,18 @@ void HiggsCodec::gather_row(const uint8_t* packed, float* x) const {
   }
 }
 
-void HiggsCodec::decode(const uint8_t* in, int64_t rows, float* x) const {
+void HiggsCodec::decode(const uint8_t* in, int64_t rows, float* x) const { decode_rows(in, rows, x, true); }
+void HiggsCodec::decode_inner(const uint8_t* in, int64_t rows, float* u) const { decode_rows(in, rows, u, false); }
+
+void HiggsCodec::inner_to_rows(float* u, int64_t rows) const {
+  const int64_t ng = dim() / group_;
+  rot_.inverse(u, rows * ng, 1.0f);
+}
+void HiggsCodec::transpose_to_inner(float* q, int64_t rows) const {
+  rot_.forward(q, rows * dim() / group_);
+}
+
+void HiggsCodec::decode_rows(const uint8_t* in, int64_t rows, float* x, bool rotate) const {
   const int64_t dim = this->dim(), g = group_, ng = dim / g;
   const float inv_sqrt_g = float(1.0 / std::sqrt(double(g)));
   const bool avx2 = simd_at_least(SimdLevel::kAvx2);
@@ -185,7 +209,7 @@ void HiggsCodec::decode(const uint8_t* in, int64_t rows, float* x) const {
       } else {
         for (int64_t i = 0; i < g; ++i) xg[i] *= f;
       }
-      if (rms != 0.0f) rot_.inverse(xg, 1, 1.0f);
+      if (rotate && rms != 0.0f) rot_.inverse(xg, 1, 1.0f);
     }
   }
 }

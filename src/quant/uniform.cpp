@@ -5,6 +5,8 @@
 
 #include "aquakv/quant/bitpack.h"
 #include "aquakv/quant/block_codecs.h"
+#include "uniform_kernels.h"
+#include "aquakv/util/cpu.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/fp16.h"
 
@@ -114,22 +116,24 @@ void UniformCodec::encode(const float* x, int64_t rows, uint8_t* out) const {
 
 void UniformCodec::decode(const uint8_t* in, int64_t rows, float* x) const {
   const int64_t dim = this->dim(), g = group_;
-  thread_local std::vector<uint16_t> codes;
+  // Codes become floats first (byte tables for 2/4/8 bits), then x = code * scale + zero
+  // (AVX2 kernels in uniform_avx2.cpp: the same multiply and add per element).
+  const bool avx2 = simd_at_least(SimdLevel::kAvx2);
   if (axis_ == UniformAxis::kToken) {
     const int64_t ng = dim / g;
-    codes.resize(size_t(dim));
     for (int64_t r = 0; r < rows; ++r) {
       const uint8_t* o = in + r * block_bytes();
       float* xr = x + r * dim;
-      unpack_bits(o + 4 * ng, dim, bits_, codes.data());
+      unpack_bits_float(o + 4 * ng, dim, bits_, xr);
       for (int64_t k = 0; k < ng; ++k) {
         const float s = fp16_to_fp32(get16(o + 4 * k)), z = fp16_to_fp32(get16(o + 4 * k + 2));
-        for (int64_t i = 0; i < g; ++i) xr[k * g + i] = float(codes[size_t(k * g + i)]) * s + z;
+        float* xg = xr + k * g;
+        if (avx2) detail::scale_offset_avx2(xg, g, s, z);
+        else for (int64_t i = 0; i < g; ++i) xg[i] = xg[i] * s + z;
       }
     }
     return;
   }
-  codes.resize(size_t(g * dim));
   thread_local std::vector<float> sc, zr;
   sc.resize(size_t(dim));
   zr.resize(size_t(dim));
@@ -140,9 +144,16 @@ void UniformCodec::decode(const uint8_t* in, int64_t rows, float* x) const {
       sc[size_t(c)] = fp16_to_fp32(get16(o + 2 * c));
       zr[size_t(c)] = fp16_to_fp32(get16(o + 2 * (dim + c)));
     }
-    unpack_bits(o + 4 * dim, g * dim, bits_, codes.data());
+    unpack_bits_float(o + 4 * dim, g * dim, bits_, xb);
+    const float* s = sc.data();
+    const float* z = zr.data();
+    if (avx2) {
+      detail::scale_offset_channels_avx2(xb, g, dim, s, z);
+      continue;
+    }
     for (int64_t t = 0; t < g; ++t) {
-      for (int64_t c = 0; c < dim; ++c) xb[t * dim + c] = float(codes[size_t(t * dim + c)]) * sc[size_t(c)] + zr[size_t(c)];
+      float* xt = xb + t * dim;
+      for (int64_t c = 0; c < dim; ++c) xt[c] = xt[c] * s[c] + z[c];
     }
   }
 }

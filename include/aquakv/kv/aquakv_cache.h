@@ -16,7 +16,10 @@
 // layer l-1 reconstruction kept from read(l-1) (the protocol walks layers in order), with
 // order-fixed blocked GEMMs over all compressed rows (ops/affine_rows.h): the decoder equals the
 // encoder bit for bit and a token's reconstruction does not depend on chunk boundaries (for
-// codecs with one-row blocks). Keys are stored pre-RoPE; the engine rotates them on read.
+// codecs with one-row blocks). Keys are stored before RoPE (the predictors map un-rotated keys;
+// the cache rotates them per tile), or, with keys_after_rope (formats without predictors),
+// rotated once at append and stored, exact and coded, after RoPE, as llama.cpp stores them, so
+// that attention can score them in their codec's inner basis (kv/attend.h).
 #pragma once
 
 #include <memory>
@@ -37,6 +40,9 @@ struct CompressedCacheOptions {
   std::shared_ptr<const Codec> layer0_key_codec, layer0_value_codec;  // null: same as above
   // Predictors (layer l >= 1); null: no predictors (predict zero everywhere).
   std::shared_ptr<const Adapters> adapters;
+  // Keys stored (exact and coded) after RoPE instead of before; needs no predictors. Codecs with
+  // an inner basis then attend on their codes (kv/attend.h).
+  bool keys_after_rope = false;
 };
 
 std::unique_ptr<KvCache> make_compressed_cache(const KvShape& shape, CompressedCacheOptions opt);

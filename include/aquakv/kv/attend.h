@@ -10,13 +10,13 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <span>
 #include <vector>
 
 #include "aquakv/kv/kv_cache.h"
 #include "aquakv/ops/nn.h"
+#include "aquakv/quant/codec.h"
 
 namespace aquakv {
 
@@ -28,14 +28,21 @@ struct KvSegment {
   int64_t n = 0;                 // rows
   const int32_t* pos = nullptr;  // (n) positions, ascending
   bool k_roped = false;          // keys already rotated at their positions
-  // Exact rows: row r at k + r*stride (elements of dtype). Used when decode is empty.
+  // Exact rows: row r at k + r*stride (elements of dtype). Used when k_codec is null.
   KvDtype dtype = KvDtype::F16;
   const void* k = nullptr;
   const void* v = nullptr;
   int64_t stride = 0;
-  // Coded rows: fills rows [r0, r1) of the segment as f32 (row stride C) into k and v; r0 and r1
-  // are multiples of `block` (or r1 == n). Called from several threads at once.
-  std::function<void(int64_t r0, int64_t r1, float* k, float* v)> decode;
+  // Coded rows (used when k_codec is set): row r's codes at k_codes + k_codec->encoded_bytes(r)
+  // (likewise values); `block` is a multiple of both codecs' block rows. Many queries (prefill)
+  // decode a tile at a time to f32. Few queries (decode) use a codec's inner basis when it has
+  // one (quant/codec.h): keys scored as (T^T q) . u against rows decoded only to u, values
+  // summed as u and turned by T once per query row per step; keys must then be stored rotated
+  // (k_roped), since RoPE of the key's own position cannot move to the query side.
+  const Codec* k_codec = nullptr;
+  const Codec* v_codec = nullptr;
+  const uint8_t* k_codes = nullptr;
+  const uint8_t* v_codes = nullptr;
   int64_t block = 1;
 };
 

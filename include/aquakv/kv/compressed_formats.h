@@ -10,10 +10,11 @@
 //   q8_0, q4_0, q4_1         llama.cpp blocks, every token coded at the end of its step (p=0, b=1)
 //   q8_0r, q4_0r, q4_1r      the same blocks of Hadamard-rotated heads (codec q4_0r:h<head_dim>)
 //   kivi2, kivi3, kivi4      KIVI: keys per channel over 32-token blocks, values per token;
-//                            recent tokens exact until 128 have gathered   (p=0, b=128)
+//                            recent tokens exact until 128 have gathered (p=0, b=128, rope=pre)
 // opts: p=N (exact sink tokens), b=N (exact buffer size B), k=CODEC, v=CODEC (key / value codec
 // specs of quant/codec.h; not for aquakv, whose codecs are fixed by its adapters), l0=CODEC
-// (layer-0 codec, "fp16" for exact).
+// (layer-0 codec, "fp16" for exact), rope=pre|post (keys coded before or after RoPE; default
+// post, KIVI pre: per-channel groups over tokens lose to RoPE's turning pairs; aquakv: pre only).
 #pragma once
 
 #include <memory>

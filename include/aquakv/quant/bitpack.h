@@ -20,6 +20,10 @@ void pack_bits(const uint16_t* codes, int64_t n, int width, uint8_t* out);
 // Reads n codes of `width` bits from in (packed_bytes(n, width) bytes).
 void unpack_bits(const uint8_t* in, int64_t n, int width, uint16_t* codes);
 
+// The same codes as floats (x[i] = code i), for decoders that scale codes next: widths 2, 4 and
+// 8 go through 256-entry byte tables (one table read per byte), others through unpack_bits.
+void unpack_bits_float(const uint8_t* in, int64_t n, int width, float* x);
+
 // Number of bits needed to index n distinct values: ceil(log2(n)), 0 for n == 1.
 inline int bits_for_count(int64_t n) {
   int b = 0;

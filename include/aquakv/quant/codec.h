@@ -45,6 +45,19 @@ class Codec {
   // Same, writing IEEE half (round to nearest even). The default decodes to float and converts.
   virtual void decode_fp16(const uint8_t* in, int64_t rows, uint16_t* x) const;
 
+  // Inner basis (optional; code-domain attention). A codec with one decodes a row as x = T u,
+  // where u = decode_inner(codes) is cheap (no transform) and T is a fixed linear map acting on
+  // groups of inner_group() consecutive channels. Then q . x = (T^T q) . u and sum_j p_j x_j =
+  // T (sum_j p_j u_j): attention can score keys and sum values in the inner basis and apply T
+  // once per query per step instead of once per stored row. inner_group() == 0: no inner basis
+  // (the three calls below throw).
+  virtual int64_t inner_group() const { return 0; }
+  // in: encoded_bytes(rows) bytes -> u: [rows][dim] floats with decode(in) = T u row by row.
+  virtual void decode_inner(const uint8_t* in, int64_t rows, float* u) const;
+  // In place on [rows][dim]: u <- T u (to_rows) and q <- T^T q (transpose_to_inner).
+  virtual void inner_to_rows(float* u, int64_t rows) const;
+  virtual void transpose_to_inner(float* q, int64_t rows) const;
+
  protected:
   Codec(std::string spec, int64_t dim, int64_t block_rows, int64_t block_bytes)
       : spec_(std::move(spec)), dim_(dim), block_rows_(block_rows), block_bytes_(block_bytes) {}

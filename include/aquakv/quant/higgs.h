@@ -39,9 +39,16 @@ class HiggsCodec final : public Codec {
   void encode(const float* x, int64_t rows, uint8_t* out) const override;
   void decode(const uint8_t* in, int64_t rows, float* x) const override;
   void decode_fp16(const uint8_t* in, int64_t rows, uint16_t* x) const override;
+  // Inner basis: u = yhat * r / sqrt(g) per group (the decode before its rotation), T = D H_g
+  // per group; T^T = H_g D (H_g is symmetric), the encoder's forward rotation.
+  int64_t inner_group() const override { return group_; }
+  void decode_inner(const uint8_t* in, int64_t rows, float* u) const override;
+  void inner_to_rows(float* u, int64_t rows) const override;
+  void transpose_to_inner(float* q, int64_t rows) const override;
 
  private:
   void gather_row(const uint8_t* packed, float* x) const;
+  void decode_rows(const uint8_t* in, int64_t rows, float* x, bool rotate) const;
   int64_t group_;
   Grid grid_;
   int code_bits_;
