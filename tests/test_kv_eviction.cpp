@@ -202,10 +202,19 @@ CompressedCacheOptions coarse(int64_t block) {
   return o;
 }
 
-TEST(L2Evict, CompressedRowsSurviveDropsBitForBit) {
+// With predictors (keys before RoPE) and without them, keys stored after RoPE (rows keep their
+// positions' rotation after a drop; new rows rotate at their positions, not their row index).
+void check_compressed_drops(bool predictors) {
   const L2EvictOptions o{0.4, 4, 8, 4};
-  auto ev = make_l2evict_cache(o, make_compressed_cache(shape(), coarse(1)));
-  auto full = make_compressed_cache(shape(), coarse(1));
+  KvShape sh = shape();
+  CompressedCacheOptions co = coarse(1);
+  if (!predictors) {
+    sh.rope.n_rot = kHd;
+    co.adapters = nullptr;
+    co.keys_after_rope = true;
+  }
+  auto ev = make_l2evict_cache(o, make_compressed_cache(sh, co));
+  auto full = make_compressed_cache(sh, co);
   const int64_t T = 260;
   const Tokens tk = make_tokens(T, 9);
   Reference ref{o, {}, 0};
@@ -251,6 +260,11 @@ TEST(L2Evict, CompressedRowsSurviveDropsBitForBit) {
   double bits = 0;
   for (const auto& t : ev->bits_report(se)) bits += t.bits_per_value;
   EXPECT_NEAR(bits, 8.0 * double(ev->live_bytes()) / double(T * kL * 2 * kC), 1e-9);
+}
+
+TEST(L2Evict, CompressedRowsSurviveDropsBitForBit) {
+  check_compressed_drops(true);
+  check_compressed_drops(false);
 }
 
 TEST(L2Evict, CodesInMultiRowBlocksAreNotDropped) {

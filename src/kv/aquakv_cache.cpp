@@ -120,9 +120,9 @@ class CompressedCache final : public KvCache {
     const size_t l = size_t(layer);
     if (int64_t(s.sink_k[l].size()) != s.n_sinks * C || int64_t(s.buf_k[l].size()) != s.n_buf * C)
       fail("kv cache: append to layer {} twice in one step", layer);
-    if (keys_roped_ && rope_.enabled(layer)) {  // rows at positions n_tokens .. + n - 1
+    if (keys_roped_ && rope_.enabled(layer)) {  // rows at positions n_pos .. + n - 1
       roped_.assign(k, k + step_n_ * C);
-      for (int64_t i = 0; i < step_n_; ++i) rope_.rotate(layer, roped_.data() + i * C, s.n_tokens + i);
+      for (int64_t i = 0; i < step_n_; ++i) rope_.rotate(layer, roped_.data() + i * C, s.n_pos + i);
       k = roped_.data();
     }
     append_halves(k, step_sinks_ * C, s.sink_k[l]);

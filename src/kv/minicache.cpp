@@ -113,16 +113,25 @@ class MiniCacheCache final : public KvCache {
       segs.push_back(std::move(g));
     };
     exact(l.sink_k, l.sink_v, ns, 0);
-    int64_t row0 = ns;
+    // The chunks restored to f32 rows in a scratch of this call, attended as exact rows.
+    att_k_.resize(size_t(s.n_coded * C));
+    att_v_.resize(size_t(s.n_coded * C));
+    int64_t row0 = 0;
     for (const Chunk& c : l.chunks) {
-      KvSegment g;
-      g.n = c.n;
-      g.pos = s.pos.data() + row0;
-      g.decode = [this, &c](int64_t r0, int64_t r1, float* k, float* v) { decode(c, r0, r1, k, v); };
-      segs.push_back(std::move(g));
+      decode(c, 0, c.n, att_k_.data() + row0 * C, att_v_.data() + row0 * C);
       row0 += c.n;
     }
-    exact(l.buf_k, l.buf_v, nb, row0);
+    if (s.n_coded > 0) {
+      KvSegment g;
+      g.n = s.n_coded;
+      g.pos = s.pos.data() + ns;
+      g.dtype = KvDtype::F32;
+      g.k = att_k_.data();
+      g.v = att_v_.data();
+      g.stride = C;
+      segs.push_back(std::move(g));
+    }
+    exact(l.buf_k, l.buf_v, nb, ns + s.n_coded);
     attend_segments(shape_, rope_, layer, a, s.pos.data() + s.n_tokens, segs);
   }
 
@@ -346,6 +355,7 @@ class MiniCacheCache final : public KvCache {
   int cur_ = 0;
   int64_t step_n_ = 0, step_sinks_ = 0;
   std::vector<float> vk_, vv_;
+  std::vector<float> att_k_, att_v_;  // attend()'s restored chunks
 };
 
 double parse_number(const std::string& key, const std::string& val) {
