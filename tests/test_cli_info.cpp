@@ -29,7 +29,7 @@ TEST(CliInfo, PrintsKernelsAndFormats) {
     EXPECT_NE(core, "Core2");
   }
 #endif
-  for (const char* f : {"fp16: ", "q8_0 (p=0,b=1", "higgs2 (p=4,b=128", "kivi2 (p=0,b=128", "aquakv (p=4,b=128"})
+  for (const char* f : {"fp16: ", "q8_0 (p=0,b=1)", "higgs2 (p=4,b=128)", "kivi2 (p=0,b=128,rope=pre)", "aquakv (p=4,b=128)"})
     EXPECT_NE(r.out.find(f), std::string::npos) << f << "\n" << r.out;
 }
 

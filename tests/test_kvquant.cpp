@@ -453,6 +453,7 @@ TEST(LayeredCache, EqualsTheStackWithOneCodec) {
     o.buffer = 16;
     o.key_codec = std::shared_ptr<const Codec>(make_codec("q4_0r", kC));
     o.value_codec = std::shared_ptr<const Codec>(make_codec("q4_0r", kC));
+    o.keys_after_rope = true;  // as q4_0r stores keys (after RoPE)
     layers.push_back(make_compressed_cache(single_layer_shape(s, l), o));
   }
   auto a = make_layered_cache(s, "layered", std::move(layers), 100);

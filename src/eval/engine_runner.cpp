@@ -10,6 +10,7 @@
 #include "aquakv/eval/logits_file.h"
 #include "aquakv/eval/stats.h"
 #include "aquakv/kv/cache_factory.h"
+#include "aquakv/kv/clusterkv_cache.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/file_io.h"
 
@@ -77,6 +78,7 @@ CacheReport cache_report(const KvCache& cache, int seq) {
   r.fixed_bytes = cache.fixed_bytes();
   r.n_layers = cache.shape().n_layers;
   r.width = cache.shape().width();
+  r.attended_share = clusterkv_attended_share(cache);
   return r;
 }
 
@@ -90,6 +92,9 @@ std::string format_cache_report(const CacheReport& r) {
                    r.n_layers, r.width);
   s += fmt::format("  fixed per-model bytes: {} ({:.2f} MiB)\n", r.fixed_bytes,
                    double(r.fixed_bytes) / 1048576.0);
+  if (r.attended_share >= 0)
+    s += fmt::format("  rows attended: {:.1f}% of the rows the queries could see (all stay resident)\n",
+                     100.0 * r.attended_share);
   return s;
 }
 

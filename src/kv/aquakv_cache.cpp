@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstring>
 #include <numeric>
+#include <type_traits>
 #include <vector>
 
 #include "aquakv/util/error.h"
@@ -99,21 +100,23 @@ class CompressedCache final : public KvCache {
     for (auto* v : {&s.code_k, &s.code_v})
       for (auto& x : *v) std::vector<uint8_t>().swap(x);
     std::vector<int32_t>().swap(s.pos);
-    s.n_tokens = s.n_sinks = s.n_buf = s.n_compressed = 0;
+    s.n_pos = s.n_tokens = s.n_sinks = s.n_buf = s.n_compressed = 0;
     ++generation_;
   }
-  int64_t n_tokens(int seq) const override { return at(seq).n_tokens; }
+  int64_t n_tokens(int seq) const override { return at(seq).n_pos; }
 
   void begin_step(int seq, int64_t n) override {
     Seq& s = at(seq);
-    if (n < 0 || s.n_tokens + n > shape_.max_tokens)
-      fail("kv cache: sequence {} holds {} tokens, a step of {} exceeds the context of {}", seq, s.n_tokens, n, shape_.max_tokens);
+    if (n < 0 || s.n_pos + n > shape_.max_tokens)
+      fail("kv cache: sequence {} holds {} tokens, a step of {} exceeds the context of {}", seq, s.n_pos, n, shape_.max_tokens);
     cur_ = seq;
     step_n_ = n;
-    step_sinks_ = std::clamp<int64_t>(opt_.sinks - s.n_tokens, 0, n);
+    // Sinks are the first P positions (a dropped one is not replaced).
+    step_sinks_ = std::clamp<int64_t>(opt_.sinks - s.n_pos, 0, n);
     // Rows are stored in position order: sinks, compressed chunks, buffer.
-    append_positions(s.pos, s.n_tokens, n);
-    rope_.ensure(s.n_tokens + n);
+    s.pos.resize(size_t(s.n_tokens));
+    for (int64_t i = 0; i < n; ++i) s.pos.push_back(int32_t(s.n_pos + i));
+    rope_.ensure(s.n_pos + n);
     ++generation_;  // views of the previous step are stale
   }
 
@@ -124,9 +127,9 @@ class CompressedCache final : public KvCache {
     const size_t l = size_t(layer);
     if (int64_t(s.sink_k[l].size()) != s.n_sinks * C || int64_t(s.buf_k[l].size()) != s.n_buf * C)
       fail("kv cache: append to layer {} twice in one step", layer);
-    if (keys_roped_ && rope_.enabled(layer)) {  // rows at positions n_tokens .. + n - 1
+    if (keys_roped_ && rope_.enabled(layer)) {  // rows at positions n_pos .. + n - 1
       roped_.assign(k, k + step_n_ * C);
-      for (int64_t i = 0; i < step_n_; ++i) rope_.rotate(layer, roped_.data() + i * C, s.n_tokens + i);
+      for (int64_t i = 0; i < step_n_; ++i) rope_.rotate(layer, roped_.data() + i * C, s.n_pos + i);
       k = roped_.data();
     }
     append_halves(k, step_sinks_ * C, s.sink_k[l]);
@@ -225,6 +228,7 @@ class CompressedCache final : public KvCache {
   void end_step() override {
     Seq& s = at(cur_);
     s.n_tokens += step_n_;
+    s.n_pos += step_n_;
     s.n_sinks += step_sinks_;
     s.n_buf += step_n_ - step_sinks_;
     step_n_ = step_sinks_ = 0;
@@ -244,7 +248,8 @@ class CompressedCache final : public KvCache {
 
   std::vector<KvBitsTerm> bits_report(int seq) const override {
     const Seq& s = at(seq);
-    const double values = double(s.n_tokens) * double(shape_.n_layers) * 2.0 * double(shape_.width());
+    // Per original value: the denominator counts every position, dropped rows included.
+    const double values = double(s.n_pos) * double(shape_.n_layers) * 2.0 * double(shape_.width());
     auto bits = [&](int64_t bytes) { return values > 0 ? 8.0 * double(bytes) / values : 0.0; };
     const int64_t row = 2 * 2 * shape_.width() * shape_.n_layers;  // fp16 K+V bytes of a token
     const int64_t l0 = code_bytes(s, 0), all = code_bytes(s, -1);
@@ -268,6 +273,7 @@ class CompressedCache final : public KvCache {
   // sinks "sk.L"/"sv.L" and buffer "bk.L"/"bv.L" (fp16 rows) and the code streams "ck.L"/"cv.L".
   void save_state(int seq, KvStateOut& out) const override {
     const Seq& s = at(seq);
+    if (s.n_pos != s.n_tokens) fail("kv cache {}: a sequence whose rows were dropped cannot be saved", opt_.name);
     meta_ = {s.n_tokens, s.n_sinks, s.n_buf, s.n_compressed};
     put_section(out, "meta", meta_);
     put_section(out, "pos", s.pos);
@@ -310,7 +316,7 @@ class CompressedCache final : public KvCache {
       get_section(in, f, "ck." + S, t.code_k[l], kc(int(l)).encoded_bytes(nc));
       get_section(in, f, "cv." + S, t.code_v[l], vc(int(l)).encoded_bytes(nc));
     }
-    t.n_tokens = n; t.n_sinks = ns; t.n_buf = nb; t.n_compressed = nc;
+    t.n_pos = t.n_tokens = n; t.n_sinks = ns; t.n_buf = nb; t.n_compressed = nc;
     s = std::move(t);
     rope_.ensure(n);
     ++generation_;
@@ -320,8 +326,12 @@ class CompressedCache final : public KvCache {
   // coded rows in whole codec blocks (a row's codes do not depend on the rows after it).
   int64_t truncate(int seq, int64_t n) override {
     Seq& s = at(seq);
-    if (n >= s.n_tokens) return s.n_tokens;
+    if (n >= s.n_pos) return s.n_pos;
     n = std::max<int64_t>(n, 0);
+    if (s.n_pos != s.n_tokens) {  // dropped rows: the prefix is no longer whole
+      clear(seq);
+      return 0;
+    }
     const int64_t C = shape_.width();
     const size_t L = size_t(shape_.n_layers);
     if (n <= s.n_sinks) {
@@ -342,15 +352,64 @@ class CompressedCache final : public KvCache {
       s.n_buf = n - s.n_sinks - s.n_compressed;
       for (size_t l = 0; l < L; ++l) { s.buf_k[l].resize(size_t(s.n_buf * C)); s.buf_v[l].resize(size_t(s.n_buf * C)); }
     }
-    s.n_tokens = s.n_sinks + s.n_compressed + s.n_buf;
+    s.n_pos = s.n_tokens = s.n_sinks + s.n_compressed + s.n_buf;
     s.pos.resize(size_t(s.n_tokens));
     ++generation_;
     return s.n_tokens;
   }
 
+  // Removes rows from the sinks, the codes (whole rows: every codec must code one row per
+  // block, so a row's codes are bytes of their own) and the buffer of every layer. Each
+  // remaining row's reconstruction is unchanged: the predictors map a token's layer l - 1 to its
+  // layer l, row by row, so dropping a token from every layer leaves the others' chains intact.
+  bool can_drop_rows() const override { return block_ == 1; }
+  void drop_rows(int seq, std::span<const int32_t> positions) override {
+    Seq& s = at(seq);
+    if (step_n_ != 0) fail("kv cache {}: rows can only be dropped between steps", opt_.name);
+    const std::vector<uint8_t> drop = rows_to_drop({s.pos.data(), size_t(s.n_tokens)}, positions, opt_.name);
+    const int64_t ns = s.n_sinks, nc = s.n_compressed, C = shape_.width();
+    const auto dropped = [&](int64_t r0, int64_t r1) {
+      return std::count(drop.begin() + std::ptrdiff_t(r0), drop.begin() + std::ptrdiff_t(r1), uint8_t(1));
+    };
+    if (block_ != 1 && dropped(ns, ns + nc) > 0)
+      fail("kv cache {}: its codecs code rows in blocks of {}, single coded rows cannot be dropped", opt_.name, block_);
+    // Keeps the rows of region [r0, r0 + n) whose flag is clear, `bytes` per row.
+    auto compact = [&](auto& v, int64_t r0, int64_t n, int64_t bytes_per_row) {
+      using T = typename std::decay_t<decltype(v)>::value_type;
+      const int64_t e = bytes_per_row / int64_t(sizeof(T));
+      int64_t out = 0;
+      for (int64_t r = 0; r < n; ++r) {
+        if (drop[size_t(r0 + r)]) continue;
+        if (out != r) std::memmove(v.data() + out * e, v.data() + r * e, size_t(bytes_per_row));
+        ++out;
+      }
+      v.resize(size_t(out * e));
+    };
+    for (size_t l = 0; l < size_t(shape_.n_layers); ++l) {
+      compact(s.sink_k[l], 0, ns, 2 * C);
+      compact(s.sink_v[l], 0, ns, 2 * C);
+      compact(s.buf_k[l], ns + nc, s.n_buf, 2 * C);
+      compact(s.buf_v[l], ns + nc, s.n_buf, 2 * C);
+      if (dropped(ns, ns + nc) > 0) {  // block_ == 1 here: encoded_bytes(1) is a row's bytes
+        compact(s.code_k[l], ns, nc, kc(int(l)).encoded_bytes(1));
+        compact(s.code_v[l], ns, nc, vc(int(l)).encoded_bytes(1));
+      }
+    }
+    const int64_t ds = dropped(0, ns), dc = dropped(ns, ns + nc), db = dropped(ns + nc, s.n_tokens);
+    int64_t out = 0;
+    for (int64_t r = 0; r < s.n_tokens; ++r)
+      if (!drop[size_t(r)]) s.pos[size_t(out++)] = s.pos[size_t(r)];
+    s.pos.resize(size_t(out));
+    s.n_sinks -= ds; s.n_compressed -= dc; s.n_buf -= db;
+    s.n_tokens = out;
+    ++generation_;
+  }
+
  private:
   struct Seq {
-    int64_t n_tokens = 0, n_sinks = 0, n_buf = 0, n_compressed = 0;
+    // n_tokens: rows held (n_sinks + n_compressed + n_buf); n_pos: positions consumed (more
+    // than the rows once drop_rows removed some).
+    int64_t n_tokens = 0, n_sinks = 0, n_buf = 0, n_compressed = 0, n_pos = 0;
     std::vector<int32_t> pos;  // position of every row, in storage order (all layers alike)
     std::vector<std::vector<uint16_t>> sink_k, sink_v, buf_k, buf_v;  // per layer, (rows, C) fp16
     // Per layer, the codes of all compressed rows in row order (chunks appended; every chunk is

@@ -3,8 +3,12 @@
 
 #include <mutex>
 
+#include "aquakv/kv/clusterkv_cache.h"
 #include "aquakv/kv/compressed_formats.h"
+#include "aquakv/kv/eviction.h"
+#include "aquakv/kv/minicache.h"
 #include "aquakv/kv/quant_tables.h"
+#include "aquakv/kv/think_cache.h"
 #include "aquakv/util/error.h"
 
 namespace aquakv {
@@ -64,6 +68,15 @@ std::vector<CacheFormat>& table() {
       {"cq", "Coupled Quantization: cq:TABLES (groups of c channels coded jointly by per-layer learned codebooks; aquakv calibrate --method cq)",
        [](const std::string& args, const KvShape& shape) { return make_quant_tables_cache("cq", "p=0,b=1", args, shape); }, "p=0,b=1"},
       aquakv("p=4,b=128", "AQUA-KV: aquakv:ADAPTERS (cross-layer predictors from aquakv calibrate + HIGGS residuals)"),
+      {"think", "ThinK: think:PRUNE[,p=N,b=N,k=CODEC,v=CODEC] (query-driven pruning of the PRUNE share of key channels per head; k/v codecs fp16 by default, e.g. k=higgs2,v=higgs2)",
+       make_think_from_spec, "p=4,b=128"},
+      {"clusterkv", "ClusterKV: clusterkv:BUDGET[,p=N,r=N,m=N,c=N] (every token resident in fp16; keys clustered per head, each query attends to the sinks, the recent rows and the closest clusters' tokens up to BUDGET)",
+       make_clusterkv_from_spec, "p=4,r=128,m=128,c=16"},
+      {"minicache", "MiniCache: minicache[:S][,t=T,keep=F,p=N,b=N] (layers S.. merged in adjacent pairs: one direction per token and head, per-layer magnitudes, the most distant rows kept whole)",
+       make_minicache_from_spec, "S=layers/2,t=0.6,keep=0.05,p=4,b=128"},
+      // Policies around a format: "policy:ARGS+FORMAT".
+      {"l2evict", "L2-norm token eviction around any format: l2evict:KEEP[,p=N,r=N,e=N]+FORMAT (keeps the KEEP share of tokens, dropping the largest key norms; sinks and recent tokens kept)",
+       make_l2evict_from_spec, "p=4,r=128,e=32"},
   };
   return t;
 }

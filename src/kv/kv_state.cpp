@@ -20,6 +20,10 @@ void KvCache::load_state(int, const KvStateIn&) {
   fail("kv cache {}: this format cannot load a sequence's state", name());
 }
 
+void KvCache::drop_rows(int, std::span<const int32_t>) {
+  fail("kv cache {}: this format cannot drop single rows (eviction needs a format that can)", name());
+}
+
 int64_t KvCache::truncate(int seq, int64_t n) {
   if (n >= n_tokens(seq)) return n_tokens(seq);
   clear(seq);
@@ -31,6 +35,20 @@ void check_dense_positions(const std::vector<int32_t>& pos, int64_t n, const std
   for (int64_t i = 0; i < n; ++i) {
     if (pos[size_t(i)] != i) fail("saved {} state: row {} has position {}, expected {}", format, i, pos[size_t(i)], i);
   }
+}
+
+std::vector<uint8_t> rows_to_drop(std::span<const int32_t> held, std::span<const int32_t> drop,
+                                  const std::string& format) {
+  std::vector<uint8_t> mark(held.size(), 0);
+  auto it = held.begin();
+  for (size_t i = 0; i < drop.size(); ++i) {
+    if (i > 0 && drop[i] <= drop[i - 1])
+      fail("kv cache {}: rows to drop must be in ascending order (position {} after {})", format, drop[i], drop[i - 1]);
+    it = std::lower_bound(it, held.end(), drop[i]);
+    if (it == held.end() || *it != drop[i]) fail("kv cache {}: no row at position {} to drop", format, drop[i]);
+    mark[size_t(it - held.begin())] = 1;
+  }
+  return mark;
 }
 
 namespace {

@@ -126,6 +126,13 @@ class LayeredCache final : public KvCache {
     return kept;
   }
 
+  bool can_drop_rows() const override {
+    return std::all_of(layers_.begin(), layers_.end(), [](const auto& l) { return l->can_drop_rows(); });
+  }
+  void drop_rows(int seq, std::span<const int32_t> positions) override {
+    for (auto& l : layers_) l->drop_rows(seq, positions);
+  }
+
   std::vector<KvBitsTerm> bits_report(int seq) const override {
     std::vector<KvBitsTerm> out;
     std::map<std::string, size_t> where;

@@ -3,7 +3,8 @@
 // Sliding-window layers (shape.window[l] = W > 0) keep only the rows a later query can see: at
 // the end of a step that leaves the sequence at T tokens, rows at positions <= T - W are
 // dropped (the next query, at position T, sees T-W+1..T), so such a layer holds at most W-1
-// rows between steps (plus the step's rows during it).
+// rows between steps (plus the step's rows during it). drop_rows (eviction) removes rows of
+// every layer; rows are then fewer than positions, and each row keeps its position.
 // attend() reads the stored rows in place (kv/attend.h): fp16 rows are converted in registers
 // by the decode kernels, never copied to an f32 cache.
 #include <algorithm>
@@ -35,7 +36,7 @@ class PlainCache final : public KvCache {
   int n_seqs() const override { return int(seqs_.size()); }
   void clear(int seq) override {
     Seq& s = at(seq);
-    s.n_tokens = 0;
+    s.n_tokens = s.rows = 0;
     std::vector<int32_t>().swap(s.pos);
     for (auto& l : s.layers) { l.k.clear(); l.k.shrink_to_fit(); l.v.clear(); l.v.shrink_to_fit(); l.first = 0; }
   }
@@ -49,7 +50,8 @@ class PlainCache final : public KvCache {
     }
     cur_ = seq;
     step_n_ = n;
-    append_positions(s.pos, s.n_tokens, n);
+    s.pos.resize(size_t(s.rows));
+    for (int64_t i = 0; i < n; ++i) s.pos.push_back(int32_t(s.n_tokens + i));
     rope_.ensure(s.n_tokens + n);
   }
 
@@ -58,7 +60,7 @@ class PlainCache final : public KvCache {
     check_layer(layer);
     Layer& l = s.layers[size_t(layer)];
     const int64_t c = shape_.width();
-    const int64_t held = s.n_tokens - l.first;  // rows held before this step
+    const int64_t held = s.rows - l.first;  // rows held before this step
     const size_t need = size_t((held + step_n_) * c * elem());
     if (l.k.size() != size_t(held * c * elem())) fail("kv cache: append to layer {} twice in one step", layer);
     if (l.k.capacity() < need) {
@@ -74,7 +76,7 @@ class PlainCache final : public KvCache {
     row.resize(size_t(c));
     for (int64_t t = 0; t < step_n_; ++t) {
       std::copy_n(k + t * c, c, row.data());
-      rope_.rotate(layer, row.data(), s.pos[size_t(s.n_tokens + t)]);
+      rope_.rotate(layer, row.data(), s.pos[size_t(s.rows + t)]);
       store(row.data(), l.k.data() + (held + t) * c * elem(), c);
     }
     store(v, l.v.data() + held * c * elem(), step_n_ * c);
@@ -86,14 +88,14 @@ class PlainCache final : public KvCache {
     const Layer& l = s.layers[size_t(layer)];
     check_step(layer, a.n);
     KvSegment seg;
-    seg.n = s.n_tokens + step_n_ - l.first;
+    seg.n = s.rows + step_n_ - l.first;
     seg.pos = s.pos.data() + l.first;
     seg.k_roped = true;
     seg.dtype = dtype_;
     seg.k = l.k.data();
     seg.v = l.v.data();
     seg.stride = shape_.width();
-    attend_segments(shape_, rope_, layer, a, s.pos.data() + s.n_tokens, {&seg, 1});
+    attend_segments(shape_, rope_, layer, a, s.pos.data() + s.rows, {&seg, 1});
   }
 
   KvView read(int layer) override {
@@ -114,6 +116,7 @@ class PlainCache final : public KvCache {
   void end_step() override {
     Seq& s = at(cur_);
     s.n_tokens += step_n_;
+    s.rows += step_n_;
     step_n_ = 0;
     for (int layer = 0; layer < shape_.n_layers; ++layer) drop_outside_window(s, layer);
   }
@@ -121,20 +124,53 @@ class PlainCache final : public KvCache {
   int64_t live_bytes() const override {
     int64_t rows = 0;
     for (const Seq& s : seqs_) {
-      for (const Layer& l : s.layers) rows += s.n_tokens - l.first;
+      for (const Layer& l : s.layers) rows += s.rows - l.first;
     }
     return rows * shape_.width() * 2 * elem();
   }
 
+  // Per original value: rows dropped by eviction count as zero bits.
   std::vector<KvBitsTerm> bits_report(int seq) const override {
-    at(seq);
-    return {{dtype_ == KvDtype::F16 ? "fp16 values" : "f32 values", double(8 * elem())}};
+    const Seq& s = at(seq);
+    const double held = s.n_tokens > 0 ? double(s.rows) / double(s.n_tokens) : 1.0;
+    return {{dtype_ == KvDtype::F16 ? "fp16 values" : "f32 values", double(8 * elem()) * held}};
+  }
+
+  bool can_drop_rows() const override { return true; }
+  void drop_rows(int seq, std::span<const int32_t> positions) override {
+    Seq& s = at(seq);
+    if (step_n_ != 0) fail("kv cache {}: rows can only be dropped between steps", name());
+    const std::vector<uint8_t> drop = rows_to_drop({s.pos.data(), size_t(s.rows)}, positions, name());
+    const int64_t rb = shape_.width() * elem();
+    for (Layer& l : s.layers) {
+      // Rows before `first` (a window already dropped them here) only shift its index.
+      const int64_t first = l.first - std::count(drop.begin(), drop.begin() + std::ptrdiff_t(l.first), uint8_t(1));
+      int64_t out = 0;
+      for (int64_t r = l.first; r < s.rows; ++r) {
+        if (drop[size_t(r)]) continue;
+        const size_t from = size_t((r - l.first) * rb), to = size_t(out * rb);
+        if (from != to) {
+          std::memmove(l.k.data() + to, l.k.data() + from, size_t(rb));
+          std::memmove(l.v.data() + to, l.v.data() + from, size_t(rb));
+        }
+        ++out;
+      }
+      l.k.resize(size_t(out * rb));
+      l.v.resize(size_t(out * rb));
+      l.first = first;
+    }
+    int64_t out = 0;
+    for (int64_t r = 0; r < s.rows; ++r)
+      if (!drop[size_t(r)]) s.pos[size_t(out++)] = s.pos[size_t(r)];
+    s.rows = out;
+    s.pos.resize(size_t(out));
   }
 
   // State: "meta" = {n_tokens}, "pos" (int32 per position), "first" (per layer, the position of
   // its first held row), "k.L" / "v.L" (the layer's held rows as stored: keys rotated).
   void save_state(int seq, KvStateOut& out) const override {
     const Seq& s = at(seq);
+    if (s.rows != s.n_tokens) fail("kv cache {}: a sequence whose rows were dropped cannot be saved", name());
     meta_ = {s.n_tokens};
     first_.clear();
     for (const Layer& l : s.layers) first_.push_back(l.first);
@@ -158,7 +194,7 @@ class PlainCache final : public KvCache {
     get_section(in, f, "pos", t.pos, n);
     check_dense_positions(t.pos, n, f);
     get_section(in, f, "first", first, shape_.n_layers);
-    t.n_tokens = n;
+    t.n_tokens = t.rows = n;
     t.layers.resize(size_t(shape_.n_layers));
     const int64_t row = shape_.width() * elem();
     for (int l = 0; l < shape_.n_layers; ++l) {
@@ -180,6 +216,10 @@ class PlainCache final : public KvCache {
     Seq& s = at(seq);
     if (n >= s.n_tokens) return s.n_tokens;
     n = std::max<int64_t>(n, 0);
+    if (s.rows != s.n_tokens) {  // dropped rows: the prefix is no longer whole
+      clear(seq);
+      return 0;
+    }
     // A sliding-window layer must still hold what a query at position n sees (n - W + 1 ..).
     for (int l = 0; l < shape_.n_layers; ++l) {
       const int64_t w = shape_.window_of(l);
@@ -194,17 +234,18 @@ class PlainCache final : public KvCache {
       l.v.resize(size_t((n - l.first) * row));
     }
     s.pos.resize(size_t(n));
-    s.n_tokens = n;
+    s.n_tokens = s.rows = n;
     return n;
   }
 
  private:
   struct Layer {
-    std::vector<uint8_t> k, v;  // rows of positions first .. n_tokens-1 (+ the step's)
-    int64_t first = 0;          // position of the first held row (> 0 once a window slid)
+    std::vector<uint8_t> k, v;  // rows first .. rows-1 of the sequence (+ the step's)
+    int64_t first = 0;          // index of the first held row (> 0 once a window slid)
   };
   struct Seq {
-    int64_t n_tokens = 0;
+    int64_t n_tokens = 0;      // positions consumed
+    int64_t rows = 0;          // rows held (n_tokens minus dropped rows), between steps
     std::vector<int32_t> pos;  // position of every row (rows of all layers share them)
     std::vector<Layer> layers;
   };
@@ -214,7 +255,11 @@ class PlainCache final : public KvCache {
     const int64_t w = shape_.window_of(layer);
     if (w <= 0) return;
     Layer& l = s.layers[size_t(layer)];
-    const int64_t dead = s.n_tokens - (w - 1) - l.first;
+    // Rows at positions <= T - W: the first of the rest is at lower_bound(T - W + 1).
+    const auto end = s.pos.begin() + std::ptrdiff_t(s.rows);
+    const int64_t keep_from = std::lower_bound(s.pos.begin() + std::ptrdiff_t(l.first), end,
+                                               int32_t(s.n_tokens - w + 1)) - s.pos.begin();
+    const int64_t dead = keep_from - l.first;
     if (dead <= 0) return;
     const size_t bytes = size_t(dead * shape_.width() * elem());
     l.k.erase(l.k.begin(), l.k.begin() + std::ptrdiff_t(bytes));
@@ -245,7 +290,7 @@ class PlainCache final : public KvCache {
     const Seq& s = seqs_[size_t(cur_)];
     if (n != step_n_) fail("kv cache: attention for {} queries in a step of {} tokens", n, step_n_);
     const Layer& l = s.layers[size_t(layer)];
-    if (l.k.size() != size_t((s.n_tokens - l.first + step_n_) * shape_.width() * elem()))
+    if (l.k.size() != size_t((s.rows - l.first + step_n_) * shape_.width() * elem()))
       fail("kv cache: attention on layer {} before its append in this step", layer);
   }
 

@@ -66,6 +66,9 @@ struct CacheReport {
   int64_t live_bytes = 0;     // storage held for tokens now (all sequences)
   int64_t fixed_bytes = 0;    // per-model bytes independent of tokens (e.g. predictors)
   int64_t n_layers = 0, width = 0;
+  // Formats that attend to a subset of their rows (ClusterKV): rows attended / rows the masks
+  // allowed, over every query since the cache was made; -1 for the others.
+  double attended_share = -1;
   // Measured live bits per value: 8 * live_bytes / (tokens * n_layers * 2 * width).
   double measured_bits_per_value() const;
 };

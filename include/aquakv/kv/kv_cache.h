@@ -165,6 +165,14 @@ class KvCache {
   // positions kept (<= n; 0 when nothing can be kept, e.g. rows a sliding window already
   // dropped are needed again). Prompt caches use it to keep a shared prefix.
   virtual int64_t truncate(int seq, int64_t n);
+
+  // Forgets the rows at `positions` (ascending, each held by the sequence) on every layer, between
+  // steps: what eviction policies call. n_tokens is unchanged (positions consumed); the rows
+  // left keep their positions, and later rows continue at n_tokens. Formats whose storage cannot
+  // drop single rows (codes in multi-row blocks) throw Error; the default does.
+  virtual void drop_rows(int seq, std::span<const int32_t> positions);
+  // Whether drop_rows works on this cache (eviction policies refuse a format up front otherwise).
+  virtual bool can_drop_rows() const { return false; }
 };
 
 // The generic dense path: read(layer), RoPE of keys not yet rotated, then exact softmax

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,11 @@ void get_section(const KvStateIn& in, const std::string& format, const std::stri
 
 // Checks saved positions: n of them, p[i] = i (formats that keep every position in order).
 void check_dense_positions(const std::vector<int32_t>& pos, int64_t n, const std::string& format);
+
+// For drop_rows: a flag per held row (positions `held`, ascending) that is 1 where the row's
+// position is in `drop`. `drop` must be ascending and every position held; errors name the format.
+std::vector<uint8_t> rows_to_drop(std::span<const int32_t> held, std::span<const int32_t> drop,
+                                  const std::string& format);
 
 // Copies sequence sseq of `src` (between steps) into sequence dseq of `dst`, replacing dseq's
 // content: one step of n_tokens(sseq) rows appended to dst layer by layer from src's dense rows

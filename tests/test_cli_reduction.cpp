@@ -1,0 +1,78 @@
+// The token/channel/layer reduction formats through the tool, the way a user runs them:
+// perplexity with each of them on a short window (the report shows fewer bits than fp16 where
+// they store less, and ClusterKV's attended share), and malformed specs refused with one
+// "aquakv: error:" line and status 1 before any work.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <string>
+
+#include "cli_runner.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+class CliReduction : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* m = std::getenv("AQUAKV_MODEL");
+    if (m == nullptr || *m == '\0') GTEST_SKIP() << "AQUAKV_MODEL not set";
+    model_ = m;
+    dir_ = fs::temp_directory_path() / ("aquakv_cli_reduction_" + std::to_string(getpid()));
+    fs::create_directories(dir_);
+    std::string t;
+    for (int i = 0; i < 60; ++i) t += "The quick brown fox jumps over the lazy dog near the river bank. ";
+    text_ = (dir_ / "text.txt").string();
+    std::ofstream(text_) << t;
+  }
+  void TearDown() override {
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+  aquakv::testing::CliResult ppl(const std::string& kv) const {
+    return aquakv::testing::run_cli("perplexity -m " + model_ + " -f " + text_ + " -c 256 --chunks 1 -t 2 --kv " + kv);
+  }
+  // "cache NAME: X bits per value" of the report.
+  static double bits(const std::string& out) {
+    std::smatch m;
+    if (!std::regex_search(out, m, std::regex(R"(: ([0-9.]+) bits per value over)"))) return -1;
+    return std::stod(m[1]);
+  }
+  std::string model_, text_;
+  fs::path dir_;
+};
+
+TEST_F(CliReduction, EveryFormatRunsAndCountsItsBytes) {
+  struct Case {
+    std::string kv;
+    double max_bits;
+  } cases[] = {{"l2evict:0.5,r=16,e=0+fp16", 8.3}, {"think:0.5,b=32", 14.0}, {"minicache:10,b=32", 13.0},
+               {"l2evict:0.5,r=16,e=0+higgs2,b=16", 2.0}};
+  for (const auto& c : cases) {
+    const auto r = ppl(c.kv);
+    ASSERT_EQ(r.code, 0) << c.kv << "\n" << r.out;
+    EXPECT_GT(bits(r.out), 0.5) << r.out;
+    EXPECT_LT(bits(r.out), c.max_bits) << r.out;
+  }
+  const auto r = ppl("clusterkv:64,r=32,m=32");
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(r.out, m, std::regex(R"(rows attended: ([0-9.]+)%)"))) << r.out;
+  EXPECT_LT(std::stod(m[1]), 90.0) << r.out;
+}
+
+TEST_F(CliReduction, BadSpecsAreOneLineErrors) {
+  for (const std::string kv : {"l2evict:2+fp16", "l2evict:0.5", "l2evict:0.5+kivi2", "think:1", "clusterkv:0",
+                               "minicache:99", "think:0.4,k=higgs2"}) {
+    const auto r = ppl(kv);
+    EXPECT_EQ(r.code, 1) << kv << "\n" << r.out;
+    EXPECT_NE(r.out.find("aquakv: error: "), std::string::npos) << kv << "\n" << r.out;
+    EXPECT_EQ(r.out.find("internal error"), std::string::npos) << r.out;
+  }
+}
+
+}  // namespace
