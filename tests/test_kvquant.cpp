@@ -457,7 +457,7 @@ TEST(LayeredCache, EqualsTheStackWithOneCodec) {
     layers.push_back(make_compressed_cache(single_layer_shape(s, l), o));
   }
   auto a = make_layered_cache(s, "layered", std::move(layers), 100);
-  auto b = make_cache("q4_0r,p=2,b=16,rope=pre", s);  // the layers above store keys before RoPE
+  auto b = make_cache("q4_0r,p=2,b=16", s);
   const int sa = a->add_sequence(), sb = b->add_sequence();
   uint32_t seed = 1;
   for (int64_t n : {5, 1, 20, 1, 7}) {
