@@ -72,8 +72,7 @@ class CompressedCache final : public KvCache {
       if (c->dim() != C) fail("kv cache {}: codec {} is for rows of {}, the KV width is {}", opt_.name, c->spec(), c->dim(), C);
       block_ = std::lcm(block_, c->block_rows());
     }
-    keys_roped_ = opt_.keys_after_rope;
-    if (keys_roped_ && opt_.adapters) fail("kv cache {}: keys after RoPE need a cache without predictors", opt_.name);
+    if (opt_.keys_after_rope && opt_.adapters) fail("kv cache {}: keys after RoPE need a cache without predictors", opt_.name);
     if (const Adapters* a = opt_.adapters.get()) {
       if (a->model.n_layers != shape.n_layers || a->model.kv_width != C)
         fail("kv cache {}: adapters for {} layers of width {}, the model has {} layers of width {}",
@@ -127,7 +126,7 @@ class CompressedCache final : public KvCache {
     const size_t l = size_t(layer);
     if (int64_t(s.sink_k[l].size()) != s.n_sinks * C || int64_t(s.buf_k[l].size()) != s.n_buf * C)
       fail("kv cache: append to layer {} twice in one step", layer);
-    if (keys_roped_ && rope_.enabled(layer)) {  // rows at positions n_pos .. + n - 1
+    if (opt_.keys_after_rope && rope_.enabled(layer)) {  // rows at positions n_pos .. + n - 1
       roped_.assign(k, k + step_n_ * C);
       for (int64_t i = 0; i < step_n_; ++i) rope_.rotate(layer, roped_.data() + i * C, s.n_pos + i);
       k = roped_.data();
@@ -162,7 +161,7 @@ class CompressedCache final : public KvCache {
     view.row_stride = C;
     view.n_tokens = T;
     view.pos = s.pos.data();
-    view.k_roped = keys_roped_;
+    view.k_roped = opt_.keys_after_rope;
     return view;
   }
 
@@ -185,7 +184,7 @@ class CompressedCache final : public KvCache {
       KvSegment g;
       g.n = n;
       g.pos = s.pos.data() + row0;
-      g.k_roped = keys_roped_;
+      g.k_roped = opt_.keys_after_rope;
       g.dtype = KvDtype::F16;
       g.k = k.data();
       g.v = v.data();
@@ -213,7 +212,7 @@ class CompressedCache final : public KvCache {
       KvSegment g;
       g.n = s.n_compressed;
       g.pos = s.pos.data() + ns;
-      g.k_roped = keys_roped_;
+      g.k_roped = opt_.keys_after_rope;
       g.block = block_;
       g.k_codec = &kc(layer);
       g.v_codec = &vc(layer);
@@ -264,7 +263,7 @@ class CompressedCache final : public KvCache {
     std::string f = "compressed k=" + opt_.key_codec->spec() + " v=" + opt_.value_codec->spec() +
                     " k0=" + opt_.layer0_key_codec->spec() + " v0=" + opt_.layer0_value_codec->spec() +
                     " p=" + std::to_string(opt_.sinks) + " b=" + std::to_string(opt_.buffer) +
-                    (keys_roped_ ? " keys=roped" : "");
+                    (opt_.keys_after_rope ? " keys=roped" : "");
     if (opt_.adapters) f += fmt::format(" adapters={:016x}", opt_.adapters->file_checksum);
     return f;
   }
@@ -567,7 +566,6 @@ class CompressedCache final : public KvCache {
   CompressedCacheOptions opt_;
   KvRope rope_;
   int64_t block_ = 1;  // chunk sizes are multiples of this (lcm of the codecs' block rows)
-  bool keys_roped_ = false;  // keys stored after RoPE (opt_.keys_after_rope)
   std::vector<float> roped_;  // append's rotated keys
   std::vector<Seq> seqs_;
   int cur_ = 0;
