@@ -63,7 +63,12 @@ std::shared_ptr<Adapters> random_adapters(int64_t rank) {
 
 constexpr int kQueryHeads = 9;
 // Decode steps per measurement (AQUAKV_BENCH_ITERS overrides, e.g. for profiling).
-const int kIters = std::getenv("AQUAKV_BENCH_ITERS") ? std::atoi(std::getenv("AQUAKV_BENCH_ITERS")) : 20;
+int iters_from_env() {
+  const char* e = std::getenv("AQUAKV_BENCH_ITERS");
+  const int n = e ? std::atoi(e) : 0;
+  return n >= 1 ? n : 20;  // unset or not a positive count: 20
+}
+const int kIters = iters_from_env();
 
 std::unique_ptr<KvCache> make(int kind) {
   static const char* plain[] = {"fp16", "q8_0", "q4_0", "kivi2", "higgs2", "", "", "kivi4", "higgs3", "higgs4"};
