@@ -14,6 +14,7 @@
 
 #include "aquakv/calib/bit_plan.h"
 #include "aquakv/calib/capture.h"
+#include "aquakv/calib/fisher.h"
 #include "aquakv/calib/ridge.h"
 #include "aquakv/engine/fingerprint.h"
 #include "aquakv/engine/forward.h"
@@ -22,6 +23,7 @@
 #include "aquakv/kv/compressed_formats.h"
 #include "aquakv/ops/ggml_types.h"
 #include "aquakv/quant/codec.h"
+#include "aquakv/util/check.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/file_io.h"
 #include "aquakv/util/parallel.h"
@@ -134,6 +136,25 @@ void append_samples(KvSamples& out, KvSamples part) {
     out.k[l].insert(out.k[l].end(), part.k[l].begin(), part.k[l].end());
     out.v[l].insert(out.v[l].end(), part.v[l].begin(), part.v[l].end());
   }
+}
+
+// The Fisher information of the first n windows' keys and values (training windows, whose rows
+// lead the samples in order): per window, the squared gradients of its loss (calib/fisher.h).
+void add_fisher(KvSamples& s, const Model& model, const std::vector<std::vector<int32_t>>& windows, int64_t n,
+                const Progress& progress) {
+  const KvGradientModel gm(model, KvGradientPrecision::kFloat32);
+  s.fk.assign(size_t(s.n_layers), {});
+  s.fv.assign(size_t(s.n_layers), {});
+  for (int64_t w = 0; w < n; ++w) {
+    const KvGradients g = gm.gradients(windows[size_t(w)]);
+    for (size_t l = 0; l < size_t(s.n_layers); ++l) {
+      for (double x : g.dk[l]) s.fk[l].push_back(float(x * x));
+      for (double x : g.dv[l]) s.fv[l].push_back(float(x * x));
+    }
+    if (progress) progress("fisher", w + 1, n);
+  }
+  AQUAKV_CHECK(s.fisher_rows() == n * int64_t(windows[0].size()) && s.fisher_rows() <= s.n_train,
+               "one Fisher row per leading training row");
 }
 
 // Self-generated text: n_seq sequences of `window` tokens, opt.gen_batch at a time; the first
@@ -266,6 +287,8 @@ KvSamples capture_samples(const CalibrateOptions& opt, CalibrateReport* report,
   if (opt.gen_batch < 1) fail("calibrate: --gen-batch must be >= 1 (got {})", opt.gen_batch);
   if (opt.tokens < opt.window) fail("calibrate: --tokens {} is less than one window of {}", opt.tokens, opt.window);
   if (!(opt.val_fraction >= 0 && opt.val_fraction < 1)) fail("calibrate: --val must be in [0, 1) (got {})", opt.val_fraction);
+  if (opt.fisher && opt.text_files.empty())
+    fail("calibrate: --fisher needs calibration text (-f): its gradients are of the text's next-token loss");
   // Texts first (small, and a bad one should fail before the model loads).
   std::vector<std::string> texts;
   for (const auto& path : opt.text_files) texts.push_back(read_text(path));
@@ -298,6 +321,13 @@ KvSamples capture_samples(const CalibrateOptions& opt, CalibrateReport* report,
   const int64_t n_val = n_seq > 1 ? std::min<int64_t>(n_seq - 1, std::llround(double(n_seq) * opt.val_fraction)) : 0;
   KvSamples samples = generate ? capture_generated(fwd, *model, opt, n_seq, n_val, progress)
                                : capture_windows(fwd, *model, windows, opt.window, n_val, progress);
+  if (!generate) samples.rows_per_window = opt.window;
+  if (opt.fisher) {
+    const auto t_f = Clock::now();
+    const int64_t n_train = n_seq - n_val;
+    add_fisher(samples, *model, windows, opt.fisher_windows > 0 ? std::min(opt.fisher_windows, n_train) : n_train, progress);
+    rep.fisher_seconds = since(t_f);
+  }
   samples.wo2 = output_weights(*model);
   rep.windows = n_seq;
   rep.capture_seconds = since(t_cap);

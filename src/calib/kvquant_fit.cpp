@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "aquakv/quant/kvquant_codec.h"
+#include "aquakv/util/check.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/fp16.h"
 #include "aquakv/util/parallel.h"
@@ -25,38 +26,58 @@ std::vector<float> rows_f32(const std::vector<uint16_t>& m, int64_t C, int64_t r
   return x;
 }
 
-// The normalized non-outlier values of every row, sorted (the k-means input).
-std::vector<float> normalized_values(const KvQuantParams& p, const std::vector<float>& x, int64_t C) {
-  const int64_t rows = int64_t(x.size()) / C;
-  std::vector<float> out, u(static_cast<size_t>(C));
+// The normalized non-outlier values of every row (the k-means input), sorted; with Fisher
+// information f ((rows, C), else null) also their weights f * s^2, s the normalization scale of
+// the value (a datatype error e in u moves x by s * e, and the loss by about f * (s * e)^2).
+// Rows at the start of a window (skip_every > 0: r % skip_every == 0) are left out with weights:
+// the cache keeps the first token exact.
+void normalized_values(const KvQuantParams& p, const std::vector<float>& x, int64_t C, const float* f,
+                       int64_t fisher_rows, int64_t skip_every, std::vector<float>* values, std::vector<float>* weights) {
+  // With Fisher information, only the rows that have it (fisher_rows(), the leading ones).
+  const int64_t rows = f != nullptr ? std::min(int64_t(x.size()) / C, fisher_rows) : int64_t(x.size()) / C;
+  std::vector<std::pair<float, float>> uw;
+  std::vector<float> u(static_cast<size_t>(C));
   std::vector<int32_t> outl(size_t(p.outliers_per_row));
-  out.reserve(size_t(rows * (C - p.outliers_per_row)));
+  uw.reserve(size_t(rows * (C - p.outliers_per_row)));
   for (int64_t r = 0; r < rows; ++r) {
+    if (f != nullptr && skip_every > 0 && r % skip_every == 0) continue;
     float o, s;
     kvquant_normalize_row(p, C, x.data() + r * C, u.data(), outl.data(), &o, &s);
     size_t j = 0;
     for (int64_t c = 0; c < C; ++c) {
       if (j < outl.size() && outl[j] == c) { ++j; continue; }
-      if (std::isfinite(u[size_t(c)])) out.push_back(u[size_t(c)]);
+      if (!std::isfinite(u[size_t(c)])) continue;
+      const double sc = p.per_channel ? p.scale[size_t(c)] : s;
+      uw.emplace_back(u[size_t(c)], f != nullptr ? float(double(f[r * C + c]) * sc * sc) : 1.0f);
     }
   }
-  std::sort(out.begin(), out.end());
-  return out;
+  std::sort(uw.begin(), uw.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  values->resize(uw.size());
+  for (size_t i = 0; i < uw.size(); ++i) (*values)[i] = uw[i].first;
+  if (f != nullptr) {
+    weights->resize(uw.size());
+    for (size_t i = 0; i < uw.size(); ++i) (*weights)[i] = uw[i].second;
+  }
 }
-
 
 }  // namespace
 
-std::vector<float> kmeans_1d(const std::vector<float>& v, int k, int max_iters) {
+std::vector<float> kmeans_1d(const std::vector<float>& v, int k, int max_iters, const std::vector<float>* w) {
   const int64_t n = int64_t(v.size());
+  AQUAKV_CHECK(w == nullptr || int64_t(w->size()) == n, "one weight per value");
   std::vector<double> c(static_cast<size_t>(k));
   if (n == 0) {
     for (int i = 0; i < k; ++i) c[size_t(i)] = -1.0 + 2.0 * (i + 0.5) / k;
   } else {
     for (int i = 0; i < k; ++i) c[size_t(i)] = v[size_t(std::min<int64_t>(n - 1, int64_t((i + 0.5) / k * double(n))))];
   }
-  std::vector<double> pre(size_t(n + 1), 0.0);  // prefix sums
-  for (int64_t i = 0; i < n; ++i) pre[size_t(i + 1)] = pre[size_t(i)] + v[size_t(i)];
+  // Prefix sums of w * x and of w (unweighted: w = 1, the count).
+  std::vector<double> pre(size_t(n + 1), 0.0), wpre(size_t(n + 1), 0.0);
+  for (int64_t i = 0; i < n; ++i) {
+    const double wi = w != nullptr ? double((*w)[size_t(i)]) : 1.0;
+    pre[size_t(i + 1)] = pre[size_t(i)] + wi * v[size_t(i)];
+    wpre[size_t(i + 1)] = wpre[size_t(i)] + wi;
+  }
   for (int it = 0; it < max_iters && n > 0; ++it) {
     // Cluster i = (b_{i-1}, b_i] with b_i the midpoint of c_i and c_{i+1} (ties to the lower
     // centroid, as the codec's nearest()).
@@ -66,8 +87,8 @@ std::vector<float> kmeans_1d(const std::vector<float>& v, int k, int max_iters) 
       const int64_t hi = i + 1 < k ? int64_t(std::upper_bound(v.begin(), v.end(),
                                                               float(0.5 * (c[size_t(i)] + c[size_t(i + 1)]))) - v.begin())
                                    : n;
-      if (hi > lo) {
-        const double m = (pre[size_t(hi)] - pre[size_t(lo)]) / double(hi - lo);
+      if (hi > lo && wpre[size_t(hi)] - wpre[size_t(lo)] > 0) {  // an empty or weightless cluster stays
+        const double m = (pre[size_t(hi)] - pre[size_t(lo)]) / (wpre[size_t(hi)] - wpre[size_t(lo)]);
         if (m != c[size_t(i)]) moved = true;
         c[size_t(i)] = m;
       }
@@ -100,6 +121,8 @@ QuantTables fit_kvquant(const KvSamples& s, const KvQuantFitOptions& opt,
   t.layers.resize(size_t(L));
   std::vector<KvQuantLayerStats> st(static_cast<size_t>(L));
   const int K = 1 << opt.bits;
+  if (opt.fisher && (int64_t(s.fk.size()) != L || int64_t(s.fv.size()) != L))
+    fail("calibrate --method kvquant --fisher: the samples carry no Fisher information");
   const double q = opt.outlier_fraction / 2;
   parallel_for(L, [&](int64_t l0, int64_t l1) {
     for (int64_t l = l0; l < l1; ++l) {
@@ -128,11 +151,16 @@ QuantTables fit_kvquant(const KvSamples& s, const KvQuantFitOptions& opt,
       pk.offset = out.key_offset;
       pk.scale = out.key_scale;
       pk.outliers_per_row = t.outliers_per_row;
-      out.key_centroids = kmeans_1d(normalized_values(pk, xk, C), K, opt.max_iters);
+      const float* fk = opt.fisher ? s.fk[size_t(l)].data() : nullptr;
+      const float* fv = opt.fisher ? s.fv[size_t(l)].data() : nullptr;
+      std::vector<float> u, w;
+      normalized_values(pk, xk, C, fk, s.fisher_rows(), s.rows_per_window, &u, &w);
+      out.key_centroids = kmeans_1d(u, K, opt.max_iters, opt.fisher ? &w : nullptr);
       KvQuantParams pv;
       pv.bits = opt.bits;
       pv.outliers_per_row = t.outliers_per_row;
-      out.value_centroids = kmeans_1d(normalized_values(pv, xv, C), K, opt.max_iters);
+      normalized_values(pv, xv, C, fv, s.fisher_rows(), s.rows_per_window, &u, &w);
+      out.value_centroids = kmeans_1d(u, K, opt.max_iters, opt.fisher ? &w : nullptr);
       // Held-out error of the fitted codecs.
       pk.centroids = out.key_centroids;
       pv.centroids = out.value_centroids;

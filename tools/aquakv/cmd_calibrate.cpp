@@ -33,6 +33,7 @@ struct Args {
   KvQuantFitOptions kvq;
   CqFitOptions cq;
   double bits = 0;  // 0: the method's default (aquakv: no bit plan)
+  bool fisher = false;  // kvquant / cq: k-means weighted by Fisher information
 };
 
 // --method kvquant|cq: capture, fit the tables, write them, print the per-layer held-out errors.
@@ -49,6 +50,8 @@ int run_tables(Args& a) {
     if (a.method == "cq" && C % a.cq.channels != 0)
       fail("calibrate --method cq: --channels {} must divide the model's KV width {}", a.cq.channels, C);
   };
+  if (a.o.fisher_windows > 0 && !a.fisher) fail("calibrate: --fisher-windows needs --fisher");
+  a.o.fisher = a.kvq.fisher = a.cq.fisher = a.fisher;
   const KvSamples s = capture_samples(a.o, &rep, [&](const char* stage, int64_t done, int64_t total) { bar(stage, done, total); },
                                       check, &fp);
   const auto t1 = std::chrono::steady_clock::now();
@@ -69,6 +72,8 @@ int run_tables(Args& a) {
     settings = fmt::format("\"bits\": {}, \"channels\": {}, \"max_rows\": {}, \"max_iters\": {}", fit.bits,
                            fit.group, a.cq.max_rows, a.cq.max_iters);
   }
+  settings += fmt::format(", \"weights\": \"{}\", \"fisher_rows\": {}, \"fisher_seconds\": {}",
+                          a.fisher ? "fisher" : "uniform", s.fisher_rows(), rep.fisher_seconds);
   fit.model = fp;
   const double fit_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
   const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -89,8 +94,9 @@ int run_tables(Args& a) {
   std::printf("%s", table.c_str());
   std::printf("wrote %s (%s, %d bits, %.1f KiB of tables)\n", a.out.c_str(), a.method.c_str(), fit.bits,
               double(fit.bytes_in_memory()) / 1024);
-  std::printf("wall time %.1f s (capture %.1f s, fit %.1f s), peak memory %.0f MiB\n", total_s, rep.capture_seconds,
-              fit_s, double(peak_rss_bytes()) / (1 << 20));
+  std::printf("k-means weights: %s\n", a.fisher ? "Fisher information (squared loss gradients)" : "uniform");
+  std::printf("wall time %.1f s (capture %.1f s, of which Fisher %.1f s; fit %.1f s), peak memory %.0f MiB\n", total_s,
+              rep.capture_seconds, rep.fisher_seconds, fit_s, double(peak_rss_bytes()) / (1 << 20));
   if (a.json_opt->count() > 0) write_file_atomic(a.json_out, fit.notes + "\n", "--json");
   return 0;
 }
@@ -148,6 +154,12 @@ const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors (or KVQuant tabl
       ->capture_default_str()->check(CLI::Range(int64_t(1), int64_t(64)));
   sub.add_option("--cq-rows", a->cq.max_rows, "cq: training rows per layer for k-means")
       ->capture_default_str()->check(CLI::PositiveNumber);
+  sub.add_flag("--fisher", a->fisher,
+               "kvquant, cq: weigh the k-means by Fisher information (squared gradients of the calibration text's "
+               "next-token loss with respect to each key and value; needs -f)");
+  sub.add_option("--fisher-windows", a->o.fisher_windows,
+                 "kvquant, cq with --fisher: training windows that get gradients and are fitted (0 = all)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
   return RunFn([a] {
     a->o.dtype = a->f16 ? AdapterDtype::kF16 : AdapterDtype::kF32;
     // Outputs first: a bad path fails now, not after the whole calibration.
@@ -155,6 +167,7 @@ const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors (or KVQuant tabl
     if (a->json_opt->count() > 0) check_output_path(a->json_out, "--json");
     if (a->json_opt->count() > 0 && a->json_out == a->out) fail("-o and --json name the same file {}", a->out);
     if (a->method != "aquakv") return run_tables(*a);
+    if (a->fisher || a->o.fisher_windows > 0) fail("calibrate: --fisher applies to --method kvquant or cq");
     a->o.bits = a->bits;
     a->o.plan_weighted = a->plan_proxy == "attention";
     a->o.plan_layer_norm = a->plan_norm == "layer";

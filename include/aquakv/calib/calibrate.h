@@ -45,6 +45,9 @@ struct CalibrateOptions {
   bool plan_layer_norm = false;  // relative per-layer costs (BitPlanner::set_layer_norm)
   // Calibrated channel scales of the residual codecs (ChainOptions::scale_keys / scale_values).
   bool scale_keys = false, scale_values = false;
+  // Also compute the training rows' Fisher information (KvSamples::fk / fv; text windows only).
+  bool fisher = false;
+  int64_t fisher_windows = 0;  // of the training windows, how many get it (0: all)
 };
 
 struct CalibrateReport {
@@ -57,6 +60,7 @@ struct CalibrateReport {
   int64_t train_rows = 0, val_rows = 0, windows = 0;
   std::string source;        // "text: a.txt, b.txt" or "self-generated"
   double capture_seconds = 0, fit_seconds = 0, total_seconds = 0;
+  double fisher_seconds = 0;  // of capture_seconds: the backward passes (CalibrateOptions::fisher)
   int64_t peak_rss_bytes = 0;
   std::string table() const;  // the per-layer table, human readable
   std::string json() const;   // the same as JSON

@@ -1,4 +1,4 @@
-// Gradients of the language-model loss with respect to the KV cache. Owns: a float64 re-run of
+// Gradients of the language-model loss with respect to the KV cache. Owns: a float64 (or float32) re-run of
 // the llama-family forward over one window on the dequantized weights, keeping each layer's
 // input, and its backward pass down to every layer's pre-RoPE keys and values (per token and
 // channel); their squares are the diagonal Fisher information that KVQuant and Coupled
@@ -38,10 +38,14 @@ struct KvGradients {
   std::vector<std::vector<double>> dk, dv;  // [layer] (T, C): dL/dk (pre-RoPE), dL/dv
 };
 
+// Storage and matrix products in float64 (the reference the tests check against finite
+// differences) or float32 (half the time, for calibration; sums and the softmax stay in float64).
+enum class KvGradientPrecision { kFloat64, kFloat32 };
+
 class KvGradientModel {
  public:
   // Throws Error for architectures outside the supported llama family.
-  explicit KvGradientModel(const Model& model);
+  explicit KvGradientModel(const Model& model, KvGradientPrecision precision = KvGradientPrecision::kFloat64);
 
   // L of the window (at least 2 tokens), with one element perturbed when p is given.
   double loss(std::span<const int32_t> tokens, const KvPerturbation* p = nullptr) const;
@@ -51,6 +55,7 @@ class KvGradientModel {
  private:
   double run(std::span<const int32_t> tokens, const KvPerturbation* p, KvGradients* g) const;
   const Model& model_;
+  KvGradientPrecision precision_;
 };
 
 }  // namespace aquakv

@@ -36,6 +36,13 @@ struct KvSamples {
   // error e reaching every such head's output moves the attention block's output by
   // sum_c wo2[l][c] e_c^2 in square (diagonal of W_o^T W_o). Empty when unknown.
   std::vector<std::vector<double>> wo2;
+  // Diagonal Fisher information of the leading fisher_rows() training rows (calib/fisher.h,
+  // whole windows; all of them unless calibration limits it): per layer, (fisher_rows(), C)
+  // squared gradients of the window's loss with respect to each pre-RoPE key / value element;
+  // empty when not computed. rows_per_window: rows of each captured window (0: unknown).
+  std::vector<std::vector<float>> fk, fv;
+  int64_t rows_per_window = 0;
+  int64_t fisher_rows() const { return fk.empty() || width == 0 ? 0 : int64_t(fk[0].size()) / width; }
   int64_t n_kv_heads = 0;  // KV heads (width = n_kv_heads * head dim); 0: unknown
   int64_t q_group = 0;     // query heads per KV head; 0: unknown
   int64_t rows() const { return n_train + n_val; }

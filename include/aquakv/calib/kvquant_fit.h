@@ -10,8 +10,11 @@
 //  - the datatype of each stream: k-means with 2^bits centroids on the normalized non-outlier
 //    values u of every train row (the codec's outlier rule, quant/kvquant_codec.h), Lloyd's
 //    iterations from quantile starts on the sorted values (exact in 1-D: clusters are
-//    intervals). KVQuant weights the k-means by Fisher information (squared gradients of the
-//    loss); aquakv has no backward pass, so the weights are uniform here.
+//    intervals). With `fisher` (KVQuant's sensitivity weighting) each value weighs its
+//    element's Fisher information (KvSamples::fk / fv, calib/fisher.h) times the square of its
+//    normalization scale -- so the k-means minimizes the loss change f * (x - x^)^2 summed --
+//    and the first token of each window is left out (the cache keeps it exact); without, every
+//    value weighs 1.
 #pragma once
 
 #include <cstdint>
@@ -27,16 +30,20 @@ struct KvQuantFitOptions {
   int bits = 3;
   double outlier_fraction = 0.01;  // per row kept exact: k = ceil(fraction * C)
   int max_iters = 100;
+  bool fisher = false;  // weigh the k-means by the samples' Fisher information
 };
 
 struct KvQuantLayerStats {
   double key_rel_mse = 0, value_rel_mse = 0;  // validation rows (train rows when there are none)
 };
 
-// 1-D k-means: `k` strictly increasing centroids minimizing sum (x - c(x))^2 over x (sorted
-// ascending, finite) by Lloyd's iterations from the (i + 0.5)/k quantiles. Fewer distinct
-// values than k: the missing centroids are spread above the largest value.
-std::vector<float> kmeans_1d(const std::vector<float>& sorted, int k, int max_iters);
+// 1-D k-means: `k` strictly increasing centroids minimizing sum w(x) (x - c(x))^2 over x (sorted
+// ascending, finite; w: one non-negative weight per value, or null for w = 1) by Lloyd's
+// iterations (each centroid moves to its interval's weighted mean; a cluster without weight
+// stays) from the (i + 0.5)/k quantiles of the values. Fewer distinct values than k: the
+// missing centroids are spread above the largest value.
+std::vector<float> kmeans_1d(const std::vector<float>& sorted, int k, int max_iters,
+                             const std::vector<float>* weights = nullptr);
 
 QuantTables fit_kvquant(const KvSamples& s, const KvQuantFitOptions& opt,
                           std::vector<KvQuantLayerStats>* stats = nullptr);
