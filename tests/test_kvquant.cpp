@@ -207,6 +207,50 @@ TEST(KvQuantFit, KMeans1dIsALloydFixedPoint) {
   for (int i = 1; i < 4; ++i) EXPECT_GT(c[size_t(i)], c[size_t(i - 1)]);
 }
 
+// Weighted objective sum w(x) (x - c(x))^2, float64.
+double wobjective(const std::vector<float>& v, const std::vector<float>& w, const std::vector<float>& c) {
+  double e = 0;
+  for (size_t i = 0; i < v.size(); ++i) {
+    double best = INFINITY;
+    for (float m : c) best = std::min(best, (double(v[i]) - m) * (double(v[i]) - m));
+    e += double(w[i]) * best;
+  }
+  return e;
+}
+
+TEST(KvQuantFit, WeightedKMeans1dIsAWeightedLloydFixedPoint) {
+  auto v = randn(6000, 19);
+  std::sort(v.begin(), v.end());
+  // Weights: the positive half weighs 50x the negative half, a band around -1 weighs nothing.
+  std::vector<float> w(v.size());
+  for (size_t i = 0; i < v.size(); ++i) w[i] = v[i] > 0 ? 50.0f : (std::fabs(v[i] + 1) < 0.2f ? 0.0f : 1.0f);
+  for (int k : {4, 8}) {
+    const auto c = kmeans_1d(v, k, 300, &w);
+    const auto cu = kmeans_1d(v, k, 300);
+    ASSERT_EQ(int(c.size()), k);
+    for (int i = 1; i < k; ++i) ASSERT_GT(c[size_t(i)], c[size_t(i - 1)]);
+    // Each centroid is the weighted mean of the values nearest to it (float64 reference).
+    std::vector<double> sum(static_cast<size_t>(k), 0.0), wsum(static_cast<size_t>(k), 0.0);
+    for (size_t j = 0; j < v.size(); ++j) {
+      int best = 0;
+      for (int i = 1; i < k; ++i)
+        if (std::fabs(double(v[j]) - c[size_t(i)]) < std::fabs(double(v[j]) - c[size_t(best)])) best = i;
+      sum[size_t(best)] += double(w[j]) * v[j];
+      wsum[size_t(best)] += w[j];
+    }
+    for (int i = 0; i < k; ++i) {
+      if (wsum[size_t(i)] > 0) EXPECT_NEAR(c[size_t(i)], sum[size_t(i)] / wsum[size_t(i)], 1e-4) << k << " " << i;
+    }
+    // The weights move centroids to the heavy half and lower the weighted objective.
+    const auto positive = [](const std::vector<float>& cc) { return std::count_if(cc.begin(), cc.end(), [](float x) { return x > 0; }); };
+    EXPECT_GT(positive(c), positive(cu)) << k;
+    EXPECT_LT(wobjective(v, w, c), wobjective(v, w, cu)) << k;
+  }
+  // Equal weights: exactly the unweighted fit.
+  const std::vector<float> ones(v.size(), 3.0f);
+  EXPECT_EQ(kmeans_1d(v, 8, 300, &ones), kmeans_1d(v, 8, 300));
+}
+
 KvSamples samples(int64_t L, int64_t rows, uint32_t seed) {
   KvSamples s;
   s.n_layers = L;
@@ -248,6 +292,38 @@ TEST(KvQuantFit, TablesFromSamples) {
   KvQuantFitOptions bad = o;
   bad.bits = 9;
   EXPECT_THROW(fit_kvquant(s, bad), Error);
+}
+
+TEST(KvQuantFit, FisherWeightsChangeTheDatatypes) {
+  auto s = samples(2, 1600, 1);
+  KvQuantFitOptions o;
+  o.bits = 3;
+  o.fisher = true;
+  EXPECT_THROW(fit_kvquant(s, o), Error);  // no Fisher information in the samples
+  // Fisher rows for the first 800 training rows (windows of 100): heavy where the key or
+  // value is positive.
+  s.rows_per_window = 100;
+  for (int64_t l = 0; l < 2; ++l) {
+    s.fk.emplace_back(size_t(800 * kC));
+    s.fv.emplace_back(size_t(800 * kC));
+    for (size_t i = 0; i < s.fk.back().size(); ++i) {
+      s.fk.back()[i] = fp16_to_fp32(s.k[size_t(l)][i]) > float(i % kC % 3) ? 20.0f : 1.0f;
+      s.fv.back()[i] = fp16_to_fp32(s.v[size_t(l)][i]) > 0 ? 20.0f : 1.0f;
+    }
+  }
+  ASSERT_EQ(s.fisher_rows(), 800);
+  std::vector<KvQuantLayerStats> st;
+  const auto t = fit_kvquant(s, o, &st);
+  o.fisher = false;
+  const auto u = fit_kvquant(s, o);
+  for (size_t l = 0; l < 2; ++l) {
+    EXPECT_EQ(t.layers[l].key_offset, u.layers[l].key_offset);  // ranges: all training rows either way
+    // The weighted datatypes lean to the heavy (positive) side.
+    double mt = 0, mu = 0;
+    for (int i = 0; i < 8; ++i) { mt += t.layers[l].value_centroids[size_t(i)]; mu += u.layers[l].value_centroids[size_t(i)]; }
+    EXPECT_GT(mt, mu + 0.1) << l;
+    EXPECT_LT(st[l].value_rel_mse, 0.12);
+  }
 }
 
 KvShape shape(int L) {
@@ -560,6 +636,38 @@ TEST(CqFit, KMeansIsALloydFixedPointAndFindsClusters) {
     // With 4 centroids a 0.3-sd cluster each: mean squared error ~ c * 0.09 per point.
     if (k == 4) {
       EXPECT_LT(obj / n, 4 * 0.09 * 1.3);
+    }
+  }
+}
+
+TEST(CqFit, WeightedKMeansFollowsTheWeights) {
+  // Five clusters in R^2; the fifth weighs nothing, the first 30x the others.
+  const int64_t c = 2, n = 500;
+  auto x = randn(n * c, 61, 0.3f);
+  const float centre[5][2] = {{5, 0}, {-5, 0}, {0, 5}, {0, -5}, {20, 20}};
+  std::vector<float> w(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t d = 0; d < c; ++d) x[size_t(i * c + d)] += centre[i % 5][d];
+    w[size_t(i)] = i % 5 == 4 ? 0.0f : i % 5 == 0 ? 30.0f : 1.0f;
+  }
+  for (uint64_t seed : {1u, 2u, 3u}) {
+    const auto cen = kmeans_nd(x, c, 4, 100, seed, &w);
+    // Weighted Lloyd fixed point, and no centroid on the weightless cluster.
+    std::vector<double> sum(8, 0.0), ws(4, 0.0);
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t best = 0;
+      double bd = INFINITY;
+      for (int64_t j = 0; j < 4; ++j) {
+        const double d = std::pow(double(x[size_t(i * c)]) - cen[size_t(j * c)], 2) + std::pow(double(x[size_t(i * c + 1)]) - cen[size_t(j * c + 1)], 2);
+        if (d < bd) { bd = d; best = j; }
+      }
+      ws[size_t(best)] += w[size_t(i)];
+      for (int64_t e = 0; e < c; ++e) sum[size_t(best * c + e)] += double(w[size_t(i)]) * x[size_t(i * c + e)];
+    }
+    for (int64_t j = 0; j < 4; ++j) {
+      EXPECT_LT(cen[size_t(j * c)] + cen[size_t(j * c + 1)], 20.0f) << seed << " " << j;
+      for (int64_t e = 0; e < c && ws[size_t(j)] > 0; ++e)
+        EXPECT_NEAR(cen[size_t(j * c + e)], sum[size_t(j * c + e)] / ws[size_t(j)], 1e-4) << seed << " " << j;
     }
   }
 }

@@ -40,6 +40,16 @@ std::vector<float> kmeans_nd(const std::vector<float>& x, int64_t c, int64_t k, 
   std::vector<float> cen(static_cast<size_t>(k * c));
   std::vector<double> d2(static_cast<size_t>(n), INFINITY);
   int64_t pick = int64_t(rng() % uint64_t(n));
+  if (w != nullptr) {  // weighted: the first centroid too is drawn by weight
+    double total = 0;
+    for (int64_t i = 0; i < n; ++i) total += weight(i);
+    if (total > 0) {
+      double u = std::uniform_real_distribution<double>(0, total)(rng);
+      pick = n - 1;
+      for (int64_t i = 0; i < n; ++i)
+        if ((u -= weight(i)) <= 0 && weight(i) > 0) { pick = i; break; }
+    }
+  }
   for (int64_t j = 0; j < k; ++j) {
     std::copy_n(x.begin() + pick * c, c, cen.begin() + j * c);
     double total = 0;

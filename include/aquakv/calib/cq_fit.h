@@ -7,7 +7,8 @@
 // nearest centroid, move each centroid to its points' mean; an empty centroid keeps its place)
 // until no assignment changes or max_iters. With `fisher` (the paper's Fisher-guided centroid
 // learning) each point weighs the Fisher information of its c elements summed (KvSamples::fk /
-// fv, calib/fisher.h): seeding draws by weight times squared distance and centroids move to
+// fv, calib/fisher.h): seeding draws the first centroid by weight and the others by weight
+// times squared distance, and centroids move to
 // their points' weighted mean (a cluster without weight stays); without, points weigh the same.
 #pragma once
 
