@@ -226,6 +226,16 @@ TEST_F(CliSafety, QuantTablesSettingsCheckedBeforeCapture) {
   r = run("calibrate " + mflag_ + " -q --method kvquant --bits 9 -o " + path("a.qt"));
   EXPECT_EQ(r.code, 1);
   EXPECT_HAS(r.out, "--bits must be in [1, 8], got 9");
+  // Fisher weights need text (the gradients are of its loss) and a tables method.
+  r = run("calibrate " + mflag_ + " -q --method kvquant --fisher -o " + path("a.qt"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_HAS(r.out, "aquakv: error: calibrate: --fisher needs calibration text (-f)");
+  r = run("calibrate " + mflag_ + " -q --fisher -o " + path("a.qt"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_HAS(r.out, "aquakv: error: calibrate: --fisher applies to --method kvquant or cq");
+  r = run("calibrate " + mflag_ + " -q --method cq --fisher-windows 3 -o " + path("a.qt"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_HAS(r.out, "aquakv: error: calibrate: --fisher-windows needs --fisher");
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_LT(s, 30.0);  // the capture alone takes minutes at the defaults
   r = run("calibrate " + mflag_ + " -q --method bogus -o " + path("a.qt"));
