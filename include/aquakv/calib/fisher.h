@@ -1,8 +1,8 @@
-// Gradients of the language-model loss with respect to the KV cache. Owns: a float64 (or float32) re-run of
-// the llama-family forward over one window on the dequantized weights, keeping each layer's
-// input, and its backward pass down to every layer's pre-RoPE keys and values (per token and
-// channel); their squares are the diagonal Fisher information that KVQuant and Coupled
-// Quantization weigh their k-means by. Not: the inference forward (engine/forward.h), weight
+// Gradients of the language-model loss with respect to the KV cache. Owns: a float64 (or
+// float32) re-run of the llama-family forward over one window on the dequantized weights,
+// keeping each layer's input, and its backward pass down to every layer's pre-RoPE keys and
+// values (per token and channel); their squares are the diagonal Fisher information that
+// KVQuant and Coupled Quantization weigh their k-means by. Not: the inference forward (engine/forward.h), weight
 // gradients (none are computed), the fits that use the weights (calib/kvquant_fit.h, cq_fit.h).
 //
 // Loss of a window of T tokens: L = mean over t in [0, T-1) of -log softmax(logits_t)[tokens[t+1]]
