@@ -239,7 +239,9 @@ TEST(KvQuantFit, WeightedKMeans1dIsAWeightedLloydFixedPoint) {
       wsum[size_t(best)] += w[j];
     }
     for (int i = 0; i < k; ++i) {
-      if (wsum[size_t(i)] > 0) EXPECT_NEAR(c[size_t(i)], sum[size_t(i)] / wsum[size_t(i)], 1e-4) << k << " " << i;
+      if (wsum[size_t(i)] > 0) {
+        EXPECT_NEAR(c[size_t(i)], sum[size_t(i)] / wsum[size_t(i)], 1e-4) << k << " " << i;
+      }
     }
     // The weights move centroids to the heavy half and lower the weighted objective.
     const auto positive = [](const std::vector<float>& cc) { return std::count_if(cc.begin(), cc.end(), [](float x) { return x > 0; }); };
