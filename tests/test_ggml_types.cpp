@@ -192,7 +192,7 @@ TEST(GgmlTypes, Q8_KFromDefinition) {
 
 // AVX2 decoders against the scalar reference on random bytes (finite fp16 scales), block
 // counts 0..40, and source pointers at every misalignment 0..3.
-TEST(GgmlTypes, Avx2EqualsScalarOnRandomBlocks) {
+TEST(GgmlTypes, SimdEqualsScalarOnRandomBlocks) {
   if (cpu_simd_level() < SimdLevel::kAvx2) GTEST_SKIP() << "no AVX2 on this CPU";
   std::mt19937 rng(11);
   for (GgmlType t : {GgmlType::F16, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0,
@@ -217,11 +217,13 @@ TEST(GgmlTypes, Avx2EqualsScalarOnRandomBlocks) {
         }
         std::vector<float> ref(static_cast<size_t>(n)), fast(static_cast<size_t>(n));
         dequantize_row_ref(t, src, ref.data(), n);
-        set_simd_level(SimdLevel::kAvx2);
-        dequantize_row(t, src, fast.data(), n);
-        set_simd_level(cpu_simd_level());
-        const int64_t i = first_bit_diff(ref.data(), fast.data(), n);
-        ASSERT_EQ(i, -1) << ggml_type_name(t) << " n=" << n << " mis=" << mis << " at " << i;
+        for (int lv = 1; lv <= int(cpu_simd_level()); ++lv) {  // AVX2, then AVX-512 where present
+          set_simd_level(SimdLevel(lv));
+          dequantize_row(t, src, fast.data(), n);
+          set_simd_level(cpu_simd_level());
+          const int64_t i = first_bit_diff(ref.data(), fast.data(), n);
+          ASSERT_EQ(i, -1) << ggml_type_name(t) << " level " << lv << " n=" << n << " mis=" << mis << " at " << i;
+        }
       }
     }
   }

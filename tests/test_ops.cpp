@@ -55,6 +55,40 @@ TEST(Rope, TableMatchesDirectAnglesBothTypesAndFactors) {
   }
 }
 
+TEST(Rope, SimdLevelsRotateIdentically) {
+  // Full rotation of heads of 64 and 128 (the widths the AVX2 and AVX-512 kernels take): every
+  // level within rounding of the float64 reference, and the vector levels equal to each other
+  // (same operations per element).
+  const SimdLevel saved = simd_level();
+  for (RopeType type : {RopeType::kNormal, RopeType::kNeox}) {
+    for (int hd : {64, 128}) {
+      RopeParams p;
+      p.type = type;
+      p.n_rot = hd;
+      p.freq_base = 10000.0;
+      RopeTable table(p);
+      table.ensure(5000);
+      for (int64_t pos : {0, 3, 4095}) {
+        const auto x = randn(size_t(2 * hd), uint32_t(pos) + 3);
+        auto want = x;
+        rope_row_ref(p, want.data(), 2, hd, pos);
+        std::vector<float> avx2;
+        for (int lv = 0; lv <= int(cpu_simd_level()); ++lv) {
+          set_simd_level(SimdLevel(lv));
+          auto got = x;
+          rope_row(table, got.data(), 2, hd, pos);
+          EXPECT_LT(max_diff(got, want), 2e-5) << "level " << lv << " pos " << pos;
+          if (lv == 1) avx2 = got;
+          if (lv == 2) {
+            EXPECT_EQ(got, avx2) << "pos " << pos;
+          }
+        }
+      }
+    }
+  }
+  set_simd_level(saved);
+}
+
 TEST(Rope, PairConventions) {
   // One pair rotated by 90 degrees: theta_0(pos) = pos, so pos = pi/2 is not integral; use the
   // table at pos 1 with base chosen so theta_0 = 1 and check against cos(1), sin(1).

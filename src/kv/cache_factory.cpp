@@ -9,6 +9,7 @@
 #include "aquakv/kv/minicache.h"
 #include "aquakv/kv/quant_tables.h"
 #include "aquakv/kv/think_cache.h"
+#include "aquakv/quant/hadamard.h"
 #include "aquakv/util/error.h"
 
 namespace aquakv {
@@ -38,6 +39,20 @@ CacheFormat rotated(const char* name, const char* defaults, const char* help) {
           }, defaults};
 }
 
+// Plain HIGGS cache formats: groups of one attention head (g = head size) when the head size has
+// a Hadamard transform and is at least 32, so that attention on the codes (kv/attend.h) turns
+// each query once per head and reads each row once per KV head: the inner basis of a group that
+// spans every head costs every query head a full-width dot product per row (3x the arithmetic
+// on the default model, 1.9x slower decode measured). Other widths keep the codec's default.
+CacheFormat higgs_per_head(const char* name, const char* codec, const char* defaults, const char* help) {
+  return {name, help, [=](const std::string& args, const KvShape& shape) {
+            const int64_t hd = shape.head_dim;
+            const bool per_head = hd >= 32 && hadamard_supported(hd) && shape.width() % hd == 0;
+            const std::string spec = std::string(codec) + (per_head ? ":g" + std::to_string(hd) : "");
+            return make_coded_cache(name, spec, false, defaults, args, shape);
+          }, defaults};
+}
+
 CacheFormat aquakv(const char* defaults, const char* help) {
   return {"aquakv", help, [=](const std::string& args, const KvShape& shape) {
             return make_aquakv_cache(defaults, args, shape);
@@ -60,9 +75,9 @@ std::vector<CacheFormat>& table() {
       coded("kivi3", "kivi3", false, "p=0,b=128,rope=pre", "KIVI-style 3-bit (the 3-bit uniform comparison point): keys per channel, values per token, recent tokens exact"),
       coded("kivi4", "kivi4", false, "p=0,b=128,rope=pre", "KIVI 4-bit: keys per channel, values per token, recent tokens exact"),
       coded("higgs", "higgs:2x16", true, "p=4,b=128", "HIGGS on every layer, no predictors: higgs[:DxN[:gG][:seedS]]"),
-      coded("higgs2", "higgs:2x16", false, "p=4,b=128", "HIGGS 2x16 (2 bits + scales), no predictors"),
-      coded("higgs3", "higgs:2x64", false, "p=4,b=128", "HIGGS 2x64 (3 bits + scales), no predictors"),
-      coded("higgs4", "higgs:2x256", false, "p=4,b=128", "HIGGS 2x256 (4 bits + scales), no predictors"),
+      higgs_per_head("higgs2", "higgs:2x16", "p=4,b=128", "HIGGS 2x16 in per-head groups (2 bits + 16/head_dim for scales), no predictors"),
+      higgs_per_head("higgs3", "higgs:2x64", "p=4,b=128", "HIGGS 2x64 in per-head groups (3 bits + scales), no predictors"),
+      higgs_per_head("higgs4", "higgs:2x256", "p=4,b=128", "HIGGS 2x256 in per-head groups (4 bits + scales), no predictors"),
       {"kvquant", "KVQuant: kvquant:TABLES (per-layer non-uniform datatypes, per-channel pre-RoPE keys, per-token values, 1% outliers exact; aquakv calibrate --method kvquant)",
        [](const std::string& args, const KvShape& shape) { return make_quant_tables_cache("kvquant", "p=1,b=1", args, shape); }, "p=1,b=1"},
       {"cq", "Coupled Quantization: cq:TABLES (groups of c channels coded jointly by per-layer learned codebooks; aquakv calibrate --method cq)",

@@ -109,6 +109,16 @@ void dequantize_row_ref(GgmlType type, const void* src, float* dst, int64_t n) {
 }
 
 void dequantize_row(GgmlType type, const void* src, float* dst, int64_t n) {
+  if (simd_at_least(SimdLevel::kAvx512)) {
+    const auto* p = static_cast<const uint8_t*>(src);
+    switch (type) {
+      case GgmlType::F16: ggml::dequant_f16_avx512(p, dst, n); return;
+      case GgmlType::Q4_0: ggml::dequant_q4_0_avx512(p, dst, n); return;
+      case GgmlType::Q4_1: ggml::dequant_q4_1_avx512(p, dst, n); return;
+      case GgmlType::Q8_0: ggml::dequant_q8_0_avx512(p, dst, n); return;
+      default: break;
+    }
+  }
   if (simd_at_least(SimdLevel::kAvx2)) {
     const auto* p = static_cast<const uint8_t*>(src);
     switch (type) {

@@ -12,6 +12,8 @@ namespace detail {
 void softmax_avx2(float* x, int64_t n);  // src/ops/nn_avx2.cpp
 void rope_rotate_avx2(float* x, int n_heads, int head_dim, int n_rot, bool neox, const float* c,
                       const float* s);
+void rope_rotate_avx512(float* x, int n_heads, int head_dim, int n_rot, bool neox, const float* c,
+                        const float* s);  // src/ops/nn_avx512.cpp
 }
 
 
@@ -62,6 +64,9 @@ void rope_row(const RopeTable& table, float* x, int n_heads, int head_dim, int64
   const RopeParams& p = table.params();
   const float* c = table.cos_at(pos);
   const float* s = table.sin_at(pos);
+  const bool neox = p.type == RopeType::kNeox;
+  if (simd_at_least(SimdLevel::kAvx512) && p.n_rot % (neox ? 32 : 16) == 0)
+    return detail::rope_rotate_avx512(x, n_heads, head_dim, p.n_rot, neox, c, s);
   if (simd_at_least(SimdLevel::kAvx2) && p.n_rot % 16 == 0) {
     return detail::rope_rotate_avx2(x, n_heads, head_dim, p.n_rot, p.type == RopeType::kNeox, c, s);
   }

@@ -186,6 +186,17 @@ void HiggsCodec::decode_rows(const uint8_t* in, int64_t rows, float* x, bool rot
   const bool avx2 = simd_at_least(SimdLevel::kAvx2);
   // d = 2 with 4-bit codes and whole bytes per group: gather and scale group by group.
   const bool by_bytes = !byte_table_.empty() && g % 4 == 0;
+  if (simd_at_least(SimdLevel::kAvx512) && detail::higgs_pairs_avx512_fits(grid_.d, grid_.n, code_bits_, g)) {
+    detail::higgs_decode_pairs_avx512(grid_.points.data(), grid_.n, in, rows, block_bytes(), ng, g, x);
+    if (rotate) {
+      for (int64_t r = 0; r < rows; ++r) {
+        const uint8_t* o = in + r * block_bytes();
+        for (int64_t k = 0; k < ng; ++k)
+          if (fp16_to_fp32(uint16_t(o[2 * k] | (o[2 * k + 1] << 8))) != 0.0f) rot_.inverse(x + r * dim + k * g, 1, 1.0f);
+      }
+    }
+    return;
+  }
   for (int64_t r = 0; r < rows; ++r) {
     const uint8_t* o = in + r * block_bytes();
     float* xr = x + r * dim;

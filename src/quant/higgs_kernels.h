@@ -1,4 +1,4 @@
-// Private to src/quant: HIGGS decoder kernels (AVX2 versions of loops in higgs.cpp).
+// Private to src/quant: HIGGS decoder kernels (AVX2 and AVX-512 versions of loops in higgs.cpp).
 #pragma once
 
 #include <cstdint>
@@ -10,5 +10,14 @@ void gather_byte_table_scaled_avx2(const float* table, const uint8_t* bytes, int
                                    float* out);
 // x[i] *= f.
 void scale_avx2(float* x, int64_t n, float f);
+
+
+// AVX-512 (higgs_avx512.cpp): d = 2 grids of 64 points (6-bit codes) or 256 (8-bit), groups of a
+// multiple of 32 values.
+bool higgs_pairs_avx512_fits(int64_t d, int64_t n, int code_bits, int64_t group);
+// Rows of (ng fp16 group norms, then the codes) -> x[r*ng*group + i] = point coordinate *
+// norm / sqrt(group): the scaled grid points, before the rotation.
+void higgs_decode_pairs_avx512(const float* points, int64_t n, const uint8_t* in, int64_t rows, int64_t row_bytes,
+                               int64_t ng, int64_t group, float* x);
 
 }  // namespace aquakv::detail

@@ -119,7 +119,10 @@ void UniformCodec::decode(const uint8_t* in, int64_t rows, float* x) const {
   // Codes become floats first (byte tables for 2/4/8 bits), then x = code * scale + zero
   // (AVX2 kernels in uniform_avx2.cpp: the same multiply and add per element).
   const bool avx2 = simd_at_least(SimdLevel::kAvx2);
+  const bool avx512 = simd_at_least(SimdLevel::kAvx512) &&
+                      detail::uniform_avx512_fits(bits_, dim, g, axis_ == UniformAxis::kToken);
   if (axis_ == UniformAxis::kToken) {
+    if (avx512) return detail::decode_token_rows_avx512(in, rows, dim, g, bits_, block_bytes(), x);
     const int64_t ng = dim / g;
     for (int64_t r = 0; r < rows; ++r) {
       const uint8_t* o = in + r * block_bytes();
@@ -140,13 +143,17 @@ void UniformCodec::decode(const uint8_t* in, int64_t rows, float* x) const {
   for (int64_t b = 0; b < rows / g; ++b) {
     const uint8_t* o = in + b * block_bytes();
     float* xb = x + b * g * dim;
+    if (avx512) {
+      detail::decode_channel_block_avx512(o, g, dim, bits_, xb);
+      continue;
+    }
     for (int64_t c = 0; c < dim; ++c) {
       sc[size_t(c)] = fp16_to_fp32(get16(o + 2 * c));
       zr[size_t(c)] = fp16_to_fp32(get16(o + 2 * (dim + c)));
     }
-    unpack_bits_float(o + 4 * dim, g * dim, bits_, xb);
     const float* s = sc.data();
     const float* z = zr.data();
+    unpack_bits_float(o + 4 * dim, g * dim, bits_, xb);
     if (avx2) {
       detail::scale_offset_channels_avx2(xb, g, dim, s, z);
       continue;

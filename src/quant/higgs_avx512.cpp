@@ -1,0 +1,108 @@
+// AVX-512 HIGGS decode for 2-dimensional grids of 64 and 256 points (higgs3, higgs4). 64 points:
+// the grid's x and y coordinates sit in 4 registers each, so a point is two 32-entry lookups by
+// vpermi2ps and a blend on the index's bit 5. 256 points: a 64-bit gather of (x, y) per code
+// (measured on this project's Xeon: 1.4x faster than 16-register lookups, 30% slower for 64
+// points). Per 16 codes: unpack to 16 indices, fetch 32 values, multiply by the group's factor
+// (the same single multiply as the scalar path, so the result is identical).
+#include <immintrin.h>
+
+// GCC 12 warns inside its own AVX-512 intrinsic headers (_mm512_undefined_* placeholders).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#include <cmath>
+
+#include "higgs_kernels.h"
+
+namespace aquakv::detail {
+namespace {
+
+// One coordinate of a 64-point grid in registers.
+struct Coords64 {
+  __m512 t[4];
+  Coords64(const float* pts, int axis) {
+    alignas(64) float v[64];
+    for (int i = 0; i < 64; ++i) v[i] = pts[2 * i + axis];
+    for (int k = 0; k < 4; ++k) t[k] = _mm512_load_ps(v + 16 * k);
+  }
+  // t[idx] for 16 indices < 64: 32-entry lookups on bits 0-4, a blend on bit 5.
+  __m512 operator()(__m512i idx) const {
+    const __mmask16 b5 = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(32));
+    return _mm512_mask_blend_ps(b5, _mm512_permutex2var_ps(t[0], idx, t[1]), _mm512_permutex2var_ps(t[2], idx, t[3]));
+  }
+};
+
+// 16 codes from `p` as int32: 8-bit codes are bytes; 6-bit codes are 4 per 3 bytes (LSB first):
+// every 128-bit lane holds the 12 bytes, each lane's dword takes the 3 bytes of its group
+// (vpshufb) and shifts its code down.
+template <int Bits>
+struct Codes16 {
+  __m512i pick, shift;
+  Codes16() {
+    alignas(64) int8_t b[64];
+    alignas(64) int32_t s[16];
+    for (int j = 0; j < 16; ++j) {
+      const int grp = j / 4;
+      for (int k = 0; k < 4; ++k) b[4 * j + k] = int8_t(k < 3 ? 3 * grp + k : -128);
+      s[j] = 6 * (j % 4);
+    }
+    pick = _mm512_load_si512(b);
+    shift = _mm512_load_si512(s);
+  }
+  __m512i operator()(const uint8_t* p) const {
+    if constexpr (Bits == 8) {
+      return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    } else {
+      const __m512i raw = _mm512_broadcast_i32x4(_mm_maskz_loadu_epi8(__mmask16(0x0FFF), p));
+      const __m512i w = _mm512_shuffle_epi8(raw, pick);
+      return _mm512_and_si512(_mm512_srlv_epi32(w, shift), _mm512_set1_epi32(63));
+    }
+  }
+};
+
+template <int N, int Bits>
+void decode_pairs(const float* pts, const uint8_t* in, int64_t rows, int64_t row_bytes, int64_t ng, int64_t g,
+                  float* x) {
+  const Coords64 cx(pts, 0), cy(pts, 1);
+  const Codes16<Bits> unpack;
+  const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const float inv_sqrt_g = float(1.0 / std::sqrt(double(g)));
+  const int64_t dim = ng * g;
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* o = in + r * row_bytes;
+    const uint8_t* codes = o + 2 * ng;
+    float* xr = x + r * dim;
+    for (int64_t k = 0; k < ng; ++k) {
+      const __m512 f = _mm512_set1_ps(_cvtsh_ss(uint16_t(o[2 * k] | o[2 * k + 1] << 8)) * inv_sqrt_g);
+      for (int64_t c = k * g / 2; c < (k + 1) * g / 2; c += 16) {  // 16 codes -> 32 values
+        const __m512i idx = unpack(codes + c * Bits / 8);
+        if constexpr (N == 256) {  // (x, y) as one 64-bit element per code
+          const double* table = reinterpret_cast<const double*>(pts);
+          const __m512d g0 = _mm512_i32gather_pd(_mm512_castsi512_si256(idx), table, 8);
+          const __m512d g1 = _mm512_i32gather_pd(_mm512_extracti64x4_epi64(idx, 1), table, 8);
+          _mm512_storeu_ps(xr + 2 * c, _mm512_mul_ps(_mm512_castpd_ps(g0), f));
+          _mm512_storeu_ps(xr + 2 * c + 16, _mm512_mul_ps(_mm512_castpd_ps(g1), f));
+          continue;
+        }
+        const __m512 vx = cx(idx), vy = cy(idx);
+        _mm512_storeu_ps(xr + 2 * c, _mm512_mul_ps(_mm512_permutex2var_ps(vx, lo, vy), f));
+        _mm512_storeu_ps(xr + 2 * c + 16, _mm512_mul_ps(_mm512_permutex2var_ps(vx, hi, vy), f));
+      }
+    }
+  }
+}
+
+}  // namespace
+
+bool higgs_pairs_avx512_fits(int64_t d, int64_t n, int code_bits, int64_t group) {
+  return d == 2 && ((n == 64 && code_bits == 6) || (n == 256 && code_bits == 8)) && group % 32 == 0;
+}
+
+void higgs_decode_pairs_avx512(const float* points, int64_t n, const uint8_t* in, int64_t rows, int64_t row_bytes,
+                               int64_t ng, int64_t group, float* x) {
+  if (n == 64) return decode_pairs<64, 6>(points, in, rows, row_bytes, ng, group, x);
+  decode_pairs<256, 8>(points, in, rows, row_bytes, ng, group, x);
+}
+
+}  // namespace aquakv::detail
