@@ -159,7 +159,9 @@ std::unique_ptr<KvCache> make(const std::string& spec, const KvShape& s) {
 
 const std::vector<std::string> kFormats = {"fp16", "f32", "q8_0", "q4_0", "q4_0r", "kivi2", "kivi4",
                                            "higgs2", "higgs3", "higgs4", "aquakv-random",
-                                           "higgs2,p=4,b=16"};
+                                           "higgs2,p=4,b=16",
+                                           // one group spanning every head: the inner basis shared by all query heads
+                                           "higgs:2x16,p=4,b=16", "higgs:2x64,p=4,b=16"};
 
 // Fused attend() against attend_reference on the same storage, over steps that mix prefill
 // (several tiles, several query blocks) and decode, crossing the compressed formats' buffer
@@ -334,7 +336,7 @@ class KvAttendModel : public testing::RealModelTest {};
 TEST_F(KvAttendModel, FusedAttentionMatchesReferenceOnTheSameStorage) {
   std::vector<int32_t> ids(104);
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7919 + 13) % size_t(V()));
-  for (const char* spec : {"fp16", "f32", "q8_0", "q4_0", "higgs2,b=16", "higgs4,b=16", "kivi2,b=32"}) {
+  for (const char* spec : {"fp16", "f32", "q8_0", "q4_0", "higgs2,b=16", "higgs4,b=16", "higgs:2x16,b=16", "kivi2,b=32"}) {
     Forward fwd(*model_, 2);
     CheckedCache cache(make_cache(spec, model_->kv_shape(256)));
     const int seq = cache.add_sequence();

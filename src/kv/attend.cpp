@@ -163,8 +163,7 @@ void tile_queries(const Ctx& c, const Tile& t, int64_t i0, int64_t i1, State& st
         }
       }
     }
-    if (!sg.k_roped && c.rope.enabled(c.layer))
-      for (int64_t r = 0; r < rows; ++r) c.rope.rotate(c.layer, sc.k.data() + r * c.C, pos[r]);
+    if (!sg.k_roped && c.rope.enabled(c.layer)) c.rope.rotate_rows(c.layer, sc.k.data(), rows, pos);
     K = sc.k.data();
     V = sc.v.data();
     stride = c.C;
@@ -312,6 +311,11 @@ void KvRope::ensure(int64_t n_pos) {
 void KvRope::rotate(int layer, float* row, int64_t pos) const {
   const RopeTable& t = table(layer);
   if (t.params().n_rot > 0) rope_row(t, row, n_kv_heads_, head_dim_, pos);
+}
+
+void KvRope::rotate_rows(int layer, float* x, int64_t rows, const int32_t* pos) const {
+  const RopeTable& t = table(layer);
+  if (t.params().n_rot > 0) rope_rows(t, x, rows, int64_t(n_kv_heads_) * head_dim_, pos, n_kv_heads_, head_dim_);
 }
 
 void KvRope::unrotate(int layer, float* row, int64_t pos) const {

@@ -59,18 +59,31 @@ void RopeTable::ensure(int64_t n_pos) {
   n_pos_ = want;
 }
 
+void rope_rows(const RopeTable& table, float* x, int64_t rows, int64_t stride, const int32_t* pos, int n_heads,
+               int head_dim) {
+  const RopeParams& p = table.params();
+  const bool neox = p.type == RopeType::kNeox;
+  const bool avx512 = simd_at_least(SimdLevel::kAvx512) && p.n_rot % (neox ? 32 : 16) == 0;
+  const bool avx2 = simd_at_least(SimdLevel::kAvx2) && p.n_rot % 16 == 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    AQUAKV_CHECK(pos[r] >= 0 && pos[r] < table.n_pos());
+    float* xr = x + r * stride;
+    const float* c = table.cos_at(pos[r]);
+    const float* s = table.sin_at(pos[r]);
+    if (avx512) {
+      detail::rope_rotate_avx512(xr, n_heads, head_dim, p.n_rot, neox, c, s);
+    } else if (avx2) {
+      detail::rope_rotate_avx2(xr, n_heads, head_dim, p.n_rot, neox, c, s);
+    } else {
+      for (int h = 0; h < n_heads; ++h) rotate(xr + int64_t(h) * head_dim, head_dim, p.n_rot, p.type, c, s);
+    }
+  }
+}
+
 void rope_row(const RopeTable& table, float* x, int n_heads, int head_dim, int64_t pos) {
   AQUAKV_CHECK(pos < table.n_pos());
-  const RopeParams& p = table.params();
-  const float* c = table.cos_at(pos);
-  const float* s = table.sin_at(pos);
-  const bool neox = p.type == RopeType::kNeox;
-  if (simd_at_least(SimdLevel::kAvx512) && p.n_rot % (neox ? 32 : 16) == 0)
-    return detail::rope_rotate_avx512(x, n_heads, head_dim, p.n_rot, neox, c, s);
-  if (simd_at_least(SimdLevel::kAvx2) && p.n_rot % 16 == 0) {
-    return detail::rope_rotate_avx2(x, n_heads, head_dim, p.n_rot, p.type == RopeType::kNeox, c, s);
-  }
-  for (int h = 0; h < n_heads; ++h) rotate(x + int64_t(h) * head_dim, head_dim, p.n_rot, p.type, c, s);
+  const int32_t p32 = int32_t(pos);
+  rope_rows(table, x, 1, 0, &p32, n_heads, head_dim);
 }
 
 void rope_row_inverse(const RopeTable& table, float* x, int n_heads, int head_dim, int64_t pos) {

@@ -12,8 +12,8 @@ void gather_byte_table_scaled_avx2(const float* table, const uint8_t* bytes, int
 void scale_avx2(float* x, int64_t n, float f);
 
 
-// AVX-512 (higgs_avx512.cpp): d = 2 grids of 64 points (6-bit codes) or 256 (8-bit), groups of a
-// multiple of 32 values.
+// AVX-512 (higgs_avx512.cpp): d = 2 grids of 16 points (4-bit codes), 64 (6-bit) or 256 (8-bit),
+// groups of a multiple of 32 values.
 bool higgs_pairs_avx512_fits(int64_t d, int64_t n, int code_bits, int64_t group);
 // Rows of (ng fp16 group norms, then the codes) -> x[r*ng*group + i] = point coordinate *
 // norm / sqrt(group): the scaled grid points, before the rotation.

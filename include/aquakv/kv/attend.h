@@ -55,6 +55,8 @@ class KvRope {
   const RopeTable& table(int layer) const { return *tables_[size_t(index_[size_t(layer)])]; }
   // Rotates a row of C key values at position pos.
   void rotate(int layer, float* row, int64_t pos) const;
+  // Rotates `rows` rows of C values (stride C) at positions pos[0..rows).
+  void rotate_rows(int layer, float* x, int64_t rows, const int32_t* pos) const;
   // The inverse rotation (a row of rotated keys back to keys before RoPE, up to rounding).
   void unrotate(int layer, float* row, int64_t pos) const;
 

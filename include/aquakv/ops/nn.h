@@ -45,6 +45,9 @@ class RopeTable {
 // Rotates n_heads heads of head_dim values (one token's row) in place at position pos
 // (pos < table.n_pos()).
 void rope_row(const RopeTable& table, float* x, int n_heads, int head_dim, int64_t pos);
+// rope_row on `rows` rows (row r at x + r*stride, position pos[r]), one dispatch for all.
+void rope_rows(const RopeTable& table, float* x, int64_t rows, int64_t stride, const int32_t* pos, int n_heads,
+               int head_dim);
 
 // The inverse rotation (by -theta; scalar): recovers keys before RoPE from stored rotated keys,
 // up to rounding (used when a sequence moves between cache formats, kv/kv_state.h).
