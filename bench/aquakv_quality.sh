@@ -3,13 +3,13 @@
 # configurations and the ablations on ../shared/data/calibration (never on the evaluation
 # text), then runs `aquakv report` (perplexity, KL to the 16-bit cache, same-top-token rate,
 # bits per value) and `aquakv passkey` on WikiText-2 test with the paper's protocol
-# (context 2048, 32 tokens per step, P = 4 sinks, B = 128 buffer).
+# (context CTX, default 2048, 32 tokens per step, P = 4 sinks, B = 128 buffer).
 #
 #   bench/aquakv_quality.sh [OUT]          (default OUT=quality-run)
 #
 # Environment: AQUAKV (binary, default build/aquakv), MODEL (GGUF file, default the default
 # model), AQUAKV_SHARED_DIR (default ../shared),
-# CHUNKS (windows of 2048 tokens, default 8), THREADS (default 2), PASSKEY_LENS (default 4096),
+# CTX (tokens per window, default 2048), CHUNKS (windows of CTX tokens, default 8), THREADS (default 2), PASSKEY_LENS (default 4096),
 # PASSKEY_TRIALS (default 2), STAGES (any of "calib main ablation extra passkey plan", default
 # all; "plan": the bit plans, channel scales and grids of issue 11, calibrated and reported as
 # OUT/plan_a and OUT/plan_b, rendered by bench/aquakv_table.py OUT plan_a plan_b).
@@ -23,6 +23,7 @@ MODEL_ARGS=()
 [[ -n ${MODEL:-} ]] && MODEL_ARGS=(-m "$MODEL")
 OUT=${1:-quality-run}
 SHARED=${AQUAKV_SHARED_DIR:-../shared}
+CTX=${CTX:-2048}
 CHUNKS=${CHUNKS:-8}
 THREADS=${THREADS:-2}
 PASSKEY_LENS=${PASSKEY_LENS:-4096}
@@ -65,10 +66,13 @@ report() {  # name, kv formats...
   local name=$1; shift
   local kvs=()
   for k in "$@"; do kvs+=(--kv "$k"); done
-  "$A" report "${MODEL_ARGS[@]}" -f "$TEXT" -c 2048 --chunks "$CHUNKS" --step 32 -t "$THREADS" "${kvs[@]}" \
+  "$A" report "${MODEL_ARGS[@]}" -f "$TEXT" -c "$CTX" --chunks "$CHUNKS" --step 32 -t "$THREADS" "${kvs[@]}" \
     -o "$OUT/$name" > "$OUT/$name.log" 2>&1 || { tail -5 "$OUT/$name.log" >&2; exit 1; }
 }
-has main && report main fp16 q8_0 q4_0 kivi4 kivi2 higgs4 higgs3 higgs2 \
+# The stages that use aq2/aq25/aq3 calibrate them when missing, so that STAGES="main passkey"
+# fits only those three (the whole calib stage fits twelve).
+main_adapters() { calibrate aq2; calibrate aq25 -k higgs3 -v higgs2; calibrate aq3 -k higgs3 -v higgs3; }
+has main && main_adapters && report main fp16 q8_0 q4_0 kivi4 kivi2 higgs4 higgs3 higgs2 \
   "aquakv:$AD/aq3.bin" "aquakv:$AD/aq25.bin" "aquakv:$AD/aq2.bin"
 has ablation && report ablation fp16 "aquakv:$AD/aq2.bin" "aquakv:$AD/abl_konly.bin" \
   "aquakv:$AD/abl_vonly.bin" "aquakv:$AD/abl_l0fp16.bin" "aquakv:$AD/abl_r16.bin" \
@@ -95,6 +99,7 @@ if has plan; then  # issue 11: bit plans (--bits), channel scales, better 2-bit 
     "aquakv:$AD/aq2g6.bin"
 fi
 if has passkey; then
+  main_adapters
   "$A" passkey "${MODEL_ARGS[@]}" -c "$PASSKEY_LENS" --depths 0.1,0.5,0.9 --trials "$PASSKEY_TRIALS" -t "$THREADS" \
     --kv fp16 --kv q8_0 --kv q4_0 --kv kivi4 --kv kivi2 --kv higgs4 --kv higgs3 --kv higgs2 \
     --kv "aquakv:$AD/aq3.bin" --kv "aquakv:$AD/aq25.bin" --kv "aquakv:$AD/aq2.bin" \

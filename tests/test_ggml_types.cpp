@@ -195,8 +195,8 @@ TEST(GgmlTypes, Q8_KFromDefinition) {
 TEST(GgmlTypes, SimdEqualsScalarOnRandomBlocks) {
   if (cpu_simd_level() < SimdLevel::kAvx2) GTEST_SKIP() << "no AVX2 on this CPU";
   std::mt19937 rng(11);
-  for (GgmlType t : {GgmlType::F16, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0,
-                     GgmlType::Q4_K, GgmlType::Q6_K}) {
+  for (GgmlType t : {GgmlType::F16, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0,
+                     GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K}) {
     const auto info = *ggml_type_info(uint32_t(t));
     for (int64_t blocks = 0; blocks <= 40; ++blocks) {
       const int64_t n = blocks * (t == GgmlType::F16 ? 1 : info.block_values);
@@ -213,7 +213,7 @@ TEST(GgmlTypes, SimdEqualsScalarOnRandomBlocks) {
             continue;
           }
           src[b * stride + 1] &= 0xbf;
-          if (t == GgmlType::Q4_1 || t == GgmlType::Q4_K) src[b * stride + 3] &= 0xbf;
+          if (t == GgmlType::Q4_1 || t == GgmlType::Q5_1 || t == GgmlType::Q4_K) src[b * stride + 3] &= 0xbf;
         }
         std::vector<float> ref(static_cast<size_t>(n)), fast(static_cast<size_t>(n));
         dequantize_row_ref(t, src, ref.data(), n);

@@ -23,6 +23,8 @@ void dequant_q8_k_ref(const uint8_t* src, float* dst, int64_t n);
 void dequant_f16_avx2(const uint8_t* src, float* dst, int64_t n);
 void dequant_q4_0_avx2(const uint8_t* src, float* dst, int64_t n);
 void dequant_q4_1_avx2(const uint8_t* src, float* dst, int64_t n);
+void dequant_q5_0_avx2(const uint8_t* src, float* dst, int64_t n);
+void dequant_q5_1_avx2(const uint8_t* src, float* dst, int64_t n);
 void dequant_q8_0_avx2(const uint8_t* src, float* dst, int64_t n);
 void dequant_q4_k_avx2(const uint8_t* src, float* dst, int64_t n);
 void dequant_q6_k_avx2(const uint8_t* src, float* dst, int64_t n);

@@ -1,5 +1,5 @@
-// AVX2 decoders for the formats the engine reads most (F16, Q4_0, Q4_1, Q8_0, and the K-quants
-// Q4_K and Q6_K of Q4_K_M files). Each computes
+// AVX2 decoders for the formats the engine reads most (F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, and
+// the K-quants Q4_K and Q6_K of Q4_K_M files). Each computes
 // exactly the float32 operations of its scalar reference in ggml_dequant_ref.cpp, in the same
 // order and without fusing multiply and add, so the results are bit-identical.
 #include <immintrin.h>
@@ -64,6 +64,21 @@ inline void store_block_sub(__m256i q, __m256 d, __m256 m, float* dst) {
   _mm256_storeu_ps(dst + 24, _mm256_sub_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(bytes_to_i32<3>(q))), m));
 }
 
+// The 32 fifth bits of a Q5 block (bit i of qh4's little-endian u32 belongs to value i) as 32
+// bytes in value order, 0x10 where the bit is set and 0 elsewhere. Byte i first receives qh's
+// byte i/8; OR-ing every bit but i%8 to one leaves 0xff exactly when bit i%8 was set.
+inline __m256i fifth_bits(const uint8_t* qh4) {
+  uint32_t qh;
+  std::memcpy(&qh, qh4, 4);
+  const __m256i spread = _mm256_shuffle_epi8(
+      _mm256_set1_epi32(int(qh)),
+      _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101, 0x0202020202020202,
+                         0x0303030303030303));
+  const __m256i others = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
+  const __m256i set = _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi8(-1));
+  return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+}
+
 }  // namespace
 
 void dequant_f16_avx2(const uint8_t* src, float* dst, int64_t n) {
@@ -89,6 +104,25 @@ void dequant_q4_1_avx2(const uint8_t* src, float* dst, int64_t n) {
     const __m256 d = _mm256_set1_ps(read_f16(src));
     const __m256 m = _mm256_set1_ps(read_f16(src + 2));
     store_block<true>(unpack_nibbles(src + 4), d, m, dst);
+  }
+}
+
+// Q5_0: x = d * (q - 16), q = nibble | fifth bit << 4 (the reference's d * float(q - 16)).
+void dequant_q5_0_avx2(const uint8_t* src, float* dst, int64_t n) {
+  const __m256i sixteen = _mm256_set1_epi8(16);
+  for (int64_t b = 0; b < n / kQK; ++b, src += kQ5_0Bytes, dst += kQK) {
+    const __m256 d = _mm256_set1_ps(read_f16(src));
+    const __m256i q = _mm256_or_si256(unpack_nibbles(src + 6), fifth_bits(src + 2));
+    store_block<false>(_mm256_sub_epi8(q, sixteen), d, d, dst);
+  }
+}
+
+// Q5_1: x = d * q + m, q as in Q5_0.
+void dequant_q5_1_avx2(const uint8_t* src, float* dst, int64_t n) {
+  for (int64_t b = 0; b < n / kQK; ++b, src += kQ5_1Bytes, dst += kQK) {
+    const __m256 d = _mm256_set1_ps(read_f16(src));
+    const __m256 m = _mm256_set1_ps(read_f16(src + 2));
+    store_block<true>(_mm256_or_si256(unpack_nibbles(src + 8), fifth_bits(src + 4)), d, m, dst);
   }
 }
 

@@ -125,6 +125,8 @@ void dequantize_row(GgmlType type, const void* src, float* dst, int64_t n) {
       case GgmlType::F16: ggml::dequant_f16_avx2(p, dst, n); return;
       case GgmlType::Q4_0: ggml::dequant_q4_0_avx2(p, dst, n); return;
       case GgmlType::Q4_1: ggml::dequant_q4_1_avx2(p, dst, n); return;
+      case GgmlType::Q5_0: ggml::dequant_q5_0_avx2(p, dst, n); return;
+      case GgmlType::Q5_1: ggml::dequant_q5_1_avx2(p, dst, n); return;
       case GgmlType::Q8_0: ggml::dequant_q8_0_avx2(p, dst, n); return;
       case GgmlType::Q4_K: ggml::dequant_q4_k_avx2(p, dst, n); return;
       case GgmlType::Q6_K: ggml::dequant_q6_k_avx2(p, dst, n); return;
