@@ -2,6 +2,8 @@
 // their cap; the atomic writer never replaces a non-regular file, never follows a planted
 // symlink, never shares its temporary with another writer, and leaves nothing behind on failure.
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <future>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <sys/sysmacros.h>
@@ -95,6 +97,30 @@ TEST_F(FileIo, FifoIsAStreamForTextsOnly) {
   std::thread writer([&] { std::ofstream(p, std::ios::binary) << "streamed text"; });
   EXPECT_EQ(read_file(p, "-f", ReadKind::kText), "streamed text");
   writer.join();
+}
+
+TEST_F(FileIo, FifoWriterThatFinishesBeforeTheReadIsNotLost) {
+  // The race a reader must survive: a writer connects while the reader's open exists, writes
+  // everything and closes before the reader starts waiting. Made deterministic here: the test
+  // holds a read end of its own, so the writer can finish before read_file begins; the data
+  // stays in the pipe. The text must arrive, and read_file must not wait for another writer.
+  const std::string p = path("fifo2");
+  ASSERT_EQ(mkfifo(p.c_str(), 0600), 0);
+  const int keep = ::open(p.c_str(), O_RDONLY | O_NONBLOCK);
+  ASSERT_GE(keep, 0);
+  const int w = ::open(p.c_str(), O_WRONLY | O_NONBLOCK);
+  ASSERT_GE(w, 0);
+  ASSERT_EQ(::write(w, "quick", 5), 5);
+  ::close(w);
+  auto got = std::async(std::launch::async, [&] { return read_file(p, "-f", ReadKind::kText); });
+  const bool done = got.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  if (!done) {  // unblock the stuck reader (a writer that opens and closes), then fail
+    ::close(::open(p.c_str(), O_WRONLY));
+    got.wait();
+  }
+  ::close(keep);
+  ASSERT_TRUE(done) << "read_file still waiting 10 s after the writer closed";
+  EXPECT_EQ(got.get(), "quick");
 }
 
 TEST_F(FileIo, EndlessStreamStopsAtTheCap) {

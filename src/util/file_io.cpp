@@ -2,6 +2,7 @@
 #include "aquakv/util/file_io.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -51,7 +52,7 @@ class Fd {
 bool is_stream(mode_t m) { return S_ISFIFO(m) || S_ISCHR(m) || S_ISSOCK(m); }
 
 // Opens for reading without blocking on a FIFO, then checks the file type. A stream accepted
-// as input is reopened in blocking mode (same inode) so a FIFO waits for its writer.
+// as input is read in blocking mode; a FIFO first waits for its writer's data (or hang-up).
 int open_for_read(const std::string& path, const std::string& what, bool allow_stream,
                   struct stat& st) {
   const std::string l = label(what, path);
@@ -67,13 +68,17 @@ int open_for_read(const std::string& path, const std::string& what, bool allow_s
   if (!allow_stream || !is_stream(st.st_mode))
     fail("{}: is {}, expected a regular file", l, type_name(st.st_mode));
   if (S_ISFIFO(st.st_mode)) {
-    const int bfd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (bfd < 0) fail("{}: cannot open: {}", l, std::strerror(errno));
-    Fd b(bfd);
-    struct stat st2 {};
-    if (::fstat(bfd, &st2) != 0 || st2.st_ino != st.st_ino || st2.st_dev != st.st_dev)
-      fail("{}: changed while being opened", l);
-    return b.release();
+    // Wait on the descriptor already open (never a second open: a writer that connected, wrote
+    // and closed in between would leave a blocking reopen waiting for ever). A FIFO reader with
+    // no writer reads end of file, so first wait until data arrives or a writer that came after
+    // this open has gone (POLLHUP), then read in blocking mode.
+    for (;;) {
+      struct pollfd pfd {fd, POLLIN, 0};
+      const int r = ::poll(&pfd, 1, -1);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) fail("{}: cannot wait for data: {}", l, std::strerror(errno));
+      if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) break;
+    }
   }
   if (::fcntl(fd, F_SETFL, 0) != 0) fail("{}: cannot read: {}", l, std::strerror(errno));
   return guard.release();
