@@ -43,7 +43,8 @@ CacheFormat rotated(const char* name, const char* defaults, const char* help) {
 // a Hadamard transform and is at least 32, so that attention on the codes (kv/attend.h) turns
 // each query once per head and reads each row once per KV head: the inner basis of a group that
 // spans every head costs every query head a full-width dot product per row (3x the arithmetic
-// on the default model, 1.9x slower decode measured). Other widths keep the codec's default.
+// on the default model; its cache step measured 1.6-2.1x slower). Other widths keep the
+// codec's default.
 CacheFormat higgs_per_head(const char* name, const char* codec, const char* defaults, const char* help) {
   return {name, help, [=](const std::string& args, const KvShape& shape) {
             const int64_t hd = shape.head_dim;
