@@ -19,7 +19,7 @@
 namespace aquakv {
 namespace {
 
-const GgmlType kTypes[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0};
+const GgmlType kTypes[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0};
 
 std::vector<float> gauss(int64_t n, std::mt19937& rng) {
   std::normal_distribution<float> d(0.0f, 1.0f);

@@ -20,22 +20,39 @@ struct PackGeom {
   int64_t scale_off;  // offset of d within a GGUF block
   int64_t min_off;    // offset of m within a GGUF block, or -1
   int64_t code_off;   // offset of the codes within a GGUF block
+  int64_t qh_off;     // offset of the 32 fifth bits (Q5_*) within a GGUF block, or -1
   int64_t chunks;     // 64-byte code chunks per packed block (4 nibble chunks, 8 byte chunks)
   bool q8;
 };
 
 PackGeom geom(GgmlType type) {
   switch (type) {
-    case GgmlType::Q4_0: return {ggml::kQ4_0Bytes, 0, -1, 2, 4, false};
-    case GgmlType::Q4_1: return {ggml::kQ4_1Bytes, 0, 2, 4, 4, false};
-    case GgmlType::Q8_0: return {ggml::kQ8_0Bytes, 0, -1, 2, 8, true};
+    case GgmlType::Q4_0: return {ggml::kQ4_0Bytes, 0, -1, 2, -1, 4, false};
+    case GgmlType::Q4_1: return {ggml::kQ4_1Bytes, 0, 2, 4, -1, 4, false};
+    case GgmlType::Q5_0: return {ggml::kQ5_0Bytes, 0, -1, 6, 2, 4, false};
+    case GgmlType::Q5_1: return {ggml::kQ5_1Bytes, 0, 2, 8, 4, 4, false};
+    case GgmlType::Q8_0: return {ggml::kQ8_0Bytes, 0, -1, 2, -1, 8, true};
     default: AQUAKV_CHECK(false, "qpack: type without a packed layout");
   }
   return {};
 }
 
-// Header bytes of a packed block: d[16] f16, then m[16] f16 for Q4_1.
-int64_t header_bytes(const PackGeom& g) { return g.min_off >= 0 ? 64 : 32; }
+// Header bytes of a packed block: d[16] f16, then m[16] f16 (Q4_1, Q5_1), then the fifth-bit
+// masks (Q5_*): 8 words of 64 bits, word 2j for the low nibbles of chunk j and 2j+1 for its high
+// nibbles, bit 4r+i = the fifth bit of that code of row r.
+int64_t mask_offset(const PackGeom& g) { return g.min_off >= 0 ? 64 : 32; }
+int64_t header_bytes(const PackGeom& g) { return mask_offset(g) + (g.qh_off >= 0 ? 64 : 0); }
+
+uint32_t load_u32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+uint64_t load_u64(const uint8_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
 
 float half_at(const uint8_t* p) {
   uint16_t h;
@@ -46,7 +63,8 @@ float half_at(const uint8_t* p) {
 }  // namespace
 
 bool qpack_supported(GgmlType type) {
-  return type == GgmlType::Q4_0 || type == GgmlType::Q4_1 || type == GgmlType::Q8_0;
+  return type == GgmlType::Q4_0 || type == GgmlType::Q4_1 || type == GgmlType::Q5_0 ||
+         type == GgmlType::Q5_1 || type == GgmlType::Q8_0;
 }
 
 int64_t qpack_group_bytes(GgmlType type, int64_t cols) {
@@ -58,6 +76,19 @@ void qpack_group(GgmlType type, const uint8_t* rows, int64_t row_bytes, int64_t 
   const int64_t nb = cols / 32, hb = header_bytes(g);
   for (int64_t b = 0; b < nb; ++b) {
     uint8_t* out = group + b * kPackRows * g.row_block;
+    if (g.qh_off >= 0) {
+      uint64_t words[8] = {};
+      for (int64_t r = 0; r < kPackRows; ++r) {
+        const uint32_t qh = load_u32(rows + r * row_bytes + b * g.row_block + g.qh_off);
+        for (int j = 0; j < 4; ++j) {
+          for (int i = 0; i < 4; ++i) {
+            words[2 * j] |= uint64_t((qh >> (4 * j + i)) & 1u) << (4 * r + i);
+            words[2 * j + 1] |= uint64_t((qh >> (16 + 4 * j + i)) & 1u) << (4 * r + i);
+          }
+        }
+      }
+      std::memcpy(out + mask_offset(g), words, 64);
+    }
     for (int64_t r = 0; r < kPackRows; ++r) {
       const uint8_t* src = rows + r * row_bytes + b * g.row_block;
       std::memcpy(out + 2 * r, src + g.scale_off, 2);
@@ -80,6 +111,17 @@ void qunpack_group(GgmlType type, const uint8_t* group, int64_t cols, uint8_t* r
     const uint8_t* in = group + b * kPackRows * g.row_block;
     for (int64_t r = 0; r < kPackRows; ++r) {
       uint8_t* dst = rows + r * row_bytes + b * g.row_block;
+      if (g.qh_off >= 0) {
+        uint32_t qh = 0;
+        for (int j = 0; j < 4; ++j) {
+          const uint64_t lo = load_u64(in + mask_offset(g) + 16 * j), hi = load_u64(in + mask_offset(g) + 16 * j + 8);
+          for (int i = 0; i < 4; ++i) {
+            qh |= uint32_t((lo >> (4 * r + i)) & 1u) << (4 * j + i);
+            qh |= uint32_t((hi >> (4 * r + i)) & 1u) << (16 + 4 * j + i);
+          }
+        }
+        std::memcpy(dst + g.qh_off, &qh, 4);
+      }
       std::memcpy(dst + g.scale_off, in + 2 * r, 2);
       if (g.min_off >= 0) std::memcpy(dst + g.min_off, in + 32 + 2 * r, 2);
       for (int64_t j = 0; j < g.chunks; ++j) {
@@ -118,18 +160,23 @@ void qpack_dot_ref(GgmlType type, const uint8_t* packed, int64_t cols, int64_t g
           int32_t isum = 0;
           for (int64_t j = 0; j < g.chunks; ++j) {
             const uint8_t* c = blk + hb + 64 * j + 4 * r;
+            const uint64_t mlo = g.qh_off >= 0 ? load_u64(blk + mask_offset(g) + 16 * j) : 0;
+            const uint64_t mhi = g.qh_off >= 0 ? load_u64(blk + mask_offset(g) + 16 * j + 8) : 0;
             for (int i = 0; i < 4; ++i) {
               if (g.q8) {
                 isum += (int32_t(c[i]) - 128) * a[b].q[4 * j + i];
               } else {
-                isum += int32_t(c[i] & 15) * a[b].q[4 * j + i] + int32_t(c[i] >> 4) * a[b].q[16 + 4 * j + i];
+                const int32_t lo = int32_t(c[i] & 15) | int32_t((mlo >> (4 * r + i)) & 1u) << 4;
+                const int32_t hi = int32_t(c[i] >> 4) | int32_t((mhi >> (4 * r + i)) & 1u) << 4;
+                isum += lo * a[b].q[4 * j + i] + hi * a[b].q[16 + 4 * j + i];
               }
             }
           }
           const float dw = half_at(blk + 2 * r);
           acc = std::fma(float(isum), dw * a[b].d, acc);
-          if (type == GgmlType::Q4_1) accm = std::fma(half_at(blk + 32 + 2 * r), a[b].s, accm);
+          if (g.min_off >= 0) accm = std::fma(half_at(blk + 32 + 2 * r), a[b].s, accm);  // Q4_1, Q5_1
           if (type == GgmlType::Q4_0) accm = std::fma(dw * -8.0f, a[b].s, accm);
+          if (type == GgmlType::Q5_0) accm = std::fma(dw * -16.0f, a[b].s, accm);
         }
         out[t * out_stride + grp * kPackRows + r] = acc + accm;
       }

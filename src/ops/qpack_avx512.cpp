@@ -32,9 +32,22 @@ inline __m512i bcast4(const int8_t* q) {
 template <GgmlType T>
 struct Geo {
   static constexpr bool kQ8 = T == GgmlType::Q8_0;
-  static constexpr int64_t kRowBlock = T == GgmlType::Q4_0 ? ggml::kQ4_0Bytes : T == GgmlType::Q4_1 ? ggml::kQ4_1Bytes : ggml::kQ8_0Bytes;
-  static constexpr int64_t kHdr = T == GgmlType::Q4_1 ? 64 : 32;
+  static constexpr bool kQ5 = T == GgmlType::Q5_0 || T == GgmlType::Q5_1;
+  static constexpr bool kMin = T == GgmlType::Q4_1 || T == GgmlType::Q5_1;  // stored offsets m
+  static constexpr int64_t kRowBlock = T == GgmlType::Q4_0 ? ggml::kQ4_0Bytes
+                                       : T == GgmlType::Q4_1 ? ggml::kQ4_1Bytes
+                                       : T == GgmlType::Q5_0 ? ggml::kQ5_0Bytes
+                                       : T == GgmlType::Q5_1 ? ggml::kQ5_1Bytes : ggml::kQ8_0Bytes;
+  static constexpr int64_t kMaskOff = kMin ? 64 : 32;  // Q5_*: fifth-bit masks
+  static constexpr int64_t kHdr = kMaskOff + (kQ5 ? 64 : 0);
+  static constexpr float kOffset = T == GgmlType::Q4_0 ? -8.0f : -16.0f;  // m = kOffset * dw when !kMin
 };
+
+inline uint64_t load_u64(const uint8_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
 
 // Rows of one group times G activation vectors; outs[g] receives 16 floats.
 template <GgmlType T, int G>
@@ -51,16 +64,22 @@ void group_dot(const uint8_t* base, int64_t nb, const Q8Act* const* xs, const in
     const uint8_t* codes = blk + Gm::kHdr;
     if constexpr (!Gm::kQ8) {
       __m512 mv;
-      if constexpr (T == GgmlType::Q4_1) {
+      if constexpr (Gm::kMin) {
         mv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 32)));
       } else {
-        mv = _mm512_mul_ps(dw, _mm512_set1_ps(-8.0f));
+        mv = _mm512_mul_ps(dw, _mm512_set1_ps(Gm::kOffset));
       }
       __m512i lo[4], hi[4];
       for (int j = 0; j < 4; ++j) {
         const __m512i v = _mm512_loadu_si512(codes + 64 * j);
         lo[j] = _mm512_and_si512(v, low4);
         hi[j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+        if constexpr (Gm::kQ5) {  // + 16 where the fifth bit is set
+          const __m512i sixteen = _mm512_set1_epi8(16);
+          const uint8_t* mk = blk + Gm::kMaskOff + 16 * j;
+          lo[j] = _mm512_mask_add_epi8(lo[j], _cvtu64_mask64(load_u64(mk)), lo[j], sixteen);
+          hi[j] = _mm512_mask_add_epi8(hi[j], _cvtu64_mask64(load_u64(mk + 8)), hi[j], sixteen);
+        }
       }
       for (int g = 0; g < G; ++g) {
         const Q8Act& a = xs[g][b];
@@ -134,6 +153,8 @@ void qpack_dot_avx512(GgmlType type, const uint8_t* packed, int64_t cols, int64_
   switch (type) {
     case GgmlType::Q4_0: return dot_groups<GgmlType::Q4_0>(packed, cols, g0, g1, x, n_act, out, out_stride);
     case GgmlType::Q4_1: return dot_groups<GgmlType::Q4_1>(packed, cols, g0, g1, x, n_act, out, out_stride);
+    case GgmlType::Q5_0: return dot_groups<GgmlType::Q5_0>(packed, cols, g0, g1, x, n_act, out, out_stride);
+    case GgmlType::Q5_1: return dot_groups<GgmlType::Q5_1>(packed, cols, g0, g1, x, n_act, out, out_stride);
     case GgmlType::Q8_0: return dot_groups<GgmlType::Q8_0>(packed, cols, g0, g1, x, n_act, out, out_stride);
     default: AQUAKV_CHECK(false, "qpack avx512: type without a packed layout");
   }

@@ -15,15 +15,19 @@
 // Layout of a group of 16 rows, block b (32 values) after block b-1; same bytes as the rows:
 //   Q4_0 (18 B/row-block): d[16] f16 | codes 4 x 64 B
 //   Q4_1 (20 B/row-block): d[16] f16 | m[16] f16 | codes 4 x 64 B
+//   Q5_0 (22 B/row-block): d[16] f16 | fifth bits 64 B | codes 4 x 64 B
+//   Q5_1 (24 B/row-block): d[16] f16 | m[16] f16 | fifth bits 64 B | codes 4 x 64 B
 //   Q8_0 (34 B/row-block): d[16] f16 | codes 8 x 64 B
 // Q4 chunk j (0..3), byte 4r+i = the GGUF byte qs[4j+i] of row r: low nibble = value 4j+i, high
-// nibble = value 16+4j+i. Q8_0 chunk j (0..7), byte 4r+i = code 4j+i of row r, plus 128 (u8).
+// nibble = value 16+4j+i; Q5_* fifth bits: 8 little-endian 64-bit masks, mask 2j (2j+1) bit
+// 4r+i = fifth bit of the low (high) nibble's code at byte 4r+i of chunk j. Q8_0 chunk j (0..7),
+// byte 4r+i = code 4j+i of row r, plus 128 (u8).
 //
 // Arithmetic, the same at every SIMD level (so all levels and all activation counts give
 // bit-identical results), per row r and activation vector a, blocks in order:
 //   isum = sum_k c_k * q_k                          (exact, int32)
 //   acc  = fma(float(isum), dw * a.d, acc)          (dw * a.d rounded once, in f32)
-//   accm = fma(m, a.s, accm)                         (Q4_1: m; Q4_0: m = -8 dw; Q8_0: none)
+//   accm = fma(m, a.s, accm)     (Q4_1/Q5_1: m; Q4_0: m = -8 dw; Q5_0: m = -16 dw; Q8_0: none)
 //   out  = acc + accm
 // Against the GGUF-layout kernels of ops/qdot.h only the float rounding differs (same error
 // bound: sum_j |w_j| * a.d / 2 per block from the activation's int8 rounding, plus f32 sums).
@@ -38,7 +42,7 @@ namespace aquakv {
 
 inline constexpr int64_t kPackRows = 16;
 
-// True for the types with a packed layout (Q4_0, Q4_1, Q8_0).
+// True for the types with a packed layout (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0).
 bool qpack_supported(GgmlType type);
 
 // Bytes of one packed group of 16 rows of `cols` values (= 16 GGUF rows).
