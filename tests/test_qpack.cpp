@@ -14,12 +14,23 @@
 #include "aquakv/ops/nn.h"
 #include "aquakv/ops/qpack.h"
 #include "aquakv/util/cpu.h"
+#include "aquakv/util/fp16.h"
 #include "aquakv/util/parallel.h"
 
 namespace aquakv {
 namespace {
 
-const GgmlType kTypes[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0};
+const GgmlType kTypes[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
+                           GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K};
+
+bool is_k(GgmlType t) { return t == GgmlType::Q4_K || t == GgmlType::Q6_K; }
+// A row length valid for t near c: K-quants need multiples of 256.
+int64_t cols_for(GgmlType t, int64_t c) { return is_k(t) ? (c + 255) / 256 * 256 : c; }
+
+void put_half(uint8_t* p, float v) {
+  const uint16_t h = fp32_to_fp16(v);
+  std::memcpy(p, &h, 2);
+}
 
 std::vector<float> gauss(int64_t n, std::mt19937& rng) {
   std::normal_distribution<float> d(0.0f, 1.0f);
@@ -28,14 +39,30 @@ std::vector<float> gauss(int64_t n, std::mt19937& rng) {
   return v;
 }
 
-// GGUF rows quantized from Gaussian values (some rows scaled up so blocks differ in scale).
+// GGUF rows quantized from Gaussian values (some rows scaled up so blocks differ in scale); the
+// K-quants: random codes and scale codes with small finite super-block scales.
 std::vector<uint8_t> gguf_rows(GgmlType t, int64_t rows, int64_t cols, std::mt19937& rng) {
   const int64_t rb = ggml_row_bytes(t, cols);
   std::vector<uint8_t> out(static_cast<size_t>(rows * rb));
+  std::uniform_real_distribution<float> u(0.001f, 0.05f);
   for (int64_t r = 0; r < rows; ++r) {
+    uint8_t* dst = out.data() + r * rb;
+    if (is_k(t)) {
+      for (int64_t i = 0; i < rb; ++i) dst[i] = uint8_t(rng());
+      const int64_t bb = t == GgmlType::Q4_K ? 144 : 210;
+      for (int64_t b = 0; b < cols / 256; ++b) {
+        if (t == GgmlType::Q6_K) {
+          put_half(dst + b * bb + 208, u(rng));
+        } else {
+          put_half(dst + b * bb, u(rng));
+          put_half(dst + b * bb + 2, u(rng));
+        }
+      }
+      continue;
+    }
     auto x = gauss(cols, rng);
     for (auto& v : x) v *= float(1 + r % 5);
-    EXPECT_TRUE(quantize_row_ref(t, x.data(), out.data() + r * rb, cols));
+    EXPECT_TRUE(quantize_row_ref(t, x.data(), dst, cols));
   }
   return out;
 }
@@ -67,10 +94,11 @@ std::vector<SimdLevel> levels_here() {
 TEST(Qpack, PackUnpackAndDequantizeAreExact) {
   std::mt19937 rng(11);
   for (GgmlType t : kTypes) {
-    for (int64_t cols : {32, 96, 576}) {
+    for (int64_t c : {32, 96, 576}) {
+      const int64_t cols = cols_for(t, c);
       const auto rows = gguf_rows(t, 32, cols, rng);
       const int64_t rb = ggml_row_bytes(t, cols);
-      EXPECT_EQ(qpack_group_bytes(t, cols), kPackRows * rb);
+      EXPECT_EQ(qpack_group_bytes(t, cols), t == GgmlType::Q4_K ? kPackRows * rb / 144 * 148 : kPackRows * rb);
       const auto packed = pack_all(t, rows, 32, cols);
       EXPECT_NE(std::memcmp(packed.data(), rows.data(), packed.size()), 0);  // a different layout
       std::vector<uint8_t> back(rows.size());
@@ -95,7 +123,7 @@ TEST(Qpack, PackUnpackAndDequantizeAreExact) {
 TEST(Qpack, ReferenceIsWithinTheActivationBound) {
   std::mt19937 rng(12);
   for (GgmlType t : kTypes) {
-    const int64_t cols = 576, n = 3;
+    const int64_t cols = cols_for(t, 576), n = 3;
     const auto rows = gguf_rows(t, 32, cols, rng);
     const auto packed = pack_all(t, rows, 32, cols);
     const auto x = gauss(n * cols, rng);
@@ -124,8 +152,8 @@ TEST(Qpack, ReferenceIsWithinTheActivationBound) {
 TEST(Qpack, LevelsAndBatchSizesAreBitIdenticalToTheReference) {
   std::mt19937 rng(13);
   for (GgmlType t : kTypes) {
-    for (int64_t cols : {32, 576}) {
-      const int64_t n_rows = 48, nmax = 9;
+    for (int64_t c : {32, 576}) {
+      const int64_t cols = cols_for(t, c), n_rows = 48, nmax = 9;
       const auto rows = gguf_rows(t, n_rows, cols, rng);
       const auto packed = pack_all(t, rows, n_rows, cols);
       const auto x = gauss(nmax * cols, rng);
@@ -161,7 +189,7 @@ TEST(Qpack, LevelsAndBatchSizesAreBitIdenticalToTheReference) {
 TEST(Qpack, MatmulOnPackedMatrices) {
   std::mt19937 rng(14);
   for (GgmlType t : kTypes) {
-    const int64_t cols = 96;
+    const int64_t cols = cols_for(t, 96);
     for (int64_t n_rows : {40, 24, 300}) {
       const auto rows = gguf_rows(t, n_rows, cols, rng);
       const auto packed = pack_all(t, rows, n_rows, cols);

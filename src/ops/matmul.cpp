@@ -101,7 +101,7 @@ void dot_rows(const QMatrix& w, const float* x, const Q8Act* xq, int64_t n, floa
 
 bool any_q8(const QMatrix* const* ws, int k) {
   for (int i = 0; i < k; ++i) {
-    if (qdot_uses_q8(ws[i]->type)) return true;
+    if (qdot_uses_q8(ws[i]->type) || ws[i]->packed != nullptr) return true;
   }
   return false;
 }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "ggml_blocks.h"
+#include "qpack_k.h"
 #include "aquakv/util/check.h"
 #include "aquakv/util/cpu.h"
 #include "aquakv/util/fp16.h"
@@ -64,14 +65,16 @@ float half_at(const uint8_t* p) {
 
 bool qpack_supported(GgmlType type) {
   return type == GgmlType::Q4_0 || type == GgmlType::Q4_1 || type == GgmlType::Q5_0 ||
-         type == GgmlType::Q5_1 || type == GgmlType::Q8_0;
+         type == GgmlType::Q5_1 || type == GgmlType::Q8_0 || detail::qpack_is_k(type);
 }
 
 int64_t qpack_group_bytes(GgmlType type, int64_t cols) {
+  if (detail::qpack_is_k(type)) return kPackRows * (cols / 256) * detail::qpack_k_packed_block(type);
   return kPackRows * (cols / 32) * geom(type).row_block;
 }
 
 void qpack_group(GgmlType type, const uint8_t* rows, int64_t row_bytes, int64_t cols, uint8_t* group) {
+  if (detail::qpack_is_k(type)) return detail::qpack_group_k(type, rows, row_bytes, cols, group);
   const PackGeom g = geom(type);
   const int64_t nb = cols / 32, hb = header_bytes(g);
   for (int64_t b = 0; b < nb; ++b) {
@@ -105,6 +108,7 @@ void qpack_group(GgmlType type, const uint8_t* rows, int64_t row_bytes, int64_t 
 }
 
 void qunpack_group(GgmlType type, const uint8_t* group, int64_t cols, uint8_t* rows, int64_t row_bytes) {
+  if (detail::qpack_is_k(type)) return detail::qunpack_group_k(type, group, cols, rows, row_bytes);
   const PackGeom g = geom(type);
   const int64_t nb = cols / 32, hb = header_bytes(g);
   for (int64_t b = 0; b < nb; ++b) {
@@ -147,6 +151,7 @@ void qpack_dequant_group(GgmlType type, const uint8_t* group, int64_t cols, floa
 // it rounds as the SIMD kernels' fused multiply-adds do.
 void qpack_dot_ref(GgmlType type, const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1,
                    const Q8Act* x, int64_t n_act, float* out, int64_t out_stride) {
+  if (detail::qpack_is_k(type)) return detail::qpack_dot_k_ref(type, packed, cols, g0, g1, x, n_act, out, out_stride);
   const PackGeom g = geom(type);
   const int64_t nb = cols / 32, hb = header_bytes(g), gbytes = qpack_group_bytes(type, cols);
   for (int64_t grp = g0; grp < g1; ++grp) {
@@ -186,8 +191,15 @@ void qpack_dot_ref(GgmlType type, const uint8_t* packed, int64_t cols, int64_t g
 
 void qpack_dot(GgmlType type, const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1,
                const Q8Act* x, int64_t n_act, float* out, int64_t out_stride) {
-  if (simd_at_least(SimdLevel::kAvx512)) return detail::qpack_dot_avx512(type, packed, cols, g0, g1, x, n_act, out, out_stride);
-  if (simd_at_least(SimdLevel::kAvx2)) return detail::qpack_dot_avx2(type, packed, cols, g0, g1, x, n_act, out, out_stride);
+  const bool k = detail::qpack_is_k(type);
+  if (simd_at_least(SimdLevel::kAvx512)) {
+    return k ? detail::qpack_dot_k_avx512(type, packed, cols, g0, g1, x, n_act, out, out_stride)
+             : detail::qpack_dot_avx512(type, packed, cols, g0, g1, x, n_act, out, out_stride);
+  }
+  if (simd_at_least(SimdLevel::kAvx2)) {
+    return k ? detail::qpack_dot_k_avx2(type, packed, cols, g0, g1, x, n_act, out, out_stride)
+             : detail::qpack_dot_avx2(type, packed, cols, g0, g1, x, n_act, out, out_stride);
+  }
   qpack_dot_ref(type, packed, cols, g0, g1, x, n_act, out, out_stride);
 }
 

@@ -42,16 +42,19 @@ namespace aquakv {
 
 inline constexpr int64_t kPackRows = 16;
 
-// True for the types with a packed layout (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0).
+// True for the types with a packed layout (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, and the K-quants Q4_K
+// and Q6_K, whose layouts and arithmetic are described in src/ops/qpack_k.cpp: the same scheme
+// per 32-value sub-block, with the sub-block's scale d*sc and offset dmin*mn formed in f32).
 bool qpack_supported(GgmlType type);
 
-// Bytes of one packed group of 16 rows of `cols` values (= 16 GGUF rows).
+// Bytes of one packed group of 16 rows of `cols` values (= 16 GGUF rows; Q4_K: 148/144 of them).
 int64_t qpack_group_bytes(GgmlType type, int64_t cols);
 
 // Packs 16 GGUF rows (row r at rows + r*row_bytes) into one group, and back (bit-exact).
 void qpack_group(GgmlType type, const uint8_t* rows, int64_t row_bytes, int64_t cols, uint8_t* group);
 void qunpack_group(GgmlType type, const uint8_t* group, int64_t cols, uint8_t* rows, int64_t row_bytes);
 
+// (K-quants: cols a multiple of 256.)
 // Dequantizes the 16 rows of a group into out (16 x cols floats, row-major), bit-identical to
 // dequantize_row_ref on the GGUF rows.
 void qpack_dequant_group(GgmlType type, const uint8_t* group, int64_t cols, float* out);
