@@ -34,32 +34,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-// A calibration text: bounded read (util/file_io.h), UTF-8 like every tokenizer input.
-std::string read_text(const std::string& path) {
-  std::string s = read_file(path, "calibrate -f", ReadKind::kText);
-  require_utf8(s, "calibrate -f " + path);
-  return s;
-}
-
-// Windows of `window` tokens at seeded, non-overlapping positions of the joined token stream.
-std::vector<std::vector<int32_t>> sample_windows(const std::vector<int32_t>& stream, int64_t window,
-                                                 int64_t count, uint64_t seed) {
-  const int64_t slots = int64_t(stream.size()) / window;
-  if (slots < 1)
-    fail("calibrate: the calibration text has {} tokens, fewer than one window of {}", stream.size(), window);
-  std::vector<int64_t> order(static_cast<size_t>(slots));
-  std::iota(order.begin(), order.end(), 0);
-  std::mt19937_64 rng(seed);
-  std::shuffle(order.begin(), order.end(), rng);
-  count = std::min(count, slots);
-  std::vector<std::vector<int32_t>> out;
-  for (int64_t i = 0; i < count; ++i) {
-    const auto b = stream.begin() + order[size_t(i)] * window;
-    out.emplace_back(b, b + window);
-  }
-  return out;
-}
-
 int32_t sample_token(std::span<const float> logits, double temperature, std::mt19937_64& rng) {
   const float mx = *std::max_element(logits.begin(), logits.end());
   std::vector<double> p(logits.size());
@@ -260,6 +234,33 @@ std::vector<std::vector<double>> output_weights(const Model& m) {
 
 }  // namespace
 
+// A calibration text: bounded read (util/file_io.h), UTF-8 like every tokenizer input.
+std::string read_calibration_text(const std::string& path) {
+  std::string s = read_file(path, "calibrate -f", ReadKind::kText);
+  require_utf8(s, "calibrate -f " + path);
+  return s;
+}
+
+// Windows of `window` tokens at seeded, non-overlapping positions of the joined token stream.
+std::vector<std::vector<int32_t>> sample_windows(const std::vector<int32_t>& stream, int64_t window,
+                                                 int64_t count, uint64_t seed) {
+  const int64_t slots = int64_t(stream.size()) / window;
+  if (slots < 1)
+    fail("calibrate: the calibration text has {} tokens, fewer than one window of {}", stream.size(), window);
+  std::vector<int64_t> order(static_cast<size_t>(slots));
+  std::iota(order.begin(), order.end(), 0);
+  std::mt19937_64 rng(seed);
+  std::shuffle(order.begin(), order.end(), rng);
+  count = std::min(count, slots);
+  std::vector<std::vector<int32_t>> out;
+  for (int64_t i = 0; i < count; ++i) {
+    const auto b = stream.begin() + order[size_t(i)] * window;
+    out.emplace_back(b, b + window);
+  }
+  return out;
+}
+
+
 uint64_t generation_seed(uint64_t seed, int64_t i) {
   std::seed_seq ss{uint32_t(seed), uint32_t(seed >> 32), uint32_t(uint64_t(i)), uint32_t(uint64_t(i) >> 32)};
   return std::mt19937_64(ss)();
@@ -291,7 +292,7 @@ KvSamples capture_samples(const CalibrateOptions& opt, CalibrateReport* report,
     fail("calibrate: --fisher needs calibration text (-f): its gradients are of the text's next-token loss");
   // Texts first (small, and a bad one should fail before the model loads).
   std::vector<std::string> texts;
-  for (const auto& path : opt.text_files) texts.push_back(read_text(path));
+  for (const auto& path : opt.text_files) texts.push_back(read_calibration_text(path));
   CalibrateReport& rep = *report;
   const auto model = Model::load(opt.model_path);
   const ModelConfig& cfg = model->config();
