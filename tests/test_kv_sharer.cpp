@@ -16,6 +16,7 @@
 #include <tuple>
 
 #include "aquakv/calib/kvsharer_fit.h"
+#include "aquakv/kv/aquakv_cache.h"
 #include "aquakv/kv/cache_factory.h"
 #include "aquakv/kv/layer_share.h"
 #include "aquakv/util/error.h"
@@ -23,6 +24,7 @@
 #include "aquakv/util/fp16.h"
 
 #include "kv_spec_checks.h"
+#include "test_codecs.h"
 
 namespace aquakv {
 namespace {
@@ -281,6 +283,77 @@ TEST_F(KvSharerCache, WrapsAnotherFormatOnTheCompactShape) {
   for (const auto& t : ref->bits_report(rs)) rbits += t.bits_per_value;
   EXPECT_NEAR(bits, rbits * 3 / 5, 1e-12);
   EXPECT_LT(bits, 2.0);
+}
+
+// AQUA-KV inside: the predictor chain runs over the layers that store rows; the wrapper's copy
+// of a source layer (read() right after its attention) must leave that chain untouched and give
+// a shared layer what the source's own attention sees. Reference: an identical compressed cache
+// fed the stored layers alone, asked for the source's attention out of layer order.
+TEST_F(KvSharerCache, AquaKvChainIsUntouchedAndSharedLayersSeeTheirSource) {
+  const std::vector<int32_t> src = {-1, -1, 0, -1, 1};  // stored: 0, 1, 3 (compact 0, 1, 2)
+  const std::vector<int> compact = {0, 1, 0, 2, 1};
+  KvShape sh = shape();
+  sh.rope.n_rot = kHd;  // keys stored before RoPE and turned by the cache
+  const KvShape cs = compact_share_shape(sh, src, 0);
+  auto make = [&] {
+    std::mt19937 rng(9);
+    std::normal_distribution<float> g(0, 0.3f);
+    auto ad = std::make_shared<Adapters>();
+    ad->model = {"test", 3, kH, kHd, kC, 1};
+    ad->layers.resize(3);
+    for (int l = 1; l < 3; ++l)
+      for (auto [m, in] : {std::pair{&ad->layers[size_t(l)].key, kC}, {&ad->layers[size_t(l)].value, 2 * kC}}) {
+        m->in = in;
+        m->out = kC;
+        m->w.resize(size_t(in * kC));
+        m->bias.resize(size_t(kC));
+        for (auto& e : m->w) e = g(rng);
+        for (auto& e : m->bias) e = g(rng);
+      }
+    CompressedCacheOptions o;
+    o.name = "test-aquakv";
+    o.sinks = 2;
+    o.buffer = 8;
+    o.key_codec = std::make_shared<CoarseCodec>(kC, 3);
+    o.value_codec = std::make_shared<CoarseCodec>(kC, 3);
+    o.adapters = ad;
+    return make_compressed_cache(cs, o);
+  };
+  auto w = make_layer_share_cache(sh, src, make(), "kvsharer:test");
+  auto ref = make();
+  const int seq = w->add_sequence(), rseq = ref->add_sequence();
+  std::mt19937 rng(4);
+  std::normal_distribution<float> g(0, 1);
+  for (int64_t n : {5, 3, 9, 1, 1, 12, 1, 2}) {
+    w->begin_step(seq, n);
+    ref->begin_step(rseq, n);
+    std::vector<std::vector<float>> q(kL);
+    for (int l = 0; l < kL; ++l) {
+      std::vector<float> k(size_t(n * kC)), v(k.size()), out(size_t(n * kQH * kHd)), want(out.size());
+      q[size_t(l)].resize(out.size());
+      for (auto& e : k) e = g(rng);
+      for (auto& e : v) e = g(rng);
+      for (auto& e : q[size_t(l)]) e = g(rng);
+      KvAttention a;
+      a.n = n;
+      a.q = q[size_t(l)].data();
+      a.n_heads = kQH;
+      a.scale = 0.3f;
+      w->append(l, k.data(), v.data());
+      if (src[size_t(l)] < 0) ref->append(compact[size_t(l)], k.data(), v.data());
+      a.out = out.data();
+      w->attend(l, a);
+      a.out = want.data();
+      ref->attend(compact[size_t(l)], a);
+      for (size_t i = 0; i < out.size(); ++i) {
+        if (src[size_t(l)] < 0) ASSERT_EQ(out[i], want[i]) << "stored layer " << l;
+        else ASSERT_NEAR(out[i], want[i], 1e-5) << "shared layer " << l;
+      }
+    }
+    w->end_step();
+    ref->end_step();
+  }
+  EXPECT_EQ(w->live_bytes(), ref->live_bytes());
 }
 
 TEST_F(KvSharerCache, BadPlansFilesAndSpecsRefused) {

@@ -1,11 +1,14 @@
 // KVSharer layer-sharing plans and the kvsharer cache (kv/layer_share.h).
 #include "aquakv/kv/layer_share.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include <fmt/format.h>
 
+#include "aquakv/kv/attend.h"
 #include "aquakv/kv/cache_factory.h"
+#include "aquakv/ops/half_rows.h"
 #include "aquakv/util/binary_io.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/file_io.h"
@@ -34,7 +37,8 @@ class LayerShareCache final : public KvCache {
  public:
   LayerShareCache(const KvShape& shape, const std::vector<int32_t>& source, std::unique_ptr<KvCache> inner,
                   std::string name)
-      : shape_(shape), source_(source), map_(compact_index(source)), inner_(std::move(inner)), name_(std::move(name)) {
+      : shape_(shape), source_(source), map_(compact_index(source)), inner_(std::move(inner)), name_(std::move(name)),
+        rope_(shape), held_(source.size()) {
     if (int64_t(source.size()) != shape.n_layers)
       fail("--kv kvsharer: the plan has {} layers, the model {}", source.size(), shape.n_layers);
     check_layer_share_plan(source, "--kv kvsharer");
@@ -56,15 +60,39 @@ class LayerShareCache final : public KvCache {
   int n_seqs() const override { return inner_->n_seqs(); }
   void clear(int seq) override { inner_->clear(seq); }
   int64_t n_tokens(int seq) const override { return inner_->n_tokens(seq); }
-  void begin_step(int seq, int64_t n) override { inner_->begin_step(seq, n); }
+  void begin_step(int seq, int64_t n) override {
+    inner_->begin_step(seq, n);
+    ++step_;
+    rope_.ensure(inner_->n_tokens(seq) + n);
+  }
   // A shared layer's rows are not stored: its source's rows stand for them.
   void append(int layer, const float* k, const float* v) override {
     check(layer);
     if (source_[size_t(layer)] < 0) inner_->append(map_[size_t(layer)], k, v);
   }
+  // A source layer attends in the wrapped format, then its rows are copied for the layers that
+  // read them; a shared layer attends over that copy. (Asking the wrapped format again, out of
+  // layer order, would be correct but costs AQUA-KV a rebuild of its predictor chain from
+  // layer 0 each time.) The copy is scratch of the step, like the formats' decode buffers.
   void attend(int layer, const KvAttention& a) override {
     check(layer);
-    inner_->attend(map_[size_t(layer)], a);
+    const int src = source_[size_t(layer)];
+    if (src < 0) {
+      inner_->attend(map_[size_t(layer)], a);
+      if (is_source(layer) && a.observer == nullptr) hold(layer);
+      return;
+    }
+    Held& h = held_[size_t(src)];
+    if (a.observer != nullptr || h.step != step_) return attend_reference(*this, layer, a);
+    KvSegment g;
+    g.n = int64_t(h.pos.size());
+    g.pos = h.pos.data();
+    g.k_roped = h.k_roped;
+    g.dtype = KvDtype::F32;
+    g.k = h.k.data();
+    g.v = h.v.data();
+    g.stride = shape_.width();
+    attend_segments(shape_, rope_, src, a, h.pos.data() + (g.n - a.n), std::span<const KvSegment>(&g, 1));
   }
   KvView read(int layer) override {
     check(layer);
@@ -91,6 +119,37 @@ class LayerShareCache final : public KvCache {
   bool can_drop_rows() const override { return inner_->can_drop_rows(); }
 
  private:
+  // A source layer's rows as the wrapped format reads them, for the step `step`.
+  struct Held {
+    uint64_t step = 0;
+    std::vector<float> k, v;
+    std::vector<int32_t> pos;
+    bool k_roped = false;
+  };
+  bool is_source(int layer) const {
+    for (int32_t s : source_)
+      if (s == layer) return true;
+    return false;
+  }
+  void hold(int layer) {
+    const KvView view = inner_->read(map_[size_t(layer)]);
+    const int64_t C = shape_.width(), n = view.n_tokens;
+    Held& h = held_[size_t(layer)];
+    h.k.resize(size_t(n * C));
+    h.v.resize(size_t(n * C));
+    for (int64_t r = 0; r < n; ++r) {
+      if (view.dtype == KvDtype::F16) {
+        halves_to_floats(static_cast<const uint16_t*>(view.k) + r * view.row_stride, C, h.k.data() + r * C);
+        halves_to_floats(static_cast<const uint16_t*>(view.v) + r * view.row_stride, C, h.v.data() + r * C);
+      } else {
+        std::copy_n(static_cast<const float*>(view.k) + r * view.row_stride, C, h.k.data() + r * C);
+        std::copy_n(static_cast<const float*>(view.v) + r * view.row_stride, C, h.v.data() + r * C);
+      }
+    }
+    h.pos.assign(view.pos, view.pos + n);
+    h.k_roped = view.k_roped;
+    h.step = step_;
+  }
   int n_shared() const {
     int n = 0;
     for (int32_t s : source_) n += s >= 0;
@@ -105,6 +164,9 @@ class LayerShareCache final : public KvCache {
   std::vector<int> map_;
   std::unique_ptr<KvCache> inner_;
   std::string name_;
+  KvRope rope_;
+  std::vector<Held> held_;  // per layer (sources only)
+  uint64_t step_ = 0;
 };
 
 }  // namespace

@@ -162,6 +162,9 @@ const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors (or KVQuant/CQ t
                  "kvsharer: least mean cosine similarity of the calibration logits to accept a sharing")->capture_default_str();
   sub.add_option("--share-trials", a->share.search.max_trials, "kvsharer: candidate pairs evaluated at most (0: all)")
       ->capture_default_str();
+  sub.add_option("--share-plan", a->o.share_plan,
+                 "aquakv: fit the predictors along the layers a KVSharer plan keeps (for --kv kvsharer:PLAN+aquakv:FILE)")
+      ->check(CLI::ExistingFile);
   sub.add_option("--logit-stride", a->share.logit_stride, "kvsharer: compare the logits of every N-th position")
       ->capture_default_str();
   sub.add_option("--bits", a->bits,
@@ -199,6 +202,7 @@ const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors (or KVQuant/CQ t
     check_output_path(a->out, "-o");
     if (a->json_opt->count() > 0) check_output_path(a->json_out, "--json");
     if (a->json_opt->count() > 0 && a->json_out == a->out) fail("-o and --json name the same file {}", a->out);
+    if (!a->o.share_plan.empty() && a->method != "aquakv") fail("calibrate: --share-plan applies to --method aquakv");
     if (a->method == "kvsharer") return run_kvsharer(*a);
     if (a->method != "aquakv") return run_tables(*a);
     if (a->fisher || a->o.fisher_windows > 0) fail("calibrate: --fisher applies to --method kvquant or cq");

@@ -48,6 +48,9 @@ struct CalibrateOptions {
   // Also compute the training rows' Fisher information (KvSamples::fk / fv; text windows only).
   bool fisher = false;
   int64_t fisher_windows = 0;  // of the training windows, how many get it (0: all)
+  // A KVSharer plan (kv/layer_share.h): the predictors are fitted along the chain of the layers
+  // that store rows (each from the previous such layer), for `--kv kvsharer:PLAN+aquakv:FILE`.
+  std::string share_plan;
 };
 
 struct CalibrateReport {
