@@ -285,6 +285,42 @@ TEST_F(KvSharerCache, WrapsAnotherFormatOnTheCompactShape) {
   EXPECT_LT(bits, 2.0);
 }
 
+// Eviction outside the wrapper drops rows of the layers that store them; a shared layer then
+// reads its source's surviving rows.
+TEST_F(KvSharerCache, EvictionAroundTheWrapperDropsStoredRows) {
+  const std::vector<int32_t> src = {-1, -1, 0, 1, 0};
+  auto cache = make_cache("l2evict:0.5,p=0,r=0,e=0+kvsharer:" + plan_file(src), shape());
+  const int seq = cache->add_sequence();
+  std::mt19937 rng(8);
+  std::normal_distribution<float> g(0, 1);
+  int64_t T = 0;
+  for (int64_t n : {8, 8, 4}) {
+    cache->begin_step(seq, n);
+    for (int l = 0; l < kL; ++l) {
+      std::vector<float> k(size_t(n * kC)), v(k.size()), q(size_t(n * kQH * kHd)), out(q.size());
+      for (auto* x : {&k, &v, &q})
+        for (auto& e : *x) e = g(rng);
+      cache->append(l, k.data(), v.data());
+      KvAttention a;
+      a.n = n;
+      a.q = q.data();
+      a.out = out.data();
+      a.n_heads = kQH;
+      a.scale = 0.3f;
+      cache->attend(l, a);
+      EXPECT_EQ(cache->read(l).n_tokens, cache->read(src[size_t(l)] < 0 ? l : src[size_t(l)]).n_tokens);
+    }
+    cache->end_step();
+    T += n;
+  }
+  const int64_t held = (T + 1) / 2;  // ceil(0.5 T) with no sinks, recent window or slack
+  cache->begin_step(seq, 0);
+  EXPECT_EQ(cache->read(0).n_tokens, held);
+  EXPECT_EQ(cache->read(4).n_tokens, held);
+  cache->end_step();
+  EXPECT_EQ(cache->live_bytes(), 2 * held * kC * 2 * 2);
+}
+
 // AQUA-KV inside: the predictor chain runs over the layers that store rows; the wrapper's copy
 // of a source layer (read() right after its attention) must leave that chain untouched and give
 // a shared layer what the source's own attention sees. Reference: an identical compressed cache
