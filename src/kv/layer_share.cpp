@@ -2,12 +2,12 @@
 #include "aquakv/kv/layer_share.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include <fmt/format.h>
 
 #include "aquakv/kv/attend.h"
 #include "aquakv/kv/cache_factory.h"
+#include "aquakv/kv/file_envelope.h"
 #include "aquakv/ops/half_rows.h"
 #include "aquakv/util/binary_io.h"
 #include "aquakv/util/error.h"
@@ -197,10 +197,7 @@ void save_layer_share_plan(LayerSharePlan& plan, const std::string& path) {
     fail("layer-share plan {}: {} sources for {} layers", path, plan.source.size(), m.n_layers);
   check_layer_share_plan(plan.source, "layer-share plan " + path);
   ByteWriter w;
-  w.append(kMagic, 8);
-  w.put<uint32_t>(kLayerSharePlanVersion);
-  const size_t length_at = w.size();
-  w.put<uint64_t>(0);
+  const size_t length_at = begin_envelope(w, kMagic, kLayerSharePlanVersion);
   w.str(m.arch);
   w.put<int64_t>(m.n_layers);
   w.put<int64_t>(m.n_kv_heads);
@@ -209,27 +206,14 @@ void save_layer_share_plan(LayerSharePlan& plan, const std::string& path) {
   w.put<uint64_t>(m.meta_hash);
   for (int32_t s : plan.source) w.put<int32_t>(s);
   w.str(plan.notes);
-  w.patch<uint64_t>(length_at, uint64_t(w.size() + 8));
-  plan.checksum = fnv1a64(w.bytes().data(), int64_t(w.size()));
-  w.put<uint64_t>(plan.checksum);
+  plan.checksum = end_envelope(w, length_at);
   write_file_atomic(path, w.bytes(), "layer-share plan");
 }
 
 LayerSharePlan parse_layer_share_plan(std::span<const uint8_t> bytes, const std::string& name) {
   ByteReader r(bytes, "layer-share plan " + name);
-  const auto magic = r.bytes(8, "magic");
-  if (std::memcmp(magic.data(), kMagic, 8) != 0) fail("layer-share plan {}: not a layer-share plan (bad magic)", name);
-  const uint32_t version = r.get<uint32_t>("version");
-  if (version != kLayerSharePlanVersion)
-    fail("layer-share plan {}: version {} (this build reads {})", name, version, kLayerSharePlanVersion);
-  const uint64_t length = r.get<uint64_t>("file length");
-  if (length != bytes.size()) fail("layer-share plan {}: header says {} bytes, the file has {}", name, length, bytes.size());
-  const uint64_t want = fnv1a64(bytes.data(), int64_t(bytes.size() - 8));
-  uint64_t got;
-  std::memcpy(&got, bytes.data() + bytes.size() - 8, 8);
-  if (got != want) fail("layer-share plan {}: checksum mismatch (file corrupted)", name);
   LayerSharePlan p;
-  p.checksum = got;
+  p.checksum = check_envelope(r, bytes, kMagic, kLayerSharePlanVersion, "layer-share plan " + name, "layer-share plan");
   ModelFingerprint& m = p.model;
   m.arch = r.str("arch", 256);
   m.n_layers = r.get<int64_t>("n_layers");
