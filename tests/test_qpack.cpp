@@ -21,9 +21,9 @@ namespace aquakv {
 namespace {
 
 const GgmlType kTypes[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
-                           GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K};
+                           GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
 
-bool is_k(GgmlType t) { return t == GgmlType::Q4_K || t == GgmlType::Q6_K; }
+bool is_k(GgmlType t) { return t == GgmlType::Q4_K || t == GgmlType::Q5_K || t == GgmlType::Q6_K; }
 // A row length valid for t near c: K-quants need multiples of 256.
 int64_t cols_for(GgmlType t, int64_t c) { return is_k(t) ? (c + 255) / 256 * 256 : c; }
 
@@ -49,7 +49,7 @@ std::vector<uint8_t> gguf_rows(GgmlType t, int64_t rows, int64_t cols, std::mt19
     uint8_t* dst = out.data() + r * rb;
     if (is_k(t)) {
       for (int64_t i = 0; i < rb; ++i) dst[i] = uint8_t(rng());
-      const int64_t bb = t == GgmlType::Q4_K ? 144 : 210;
+      const int64_t bb = t == GgmlType::Q4_K ? 144 : t == GgmlType::Q5_K ? 176 : 210;
       for (int64_t b = 0; b < cols / 256; ++b) {
         if (t == GgmlType::Q6_K) {
           put_half(dst + b * bb + 208, u(rng));
@@ -98,7 +98,8 @@ TEST(Qpack, PackUnpackAndDequantizeAreExact) {
       const int64_t cols = cols_for(t, c);
       const auto rows = gguf_rows(t, 32, cols, rng);
       const int64_t rb = ggml_row_bytes(t, cols);
-      EXPECT_EQ(qpack_group_bytes(t, cols), t == GgmlType::Q4_K ? kPackRows * rb / 144 * 148 : kPackRows * rb);
+      const int64_t packed_rb = t == GgmlType::Q4_K ? rb / 144 * 148 : t == GgmlType::Q5_K ? rb / 176 * 180 : rb;
+      EXPECT_EQ(qpack_group_bytes(t, cols), kPackRows * packed_rb);
       const auto packed = pack_all(t, rows, 32, cols);
       EXPECT_NE(std::memcmp(packed.data(), rows.data(), packed.size()), 0);  // a different layout
       std::vector<uint8_t> back(rows.size());

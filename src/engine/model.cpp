@@ -1,6 +1,7 @@
 // Model loading (engine/model.h): metadata -> ModelConfig, tensors -> validated views.
 #include "aquakv/engine/model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <numbers>
@@ -322,9 +323,16 @@ void Model::pack_weights() {
     if (!qpack_supported(q.type) || q.rows < kPackRows) continue;
     uint8_t* dst = packed_.get() + offs[i];
     const int64_t gb = qpack_group_bytes(q.type, q.cols), n_groups = q.rows / kPackRows;
-    parallel_for(n_groups, [&](int64_t a, int64_t b) {
-      for (int64_t g = a; g < b; ++g) {
-        qpack_group(q.type, q.row(g * kPackRows), q.row_bytes, q.cols, dst + g * gb);
+    // Pages of the file are released a few MiB at a time as their rows are packed, so the
+    // process never holds a whole matrix twice (Gemma 3's tied output matrix is 170 MiB).
+    constexpr int64_t kChunk = 256;
+    parallel_for((n_groups + kChunk - 1) / kChunk, [&](int64_t a, int64_t b) {
+      for (int64_t c = a; c < b; ++c) {
+        const int64_t g0 = c * kChunk, g1 = std::min(n_groups, g0 + kChunk);
+        for (int64_t g = g0; g < g1; ++g) {
+          qpack_group(q.type, q.row(g * kPackRows), q.row_bytes, q.cols, dst + g * gb);
+        }
+        file_->release_pages(q.row(g0 * kPackRows), uint64_t((g1 - g0) * kPackRows * q.row_bytes));
       }
     });
     q.packed = dst;

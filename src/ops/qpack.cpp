@@ -96,12 +96,10 @@ void qpack_group(GgmlType type, const uint8_t* rows, int64_t row_bytes, int64_t 
       const uint8_t* src = rows + r * row_bytes + b * g.row_block;
       std::memcpy(out + 2 * r, src + g.scale_off, 2);
       if (g.min_off >= 0) std::memcpy(out + 32 + 2 * r, src + g.min_off, 2);
+      const uint32_t flip = g.q8 ? 0x80808080u : 0u;  // Q8_0: code + 128 in every byte
       for (int64_t j = 0; j < g.chunks; ++j) {
-        uint8_t* dst = out + hb + 64 * j + 4 * r;
-        std::memcpy(dst, src + g.code_off + 4 * j, 4);
-        if (g.q8) {
-          for (int i = 0; i < 4; ++i) dst[i] ^= 0x80;
-        }
+        const uint32_t w = load_u32(src + g.code_off + 4 * j) ^ flip;
+        std::memcpy(out + hb + 64 * j + 4 * r, &w, 4);
       }
     }
   }

@@ -8,6 +8,8 @@
 //   pair p chunk c, byte 4r+i = GGUF qs[32p + 4c + i] of row r: low nibble = value 4c+i of
 //   sub-block 2p, high nibble = value 4c+i of sub-block 2p+1.
 //   Per sub-block j: acc = fma(isum, (d*sc_j) * a.d, acc); accm = fma(-(dmin*mn_j), a.s, accm).
+// Q5_K, 180 B per row and super-block (GGUF 176): Q4_K's layout, then the fifth bits as 8 x 8
+//   64-bit words, word (j, c) bit 4r+i = fifth bit of value 4c+i of sub-block j of row r.
 // Q6_K, 210 B per row and super-block (16 rows: 3360 B):
 //   d[16] f16 | sc[16][16] i8 | per sub-block s of 32: 4 nibble chunks x 64 B, 2 x 64 B high bits
 //   nibble chunk j, byte 4r+i: low nibble = low 4 bits of q(32s+4j+i), high = of q(32s+16+4j+i);
@@ -48,9 +50,15 @@ void q6k_set(uint8_t* blk, int i, int q) {
   hb = uint8_t((hb & ~(0x03 << (2 * (r / 32)))) | ((q >> 4) & 0x03) << (2 * (r / 32)));
 }
 
-// Byte offset of sub-block s's codes in a packed Q6_K super-block, and of code vector u's
-// high-bit block.
+// Byte offset of the sub-blocks' codes in a packed Q6_K super-block.
 constexpr int64_t kQ6Codes = 288;
+
+// Q5_K's fifth-bit word of sub-block j, chunk c in a packed super-block.
+uint64_t fifth_word(const uint8_t* blk, int j, int c) {
+  uint64_t w;
+  std::memcpy(&w, blk + kQ5KMasks + 64 * j + 8 * c, 8);
+  return w;
+}
 
 }  // namespace
 
@@ -61,7 +69,8 @@ void qpack_group_k(GgmlType type, const uint8_t* rows, int64_t row_bytes, int64_
     std::memset(out, 0, size_t(kPackRows * pb));
     for (int64_t r = 0; r < kPackRows; ++r) {
       const uint8_t* src = rows + r * row_bytes + sb * rb;
-      if (type == GgmlType::Q4_K) {
+      if (type != GgmlType::Q6_K) {  // Q4_K, Q5_K
+        const int64_t qs = type == GgmlType::Q5_K ? 48 : 16;
         std::memcpy(out + 2 * r, src, 2);
         std::memcpy(out + 32 + 2 * r, src + 2, 2);
         for (int j = 0; j < 8; ++j) {
@@ -71,7 +80,17 @@ void qpack_group_k(GgmlType type, const uint8_t* rows, int64_t row_bytes, int64_
           out[192 + 16 * j + r] = uint8_t(mn);
         }
         for (int p = 0; p < 4; ++p) {
-          for (int c = 0; c < 8; ++c) std::memcpy(out + 320 + 512 * p + 64 * c + 4 * r, src + 16 + 32 * p + 4 * c, 4);
+          for (int c = 0; c < 8; ++c) std::memcpy(out + 320 + 512 * p + 64 * c + 4 * r, src + qs + 32 * p + 4 * c, 4);
+        }
+        if (type == GgmlType::Q5_K) {
+          for (int j = 0; j < 8; ++j) {
+            for (int c = 0; c < 8; ++c) {
+              uint64_t w;
+              std::memcpy(&w, out + kQ5KMasks + 64 * j + 8 * c, 8);
+              for (int i = 0; i < 4; ++i) w |= uint64_t((src[16 + 4 * c + i] >> j) & 1) << (4 * r + i);
+              std::memcpy(out + kQ5KMasks + 64 * j + 8 * c, &w, 8);
+            }
+          }
         }
       } else {  // Q6_K
         std::memcpy(out + 2 * r, src + 208, 2);
@@ -99,7 +118,8 @@ void qunpack_group_k(GgmlType type, const uint8_t* group, int64_t cols, uint8_t*
     const uint8_t* in = group + sb * kPackRows * pb;
     for (int64_t r = 0; r < kPackRows; ++r) {
       uint8_t* dst = rows + r * row_bytes + sb * rb;
-      if (type == GgmlType::Q4_K) {
+      if (type != GgmlType::Q6_K) {  // Q4_K, Q5_K
+        const int64_t qs = type == GgmlType::Q5_K ? 48 : 16;
         std::memcpy(dst, in + 2 * r, 2);
         std::memcpy(dst + 2, in + 32 + 2 * r, 2);
         uint8_t* s = dst + 4;  // inverse of ggml::scale_min_k4
@@ -111,7 +131,14 @@ void qunpack_group_k(GgmlType type, const uint8_t* group, int64_t cols, uint8_t*
           s[k + 8] = uint8_t((sc4 & 15) | (mn4 & 15) << 4);
         }
         for (int p = 0; p < 4; ++p) {
-          for (int c = 0; c < 8; ++c) std::memcpy(dst + 16 + 32 * p + 4 * c, in + 320 + 512 * p + 64 * c + 4 * r, 4);
+          for (int c = 0; c < 8; ++c) std::memcpy(dst + qs + 32 * p + 4 * c, in + 320 + 512 * p + 64 * c + 4 * r, 4);
+        }
+        if (type == GgmlType::Q5_K) {
+          for (int k = 0; k < 32; ++k) {
+            uint8_t h = 0;
+            for (int j = 0; j < 8; ++j) h |= uint8_t(((fifth_word(in, j, k / 4) >> (4 * r + k % 4)) & 1) << j);
+            dst[16 + k] = h;
+          }
         }
       } else {
         std::memcpy(dst + 208, in + 2 * r, 2);
@@ -148,12 +175,14 @@ void qpack_dot_k_ref(GgmlType type, const uint8_t* packed, int64_t cols, int64_t
           const float d = half_at(blk + 2 * r);
           for (int j = 0; j < 8; ++j) {
             const Q8Act& ab = a[8 * sb + j];
-            if (type == GgmlType::Q4_K) {
+            if (type != GgmlType::Q6_K) {  // Q4_K, Q5_K
               int32_t isum = 0;
               for (int c = 0; c < 8; ++c) {
+                const uint64_t fifth = type == GgmlType::Q5_K ? fifth_word(blk, j, c) : 0;
                 for (int i = 0; i < 4; ++i) {
                   const uint8_t byte = blk[320 + 512 * (j / 2) + 64 * c + 4 * r + i];
-                  isum += int32_t((byte >> (4 * (j % 2))) & 15) * ab.q[4 * c + i];
+                  const int32_t q = ((byte >> (4 * (j % 2))) & 15) | int32_t((fifth >> (4 * r + i)) & 1) << 4;
+                  isum += q * ab.q[4 * c + i];
                 }
               }
               const float d1 = d * float(blk[64 + 16 * j + r]);

@@ -1,6 +1,7 @@
 // AVX2+FMA kernels for the packed K-quants (layouts and arithmetic in qpack_k.cpp): a 16-row
 // group as two halves of 8 rows, one 256-bit lane per row, up to 2 activation vectors per pass.
-// Integer sums by maddubs + madd: Q4_K codes <= 15 allow 8 products per 16-bit lane (<= 30,480);
+// Integer sums by maddubs + madd: Q4_K codes <= 15 allow 8 products per 16-bit lane (<= 30,480),
+// Q5_K codes <= 31 allow 4 (<= 31,496);
 // Q6_K codes <= 63 allow 2 (<= 32,004), so its pair sums are widened two chunks at a time.
 #include <immintrin.h>
 
@@ -29,13 +30,30 @@ inline __m256 neg(__m256 v) {
   return _mm256_castsi256_ps(_mm256_xor_si256(_mm256_castps_si256(v), _mm256_set1_epi32(int32_t(0x80000000u))));
 }
 
-template <int G>
+inline uint64_t load_u64(const uint8_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+// Bit k of m -> byte k = 16 (else 0).
+inline __m256i bits_to_16s(uint32_t m) {
+  const __m256i sel = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                       2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+  const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201ULL));
+  const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(int32_t(m)), sel);
+  const __m256i on = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+  return _mm256_and_si256(on, _mm256_set1_epi8(16));
+}
+
+// Q4_K, and Q5_K (kQ5: fifth bits; codes <= 31 allow 4 products per 16-bit lane, so the 8
+// chunks are widened in two groups of 4).
+template <int G, bool kQ5>
 void q4k_half(const uint8_t* base, int h8, int64_t nsb, const Q8Act* const* xs, float* const* outs) {
   __m256 acc[G], accm[G];
   for (int g = 0; g < G; ++g) acc[g] = accm[g] = _mm256_setzero_ps();
   const __m256i low4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
   for (int64_t sb = 0; sb < nsb; ++sb) {
-    const uint8_t* blk = base + sb * kPackRows * 148;
+    const uint8_t* blk = base + sb * kPackRows * (kQ5 ? 180 : 148);
     const __m256 d = halves(blk + 16 * h8), dmin = halves(blk + 32 + 16 * h8);
     for (int j = 0; j < 8; ++j) {
       const int p = j / 2, h = j % 2;
@@ -43,14 +61,28 @@ void q4k_half(const uint8_t* base, int h8, int64_t nsb, const Q8Act* const* xs, 
       for (int c = 0; c < 8; ++c) {
         const __m256i v = load32(blk + 320 + 512 * p + 64 * c + 32 * h8);
         code[c] = _mm256_and_si256(h ? _mm256_srli_epi16(v, 4) : v, low4);
+        if constexpr (kQ5) {
+          const uint32_t fifth = uint32_t(load_u64(blk + kQ5KMasks + 64 * j + 8 * c) >> (32 * h8));
+          code[c] = _mm256_or_si256(code[c], bits_to_16s(fifth));
+        }
       }
       const __m256 d1 = _mm256_mul_ps(d, bytes_u8(blk + 64 + 16 * j + 8 * h8));
       const __m256 nm1 = neg(_mm256_mul_ps(dmin, bytes_u8(blk + 192 + 16 * j + 8 * h8)));
       for (int g = 0; g < G; ++g) {
         const Q8Act& a = xs[g][8 * sb + j];
-        __m256i s = _mm256_maddubs_epi16(code[0], bcast4(a.q));
-        for (int c = 1; c < 8; ++c) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(code[c], bcast4(a.q + 4 * c)));
-        const __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(s, ones));
+        __m256i s0 = _mm256_maddubs_epi16(code[0], bcast4(a.q));
+        __m256i s1 = _mm256_maddubs_epi16(code[4], bcast4(a.q + 16));
+        for (int c = 1; c < 4; ++c) {
+          s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(code[c], bcast4(a.q + 4 * c)));
+          s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(code[4 + c], bcast4(a.q + 16 + 4 * c)));
+        }
+        __m256i is;
+        if constexpr (kQ5) {
+          is = _mm256_add_epi32(_mm256_madd_epi16(s0, ones), _mm256_madd_epi16(s1, ones));
+        } else {
+          is = _mm256_madd_epi16(_mm256_add_epi16(s0, s1), ones);
+        }
+        const __m256 f = _mm256_cvtepi32_ps(is);
         acc[g] = _mm256_fmadd_ps(f, _mm256_mul_ps(d1, _mm256_set1_ps(a.d)), acc[g]);
         accm[g] = _mm256_fmadd_ps(nm1, _mm256_set1_ps(a.s), accm[g]);
       }
@@ -132,7 +164,9 @@ void qpack_dot_k_avx2(GgmlType type, const uint8_t* packed, int64_t cols, int64_
         float* outs[2] = {out + t * out_stride + grp * kPackRows + 8 * h8,
                           out + (t + m - 1) * out_stride + grp * kPackRows + 8 * h8};
         if (type == GgmlType::Q4_K) {
-          if (m == 2) q4k_half<2>(base, h8, nsb, xs, outs); else q4k_half<1>(base, h8, nsb, xs, outs);
+          if (m == 2) q4k_half<2, false>(base, h8, nsb, xs, outs); else q4k_half<1, false>(base, h8, nsb, xs, outs);
+        } else if (type == GgmlType::Q5_K) {
+          if (m == 2) q4k_half<2, true>(base, h8, nsb, xs, outs); else q4k_half<1, true>(base, h8, nsb, xs, outs);
         } else {
           if (m == 2) q6k_half<2>(base, h8, nsb, xs, cs, outs); else q6k_half<1>(base, h8, nsb, xs, cs, outs);
         }

@@ -37,13 +37,20 @@ inline __m512 neg(__m512 v) {
   return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v), _mm512_set1_epi32(int32_t(0x80000000u))));
 }
 
-template <int G>
+inline uint64_t load_u64(const uint8_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+
+// Q4_K, and Q5_K (kQ5: + 16 where the fifth bit is set, one masked byte add per code vector).
+template <int G, bool kQ5>
 void q4k_group(const uint8_t* base, int64_t nsb, const Q8Act* const* xs, float* const* outs) {
   __m512 acc[G], accm[G];
   for (int g = 0; g < G; ++g) acc[g] = accm[g] = _mm512_setzero_ps();
   const __m512i low4 = _mm512_set1_epi8(0x0f), zero = _mm512_setzero_si512();
   for (int64_t sb = 0; sb < nsb; ++sb) {
-    const uint8_t* blk = base + sb * kPackRows * 148;
+    const uint8_t* blk = base + sb * kPackRows * (kQ5 ? 180 : 148);
     const __m512 d = halves(blk), dmin = halves(blk + 32);
     for (int p = 0; p < 4; ++p) {
       __m512i v[8];
@@ -51,7 +58,13 @@ void q4k_group(const uint8_t* base, int64_t nsb, const Q8Act* const* xs, float* 
       for (int h = 0; h < 2; ++h) {
         const int j = 2 * p + h;
         __m512i code[8];
-        for (int c = 0; c < 8; ++c) code[c] = _mm512_and_si512(h ? _mm512_srli_epi16(v[c], 4) : v[c], low4);
+        for (int c = 0; c < 8; ++c) {
+          code[c] = _mm512_and_si512(h ? _mm512_srli_epi16(v[c], 4) : v[c], low4);
+          if constexpr (kQ5) {
+            const __mmask64 fifth = _cvtu64_mask64(load_u64(blk + kQ5KMasks + 64 * j + 8 * c));
+            code[c] = _mm512_mask_add_epi8(code[c], fifth, code[c], _mm512_set1_epi8(16));
+          }
+        }
         const __m512 d1 = _mm512_mul_ps(d, bytes_u8(blk + 64 + 16 * j));
         const __m512 nm1 = neg(_mm512_mul_ps(dmin, bytes_u8(blk + 192 + 16 * j)));
         for (int g = 0; g < G; ++g) {
@@ -121,7 +134,9 @@ template <int G>
 void run(GgmlType type, const uint8_t* base, int64_t nsb, const Q8Act* const* xs, const int32_t* const* cs,
          float* const* outs) {
   if (type == GgmlType::Q4_K) {
-    q4k_group<G>(base, nsb, xs, outs);
+    q4k_group<G, false>(base, nsb, xs, outs);
+  } else if (type == GgmlType::Q5_K) {
+    q4k_group<G, true>(base, nsb, xs, outs);
   } else {
     q6k_group<G>(base, nsb, xs, cs, outs);
   }

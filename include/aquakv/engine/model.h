@@ -99,7 +99,7 @@ class Model {
   // Bytes of weights in the file (all tensors the model uses).
   int64_t weight_bytes() const { return weight_bytes_; }
   // Bytes of weights held repacked in 16-row groups for the decode kernels (ops/qpack.h): every
-  // Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q6_K matrix the products read, unless AQUAKV_REPACK=0. Their pages of the
+  // Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K / Q6_K matrix the products read, unless AQUAKV_REPACK=0. Their pages of the
   // file are released after packing (not resident twice); 0 when nothing was packed.
   int64_t packed_bytes() const { return packed_bytes_; }
 

@@ -42,8 +42,8 @@ namespace aquakv {
 
 inline constexpr int64_t kPackRows = 16;
 
-// True for the types with a packed layout (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, and the K-quants Q4_K
-// and Q6_K, whose layouts and arithmetic are described in src/ops/qpack_k.cpp: the same scheme
+// True for the types with a packed layout (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, and the K-quants Q4_K,
+// Q5_K and Q6_K, whose layouts and arithmetic are described in src/ops/qpack_k.cpp: the same scheme
 // per 32-value sub-block, with the sub-block's scale d*sc and offset dmin*mn formed in f32).
 bool qpack_supported(GgmlType type);
 
