@@ -65,6 +65,37 @@ TEST_F(CliReduction, EveryFormatRunsAndCountsItsBytes) {
   EXPECT_LT(std::stod(m[1]), 90.0) << r.out;
 }
 
+// KVSharer end to end: a plan from a short search, perplexity with it (2 of 30 layers shared:
+// fp16's 16 bits x 28/30), AQUA-KV adapters fitted along the plan's chain, and files that do
+// not fit refused with one line.
+TEST_F(CliReduction, KvSharerCalibratesAndRuns) {
+  const std::string plan = (dir_ / "s.plan").string(), ad = (dir_ / "s.aqkv").string();
+  auto r = aquakv::testing::run_cli("calibrate --method kvsharer -m " + model_ + " -f " + text_ +
+                                    " --tokens 128 --window 64 --share-layers 2 --share-threshold -1 -t 2 -q -o " + plan);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("2 of 30 layers shared"), std::string::npos) << r.out;
+  r = ppl("kvsharer:" + plan);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NEAR(bits(r.out), 16.0 * 28 / 30, 0.001) << r.out;
+  r = aquakv::testing::run_cli("calibrate -m " + model_ + " -f " + text_ + " --tokens 256 --window 128 --share-plan " + plan +
+                               " -t 2 -q -o " + ad);
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = ppl("kvsharer:" + plan + "+aquakv:" + ad + ",b=32");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_GT(bits(r.out), 1.0) << r.out;
+  EXPECT_LT(bits(r.out), 8.0) << r.out;
+  // Adapters of the plan's chain on the whole model, a plan file that is not one, no text.
+  for (const auto& [cmd, what] : {std::pair{std::string("perplexity -m ") + model_ + " -f " + text_ + " -c 256 --chunks 1 --kv aquakv:" + ad, "layers"},
+                                  {"perplexity -m " + model_ + " -f " + text_ + " -c 256 --chunks 1 --kv kvsharer:" + text_, "bad magic"},
+                                  {"calibrate --method kvsharer -m " + model_ + " -o " + (dir_ / "x.plan").string(), "-f"}}) {
+    r = aquakv::testing::run_cli(cmd);
+    EXPECT_EQ(r.code, 1) << cmd << "\n" << r.out;
+    EXPECT_NE(r.out.find("aquakv: error: "), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find(what), std::string::npos) << r.out;
+  }
+  EXPECT_FALSE(fs::exists(dir_ / "x.plan"));
+}
+
 TEST_F(CliReduction, BadSpecsAreOneLineErrors) {
   for (const std::string kv : {"l2evict:2+fp16", "l2evict:0.5", "l2evict:0.5+kivi2", "think:1", "clusterkv:0",
                                "minicache:99", "think:0.4,k=higgs2"}) {

@@ -21,11 +21,13 @@
 #include "aquakv/engine/model.h"
 #include "aquakv/engine/tokenizer.h"
 #include "aquakv/kv/compressed_formats.h"
+#include "aquakv/kv/layer_share.h"
 #include "aquakv/ops/ggml_types.h"
 #include "aquakv/quant/codec.h"
 #include "aquakv/util/check.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/file_io.h"
+#include "aquakv/util/hash.h"
 #include "aquakv/util/parallel.h"
 
 namespace aquakv {
@@ -33,32 +35,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-// A calibration text: bounded read (util/file_io.h), UTF-8 like every tokenizer input.
-std::string read_text(const std::string& path) {
-  std::string s = read_file(path, "calibrate -f", ReadKind::kText);
-  require_utf8(s, "calibrate -f " + path);
-  return s;
-}
-
-// Windows of `window` tokens at seeded, non-overlapping positions of the joined token stream.
-std::vector<std::vector<int32_t>> sample_windows(const std::vector<int32_t>& stream, int64_t window,
-                                                 int64_t count, uint64_t seed) {
-  const int64_t slots = int64_t(stream.size()) / window;
-  if (slots < 1)
-    fail("calibrate: the calibration text has {} tokens, fewer than one window of {}", stream.size(), window);
-  std::vector<int64_t> order(static_cast<size_t>(slots));
-  std::iota(order.begin(), order.end(), 0);
-  std::mt19937_64 rng(seed);
-  std::shuffle(order.begin(), order.end(), rng);
-  count = std::min(count, slots);
-  std::vector<std::vector<int32_t>> out;
-  for (int64_t i = 0; i < count; ++i) {
-    const auto b = stream.begin() + order[size_t(i)] * window;
-    out.emplace_back(b, b + window);
-  }
-  return out;
-}
 
 int32_t sample_token(std::span<const float> logits, double temperature, std::mt19937_64& rng) {
   const float mx = *std::max_element(logits.begin(), logits.end());
@@ -260,6 +236,33 @@ std::vector<std::vector<double>> output_weights(const Model& m) {
 
 }  // namespace
 
+// A calibration text: bounded read (util/file_io.h), UTF-8 like every tokenizer input.
+std::string read_calibration_text(const std::string& path) {
+  std::string s = read_file(path, "calibrate -f", ReadKind::kText);
+  require_utf8(s, "calibrate -f " + path);
+  return s;
+}
+
+// Windows of `window` tokens at seeded, non-overlapping positions of the joined token stream.
+std::vector<std::vector<int32_t>> sample_windows(const std::vector<int32_t>& stream, int64_t window,
+                                                 int64_t count, uint64_t seed) {
+  const int64_t slots = int64_t(stream.size()) / window;
+  if (slots < 1)
+    fail("calibrate: the calibration text has {} tokens, fewer than one window of {}", stream.size(), window);
+  std::vector<int64_t> order(static_cast<size_t>(slots));
+  std::iota(order.begin(), order.end(), 0);
+  std::mt19937_64 rng(seed);
+  std::shuffle(order.begin(), order.end(), rng);
+  count = std::min(count, slots);
+  std::vector<std::vector<int32_t>> out;
+  for (int64_t i = 0; i < count; ++i) {
+    const auto b = stream.begin() + order[size_t(i)] * window;
+    out.emplace_back(b, b + window);
+  }
+  return out;
+}
+
+
 uint64_t generation_seed(uint64_t seed, int64_t i) {
   std::seed_seq ss{uint32_t(seed), uint32_t(seed >> 32), uint32_t(uint64_t(i)), uint32_t(uint64_t(i) >> 32)};
   return std::mt19937_64(ss)();
@@ -291,7 +294,7 @@ KvSamples capture_samples(const CalibrateOptions& opt, CalibrateReport* report,
     fail("calibrate: --fisher needs calibration text (-f): its gradients are of the text's next-token loss");
   // Texts first (small, and a bad one should fail before the model loads).
   std::vector<std::string> texts;
-  for (const auto& path : opt.text_files) texts.push_back(read_text(path));
+  for (const auto& path : opt.text_files) texts.push_back(read_calibration_text(path));
   CalibrateReport& rep = *report;
   const auto model = Model::load(opt.model_path);
   const ModelConfig& cfg = model->config();
@@ -336,6 +339,36 @@ KvSamples capture_samples(const CalibrateOptions& opt, CalibrateReport* report,
   return samples;
 }
 
+// Keeps the layers of `samples` that store rows under `plan` (a chain of fewer layers), and makes
+// `model` the compact chain's identity (kv/layer_share.h: compact_share_shape).
+void keep_stored_layers(KvSamples& samples, ModelFingerprint& model, const LayerSharePlan& plan, const std::string& path) {
+  const ModelFingerprint& m = plan.model;
+  if (m.n_layers != model.n_layers || m.kv_width != model.kv_width || m.arch != model.arch || m.meta_hash != model.meta_hash)
+    fail("calibrate --share-plan {}: made for another model ({} layers, width {}, {}, {:016x}; this model: {} layers, "
+         "width {}, {}, {:016x})", path, m.n_layers, m.kv_width, m.arch, m.meta_hash, model.n_layers, model.kv_width,
+         model.arch, model.meta_hash);
+  auto keep = [&](auto& per_layer) {
+    if (per_layer.empty()) return;
+    AQUAKV_CHECK(int64_t(per_layer.size()) == m.n_layers, "per-layer samples of every layer");
+    size_t o = 0;
+    for (size_t l = 0; l < per_layer.size(); ++l) {
+      if (plan.source[l] >= 0) continue;
+      if (o != l) per_layer[o] = std::move(per_layer[l]);  // (a self-move would empty it)
+      ++o;
+    }
+    per_layer.resize(o);
+  };
+  keep(samples.k);
+  keep(samples.v);
+  keep(samples.q2);
+  keep(samples.wo2);
+  keep(samples.fk);
+  keep(samples.fv);
+  samples.n_layers = m.n_layers - plan.n_shared();
+  model.n_layers = samples.n_layers;
+  model.meta_hash = fnv1a64(&plan.checksum, 8, model.meta_hash);
+}
+
 Adapters calibrate(const CalibrateOptions& opt, CalibrateReport* report,
                    const std::function<void(const char*, int64_t, int64_t)>& progress) {
   const auto t_start = Clock::now();
@@ -359,7 +392,10 @@ Adapters calibrate(const CalibrateOptions& opt, CalibrateReport* report,
   chain.scale_keys = opt.scale_keys;
   chain.scale_values = opt.scale_values;
   Adapters a;
+  LayerSharePlan share;
+  if (!opt.share_plan.empty()) share = load_layer_share_plan(opt.share_plan);
   KvSamples samples = capture_samples(opt, &rep, progress, check, &a.model);
+  if (!opt.share_plan.empty()) keep_stored_layers(samples, a.model, share, opt.share_plan);
   const auto t_fit = Clock::now();
   a.quant = aquakv_quant_config(opt.key_codec, opt.value_codec, opt.layer0, samples.width);
   a.rank = opt.rank;
@@ -382,7 +418,8 @@ Adapters calibrate(const CalibrateOptions& opt, CalibrateReport* report,
                       {"bits", opt.bits}, {"plan_codecs", opt.plan_codecs}, {"plan_weighted", opt.plan_weighted},
                       {"plan_key_weight", opt.plan_key_weight}, {"plan_layer_norm", opt.plan_layer_norm},
                       {"scale_keys", opt.scale_keys},
-                      {"scale_values", opt.scale_values}};
+                      {"scale_values", opt.scale_values}, {"share_plan", opt.share_plan},
+                      {"share_plan_checksum", opt.share_plan.empty() ? uint64_t(0) : share.checksum}};
   a.notes = notes.dump();
   if (report) *report = rep;
   return a;

@@ -195,15 +195,17 @@ class CompressedCache final : public KvCache {
     if (s.n_compressed > 0 && has_predictors()) {
       // Predictor chain: rebuild this layer's compressed rows from layer - 1's (kept: this
       // layer's reconstruction is what the next layer's predictor reads).
+      // Rows at the offset read() uses (after the sinks), so that a read() of the layer after its
+      // attention finds the reconstruction in place (kv/layer_share.h reads source layers).
       const int slot = layer & 1;
-      ensure_views(s.n_compressed);
-      rebuild_to(s, layer, 0);
+      ensure_views(ns + s.n_compressed);
+      rebuild_to(s, layer, ns);
       KvSegment g;
       g.n = s.n_compressed;
       g.pos = s.pos.data() + ns;
       g.dtype = KvDtype::F32;
-      g.k = view_k_[slot].data();
-      g.v = view_v_[slot].data();
+      g.k = view_k_[slot].data() + ns * C;
+      g.v = view_v_[slot].data() + ns * C;
       g.stride = C;
       segs.push_back(std::move(g));
     } else if (s.n_compressed > 0) {
@@ -498,6 +500,7 @@ class CompressedCache final : public KvCache {
   // rebuilding earlier layers first when the previous layer's is not at hand.
   void rebuild_to(const Seq& s, int layer, int64_t row0) {
     const int64_t C = shape_.width();
+    if (recon_gen_ == generation_ && recon_seq_ == cur_ && recon_layer_ == layer && recon_row0_ == row0) return;  // at hand
     int from = layer;
     if (layer > 0 && !(recon_gen_ == generation_ && recon_seq_ == cur_ && recon_layer_ == layer - 1 && recon_row0_ == row0)) {
       from = 0;  // out of protocol order: start over from layer 0

@@ -4,13 +4,12 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <mutex>
 #include <numeric>
 #include <vector>
 
-#include "aquakv/kv/attend.h"
+#include "aquakv/kv/sink_buffer_stack.h"
 #include "aquakv/ops/half_rows.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/fp16.h"
@@ -24,8 +23,7 @@ constexpr int kIters = 8;
 class ClusterKvCache final : public KvCache {
  public:
   ClusterKvCache(const KvShape& shape, const ClusterKvOptions& o) : shape_(shape), opt_(o), rope_(shape) {
-    if (shape.n_layers <= 0 || shape.n_kv_heads <= 0 || shape.head_dim <= 0 || shape.max_tokens <= 0)
-      fail("kv cache clusterkv: invalid shape");
+    check_shape(shape, "clusterkv");
     if (o.budget < 1 || o.sinks < 0 || o.recent < 0 || o.chunk < 1 || o.per_cluster < 1 || o.per_cluster > o.chunk)
       fail("--kv clusterkv: needs BUDGET >= 1, p >= 0, r >= 0, m >= 1 and 1 <= c <= m (got {}, p={}, r={}, m={}, c={})",
            o.budget, o.sinks, o.recent, o.chunk, o.per_cluster);
@@ -187,8 +185,7 @@ class ClusterKvCache final : public KvCache {
   }
   std::vector<KvBitsTerm> bits_report(int seq) const override {
     const Seq& s = at(seq);
-    const double values = double(s.n_tokens) * double(shape_.n_layers) * 2.0 * double(shape_.width());
-    auto bits = [&](int64_t b) { return values > 0 ? 8.0 * double(b) / values : 0.0; };
+    auto bits = [&](int64_t b) { return bits_per_value(b, s.n_tokens, shape_); };
     return {{"fp16 rows (all resident)", bits(rows_bytes(s))}, {"centroids + cluster members", bits(index_bytes(s))}};
   }
 
@@ -212,13 +209,10 @@ class ClusterKvCache final : public KvCache {
     std::vector<Layer> layers;
   };
 
-  Seq& at(int seq) {
-    if (seq < 0 || seq >= int(seqs_.size())) fail("kv cache: no sequence {} (have {})", seq, seqs_.size());
-    return seqs_[size_t(seq)];
-  }
+  Seq& at(int seq) { return sequence_at(seqs_, seq); }
   const Seq& at(int seq) const { return const_cast<ClusterKvCache*>(this)->at(seq); }
   Layer& layer_of(Seq& s, int layer) {
-    if (layer < 0 || layer >= shape_.n_layers) fail("kv cache: layer {} outside [0, {})", layer, shape_.n_layers);
+    check_layer(layer, shape_);
     return s.layers[size_t(layer)];
   }
 
@@ -319,14 +313,6 @@ class ClusterKvCache final : public KvCache {
   std::mutex observer_mu_;
 };
 
-int64_t parse_count(const std::string& key, const std::string& val) {
-  int64_t x = 0;
-  const auto r = std::from_chars(val.data(), val.data() + val.size(), x);
-  if (val.empty() || r.ec != std::errc() || r.ptr != val.data() + val.size() || x < 0)
-    fail("--kv clusterkv: {} must be a count >= 0, got '{}'", key, val);
-  return x;
-}
-
 }  // namespace
 
 std::unique_ptr<KvCache> make_clusterkv_cache(const KvShape& shape, const ClusterKvOptions& opt) {
@@ -335,21 +321,14 @@ std::unique_ptr<KvCache> make_clusterkv_cache(const KvShape& shape, const Cluste
 
 std::unique_ptr<KvCache> make_clusterkv_from_spec(const std::string& args, const KvShape& shape) {
   ClusterKvOptions o;
-  size_t at = args.find(',');
-  o.budget = parse_count("BUDGET", args.substr(0, at));
-  while (at != std::string::npos) {
-    const size_t next = args.find(',', at + 1);
-    const std::string kv = args.substr(at + 1, next == std::string::npos ? std::string::npos : next - at - 1);
-    at = next;
-    const size_t eq = kv.find('=');
-    if (eq == std::string::npos) fail("--kv clusterkv: option '{}' is not key=value", kv);
-    const std::string key = kv.substr(0, eq), val = kv.substr(eq + 1);
-    if (key == "p") o.sinks = parse_count("p=", val);
-    else if (key == "r") o.recent = parse_count("r=", val);
-    else if (key == "m") o.chunk = parse_count("m=", val);
-    else if (key == "c") o.per_cluster = parse_count("c=", val);
-    else fail("--kv clusterkv: unknown option '{}' (known: p=, r=, m=, c=)", kv);
-  }
+  const std::string head = parse_spec_options(args, "clusterkv", "", [&](const std::string& key, const std::string& val) {
+    if (key == "p") o.sinks = parse_spec_count("clusterkv", "p=", val);
+    else if (key == "r") o.recent = parse_spec_count("clusterkv", "r=", val);
+    else if (key == "m") o.chunk = parse_spec_count("clusterkv", "m=", val);
+    else if (key == "c") o.per_cluster = parse_spec_count("clusterkv", "c=", val);
+    else fail("--kv clusterkv: unknown option '{}={}' (known: p=, r=, m=, c=)", key, val);
+  });
+  o.budget = parse_spec_count("clusterkv", "BUDGET", head);
   return make_clusterkv_cache(shape, o);
 }
 

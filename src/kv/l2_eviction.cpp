@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "aquakv/kv/cache_factory.h"
+#include "aquakv/kv/sink_buffer_stack.h"
 #include "aquakv/util/error.h"
 
 namespace aquakv {
@@ -137,37 +138,21 @@ class L2EvictCache final : public KvCache {
   std::vector<double> step_score_;
 };
 
-int64_t parse_count(const std::string& key, const std::string& val) {
-  int64_t x = 0;
-  const auto r = std::from_chars(val.data(), val.data() + val.size(), x);
-  if (r.ec != std::errc() || r.ptr != val.data() + val.size() || x < 0)
-    fail("--kv l2evict: {}= must be a count >= 0, got '{}'", key, val);
-  return x;
-}
-
 }  // namespace
 
 L2EvictOptions parse_l2evict_options(const std::string& text, const L2EvictOptions& defaults) {
   L2EvictOptions o = defaults;
-  size_t at = text.find(',');
-  const std::string keep = text.substr(0, at);
+  const std::string keep = parse_spec_options(text, "l2evict", kUsage, [&](const std::string& key, const std::string& val) {
+    if (key == "p") o.sinks = parse_spec_count("l2evict", "p=", val);
+    else if (key == "r") o.recent = parse_spec_count("l2evict", "r=", val);
+    else if (key == "e") o.slack = parse_spec_count("l2evict", "e=", val);
+    else fail("--kv l2evict: unknown option '{}={}' (known: p=, r=, e=)", key, val);
+  });
   double x = 0.0;
   const auto r = std::from_chars(keep.data(), keep.data() + keep.size(), x);
   if (keep.empty() || r.ec != std::errc() || r.ptr != keep.data() + keep.size() || !(x > 0.0 && x <= 1.0))
     fail("--kv l2evict: keep ratio must be a number in (0, 1], got '{}' ({})", keep, kUsage);
   o.keep = x;
-  while (at != std::string::npos) {
-    const size_t next = text.find(',', at + 1);
-    const std::string kv = text.substr(at + 1, next == std::string::npos ? std::string::npos : next - at - 1);
-    const size_t eq = kv.find('=');
-    const std::string key = kv.substr(0, eq), val = eq == std::string::npos ? "" : kv.substr(eq + 1);
-    if (eq == std::string::npos) fail("--kv l2evict: option '{}' is not key=value ({})", kv, kUsage);
-    if (key == "p") o.sinks = parse_count(key, val);
-    else if (key == "r") o.recent = parse_count(key, val);
-    else if (key == "e") o.slack = parse_count(key, val);
-    else fail("--kv l2evict: unknown option '{}' (known: p=, r=, e=)", kv);
-    at = next;
-  }
   return o;
 }
 

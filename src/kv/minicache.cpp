@@ -4,12 +4,11 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <numeric>
 #include <vector>
 
-#include "aquakv/kv/attend.h"
+#include "aquakv/kv/sink_buffer_stack.h"
 #include "aquakv/ops/half_rows.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/fp16.h"
@@ -40,9 +39,8 @@ struct Chunk {
 
 class MiniCacheCache final : public KvCache {
  public:
-  MiniCacheCache(const KvShape& shape, const MiniCacheOptions& o) : shape_(shape), opt_(o), rope_(shape) {
-    if (shape.n_layers <= 0 || shape.n_kv_heads <= 0 || shape.head_dim <= 0 || shape.max_tokens <= 0)
-      fail("kv cache minicache: invalid shape");
+  MiniCacheCache(const KvShape& shape, const MiniCacheOptions& o) : shape_(shape), opt_(o), stack_(shape, o.sinks) {
+    check_shape(shape, "minicache");
     if (opt_.start < 0) opt_.start = shape.n_layers / 2;
     if (opt_.start > shape.n_layers) fail("--kv minicache: start layer {} beyond the model's {} layers", opt_.start, shape.n_layers);
     if (!(opt_.t > 0.0 && opt_.t < 1.0)) fail("--kv minicache: t must be in (0, 1), got {}", opt_.t);
@@ -66,108 +64,31 @@ class MiniCacheCache final : public KvCache {
   }
   int64_t n_tokens(int seq) const override { return at(seq).n_tokens; }
 
-  void begin_step(int seq, int64_t n) override {
-    Seq& s = at(seq);
-    if (n < 0 || s.n_tokens + n > shape_.max_tokens)
-      fail("kv cache: sequence {} holds {} tokens, a step of {} exceeds the context of {}", seq, s.n_tokens, n, shape_.max_tokens);
-    cur_ = seq;
-    step_n_ = n;
-    step_sinks_ = std::clamp<int64_t>(opt_.sinks - s.n_tokens, 0, n);
-    append_positions(s.pos, s.n_tokens, n);
-    rope_.ensure(s.n_tokens + n);
-  }
+  void begin_step(int seq, int64_t n) override { stack_.begin(at(seq), seq, n); }
 
+  // Keys are stored before RoPE (the merge compares both layers' keys of a position).
   void append(int layer, const float* k, const float* v) override {
-    Seq& s = at(cur_);
-    Layer& l = layer_of(s, layer);
-    const int64_t C = shape_.width();
-    if (int64_t(l.sink_k.size()) != s.n_sinks * C || int64_t(l.buf_k.size()) != s.n_buf * C)
-      fail("kv cache: append to layer {} twice in one step", layer);
-    auto put = [&](std::vector<uint16_t>& d, const float* x, int64_t n) {
-      const size_t o = d.size();
-      d.resize(o + size_t(n * C));
-      floats_to_halves(x, n * C, d.data() + o);
-    };
-    put(l.sink_k, k, step_sinks_);
-    put(l.sink_v, v, step_sinks_);
-    put(l.buf_k, k + step_sinks_ * C, step_n_ - step_sinks_);
-    put(l.buf_v, v + step_sinks_ * C, step_n_ - step_sinks_);
+    Seq& s = at(stack_.cur());
+    stack_.append(layer_of(s, layer), s, layer, k, v, /*rotate=*/false);
   }
 
   void attend(int layer, const KvAttention& a) override {
     if (a.observer != nullptr) return attend_reference(*this, layer, a);
-    Seq& s = at(cur_);
-    Layer& l = layer_of(s, layer);
-    if (a.n != step_n_) fail("kv cache: attention for {} queries in a step of {} tokens", a.n, step_n_);
-    const int64_t C = shape_.width(), ns = s.n_sinks + step_sinks_, nb = s.n_buf + step_n_ - step_sinks_;
-    std::vector<KvSegment> segs;
-    auto exact = [&](const std::vector<uint16_t>& k, const std::vector<uint16_t>& v, int64_t n, int64_t row0) {
-      if (n == 0) return;
-      KvSegment g;
-      g.n = n;
-      g.pos = s.pos.data() + row0;
-      g.dtype = KvDtype::F16;
-      g.k = k.data();
-      g.v = v.data();
-      g.stride = C;
-      segs.push_back(std::move(g));
-    };
-    exact(l.sink_k, l.sink_v, ns, 0);
+    Seq& s = at(stack_.cur());
+    const Layer& l = layer_of(s, layer);
     // The chunks restored to f32 rows in a scratch of this call, attended as exact rows.
-    att_k_.resize(size_t(s.n_coded * C));
-    att_v_.resize(size_t(s.n_coded * C));
-    int64_t row0 = 0;
-    for (const Chunk& c : l.chunks) {
-      decode(c, 0, c.n, att_k_.data() + row0 * C, att_v_.data() + row0 * C);
-      row0 += c.n;
-    }
-    if (s.n_coded > 0) {
-      KvSegment g;
-      g.n = s.n_coded;
-      g.pos = s.pos.data() + ns;
-      g.dtype = KvDtype::F32;
-      g.k = att_k_.data();
-      g.v = att_v_.data();
-      g.stride = C;
-      segs.push_back(std::move(g));
-    }
-    exact(l.buf_k, l.buf_v, nb, ns + s.n_coded);
-    attend_segments(shape_, rope_, layer, a, s.pos.data() + s.n_tokens, segs);
+    stack_.attend(layer, a, s, l, /*k_roped=*/false, decoder(l));
   }
 
   KvView read(int layer) override {
-    Seq& s = at(cur_);
+    Seq& s = at(stack_.cur());
     const Layer& l = layer_of(s, layer);
-    const int64_t C = shape_.width(), ns = s.n_sinks + step_sinks_, nb = s.n_buf + step_n_ - step_sinks_;
-    const int64_t T = ns + s.n_coded + nb;
-    vk_.resize(size_t(T * C));
-    vv_.resize(size_t(T * C));
-    halves_to_floats(l.sink_k.data(), ns * C, vk_.data());
-    halves_to_floats(l.sink_v.data(), ns * C, vv_.data());
-    int64_t row0 = ns;
-    for (const Chunk& c : l.chunks) {
-      decode(c, 0, c.n, vk_.data() + row0 * C, vv_.data() + row0 * C);
-      row0 += c.n;
-    }
-    halves_to_floats(l.buf_k.data(), nb * C, vk_.data() + row0 * C);
-    halves_to_floats(l.buf_v.data(), nb * C, vv_.data() + row0 * C);
-    KvView view;
-    view.dtype = KvDtype::F32;
-    view.k = vk_.data();
-    view.v = vv_.data();
-    view.row_stride = C;
-    view.n_tokens = T;
-    view.pos = s.pos.data();
-    view.k_roped = false;
-    return view;
+    return stack_.read(s, l, /*k_roped=*/false, decoder(l));
   }
 
   void end_step() override {
-    Seq& s = at(cur_);
-    s.n_tokens += step_n_;
-    s.n_sinks += step_sinks_;
-    s.n_buf += step_n_ - step_sinks_;
-    step_n_ = step_sinks_ = 0;
+    Seq& s = at(stack_.cur());
+    stack_.end(s);
     if (s.n_buf < opt_.buffer) return;
     const int64_t n = s.n_buf, C = shape_.width();
     const int L = shape_.n_layers;
@@ -183,10 +104,7 @@ class MiniCacheCache final : public KvCache {
         l += 1;
       }
     }
-    for (Layer& y : s.layers) {
-      y.buf_k.erase(y.buf_k.begin(), y.buf_k.begin() + n * C);
-      y.buf_v.erase(y.buf_v.begin(), y.buf_v.begin() + n * C);
-    }
+    for (Layer& y : s.layers) y.pop_buffer(n, C);
     s.n_buf = 0;
     s.n_coded += n;
   }
@@ -201,8 +119,7 @@ class MiniCacheCache final : public KvCache {
   }
   std::vector<KvBitsTerm> bits_report(int seq) const override {
     const Seq& s = at(seq);
-    const double values = double(s.n_tokens) * double(shape_.n_layers) * 2.0 * double(shape_.width());
-    auto bits = [&](int64_t b) { return values > 0 ? 8.0 * double(b) / values : 0.0; };
+    auto bits = [&](int64_t b) { return bits_per_value(b, s.n_tokens, shape_); };
     const Bytes x = bytes(s);
     return {{"merged pairs (directions, magnitudes, kept rows)", bits(x.merged)},
             {"whole layers (below S, unpaired)", bits(x.whole)},
@@ -210,33 +127,38 @@ class MiniCacheCache final : public KvCache {
   }
 
  private:
-  struct Layer {
-    std::vector<uint16_t> sink_k, sink_v, buf_k, buf_v;  // fp16, keys before RoPE
+  struct Layer : StackLayer {  // exact rows fp16, keys before RoPE
     std::vector<Chunk> chunks;
   };
-  struct Seq {
-    int64_t n_tokens = 0, n_sinks = 0, n_buf = 0, n_coded = 0;
-    std::vector<int32_t> pos;
+  struct Seq : StackSeq {
     std::vector<Layer> layers;
   };
   struct Bytes {
     int64_t merged = 0, whole = 0, exact = 0;
   };
 
-  Seq& at(int seq) {
-    if (seq < 0 || seq >= int(seqs_.size())) fail("kv cache: no sequence {} (have {})", seq, seqs_.size());
-    return seqs_[size_t(seq)];
-  }
+  Seq& at(int seq) { return sequence_at(seqs_, seq); }
   const Seq& at(int seq) const { return const_cast<MiniCacheCache*>(this)->at(seq); }
   Layer& layer_of(Seq& s, int layer) {
-    if (layer < 0 || layer >= shape_.n_layers) fail("kv cache: layer {} outside [0, {})", layer, shape_.n_layers);
+    check_layer(layer, shape_);
     return s.layers[size_t(layer)];
+  }
+  // Restores every chunk of the layer, in order.
+  StackDecoder decoder(const Layer& l) const {
+    return [this, &l](float* k, float* v) {
+      const int64_t C = shape_.width();
+      int64_t row0 = 0;
+      for (const Chunk& c : l.chunks) {
+        decode(c, 0, c.n, k + row0 * C, v + row0 * C);
+        row0 += c.n;
+      }
+    };
   }
 
   Bytes bytes(const Seq& s) const {
     Bytes x;
     for (const Layer& l : s.layers) {
-      x.exact += 2 * int64_t(l.sink_k.size() + l.sink_v.size() + l.buf_k.size() + l.buf_v.size());
+      x.exact += l.sink_bytes() + l.buffer_bytes();
       for (const Chunk& c : l.chunks) {
         x.whole += 2 * int64_t(c.k.size() + c.v.size());
         if (c.pair && c.which == 0) x.merged += c.pair->bytes();  // counted once per pair
@@ -349,29 +271,10 @@ class MiniCacheCache final : public KvCache {
 
   KvShape shape_;
   MiniCacheOptions opt_;
-  KvRope rope_;
+  SinkBufferStack stack_;
   std::string name_;
   std::vector<Seq> seqs_;
-  int cur_ = 0;
-  int64_t step_n_ = 0, step_sinks_ = 0;
-  std::vector<float> vk_, vv_;
-  std::vector<float> att_k_, att_v_;  // attend()'s restored chunks
 };
-
-double parse_number(const std::string& key, const std::string& val) {
-  double x = 0;
-  const auto r = std::from_chars(val.data(), val.data() + val.size(), x);
-  if (val.empty() || r.ec != std::errc() || r.ptr != val.data() + val.size() || !std::isfinite(x))
-    fail("--kv minicache: {} must be a number, got '{}'", key, val);
-  return x;
-}
-int64_t parse_count(const std::string& key, const std::string& val) {
-  int64_t x = 0;
-  const auto r = std::from_chars(val.data(), val.data() + val.size(), x);
-  if (val.empty() || r.ec != std::errc() || r.ptr != val.data() + val.size() || x < 0)
-    fail("--kv minicache: {} must be a count >= 0, got '{}'", key, val);
-  return x;
-}
 
 }  // namespace
 
@@ -382,22 +285,14 @@ std::unique_ptr<KvCache> make_minicache(const KvShape& shape, const MiniCacheOpt
 std::unique_ptr<KvCache> make_minicache_from_spec(const std::string& args, const KvShape& shape) {
   MiniCacheOptions o;
   // make_cache passes "S[,opts]" after "minicache:" and ",opts" after "minicache,".
-  size_t at = args.find(',');
-  const std::string head = args.substr(0, at);
-  if (!head.empty()) o.start = int(std::min<int64_t>(parse_count("the start layer", head), 1 << 20));
-  while (at != std::string::npos) {
-    const size_t next = args.find(',', at + 1);
-    const std::string kv = args.substr(at + 1, next == std::string::npos ? std::string::npos : next - at - 1);
-    at = next;
-    const size_t eq = kv.find('=');
-    if (eq == std::string::npos) fail("--kv minicache: option '{}' is not key=value", kv);
-    const std::string key = kv.substr(0, eq), val = kv.substr(eq + 1);
-    if (key == "t") o.t = parse_number("t=", val);
-    else if (key == "keep") o.keep = parse_number("keep=", val);
-    else if (key == "p") o.sinks = parse_count("p=", val);
-    else if (key == "b") o.buffer = parse_count("b=", val);
-    else fail("--kv minicache: unknown option '{}' (known: t=, keep=, p=, b=)", kv);
-  }
+  const std::string head = parse_spec_options(args, "minicache", "", [&](const std::string& key, const std::string& val) {
+    if (key == "t") o.t = parse_spec_number("minicache", "t=", val);
+    else if (key == "keep") o.keep = parse_spec_number("minicache", "keep=", val);
+    else if (key == "p") o.sinks = parse_spec_count("minicache", "p=", val);
+    else if (key == "b") o.buffer = parse_spec_count("minicache", "b=", val);
+    else fail("--kv minicache: unknown option '{}={}' (known: t=, keep=, p=, b=)", key, val);
+  });
+  if (!head.empty()) o.start = int(std::min<int64_t>(parse_spec_count("minicache", "the start layer", head), 1 << 20));
   return make_minicache(shape, o);
 }
 

@@ -12,13 +12,13 @@
 #include <filesystem>
 
 #include "aquakv/kv/aquakv_cache.h"
+#include "aquakv/kv/file_envelope.h"
 #include "aquakv/kv/layered_cache.h"
 #include "aquakv/quant/cq_codec.h"
 #include "aquakv/quant/kvquant_codec.h"
 #include "aquakv/util/binary_io.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/file_io.h"
-#include "aquakv/util/hash.h"
 
 namespace aquakv {
 namespace {
@@ -138,10 +138,7 @@ int64_t QuantTables::bytes_in_memory() const {
 void save_quant_tables(const QuantTables& t, const std::string& path) {
   check_tables(t, path);
   ByteWriter w;
-  w.append(kMagic, 8);
-  w.put<uint32_t>(kQuantTablesVersion);
-  const size_t length_at = w.size();
-  w.put<uint64_t>(0);
+  const size_t length_at = begin_envelope(w, kMagic, kQuantTablesVersion);
   w.str(t.method);
   w.str(t.model.arch);
   w.put<int64_t>(t.model.n_layers);
@@ -159,26 +156,15 @@ void save_quant_tables(const QuantTables& t, const std::string& path) {
     put_floats(w, l.key_scale);
     put_floats(w, l.value_centroids);
   }
-  w.patch<uint64_t>(length_at, uint64_t(w.size() + 8));
-  w.put<uint64_t>(fnv1a64(w.bytes().data(), int64_t(w.size())));
+  end_envelope(w, length_at);
   write_file_atomic(path, w.bytes(), "quant tables");
 }
 
 QuantTables parse_quant_tables(std::span<const uint8_t> bytes, const std::string& name) {
   ByteReader r(bytes, "quant tables " + name);
-  const auto magic = r.bytes(8, "magic");
-  if (std::memcmp(magic.data(), kMagic, 8) != 0) fail("quant tables {}: not a quantizer tables file (bad magic)", name);
-  const uint32_t version = r.get<uint32_t>("version");
-  if (version != kQuantTablesVersion)
-    fail("quant tables {}: version {} (this build reads {})", name, version, kQuantTablesVersion);
-  const uint64_t length = r.get<uint64_t>("file length");
-  if (length != bytes.size()) fail("quant tables {}: header says {} bytes, the file has {}", name, length, bytes.size());
-  const uint64_t want = fnv1a64(bytes.data(), int64_t(bytes.size() - 8));
-  uint64_t got;
-  std::memcpy(&got, bytes.data() + bytes.size() - 8, 8);
-  if (got != want) fail("quant tables {}: checksum mismatch (file corrupted)", name);
+  const uint64_t sum = check_envelope(r, bytes, kMagic, kQuantTablesVersion, "quant tables " + name, "quantizer tables file");
   QuantTables t;
-  t.checksum = got;
+  t.checksum = sum;
   t.method = r.str("method", 64);
   if (t.method != "kvquant" && t.method != "cq") fail("quant tables {}: unknown method '{}'", name, t.method);
   t.model.arch = r.str("arch", 256);

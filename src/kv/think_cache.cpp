@@ -10,7 +10,7 @@
 #include <numeric>
 #include <vector>
 
-#include "aquakv/kv/attend.h"
+#include "aquakv/kv/sink_buffer_stack.h"
 #include "aquakv/ops/half_rows.h"
 #include "aquakv/quant/codec.h"
 #include "aquakv/util/error.h"
@@ -22,9 +22,8 @@ constexpr const char* kUsage = "think:PRUNE[,p=N][,b=N][,k=CODEC][,v=CODEC]";
 
 class ThinkCache final : public KvCache {
  public:
-  ThinkCache(const KvShape& shape, const ThinkOptions& opt) : shape_(shape), opt_(opt), rope_(shape) {
-    if (shape.n_layers <= 0 || shape.n_kv_heads <= 0 || shape.head_dim <= 0 || shape.max_tokens <= 0)
-      fail("kv cache think: invalid shape (layers {}, kv heads {}, head dim {})", shape.n_layers, shape.n_kv_heads, shape.head_dim);
+  ThinkCache(const KvShape& shape, const ThinkOptions& opt) : shape_(shape), opt_(opt), stack_(shape, opt.sinks) {
+    check_shape(shape, "think");
     if (!(opt.prune >= 0.0 && opt.prune < 1.0)) fail("--kv think: prune ratio must be in [0, 1), got {}", opt.prune);
     if (opt.buffer < 1) fail("--kv think: b must be >= 1, got {}", opt.buffer);
     if (opt.sinks < 0) fail("--kv think: p must be >= 0, got {}", opt.sinks);
@@ -42,134 +41,42 @@ class ThinkCache final : public KvCache {
   std::string name() const override { return name_; }
   int add_sequence() override {
     seqs_.emplace_back();
-    Seq& s = seqs_.back();
-    s.layers.resize(size_t(shape_.n_layers));
-    for (Layer& l : s.layers) l.qsq.assign(size_t(shape_.width()), 0.0f);
+    reset(seqs_.back());
     return int(seqs_.size()) - 1;
   }
   int n_seqs() const override { return int(seqs_.size()); }
-  void clear(int seq) override {
-    Seq& s = at(seq);
-    s = Seq{};
-    s.layers.resize(size_t(shape_.n_layers));
-    for (Layer& l : s.layers) l.qsq.assign(size_t(shape_.width()), 0.0f);
-  }
+  void clear(int seq) override { reset(at(seq)); }
   int64_t n_tokens(int seq) const override { return at(seq).n_tokens; }
 
-  void begin_step(int seq, int64_t n) override {
-    Seq& s = at(seq);
-    if (n < 0 || s.n_tokens + n > shape_.max_tokens)
-      fail("kv cache: sequence {} holds {} tokens, a step of {} exceeds the context of {}", seq, s.n_tokens, n, shape_.max_tokens);
-    cur_ = seq;
-    step_n_ = n;
-    step_sinks_ = std::clamp<int64_t>(opt_.sinks - s.n_tokens, 0, n);
-    append_positions(s.pos, s.n_tokens, n);
-    rope_.ensure(s.n_tokens + n);
-  }
+  void begin_step(int seq, int64_t n) override { stack_.begin(at(seq), seq, n); }
 
   // Keys are rotated here and stored rotated (the channel scores are those attention sees).
   void append(int layer, const float* k, const float* v) override {
-    Seq& s = at(cur_);
-    Layer& l = layer_of(s, layer);
-    const int64_t C = shape_.width();
-    if (int64_t(l.sink_k.size()) != s.n_sinks * C || int64_t(l.buf_k.size()) != s.n_buf * C)
-      fail("kv cache: append to layer {} twice in one step", layer);
-    std::vector<float> row(static_cast<size_t>(C));
-    for (int64_t t = 0; t < step_n_; ++t) {
-      std::copy_n(k + t * C, C, row.data());
-      rope_.rotate(layer, row.data(), s.pos[size_t(s.n_tokens + t)]);
-      auto& dk = t < step_sinks_ ? l.sink_k : l.buf_k;
-      auto& dv = t < step_sinks_ ? l.sink_v : l.buf_v;
-      const size_t o = dk.size();
-      dk.resize(o + size_t(C));
-      dv.resize(o + size_t(C));
-      floats_to_halves(row.data(), C, dk.data() + o);
-      floats_to_halves(v + t * C, C, dv.data() + o);
-    }
+    Seq& s = at(stack_.cur());
+    stack_.append(layer_of(s, layer), s, layer, k, v, /*rotate=*/true);
   }
 
   void attend(int layer, const KvAttention& a) override {
-    Seq& s = at(cur_);
+    Seq& s = at(stack_.cur());
     Layer& l = layer_of(s, layer);
-    if (a.n != step_n_) fail("kv cache: attention for {} queries in a step of {} tokens", a.n, step_n_);
+    if (a.n != stack_.step_n()) fail("kv cache: attention for {} queries in a step of {} tokens", a.n, stack_.step_n());
     if (a.n_heads <= 0 || a.n_heads % shape_.n_kv_heads != 0)
       fail("attention: {} query heads do not group over {} KV heads", a.n_heads, shape_.n_kv_heads);
     observe(l, a);
     if (a.observer != nullptr) return attend_reference(*this, layer, a);
-    const int64_t C = shape_.width();
-    std::vector<KvSegment> segs;
-    auto exact = [&](const std::vector<uint16_t>& k, const std::vector<uint16_t>& v, int64_t n, int64_t row0) {
-      if (n == 0) return;
-      KvSegment g;
-      g.n = n;
-      g.pos = s.pos.data() + row0;
-      g.k_roped = true;
-      g.dtype = KvDtype::F16;
-      g.k = k.data();
-      g.v = v.data();
-      g.stride = C;
-      segs.push_back(std::move(g));
-    };
-    const int64_t ns = s.n_sinks + step_sinks_, nb = s.n_buf + step_n_ - step_sinks_;
-    exact(l.sink_k, l.sink_v, ns, 0);
-    // The pruned chunks decoded to full f32 rows (dropped channels zero) in a scratch of this
-    // call, attended as exact rows.
-    att_k_.resize(size_t(s.n_coded * C));
-    att_v_.resize(size_t(s.n_coded * C));
-    int64_t row0 = 0;
-    for (const Chunk& c : l.chunks) {
-      decode_chunk(c, 0, c.n, att_k_.data() + row0 * C, att_v_.data() + row0 * C);
-      row0 += c.n;
-    }
-    if (s.n_coded > 0) {
-      KvSegment g;
-      g.n = s.n_coded;
-      g.pos = s.pos.data() + ns;
-      g.k_roped = true;
-      g.dtype = KvDtype::F32;
-      g.k = att_k_.data();
-      g.v = att_v_.data();
-      g.stride = C;
-      segs.push_back(std::move(g));
-    }
-    exact(l.buf_k, l.buf_v, nb, ns + s.n_coded);
-    attend_segments(shape_, rope_, layer, a, s.pos.data() + s.n_tokens, segs);
+    // The pruned chunks decoded to full f32 rows (dropped channels zero), attended as exact rows.
+    stack_.attend(layer, a, s, l, /*k_roped=*/true, decoder(l));
   }
 
   KvView read(int layer) override {
-    Seq& s = at(cur_);
+    Seq& s = at(stack_.cur());
     const Layer& l = layer_of(s, layer);
-    const int64_t C = shape_.width();
-    const int64_t ns = s.n_sinks + step_sinks_, nb = s.n_buf + step_n_ - step_sinks_;
-    const int64_t T = ns + s.n_coded + nb;
-    view_k_.resize(size_t(T * C));
-    view_v_.resize(size_t(T * C));
-    halves_to_floats(l.sink_k.data(), ns * C, view_k_.data());
-    halves_to_floats(l.sink_v.data(), ns * C, view_v_.data());
-    int64_t row0 = ns;
-    for (const Chunk& c : l.chunks) {
-      decode_chunk(c, 0, c.n, view_k_.data() + row0 * C, view_v_.data() + row0 * C);
-      row0 += c.n;
-    }
-    halves_to_floats(l.buf_k.data(), nb * C, view_k_.data() + row0 * C);
-    halves_to_floats(l.buf_v.data(), nb * C, view_v_.data() + row0 * C);
-    KvView view;
-    view.dtype = KvDtype::F32;
-    view.k = view_k_.data();
-    view.v = view_v_.data();
-    view.row_stride = C;
-    view.n_tokens = T;
-    view.pos = s.pos.data();
-    view.k_roped = true;
-    return view;
+    return stack_.read(s, l, /*k_roped=*/true, decoder(l));
   }
 
   void end_step() override {
-    Seq& s = at(cur_);
-    s.n_tokens += step_n_;
-    s.n_sinks += step_sinks_;
-    s.n_buf += step_n_ - step_sinks_;
-    step_n_ = step_sinks_ = 0;
+    Seq& s = at(stack_.cur());
+    stack_.end(s);
     if (s.n_buf >= opt_.buffer) {
       const int64_t n = s.n_buf - s.n_buf % block_;
       if (n > 0) {
@@ -191,8 +98,7 @@ class ThinkCache final : public KvCache {
 
   std::vector<KvBitsTerm> bits_report(int seq) const override {
     const Seq& s = at(seq);
-    const double values = double(s.n_tokens) * double(shape_.n_layers) * 2.0 * double(shape_.width());
-    auto bits = [&](int64_t b) { return values > 0 ? 8.0 * double(b) / values : 0.0; };
+    auto bits = [&](int64_t b) { return bits_per_value(b, s.n_tokens, shape_); };
     const Bytes x = bytes(s);
     return {{"key codes (kept channels)", bits(x.keys)},
             {"value codes", bits(x.values)},
@@ -208,28 +114,38 @@ class ThinkCache final : public KvCache {
     std::vector<uint8_t> kept;       // (n_kv_heads, kept) channel indices, ascending per head
     std::vector<uint8_t> kcodes, vcodes;
   };
-  struct Layer {
-    std::vector<uint16_t> sink_k, sink_v, buf_k, buf_v;  // fp16 rows (keys rotated)
+  struct Layer : StackLayer {  // exact rows fp16, keys rotated
     std::vector<Chunk> chunks;
     std::vector<float> qsq;  // (C) sum of q^2 over the window's queries of each KV head's group
   };
-  struct Seq {
-    int64_t n_tokens = 0, n_sinks = 0, n_buf = 0, n_coded = 0;
-    std::vector<int32_t> pos;
+  struct Seq : StackSeq {
     std::vector<Layer> layers;
   };
   struct Bytes {
     int64_t keys = 0, values = 0, lists = 0, sinks = 0, buffer = 0, window = 0;
   };
 
-  Seq& at(int seq) {
-    if (seq < 0 || seq >= int(seqs_.size())) fail("kv cache: no sequence {} (have {})", seq, seqs_.size());
-    return seqs_[size_t(seq)];
-  }
+  Seq& at(int seq) { return sequence_at(seqs_, seq); }
   const Seq& at(int seq) const { return const_cast<ThinkCache*>(this)->at(seq); }
   Layer& layer_of(Seq& s, int layer) {
-    if (layer < 0 || layer >= shape_.n_layers) fail("kv cache: layer {} outside [0, {})", layer, shape_.n_layers);
+    check_layer(layer, shape_);
     return s.layers[size_t(layer)];
+  }
+  void reset(Seq& s) const {
+    s = Seq{};
+    s.layers.resize(size_t(shape_.n_layers));
+    for (Layer& l : s.layers) l.qsq.assign(size_t(shape_.width()), 0.0f);
+  }
+  // Decodes every chunk of the layer, in order.
+  StackDecoder decoder(const Layer& l) const {
+    return [this, &l](float* k, float* v) {
+      const int64_t C = shape_.width();
+      int64_t row0 = 0;
+      for (const Chunk& c : l.chunks) {
+        decode_chunk(c, 0, c.n, k + row0 * C, v + row0 * C);
+        row0 += c.n;
+      }
+    };
   }
 
   Bytes bytes(const Seq& s) const {
@@ -240,8 +156,8 @@ class ThinkCache final : public KvCache {
         x.values += int64_t(c.vcodes.size());
         x.lists += int64_t(c.kept.size());
       }
-      x.sinks += 2 * int64_t(l.sink_k.size() + l.sink_v.size());
-      x.buffer += 2 * int64_t(l.buf_k.size() + l.buf_v.size());
+      x.sinks += l.sink_bytes();
+      x.buffer += l.buffer_bytes();
       x.window += 4 * int64_t(l.qsq.size());
     }
     return x;
@@ -291,8 +207,7 @@ class ThinkCache final : public KvCache {
     kcodec_->encode(kk.data(), n, c.kcodes.data());
     vcodec_->encode(v.data(), n, c.vcodes.data());
     l.chunks.push_back(std::move(c));
-    l.buf_k.erase(l.buf_k.begin(), l.buf_k.begin() + std::ptrdiff_t(n * C));
-    l.buf_v.erase(l.buf_v.begin(), l.buf_v.begin() + std::ptrdiff_t(n * C));
+    l.pop_buffer(n, C);
     std::fill(l.qsq.begin(), l.qsq.end(), 0.0f);
   }
 
@@ -312,25 +227,13 @@ class ThinkCache final : public KvCache {
 
   KvShape shape_;
   ThinkOptions opt_;
-  KvRope rope_;
+  SinkBufferStack stack_;
   int kept_ = 0;
   std::unique_ptr<Codec> kcodec_, vcodec_;
   int64_t block_ = 1;
   std::string name_;
   std::vector<Seq> seqs_;
-  int cur_ = 0;
-  int64_t step_n_ = 0, step_sinks_ = 0;
-  std::vector<float> view_k_, view_v_;  // read()'s scratch
-  std::vector<float> att_k_, att_v_;    // attend()'s decoded chunks
 };
-
-int64_t parse_count(const std::string& key, const std::string& val) {
-  int64_t x = 0;
-  const auto r = std::from_chars(val.data(), val.data() + val.size(), x);
-  if (r.ec != std::errc() || r.ptr != val.data() + val.size() || x < 0)
-    fail("--kv think: {}= must be a count >= 0, got '{}'", key, val);
-  return x;
-}
 
 }  // namespace
 
@@ -344,26 +247,18 @@ std::unique_ptr<KvCache> make_think_cache(const KvShape& shape, const ThinkOptio
 
 std::unique_ptr<KvCache> make_think_from_spec(const std::string& args, const KvShape& shape) {
   ThinkOptions o;
-  size_t at = args.find(',');
-  const std::string head = args.substr(0, at);
+  const std::string head = parse_spec_options(args, "think", kUsage, [&](const std::string& key, const std::string& val) {
+    if (key == "p") o.sinks = parse_spec_count("think", "p=", val);
+    else if (key == "b") o.buffer = parse_spec_count("think", "b=", val);
+    else if (key == "k") o.key_codec = val;
+    else if (key == "v") o.value_codec = val;
+    else fail("--kv think: unknown option '{}={}' (known: p=, b=, k=, v=)", key, val);
+  });
   double x = 0.0;
   const auto r = std::from_chars(head.data(), head.data() + head.size(), x);
   if (head.empty() || r.ec != std::errc() || r.ptr != head.data() + head.size() || !(x >= 0.0 && x < 1.0))
     fail("--kv think: prune ratio must be a number in [0, 1), got '{}' ({})", head, kUsage);
   o.prune = x;
-  while (at != std::string::npos) {
-    const size_t next = args.find(',', at + 1);
-    const std::string kv = args.substr(at + 1, next == std::string::npos ? std::string::npos : next - at - 1);
-    at = next;
-    const size_t eq = kv.find('=');
-    if (eq == std::string::npos) fail("--kv think: option '{}' is not key=value ({})", kv, kUsage);
-    const std::string key = kv.substr(0, eq), val = kv.substr(eq + 1);
-    if (key == "p") o.sinks = parse_count(key, val);
-    else if (key == "b") o.buffer = parse_count(key, val);
-    else if (key == "k") o.key_codec = val;
-    else if (key == "v") o.value_codec = val;
-    else fail("--kv think: unknown option '{}' (known: p=, b=, k=, v=)", kv);
-  }
   return make_think_cache(shape, o);
 }
 

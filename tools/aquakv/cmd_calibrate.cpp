@@ -10,6 +10,7 @@
 #include "aquakv/calib/calibrate.h"
 #include "aquakv/calib/cq_fit.h"
 #include "aquakv/calib/kvquant_fit.h"
+#include "aquakv/calib/kvsharer_fit.h"
 #include "aquakv/kv/adapters.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/file_io.h"
@@ -34,7 +35,31 @@ struct Args {
   CqFitOptions cq;
   double bits = 0;  // 0: the method's default (aquakv: no bit plan)
   bool fisher = false;  // kvquant / cq: k-means weighted by Fisher information
+  KvSharerFitOptions share;
+  CLI::Option* tokens_opt = nullptr;
+  CLI::Option* window_opt = nullptr;
 };
+
+// --method kvsharer: the layer-sharing search, its log, the plan file.
+int run_kvsharer(Args& a) {
+  const auto t0 = std::chrono::steady_clock::now();
+  // Each candidate plan re-runs the calibration text: a smaller default than the fits'.
+  if (a.tokens_opt->count() == 0) a.o.tokens = 2048;
+  if (a.window_opt->count() == 0) a.o.window = 512;
+  ProgressBar bar(a.quiet);
+  KvSharerSearch s;
+  LayerSharePlan plan = fit_kvsharer(a.o, a.share, &s, [&](const char* stage, int64_t done, int64_t total) { bar(stage, done, total); });
+  save_layer_share_plan(plan, a.out);
+  const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("pair (j reads i)  distance  similarity  accepted\n");
+  for (const auto& t : s.trials)
+    std::printf("%3d <- %-3d      %9.4f  %10.5f  %s\n", t.j, t.i, t.distance, t.similarity, t.accepted ? "yes" : "no");
+  std::printf("wrote %s (%d of %lld layers shared, %zu candidates tried, threshold %g)\n", a.out.c_str(), s.n_shared(),
+              (long long)plan.model.n_layers, s.trials.size(), a.share.search.threshold);
+  std::printf("wall time %.1f s, peak memory %.0f MiB\n", total_s, double(peak_rss_bytes()) / (1 << 20));
+  if (a.json_opt->count() > 0) write_file_atomic(a.json_out, plan.notes + "\n", "--json");
+  return 0;
+}
 
 // --method kvquant|cq: capture, fit the tables, write them, print the per-layer held-out errors.
 int run_tables(Args& a) {
@@ -101,15 +126,15 @@ int run_tables(Args& a) {
   return 0;
 }
 
-const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors (or KVQuant tables) and write them to a file", [](CLI::App& sub) {
+const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors (or KVQuant/CQ tables, or a KVSharer layer-sharing plan) and write them to a file", [](CLI::App& sub) {
   auto a = std::make_shared<Args>();
   a->o.model_path = default_model_path();
   sub.add_option("-m,--model", a->o.model_path, "GGUF model")->capture_default_str();
   sub.add_option("-f,--file", a->o.text_files,
                  "calibration text file (repeatable); none: sample text from the model itself")->check(CLI::ExistingFile);
   sub.add_option("-o,--output", a->out, "adapter file to write")->required();
-  sub.add_option("--tokens", a->o.tokens, "calibration tokens (train + validation)")->capture_default_str()->check(CLI::PositiveNumber);
-  sub.add_option("--window", a->o.window, "tokens per window")->capture_default_str()->check(CLI::Range(int64_t(2), int64_t(1) << 20));
+  a->tokens_opt = sub.add_option("--tokens", a->o.tokens, "calibration tokens (train + validation)")->capture_default_str()->check(CLI::PositiveNumber);
+  a->window_opt = sub.add_option("--window", a->o.window, "tokens per window")->capture_default_str()->check(CLI::Range(int64_t(2), int64_t(1) << 20));
   sub.add_option("--val", a->o.val_fraction, "fraction of windows held out for validation")->capture_default_str()->check(CLI::Range(0.0, 0.9));
   sub.add_option("--gen-tokens", a->o.gen_tokens, "tokens to sample from the model when no -f is given")->capture_default_str()->check(CLI::PositiveNumber);
   sub.add_option("--gen-batch", a->o.gen_batch,
@@ -129,8 +154,19 @@ const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors (or KVQuant tabl
   a->json_opt = sub.add_option("--json", a->json_out, "also write the fit report as JSON to this file");
   sub.add_flag("-q,--quiet", a->quiet, "no progress output");
   sub.add_option("--method", a->method,
-                 "aquakv (cross-layer predictors), kvquant (tables for --kv kvquant:FILE) or cq (codebooks for --kv cq:FILE)")
-      ->capture_default_str()->check(CLI::IsMember({"aquakv", "kvquant", "cq"}));
+                 "aquakv (cross-layer predictors), kvquant (tables for --kv kvquant:FILE), cq (codebooks for --kv cq:FILE) "
+                 "or kvsharer (a layer-sharing plan for --kv kvsharer:FILE; default --tokens 2048 --window 512)")
+      ->capture_default_str()->check(CLI::IsMember({"aquakv", "kvquant", "cq", "kvsharer"}));
+  sub.add_option("--share-layers", a->share.search.target, "kvsharer: layers to share")->capture_default_str();
+  sub.add_option("--share-threshold", a->share.search.threshold,
+                 "kvsharer: least mean cosine similarity of the calibration logits to accept a sharing")->capture_default_str();
+  sub.add_option("--share-trials", a->share.search.max_trials, "kvsharer: candidate pairs evaluated at most (0: all)")
+      ->capture_default_str();
+  sub.add_option("--share-plan", a->o.share_plan,
+                 "aquakv: fit the predictors along the layers a KVSharer plan keeps (for --kv kvsharer:PLAN+aquakv:FILE)")
+      ->check(CLI::ExistingFile);
+  sub.add_option("--logit-stride", a->share.logit_stride, "kvsharer: compare the logits of every N-th position")
+      ->capture_default_str();
   sub.add_option("--bits", a->bits,
                  "aquakv: bit plan, average bits per value (codes + scales, all layers) over per-layer key/value codecs "
                  "chosen from --plan-codecs; kvquant: bits per value (default 3); cq: bits per code (default 8)")
@@ -166,6 +202,8 @@ const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors (or KVQuant tabl
     check_output_path(a->out, "-o");
     if (a->json_opt->count() > 0) check_output_path(a->json_out, "--json");
     if (a->json_opt->count() > 0 && a->json_out == a->out) fail("-o and --json name the same file {}", a->out);
+    if (!a->o.share_plan.empty() && a->method != "aquakv") fail("calibrate: --share-plan applies to --method aquakv");
+    if (a->method == "kvsharer") return run_kvsharer(*a);
     if (a->method != "aquakv") return run_tables(*a);
     if (a->fisher || a->o.fisher_windows > 0) fail("calibrate: --fisher applies to --method kvquant or cq");
     a->o.bits = a->bits;

@@ -48,6 +48,9 @@ struct CalibrateOptions {
   // Also compute the training rows' Fisher information (KvSamples::fk / fv; text windows only).
   bool fisher = false;
   int64_t fisher_windows = 0;  // of the training windows, how many get it (0: all)
+  // A KVSharer plan (kv/layer_share.h): the predictors are fitted along the chain of the layers
+  // that store rows (each from the previous such layer), for `--kv kvsharer:PLAN+aquakv:FILE`.
+  std::string share_plan;
 };
 
 struct CalibrateReport {
@@ -85,6 +88,14 @@ KvSamples capture_samples(const CalibrateOptions& opt, CalibrateReport* report,
 // low 32 bits, seed high 32 bits, i} (via std::mt19937_64), so each sequence's text depends on
 // (seed, i) only, not on which sequences are decoded together.
 uint64_t generation_seed(uint64_t seed, int64_t i);
+
+// A calibration text file (bounded read, checked UTF-8; errors name `calibrate -f`).
+std::string read_calibration_text(const std::string& path);
+
+// `count` windows of `window` tokens at seeded, non-overlapping positions of the token stream
+// (fewer when the stream is short; Error when it holds less than one window).
+std::vector<std::vector<int32_t>> sample_windows(const std::vector<int32_t>& stream, int64_t window, int64_t count,
+                                                 uint64_t seed);
 
 // Peak resident set size of this process in bytes (VmHWM), 0 if unknown.
 int64_t peak_rss_bytes();
