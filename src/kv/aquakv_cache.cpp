@@ -16,13 +16,14 @@
 
 #include "aquakv/util/error.h"
 #include "aquakv/util/fp16.h"
+#include "aquakv/util/page_vector.h"
 #include "aquakv/util/parallel.h"
 
 namespace aquakv {
 namespace {
 
 // Appends n values as halves.
-void append_halves(const float* f, int64_t n, std::vector<uint16_t>& out) {
+void append_halves(const float* f, int64_t n, PageVector<uint16_t>& out) {
   const size_t o = out.size();
   out.resize(o + size_t(n));
   floats_to_halves(f, n, out.data() + o);
@@ -97,7 +98,7 @@ class CompressedCache final : public KvCache {
     for (auto* v : {&s.sink_k, &s.sink_v, &s.buf_k, &s.buf_v})
       for (auto& x : *v) { x.clear(); x.shrink_to_fit(); }
     for (auto* v : {&s.code_k, &s.code_v})
-      for (auto& x : *v) std::vector<uint8_t>().swap(x);
+      for (auto& x : *v) PageVector<uint8_t>().swap(x);
     std::vector<int32_t>().swap(s.pos);
     s.n_pos = s.n_tokens = s.n_sinks = s.n_buf = s.n_compressed = 0;
     ++generation_;
@@ -179,7 +180,7 @@ class CompressedCache final : public KvCache {
     check_appended(s, layer, "attention on");
     if (a.n != step_n_) fail("kv cache: attention for {} queries in a step of {} tokens", a.n, step_n_);
     std::vector<KvSegment> segs;
-    auto exact = [&](const std::vector<uint16_t>& k, const std::vector<uint16_t>& v, int64_t n, int64_t row0) {
+    auto exact = [&](const PageVector<uint16_t>& k, const PageVector<uint16_t>& v, int64_t n, int64_t row0) {
       if (n == 0) return;
       KvSegment g;
       g.n = n;
@@ -410,10 +411,12 @@ class CompressedCache final : public KvCache {
     // than the rows once drop_rows removed some).
     int64_t n_tokens = 0, n_sinks = 0, n_buf = 0, n_compressed = 0, n_pos = 0;
     std::vector<int32_t> pos;  // position of every row, in storage order (all layers alike)
-    std::vector<std::vector<uint16_t>> sink_k, sink_v, buf_k, buf_v;  // per layer, (rows, C) fp16
+    // Per layer, (rows, C) fp16; every buffer that grows with the context lives in its own
+    // pages (util/page_vector.h).
+    std::vector<PageVector<uint16_t>> sink_k, sink_v, buf_k, buf_v;
     // Per layer, the codes of all compressed rows in row order (chunks appended; every chunk is
     // a whole number of codec blocks, so row r's codes start at encoded_bytes(r)).
-    std::vector<std::vector<uint8_t>> code_k, code_v;
+    std::vector<PageVector<uint8_t>> code_k, code_v;
   };
 
   bool has_predictors() const { return opt_.adapters != nullptr; }
@@ -537,7 +540,7 @@ class CompressedCache final : public KvCache {
   }
 
   // Appends `bytes` to a code stream and returns where they start.
-  static uint8_t* grow(std::vector<uint8_t>& codes, int64_t bytes) {
+  static uint8_t* grow(PageVector<uint8_t>& codes, int64_t bytes) {
     const size_t o = codes.size();
     codes.resize(o + size_t(bytes));
     return codes.data() + o;
@@ -573,7 +576,8 @@ class CompressedCache final : public KvCache {
   mutable std::vector<int64_t> meta_;  // save_state's counters (must outlive the writer)
   uint64_t generation_ = 0;  // bumps whenever stored tokens or the step change
   // Decoder scratch (not live storage): two view slots (layers l-1 and l) and residuals.
-  std::vector<float> view_k_[2], view_v_[2], res_, scratch_;
+  PageVector<float> view_k_[2], view_v_[2], res_;
+  std::vector<float> scratch_;
   uint64_t recon_gen_ = ~0ull;
   int recon_seq_ = -1, recon_layer_ = -1;
   int64_t recon_row0_ = -1;
