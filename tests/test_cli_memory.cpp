@@ -31,15 +31,15 @@ constexpr double kMiB = 1024.0 * 1024.0;
 constexpr double kAllowanceMiB = 44.0;
 constexpr size_t kPromptBytes = 10000;
 
-struct Run {
+struct Measured {
   int code = -1;
   std::string out;      // stdout and stderr together
   double peak_mib = 0;  // ru_maxrss of the child
 };
 
 // Runs the binary with `args` (no shell: the child's ru_maxrss is the binary's own).
-Run run_measured(const std::vector<std::string>& args) {
-  Run r;
+Measured run_measured(const std::vector<std::string>& args) {
+  Measured r;
   int fd[2];
   if (pipe(fd) != 0) return r;
   const pid_t pid = fork();
@@ -90,7 +90,7 @@ class CliMemory : public ::testing::TestWithParam<const char*> {
 };
 
 TEST_P(CliMemory, PeakRssWithinModelPlusLiveCachePlusAllowance) {
-  const Run r = run_measured({"generate", "-m", model_, "-f", prompt_, "-c", "8192", "-n", "4", "-t", "2",
+  const Measured r = run_measured({"generate", "-m", model_, "-f", prompt_, "-c", "8192", "-n", "4", "-t", "2",
                               "--temp", "0", "--kv", GetParam()});
   ASSERT_EQ(r.code, 0) << r.out;
   std::smatch m;
