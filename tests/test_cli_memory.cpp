@@ -1,11 +1,13 @@
 // Peak memory of `aquakv generate` on a long prompt (issue 9 item 6): the process's peak RSS
 // (the kernel's high-water mark, ru_maxrss of the child) must stay within the model file (its
-// mapped size) + the KV cache's live bytes (the timing line's "MiB live") + a fixed allowance,
-// whatever the cache format. What the allowance covers and the hand-measured 8192-token figures
-// per format: docs/RESULTS.md, "Memory: what the process holds beyond the model and the cache".
-// The prompt is the first kPromptBytes of ../shared/data/calibration/wiki.txt (~2,450 tokens)
-// at -c 8192: what grows with the context (cache buffers, RoPE tables) is exercised, within the
-// time of a unit test on a 2-core machine.
+// mapped size) + the KV cache's live bytes at the end (the timing line's "MiB live") + a fixed
+// allowance. A compressed format also holds the last prefill step's rows exact until the step
+// ends (kv/aquakv_cache.h: they are coded in end_step), up to one step of fp16 rows over the
+// final live bytes, which the bound adds for those formats. What the allowance covers, and the
+// hand-measured 8192-token figures per format: docs/RESULTS.md, "Memory: what the process
+// holds beyond the model and the cache". The prompt is the first kPromptBytes of
+// ../shared/data/calibration/wiki.txt (~2,460 tokens) at -c 8192: what grows with the context
+// (cache buffers, RoPE tables) is exercised, within the time of a unit test on a 2-core machine.
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
@@ -23,12 +25,15 @@
 #include <string>
 #include <vector>
 
+#include "aquakv/engine/model.h"
+
 namespace {
 
 constexpr double kMiB = 1024.0 * 1024.0;
-// Allowance beyond model + live cache, MiB (the issue's target is 32; see docs/RESULTS.md for
+// Allowance beyond model + live cache, MiB (the issue's target is 32; docs/RESULTS.md says
 // what the rest is).
-constexpr double kAllowanceMiB = 44.0;
+constexpr double kAllowanceMiB = 40.0;
+constexpr int64_t kPrefillStep = 512;  // ForwardOptions::max_step, generate's prefill step
 constexpr size_t kPromptBytes = 10000;
 
 struct Measured {
@@ -101,11 +106,16 @@ TEST_P(CliMemory, PeakRssWithinModelPlusLiveCachePlusAllowance) {
   const double live = std::stod(m[1]);
   const double model = double(std::filesystem::file_size(model_)) / kMiB;
   const double beyond = r.peak_mib - model - live;
-  std::printf("kv %s: %d prompt tokens, peak RSS %.1f MiB = model %.1f + live KV %.1f + %.1f beyond\n",
-              GetParam(), prompt_tokens, r.peak_mib, model, live, beyond);
+  // One prefill step of exact fp16 keys and values of every layer, for the compressed formats.
+  const aquakv::KvShape shape = aquakv::Model::load(model_)->kv_shape(8192);
+  const double step_rows = std::string(GetParam()) == "fp16"
+      ? 0.0 : double(kPrefillStep * shape.n_layers * 2 * shape.width() * 2) / kMiB;
+  std::printf("kv %s: %d prompt tokens, peak RSS %.1f MiB = model %.1f + live KV %.1f + %.1f beyond "
+              "(allowance %.1f + %.1f of a step's exact rows)\n", GetParam(), prompt_tokens, r.peak_mib, model,
+              live, beyond, kAllowanceMiB, step_rows);
   EXPECT_GT(live, 0.0);
-  EXPECT_LE(beyond, kAllowanceMiB) << "peak RSS " << r.peak_mib << " MiB, model " << model << " MiB, live KV "
-                                   << live << " MiB";
+  EXPECT_LE(beyond, kAllowanceMiB + step_rows) << "peak RSS " << r.peak_mib << " MiB, model " << model
+                                               << " MiB, live KV " << live << " MiB";
 }
 
 // The reference cache and a compressed one (codes, exact buffer, encoder scratch).

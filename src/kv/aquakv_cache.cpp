@@ -43,6 +43,9 @@ void decode_rows(const Codec& c, const uint8_t* in, int64_t rows, float* x) {
   }, std::max<int64_t>(1, 32 / br));
 }
 
+// Rows the encoder takes through all layers at a time (rounded to the codecs' block).
+constexpr int64_t kCompressRows = 128;
+
 // y[i] = a[i] + b[i] (the reconstruction pk + Q^-1(c); same expression in encoder and decoder).
 void add_into(float* y, const float* r, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = y[i] + r[i];
@@ -517,20 +520,34 @@ class CompressedCache final : public KvCache {
     recon_row0_ = row0;
   }
 
-  // The encoder: compresses the first n buffered tokens of every layer into one chunk.
+  // The encoder: compresses the first n buffered tokens of every layer, a chunk of rows at a
+  // time through all layers (a multiple of the codecs' block, ~kCompressRows): predictors map
+  // rows one by one and codecs code whole blocks, so the codes do not depend on the chunking,
+  // and the scratch is a chunk's, not a whole step's. Each layer's code stream gets the chunks
+  // in row order.
   void compress(Seq& s, int64_t n) {
     const int64_t C = shape_.width(), L = shape_.n_layers;
-    std::vector<float> x(size_t(n * C)), hk[2], hv[2];
-    for (int i = 0; i < 2; ++i) { hk[i].resize(size_t(n * C)); hv[i].resize(size_t(n * C)); }
-    res_.resize(size_t(n * C));
-    for (int l = 0; l < L; ++l) {
-      const int cur = l & 1, prev = (l + 1) & 1;
-      const AffineInput kin{hk[prev].data(), C, C};
-      encode_stream(kc(l), kmap(l), s.buf_k[size_t(l)].data(), n, &kin, 1,
-                    grow(s.code_k[size_t(l)], kc(l).encoded_bytes(n)), x, hk[cur].data());
-      const AffineInput vin[2] = {{hk[cur].data(), C, C}, {hv[prev].data(), C, C}};
-      encode_stream(vc(l), vmap(l), s.buf_v[size_t(l)].data(), n, vin, 2,
-                    grow(s.code_v[size_t(l)], vc(l).encoded_bytes(n)), x, hv[cur].data());
+    const int64_t chunk = std::max<int64_t>(block_, kCompressRows / block_ * block_);
+    const int64_t rows = std::min(n, chunk);
+    // The reconstruction (prediction + decoded residual) is what the next layer's predictors
+    // read; without predictors nothing reads it and it is not computed.
+    const bool chain = has_predictors();
+    std::vector<float> x(size_t(rows * C)), hk[2], hv[2];
+    if (chain) {
+      for (int i = 0; i < 2; ++i) { hk[i].resize(size_t(rows * C)); hv[i].resize(size_t(rows * C)); }
+      res_.resize(size_t(rows * C));
+    }
+    for (int64_t r0 = 0; r0 < n; r0 += chunk) {
+      const int64_t m = std::min(chunk, n - r0);
+      for (int l = 0; l < L; ++l) {
+        const int cur = l & 1, prev = (l + 1) & 1;
+        const AffineInput kin{hk[prev].data(), C, C};
+        encode_stream(kc(l), kmap(l), s.buf_k[size_t(l)].data() + r0 * C, m, &kin, 1,
+                      grow(s.code_k[size_t(l)], kc(l).encoded_bytes(m)), x, chain ? hk[cur].data() : nullptr);
+        const AffineInput vin[2] = {{hk[cur].data(), C, C}, {hv[prev].data(), C, C}};
+        encode_stream(vc(l), vmap(l), s.buf_v[size_t(l)].data() + r0 * C, m, vin, 2,
+                      grow(s.code_v[size_t(l)], vc(l).encoded_bytes(m)), x, chain ? hv[cur].data() : nullptr);
+      }
     }
     for (int l = 0; l < L; ++l) {
       for (auto* b : {&s.buf_k[size_t(l)], &s.buf_v[size_t(l)]}) b->erase(b->begin(), b->begin() + n * C);
@@ -547,7 +564,8 @@ class CompressedCache final : public KvCache {
   }
 
   // Codes one stream of one layer: target rows (fp16) -> residual -> codes; writes the
-  // reconstruction (prediction + decoded residual) to `recon`.
+  // reconstruction (prediction + decoded residual) to `recon` (null: not wanted; then `map` is
+  // null too).
   void encode_stream(const Codec& codec, const AffineMap* map, const uint16_t* target, int64_t n,
                      const AffineInput* inputs, int n_inputs, uint8_t* codes,
                      std::vector<float>& x, float* recon) {
@@ -561,7 +579,7 @@ class CompressedCache final : public KvCache {
       add_into(recon, res_.data(), n * C);
     } else {
       encode_rows(codec, x.data(), n, codes);
-      decode_rows(codec, codes, n, recon);
+      if (recon != nullptr) decode_rows(codec, codes, n, recon);
     }
   }
 
