@@ -51,6 +51,22 @@ void add_into(float* y, const float* r, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = y[i] + r[i];
 }
 
+// y += the decoded rows (a prediction plus its decoded residual), a few blocks at a time per
+// thread through a small buffer: no (rows, C) residual buffer. Same sums as decoding all rows
+// first (add_into, element by element).
+void decode_add_rows(const Codec& c, const uint8_t* in, int64_t rows, float* y) {
+  const int64_t br = c.block_rows(), blocks = rows / br, C = c.dim();
+  const int64_t sub = std::max<int64_t>(1, 64 / br);  // blocks per decode call
+  parallel_for(blocks, [&](int64_t b0, int64_t b1) {
+    std::vector<float> res(size_t(std::min(sub, b1 - b0) * br * C));
+    for (int64_t b = b0; b < b1; b += sub) {
+      const int64_t nb = std::min(sub, b1 - b);
+      c.decode(in + c.encoded_bytes(b * br), nb * br, res.data());
+      add_into(y + b * br * C, res.data(), nb * br * C);
+    }
+  }, std::max<int64_t>(1, 32 / br));
+}
+
 class CompressedCache final : public KvCache {
  public:
   CompressedCache(const KvShape& shape, CompressedCacheOptions opt)
@@ -483,20 +499,21 @@ class CompressedCache final : public KvCache {
   // One layer of the decoder over all compressed rows: out = (map(prev) or 0) + decoded codes.
   void decode_layer(const Seq& s, int l, const float* prev_k, const float* prev_v, float* out_k, float* out_v) {
     const int64_t C = shape_.width(), N = s.n_compressed;
-    res_.resize(size_t(N * C));
     const AffineMap* km = kmap(l);
     const AffineMap* vm = vmap(l);
-    decode_rows(kc(l), s.code_k[size_t(l)].data(), N, km ? res_.data() : out_k);
     if (km) {
       const AffineInput in{prev_k, C, C};
       km->apply(N, &in, 1, out_k, C, scratch_);
-      add_into(out_k, res_.data(), N * C);
+      decode_add_rows(kc(l), s.code_k[size_t(l)].data(), N, out_k);
+    } else {
+      decode_rows(kc(l), s.code_k[size_t(l)].data(), N, out_k);
     }
-    decode_rows(vc(l), s.code_v[size_t(l)].data(), N, vm ? res_.data() : out_v);
     if (vm) {
       const AffineInput in[2] = {{out_k, C, C}, {prev_v, C, C}};
       vm->apply(N, in, 2, out_v, C, scratch_);
-      add_into(out_v, res_.data(), N * C);
+      decode_add_rows(vc(l), s.code_v[size_t(l)].data(), N, out_v);
+    } else {
+      decode_rows(vc(l), s.code_v[size_t(l)].data(), N, out_v);
     }
   }
 
@@ -535,7 +552,6 @@ class CompressedCache final : public KvCache {
     std::vector<float> x(size_t(rows * C)), hk[2], hv[2];
     if (chain) {
       for (int i = 0; i < 2; ++i) { hk[i].resize(size_t(rows * C)); hv[i].resize(size_t(rows * C)); }
-      res_.resize(size_t(rows * C));
     }
     for (int64_t r0 = 0; r0 < n; r0 += chunk) {
       const int64_t m = std::min(chunk, n - r0);
@@ -575,8 +591,7 @@ class CompressedCache final : public KvCache {
       map->apply(n, inputs, n_inputs, recon, C, scratch_);  // recon := prediction
       for (int64_t i = 0; i < n * C; ++i) x[size_t(i)] = x[size_t(i)] - recon[i];
       encode_rows(codec, x.data(), n, codes);
-      decode_rows(codec, codes, n, res_.data());
-      add_into(recon, res_.data(), n * C);
+      decode_add_rows(codec, codes, n, recon);
     } else {
       encode_rows(codec, x.data(), n, codes);
       if (recon != nullptr) decode_rows(codec, codes, n, recon);
@@ -593,8 +608,8 @@ class CompressedCache final : public KvCache {
   int64_t step_n_ = 0, step_sinks_ = 0;
   mutable std::vector<int64_t> meta_;  // save_state's counters (must outlive the writer)
   uint64_t generation_ = 0;  // bumps whenever stored tokens or the step change
-  // Decoder scratch (not live storage): two view slots (layers l-1 and l) and residuals.
-  PageVector<float> view_k_[2], view_v_[2], res_;
+  // Decoder scratch (not live storage): two view slots (layers l-1 and l).
+  PageVector<float> view_k_[2], view_v_[2];
   std::vector<float> scratch_;
   uint64_t recon_gen_ = ~0ull;
   int recon_seq_ = -1, recon_layer_ = -1;
