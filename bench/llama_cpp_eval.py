@@ -76,7 +76,8 @@ class LogitsFileWriter:
         self.rows = []
 
     def add_window(self, lp, targets):
-        """lp: (n, V) float64 log-probs; targets: (n,) next-token ids."""
+        """lp: (n, V) float64 log-probs; targets: (n,) next-token ids. Rows are appended, so a
+        window may come in consecutive blocks of positions."""
         k = min(self.K_MAX, lp.shape[1])
         top = np.argpartition(-lp, k - 1, axis=1)[:, :k]
         for i in range(lp.shape[0]):
@@ -113,6 +114,9 @@ class LogitsFileWriter:
         with open(tmp, "wb") as f:
             f.write(out)
         os.replace(tmp, path)
+
+
+ROW_BLOCK = 128  # positions whose float64 log-probs are held at once
 
 
 def log_softmax64(scores):
@@ -214,19 +218,28 @@ def main():
             writer = LogitsFileWriter(args.model, args.file, args.ctx, hashes, args.logits_top)
         for wi, win in enumerate(windows):
             targets = np.asarray(win[1:])
-            base_lp = None
+            base = None
             for t in types:
-                lp = log_softmax64(run_window(llms[t], win))
-                nll[t].extend((-lp[np.arange(len(targets)), targets]).tolist())
-                if base_lp is None:
-                    base_lp = lp
-                    if writer is not None:
-                        writer.n_vocab = lp.shape[1]
-                        writer.add_window(lp, targets)
-                else:
-                    p = np.exp(base_lp)
-                    kl[t].extend(np.maximum((p * (base_lp - lp)).sum(axis=1), 0.0).tolist())
-                    same[t].extend((base_lp.argmax(axis=1) == lp.argmax(axis=1)).tolist())
+                scores = run_window(llms[t], win)  # float32 (n, V)
+                if base is None:
+                    base = scores
+                # float64 log-probs a block of positions at a time: whole windows of a
+                # 262,144-token vocabulary (Gemma 3) at 2048 would need ~4 GiB per array
+                for c0 in range(0, len(targets), ROW_BLOCK):
+                    c1 = min(len(targets), c0 + ROW_BLOCK)
+                    tg = targets[c0:c1]
+                    lp = log_softmax64(scores[c0:c1])
+                    nll[t].extend((-lp[np.arange(len(tg)), tg]).tolist())
+                    if scores is base:
+                        if writer is not None:
+                            writer.n_vocab = lp.shape[1]
+                            writer.add_window(lp, tg)
+                    else:
+                        base_lp = log_softmax64(base[c0:c1])
+                        p = np.exp(base_lp)
+                        kl[t].extend(np.maximum((p * (base_lp - lp)).sum(axis=1), 0.0).tolist())
+                        same[t].extend((base_lp.argmax(axis=1) == lp.argmax(axis=1)).tolist())
+                del scores
             m, _ = stats(nll[types[0]])
             print(f"[{wi + 1}/{n_win}] f16 running PPL {np.exp(m):.4f} "
                   f"({time.perf_counter() - t_start:.1f} s)", file=sys.stderr)

@@ -17,12 +17,18 @@ tests/serve/serve_openai.sh makes: build/serve-venv/bin/python).
            (restored from the slot file) against the same turn 2 sent to a server without slot
            files (the whole prompt computed). Median of --reps distinct conversations.
 
+  --backend llama-cpp runs `decode` against llama-cpp-python's OpenAI server instead (same
+  model, threads and context; flash attention on; its Python from --llama-python, which needs
+  the server extras: fastapi, uvicorn, sse-starlette, starlette-context, pydantic-settings).
+
 Usage: serve_bench.py decode|ttft --bin build/aquakv --model M --kv FORMAT [options]
 """
 import argparse
 import concurrent.futures
 import json
+import os
 import re
+import socket
 import statistics
 import subprocess
 import sys
@@ -33,24 +39,49 @@ import urllib.request
 import openai
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class Server:
     def __init__(self, a, extra):
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".log")
-        cmd = [a.bin, "serve", "-m", a.model, "--port", "0", "--kv", a.kv, "-c", str(a.ctx), "-t", str(a.threads)] + extra
-        self.p = subprocess.Popen(cmd, stderr=self.log, stdout=subprocess.DEVNULL)
+        self.llama = getattr(a, "backend", "aquakv") == "llama-cpp"
+        if self.llama:
+            port = free_port()
+            cmd = [os.path.expanduser(a.llama_python), "-m", "llama_cpp.server", "--model", a.model,
+                   "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(a.ctx),
+                   "--n_threads", str(a.threads), "--n_threads_batch", str(a.threads),
+                   "--flash_attn", "true", "--verbose", "false"]
+        else:
+            cmd = [a.bin, "serve", "-m", a.model, "--port", "0", "--kv", a.kv, "-c", str(a.ctx),
+                   "-t", str(a.threads)] + extra
+        self.p = subprocess.Popen(cmd, stderr=self.log, stdout=self.log if self.llama else subprocess.DEVNULL)
         for _ in range(3000):
             self.log.seek(0)
-            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", self.log.read())
+            if self.llama:
+                m = None
+                try:
+                    urllib.request.urlopen("http://127.0.0.1:%d/v1/models" % port, timeout=2).read()
+                    m = True
+                except OSError:
+                    pass
+            else:
+                m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", self.log.read())
             if m:
                 break
             if self.p.poll() is not None:
                 self.log.seek(0)
                 sys.exit("server failed:\n" + self.log.read())
             time.sleep(0.1)
-        self.url = "http://127.0.0.1:%s" % m.group(1)
+        self.url = "http://127.0.0.1:%s" % (port if self.llama else m.group(1))
         self.client = openai.OpenAI(base_url=self.url + "/v1", api_key="none", timeout=600, max_retries=0)
 
     def metric(self, name):
+        if self.llama:
+            return None
         text = urllib.request.urlopen(self.url + "/metrics").read().decode()
         for line in text.splitlines():
             if line.startswith(name + " ") or line.startswith(name + "{"):
@@ -85,8 +116,10 @@ def decode(a):
     """Plain HTTP (urllib, not streamed) so that the client costs next to nothing on the cores
     the server uses; tokens/s = all generated tokens / wall time of the batch of requests."""
     srv = Server(a, ["--parallel", str(a.concurrent)])
+    who = "llama.cpp server" if srv.llama else "kv " + a.kv
     out = {}
     try:
+        post(srv.url + "/v1/completions", {"prompt": "Warm-up:", "max_tokens": 4})  # first-use costs
         for n in (1, a.concurrent):
             runs = []
             for rep in range(a.reps):
@@ -99,9 +132,9 @@ def decode(a):
                     toks = sum(ex.map(one, range(n)))
                 runs.append(toks / (time.perf_counter() - t0))
             out[n] = statistics.median(runs)
-            print("kv %s: %d conversation(s): %.1f tok/s aggregate (runs: %s)" %
-                  (a.kv, n, out[n], ", ".join("%.1f" % r for r in runs)), flush=True)
-        print("kv %s: ratio %d vs 1: %.2fx (max batch %s)" % (a.kv, a.concurrent, out[a.concurrent] / out[1],
+            print("%s: %d conversation(s): %.1f tok/s aggregate (runs: %s)" %
+                  (who, n, out[n], ", ".join("%.1f" % r for r in runs)), flush=True)
+        print("%s: ratio %d vs 1: %.2fx (max batch %s)" % (who, a.concurrent, out[a.concurrent] / out[1],
                                                              srv.metric("aquakv_decode_batch_max")))
     finally:
         srv.close()
@@ -174,6 +207,8 @@ def main():
     ap.add_argument("mode", choices=["decode", "ttft", "fill"])
     ap.add_argument("--budget", default="0")
     ap.add_argument("--bin", default="build/aquakv")
+    ap.add_argument("--backend", choices=["aquakv", "llama-cpp"], default="aquakv")
+    ap.add_argument("--llama-python", default="~/.cache/aquakv/ref-venv/bin/python")
     ap.add_argument("--model", required=True)
     ap.add_argument("--kv", default="fp16")
     ap.add_argument("--ctx", type=int, default=4096)

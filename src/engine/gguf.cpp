@@ -217,6 +217,7 @@ class Storage {
 
   const uint8_t* data() const { return map_.size() > 0 ? map_.data() : copy_.data(); }
   uint64_t size() const { return map_.size() > 0 ? map_.size() : copy_.size(); }
+  void release(const uint8_t* p, uint64_t n) const { map_.release(p, n); }  // a copy: kept
 
  private:
   MappedFile map_;
@@ -240,6 +241,7 @@ class GgufImpl final : public GgufFile {
     return metadata_;
   }
   const std::vector<GgufTensorInfo>& tensors() const override { return tensors_; }
+  void release_pages(const uint8_t* p, uint64_t n) const override { storage_.release(p, n); }
 
   const GgufValue* find(std::string_view key) const override {
     auto it = key_index_.find(key);

@@ -1,10 +1,14 @@
 // Model loading (engine/model.h): metadata -> ModelConfig, tensors -> validated views.
 #include "aquakv/engine/model.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <numbers>
 
 #include "aquakv/engine/fingerprint.h"
+#include "aquakv/ops/qpack.h"
+#include "aquakv/util/parallel.h"
 #include "aquakv/util/error.h"
 
 namespace aquakv {
@@ -284,7 +288,56 @@ std::unique_ptr<Model> Model::from_gguf(std::unique_ptr<GgufFile> file) {
   }
   // ~8 KiB per tensor: a few milliseconds, once per load.
   m->meta_hash_ = model_meta_hash(f, c.arch);
+  m->pack_weights();
   return m;
+}
+
+void Model::FreeDeleter::operator()(uint8_t* p) const { std::free(p); }
+
+// Copies every matrix with a packed layout into 16-row groups (one 64-byte aligned buffer),
+// points its QMatrix at them and releases the file's pages of those rows. The token embedding
+// keeps reading the file (a few rows per step); when tied, the output projection is packed.
+void Model::pack_weights() {
+  const char* env = std::getenv("AQUAKV_REPACK");
+  if (env != nullptr && std::string(env) == "0") return;
+  std::vector<QMatrix*> ms;
+  for (LayerWeights& w : layers_) {
+    for (QMatrix* q : {&w.wq, &w.wk, &w.wv, &w.wo, &w.w_gate, &w.w_up, &w.w_down}) ms.push_back(q);
+  }
+  ms.push_back(&output_);
+  std::vector<int64_t> offs;
+  int64_t total = 0;
+  for (QMatrix* q : ms) {
+    offs.push_back(total);
+    if (qpack_supported(q->type) && q->rows >= kPackRows) {
+      total += (q->rows / kPackRows) * qpack_group_bytes(q->type, q->cols);
+      total = (total + 63) / 64 * 64;
+    }
+  }
+  if (total == 0) return;
+  packed_.reset(static_cast<uint8_t*>(std::aligned_alloc(64, size_t(total))));
+  if (!packed_) fail("{}: cannot allocate {} bytes for the repacked weights", path(), total);
+  packed_bytes_ = total;
+  for (size_t i = 0; i < ms.size(); ++i) {
+    QMatrix& q = *ms[i];
+    if (!qpack_supported(q.type) || q.rows < kPackRows) continue;
+    uint8_t* dst = packed_.get() + offs[i];
+    const int64_t gb = qpack_group_bytes(q.type, q.cols), n_groups = q.rows / kPackRows;
+    // Pages of the file are released a few MiB at a time as their rows are packed, so the
+    // process never holds a whole matrix twice (Gemma 3's tied output matrix is 170 MiB).
+    constexpr int64_t kChunk = 256;
+    parallel_for((n_groups + kChunk - 1) / kChunk, [&](int64_t a, int64_t b) {
+      for (int64_t c = a; c < b; ++c) {
+        const int64_t g0 = c * kChunk, g1 = std::min(n_groups, g0 + kChunk);
+        for (int64_t g = g0; g < g1; ++g) {
+          qpack_group(q.type, q.row(g * kPackRows), q.row_bytes, q.cols, dst + g * gb);
+        }
+        file_->release_pages(q.row(g0 * kPackRows), uint64_t((g1 - g0) * kPackRows * q.row_bytes));
+      }
+    });
+    q.packed = dst;
+    file_->release_pages(q.data, uint64_t(n_groups * kPackRows * q.row_bytes));
+  }
 }
 
 KvShape Model::kv_shape(int64_t max_tokens) const {

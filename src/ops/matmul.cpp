@@ -8,6 +8,7 @@
 
 #include "aquakv/ops/nn.h"
 #include "aquakv/ops/qdot.h"
+#include "aquakv/ops/qpack.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/parallel.h"
 
@@ -39,10 +40,39 @@ const Q8Act* quantized_x(const float* x, int64_t n, int64_t cols) {
   return xq.data();
 }
 
+// Rows [r0, r1) of y = x W^T from the packed groups (r1 <= w.packed_rows()). A group the range
+// cuts is computed whole into a scratch and its rows in range copied, so every row always gets
+// the packed arithmetic whatever the split between threads.
+void dot_rows_packed(const QMatrix& w, const Q8Act* xq, int64_t n, float* y, int64_t r0, int64_t r1) {
+  const int64_t g_lo = (r0 + kPackRows - 1) / kPackRows, g_hi = r1 / kPackRows;
+  if (g_lo < g_hi) qpack_dot(w.type, w.packed, w.cols, g_lo, g_hi, xq, n, y, w.rows);
+  const auto partial = [&](int64_t g, int64_t lo, int64_t hi) {
+    thread_local std::vector<float> tmp;
+    tmp.resize(static_cast<size_t>(n * kPackRows));
+    const uint8_t* group = w.packed + g * qpack_group_bytes(w.type, w.cols);
+    qpack_dot(w.type, group, w.cols, 0, 1, xq, n, tmp.data(), kPackRows);
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t r = lo; r < hi; ++r) y[t * w.rows + r] = tmp[size_t(t * kPackRows + r - g * kPackRows)];
+    }
+  };
+  if (g_lo > g_hi) {  // the range lies inside one group
+    partial(g_hi, r0, r1);
+    return;
+  }
+  if (r0 < g_lo * kPackRows) partial(g_lo - 1, r0, g_lo * kPackRows);
+  if (r1 > g_hi * kPackRows) partial(g_hi, g_hi * kPackRows, r1);
+}
+
 // Rows [r0, r1) of y = x W^T on the dot path; xq is x quantized (integer-path types only).
 void dot_rows(const QMatrix& w, const float* x, const Q8Act* xq, int64_t n, float* y, int64_t r0,
               int64_t r1) {
   const int64_t cols = w.cols;
+  if (w.packed != nullptr && r0 < w.packed_rows()) {
+    const int64_t split = std::min(r1, w.packed_rows());
+    dot_rows_packed(w, xq, n, y, r0, split);
+    r0 = split;
+    if (r0 >= r1) return;
+  }
   if (qdot_uses_q8(w.type)) {
     // Several activation rows (a decode step of several sequences): each weight row is dotted
     // with all n rows at once, so it is read once per call (bit-identical to n single dots).
@@ -71,7 +101,7 @@ void dot_rows(const QMatrix& w, const float* x, const Q8Act* xq, int64_t n, floa
 
 bool any_q8(const QMatrix* const* ws, int k) {
   for (int i = 0; i < k; ++i) {
-    if (qdot_uses_q8(ws[i]->type)) return true;
+    if (qdot_uses_q8(ws[i]->type) || ws[i]->packed != nullptr) return true;
   }
   return false;
 }
@@ -101,6 +131,21 @@ void matmul_dot(const QMatrix& w, const float* x, int64_t n, float* y) {
   matmul_dot_many(ws, ys, 1, x, n);
 }
 
+// Rows [r0, r0+m) of w as floats; full packed groups come from the packed copy so that a
+// repacked matrix's GGUF pages are never read again (no doubled resident weights).
+void dequantize_rows(const QMatrix& w, int64_t r0, int64_t m, float* out) {
+  for (int64_t r = r0; r < r0 + m;) {
+    if (r % kPackRows == 0 && r + kPackRows <= std::min(r0 + m, w.packed_rows())) {
+      qpack_dequant_group(w.type, w.packed + (r / kPackRows) * qpack_group_bytes(w.type, w.cols), w.cols,
+                          out + (r - r0) * w.cols);
+      r += kPackRows;
+    } else {
+      dequantize_row(w.type, w.row(r), out + (r - r0) * w.cols, w.cols);
+      ++r;
+    }
+  }
+}
+
 void matmul_gemm(const QMatrix& w, const float* x, int64_t n, float* y) {
   const int64_t tr = tile_rows(w.rows, w.cols);
   const int64_t n_tiles = (w.rows + tr - 1) / tr;
@@ -110,7 +155,7 @@ void matmul_gemm(const QMatrix& w, const float* x, int64_t n, float* y) {
       tile.resize(static_cast<size_t>(tr * w.cols));
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t r0 = t * tr, m = std::min(tr, w.rows - r0);
-        for (int64_t r = 0; r < m; ++r) dequantize_row(w.type, w.row(r0 + r), tile.data() + r * w.cols, w.cols);
+        dequantize_rows(w, r0, m, tile.data());
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(m), int(w.cols), 1.0f, x,
                     int(w.cols), tile.data(), int(w.cols), 0.0f, y + r0, int(w.rows));
       }

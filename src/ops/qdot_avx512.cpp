@@ -20,8 +20,7 @@
 // on the GGUF row layout, with or without prefetching the next group, was no faster on a
 // cache-resident matrix and ~1.5x slower on a matrix streamed from memory (four interleaved row
 // streams instead of one). Several rows per pass needs the rows repacked so that one load
-// brings a block of every row (issue 16, part 2, not done); qdot_q8_multirow is where such a
-// kernel plugs in.
+// brings a block of every row: ops/qpack.h does that at load time for Q4_0, Q4_1 and Q8_0.
 #include <immintrin.h>
 
 // GCC 12 warns inside its own AVX-512 intrinsic headers (_mm512_undefined_* placeholders).

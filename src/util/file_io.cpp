@@ -226,6 +226,16 @@ MappedFile::~MappedFile() {
   if (map_ != nullptr) ::munmap(map_, size_t(len_));
 }
 
+void MappedFile::release(const uint8_t* p, uint64_t n) const {
+  const uint8_t* base = data();
+  if (base == nullptr || p < base || n > len_ || uint64_t(p - base) > len_ - n) return;
+  const uint64_t page = uint64_t(::sysconf(_SC_PAGESIZE));
+  const uint64_t lo = (uint64_t(p - base) + page - 1) / page * page;
+  const uint64_t hi = (uint64_t(p - base) + n) / page * page;
+  // A read-only private mapping never written: MADV_DONTNEED only drops clean file pages.
+  if (hi > lo) ::madvise(const_cast<uint8_t*>(base) + lo, size_t(hi - lo), MADV_DONTNEED);
+}
+
 void MappedFile::open(const std::string& path, const std::string& what) {
   struct stat st {};
   Fd fd(open_for_read(path, what, false, st));

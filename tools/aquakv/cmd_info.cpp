@@ -1,6 +1,8 @@
 // `aquakv info`: prints what aquakv sees of the machine (SIMD level, threads) and the registered
 // KV cache formats.
 #include <cstdio>
+#include <cstdlib>
+#include <string>
 
 #include "aquakv/kv/cache_factory.h"
 #include "aquakv/util/blas_core.h"
@@ -17,6 +19,10 @@ const CommandRegistrar reg{"info", "print build and machine information", [](CLI
                 "cpu features: %s\nthreads: %d\n", simd_level_name(simd_level()),
                 simd_level_name(cpu_simd_level()), cpu_features().c_str(), num_threads());
     std::printf("openblas kernels: %s\n", blas_core_name().c_str());
+    const char* rp = std::getenv("AQUAKV_REPACK");
+    std::printf("weights: Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K/Q6_K matrices %s (AQUAKV_REPACK=0 keeps the GGUF row layout)\n",
+                rp != nullptr && std::string(rp) == "0" ? "in the GGUF row layout"
+                                                        : "repacked at load into 16-row groups");
     std::printf("kv cache formats (--kv NAME[:ARGS][,OPTIONS]; defaults in parentheses):\n");
     std::fputs(cache_formats_help().c_str(), stdout);
     return 0;

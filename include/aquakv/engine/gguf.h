@@ -117,6 +117,9 @@ class GgufFile {
   std::vector<std::string> get_string_array(std::string_view key) const;
   std::vector<double> get_f64_array(std::string_view key) const;   // any numeric elements
   std::vector<int64_t> get_i64_array(std::string_view key) const;  // any integer elements
+  // Drops the resident pages of [p, p + n) of a mapped file's data (no-op for an in-memory
+  // image): for tensors whose bytes were copied into another layout (engine/model.h).
+  virtual void release_pages(const uint8_t* p, uint64_t n) const = 0;
   // The tensor; throws Error naming it when absent.
   const GgufTensorInfo& tensor(std::string_view name) const;
 };

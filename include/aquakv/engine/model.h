@@ -98,6 +98,10 @@ class Model {
   uint64_t meta_hash() const { return meta_hash_; }
   // Bytes of weights in the file (all tensors the model uses).
   int64_t weight_bytes() const { return weight_bytes_; }
+  // Bytes of weights held repacked in 16-row groups for the decode kernels (ops/qpack.h): every
+  // Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K / Q6_K matrix the products read, unless AQUAKV_REPACK=0. Their pages of the
+  // file are released after packing (not resident twice); 0 when nothing was packed.
+  int64_t packed_bytes() const { return packed_bytes_; }
 
  private:
   Model() = default;
@@ -108,6 +112,13 @@ class Model {
   std::vector<LayerWeights> layers_;
   int64_t weight_bytes_ = 0;
   uint64_t meta_hash_ = 0;
+  // Weights repacked for the decode kernels (ops/qpack.h); the QMatrix views point into it.
+  struct FreeDeleter {
+    void operator()(uint8_t* p) const;
+  };
+  std::unique_ptr<uint8_t[], FreeDeleter> packed_;
+  int64_t packed_bytes_ = 0;
+  void pack_weights();
 };
 
 }  // namespace aquakv

@@ -20,7 +20,11 @@ struct QMatrix {
   int64_t cols = 0;
   int64_t row_bytes = 0;
   const uint8_t* data = nullptr;
+  // Rows [0, rows - rows % 16) repacked into 16-row groups (ops/qpack.h), or null. When set, the
+  // dot and gemm paths read only the packed copy (rows past the last full group: `data`).
+  const uint8_t* packed = nullptr;
   const uint8_t* row(int64_t r) const { return data + r * row_bytes; }
+  int64_t packed_rows() const { return packed != nullptr ? rows / 16 * 16 : 0; }
 };
 
 enum class MatmulPath {

@@ -54,7 +54,8 @@ void qdot_q8_rows(GgmlType type, const void* row, const Q8Act* x, int64_t n, int
 // Dots of n_rows weight rows (row r at rows + r*row_bytes) with one activation vector (decode
 // of one sequence): out[r] = qdot_q8(type, row r, x, n) bit for bit. Today a loop of single
 // dots at every level: on the GGUF row layout, groups of rows sharing each activation load were
-// measured slower (src/ops/qdot_avx512.cpp); a kernel for repacked rows would plug in here.
+// measured slower (src/ops/qdot_avx512.cpp). Matrices repacked at load (ops/qpack.h) take the
+// packed kernels instead; this path serves the rows of types without a packed layout.
 void qdot_q8_multirow_ref(GgmlType type, const void* rows, int64_t row_bytes, int64_t n_rows,
                           const Q8Act* x, int64_t n, float* out);
 void qdot_q8_multirow(GgmlType type, const void* rows, int64_t row_bytes, int64_t n_rows,

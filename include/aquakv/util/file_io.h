@@ -54,6 +54,10 @@ class MappedFile {
   void open(const std::string& path, const std::string& what);
   const uint8_t* data() const { return static_cast<const uint8_t*>(map_); }
   uint64_t size() const { return len_; }
+  // Drops the resident pages lying wholly inside [p, p + n) of this mapping (the memory stays
+  // mapped; a later read faults the page back from the file). For data copied elsewhere, e.g.
+  // repacked weights, so that the process does not hold both. p outside the mapping: no-op.
+  void release(const uint8_t* p, uint64_t n) const;
 
  private:
   void* map_ = nullptr;
