@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "aquakv/ops/nn.h"
+#include "aquakv/ops/qpack.h"
 #include "aquakv/ops/qdot.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/fp16.h"
@@ -166,16 +167,31 @@ MatmulPath Forward::one_token_path() const {
   return 1 < matmul_gemm_min_rows() ? MatmulPath::kDot : MatmulPath::kGemm;
 }
 
-// Rows of x: the embeddings of `tokens`, times embd_scale (gemma3: sqrt(d_model)).
+// Rows of x: the embeddings of `tokens`, times embd_scale (gemma3: sqrt(d_model)). When the
+// output projection is the embedding matrix (tied) and was repacked (ops/qpack.h), rows come
+// from its packed groups: the model released the file's pages of those rows, and reading them
+// there would bring the embedding back in beside its packed copy (up to 17 MiB of SmolLM2's
+// over a long prompt). qpack_dequant_group gives the same floats as the file's rows.
 void Forward::embed(std::span<const int32_t> tokens) {
   const int64_t n = int64_t(tokens.size()), d = model_.config().d_model;
   const float scale = model_.config().embd_scale;
   float* x = sized(s_->x, n * d);
   const QMatrix& emb = model_.tok_embd();
+  const QMatrix& out = model_.output();
+  const bool packed = out.packed != nullptr && out.data == emb.data && out.type == emb.type && out.cols == d;
   parallel_for(n, [&](int64_t a, int64_t b) {
+    std::vector<float> group;
     for (int64_t t = a; t < b; ++t) {
       float* xt = x + t * d;
-      dequantize_row(emb.type, emb.row(tokens[size_t(t)]), xt, d);
+      const int64_t id = tokens[size_t(t)];
+      if (packed && id < out.packed_rows()) {
+        group.resize(size_t(kPackRows * d));
+        const int64_t g = id / kPackRows;
+        qpack_dequant_group(out.type, out.packed + g * qpack_group_bytes(out.type, d), d, group.data());
+        std::copy_n(group.data() + (id % kPackRows) * d, d, xt);
+      } else {
+        dequantize_row(emb.type, emb.row(id), xt, d);
+      }
       if (scale != 1.0f) for (int64_t i = 0; i < d; ++i) xt[i] *= scale;
     }
   });
