@@ -10,9 +10,7 @@
 // (cache buffers, RoPE tables) is exercised, within the time of a unit test on a 2-core machine.
 #include <gtest/gtest.h>
 
-#include <fcntl.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 

@@ -135,9 +135,6 @@ class Cursor {
     return len;
   }
 
- public:
-
- private:
   const uint8_t* base_;
   uint64_t size_;
   uint64_t pos_ = 0;

@@ -24,8 +24,6 @@ enum class GgufValueType : uint32_t {
   ARRAY = 9, U64 = 10, I64 = 11, F64 = 12,
 };
 
-struct GgufValue;
-
 // Arrays of at least this many scalars or strings (the tokenizer's vocabulary, scores, types
 // and merges) are checked when the file opens but not copied: their elements are decoded from
 // the file's bytes each time they are read, since a copy of ~100k elements would hold ~7 MiB for
@@ -37,7 +35,7 @@ struct GgufValue {
   struct Array {
     GgufValueType elem_type;
     std::vector<GgufValue> items;  // the elements; empty when `raw` is set
-    // A long array (kGgufLazyArrayItems) left in the file: `count` elements encoded from `raw`,
+    // A long array (>= kGgufLazyArrayItems elements) left in the file: `count` elements encoded from `raw`,
     // which points into the GgufFile's bytes (valid while the file is open).
     const uint8_t* raw = nullptr;
     uint64_t count = 0;
