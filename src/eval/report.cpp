@@ -4,12 +4,14 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <sstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <tuple>
 
 #include "aquakv/util/error.h"
 #include "aquakv/util/file_io.h"
@@ -208,29 +210,112 @@ static std::string chart_label(const std::string& kv) {
   return name + ":" + std::filesystem::path(file).stem().string() + opts;
 }
 
+namespace {
+
+// A chart point in panel coordinates (x = log2 bits; y = the panel's value, log10 for KL) with
+// its label's length, and where the label's left end goes (lx, ly).
+struct ChartPoint {
+  double x, y;
+  size_t len;
+  double lx = NAN, ly = NAN;
+  double ex = NAN, ey = NAN;  // the label end a connector line reaches (labels moved off the first ring)
+};
+
+// The panel's axis ranges, in panel coordinates; the plot script sets exactly these.
+struct PanelRange {
+  double x0 = 0, x1 = 1, y0 = 0, y1 = 1;
+};
+
+// Places each label beside its point where it overlaps no label placed before and no point:
+// candidates right / left of the point, then further up / down, in units of the label font's
+// character size relative to the panel's axis ranges (a 1400x600 canvas, two panels, 8 pt
+// labels: a character is ~1/110 of the width and ~1/40 of the height). The first free
+// candidate wins; when none is free, the one with the least overlap. Returns the axis ranges:
+// the data padded left and right (room for labels) and above and below.
+PanelRange place_labels(std::vector<ChartPoint>& p) {
+  double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
+  for (const auto& c : p) {
+    if (!std::isfinite(c.y)) continue;
+    x0 = std::min(x0, c.x), x1 = std::max(x1, c.x), y0 = std::min(y0, c.y), y1 = std::max(y1, c.y);
+  }
+  if (!std::isfinite(x0)) return {};
+  const double xs = std::max(x1 - x0, 1.0), ys = std::max(y1 - y0, 1e-3);
+  const PanelRange r{x0 - 0.06 * xs, x1 + 0.22 * xs, y0 - 0.1 * ys, y1 + 0.1 * ys};
+  const double cw = (r.x1 - r.x0) / 110, ch = (r.y1 - r.y0) / 40;
+  struct Box { double a, b, c, d; };  // x from a to b, y from c to d
+  std::vector<Box> used;
+  for (const auto& c : p) {
+    if (std::isfinite(c.y)) used.push_back({c.x - 0.5 * cw, c.x + 0.5 * cw, c.y - 0.4 * ch, c.y + 0.4 * ch});
+  }
+  const auto overlap = [&](const Box& b) {
+    double o = 0;
+    for (const Box& u : used) {
+      const double w = std::min(b.b, u.b) - std::max(b.a, u.a), h = std::min(b.d, u.d) - std::max(b.c, u.c);
+      if (w > 0 && h > 0) o += w * h;
+    }
+    return o;
+  };
+  const double dys[] = {0.7, -0.7, 1.8, -1.8, 2.9, -2.9, 4.0, -4.0};
+  for (auto& c : p) {
+    if (!std::isfinite(c.y)) continue;
+    const double w = (double(c.len) + 0.5) * cw;
+    Box best{};
+    double best_o = INFINITY, best_dy = 0;
+    bool right = true;
+    for (double dy : dys) {
+      for (double dx : {0.8 * cw, -0.8 * cw - w}) {
+        const Box b{c.x + dx, c.x + dx + w, c.y + dy * ch - 0.5 * ch, c.y + dy * ch + 0.5 * ch};
+        const double o = overlap(b);
+        if (o < best_o) best_o = o, best = b, best_dy = dy, right = dx > 0;
+        if (o == 0) break;
+      }
+      if (best_o == 0) break;
+    }
+    used.push_back(best);
+    c.lx = best.a;
+    c.ly = 0.5 * (best.c + best.d);
+    if (std::fabs(best_dy) > 1) {
+      c.ex = right ? best.a : best.b;
+      c.ey = c.ly;
+    }
+  }
+  return r;
+}
+
+}  // namespace
+
 std::vector<std::string> write_charts(const std::vector<ReportRow>& rows, const std::string& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) fail("report {}: cannot create the directory: {}", dir, ec.message());
   std::vector<std::string> out;
-  // Quality: one gnuplot data block per (impl, ctx); columns bits, PPL ratio, KL mean, label.
-  std::vector<const ReportRow*> by_bits;
+  // Quality: one gnuplot data block per (impl, ctx); columns bits, PPL ratio, KL mean, then the
+  // label's anchor in each panel (x, y for the ratio panel, x, y for the KL panel) and the label.
+  std::vector<const ReportRow*> pts;
   for (const auto& r : rows)
-    if (r.ppl_ratio) by_bits.push_back(&r);
-  std::stable_sort(by_bits.begin(), by_bits.end(),
+    if (r.ppl_ratio) pts.push_back(&r);
+  std::stable_sort(pts.begin(), pts.end(),
                    [](auto* a, auto* b) { return a->bits_per_value < b->bits_per_value; });
-  // Columns 4 and 5 hold the label for points drawn with it above resp. below (the other ""):
-  // neighbours in bits alternate, so labels of formats at nearly the same bits do not overlap.
+  std::vector<std::string> labels;
+  std::vector<ChartPoint> ratio_pts, kl_pts;
+  for (const ReportRow* rp : pts) {
+    labels.push_back(chart_label(rp->kv));
+    ratio_pts.push_back({std::log2(rp->bits_per_value), *rp->ppl_ratio, labels.back().size()});
+    const bool kl = rp->kl_mean && *rp->kl_mean > 0;
+    kl_pts.push_back({std::log2(rp->bits_per_value), kl ? std::log10(*rp->kl_mean) : NAN, labels.back().size()});
+  }
+  const PanelRange rr = place_labels(ratio_pts), kr = place_labels(kl_pts);
   std::map<std::string, std::string> q;
-  std::map<std::string, int> n_in_block;
-  for (const ReportRow* rp : by_bits) {
-    const ReportRow& r = *rp;
-    const std::string name = fmt::format("{} ctx {}", r.impl, r.ctx);
-    const bool above = n_in_block[name]++ % 2 == 0;
-    const std::string label = "\"" + chart_label(r.kv) + "\"";
-    q[name] += fmt::format("{} {} {} {} {}\n", r.bits_per_value, *r.ppl_ratio,
-                           r.kl_mean && *r.kl_mean > 0 ? fmt::format("{}", *r.kl_mean) : "NaN",
-                           above ? label : "\"\"", above ? "\"\"" : label);
+  for (size_t i = 0; i < pts.size(); ++i) {
+    const ReportRow& r = *pts[i];
+    const ChartPoint& a = ratio_pts[i];
+    const ChartPoint& k = kl_pts[i];
+    const auto num = [](double v) { return std::isfinite(v) ? fmt::format("{}", v) : std::string("NaN"); };
+    q[fmt::format("{} ctx {}", r.impl, r.ctx)] +=
+        fmt::format("{} {} {} {} {} {} {} \"{}\" {} {} {} {}\n", r.bits_per_value, *r.ppl_ratio,
+                    r.kl_mean && *r.kl_mean > 0 ? fmt::format("{}", *r.kl_mean) : "NaN", num(std::exp2(a.lx)),
+                    num(a.ly), num(std::exp2(k.lx)), num(std::pow(10.0, k.ly)), labels[i],
+                    num(std::exp2(a.ex)), num(a.ey), num(std::exp2(k.ex)), num(std::pow(10.0, k.ey)));
   }
   if (!q.empty()) {
     std::string data, plot_ratio, plot_kl;
@@ -239,11 +324,13 @@ std::vector<std::string> write_charts(const std::vector<ReportRow>& rows, const 
       data += "# " + name + "\n" + block + "\n\n";
       const std::string sep = idx ? ", " : "";
       // Points, not lines: neighbours in bits are different formats, not one curve.
-      for (const auto& [plot, col] : {std::pair{&plot_ratio, 2}, std::pair{&plot_kl, 3}})
+      // Columns: 1 bits, 2 ratio, 3 KL, 4-5 / 6-7 label anchors, 8 label, 9-10 / 11-12 connector
+      // ends (NaN: the label sits next to its point).
+      for (const auto& [plot, col, lcol, ecol] : {std::tuple{&plot_ratio, 2, 4, 9}, std::tuple{&plot_kl, 3, 6, 11}})
         *plot += fmt::format("{0}'quality.dat' index {1} using 1:{2} with points pt 7 ps 1.2 title '{3}', "
-                             "'' index {1} using 1:{2}:4 with labels left offset 0.6,0.7 font ',8' notitle, "
-                             "'' index {1} using 1:{2}:5 with labels left offset 0.6,-0.7 font ',8' notitle",
-                             sep, idx, col, name);
+                             "'' index {1} using {4}:{5}:8 with labels left font ',8' notitle, "
+                             "'' index {1} using 1:{2}:(${6}-$1):(${7}-${2}) with vectors nohead lc rgb 'gray60' notitle",
+                             sep, idx, col, name, lcol, lcol + 1, ecol, ecol + 1);
       ++idx;
     }
     write_text(dir + "/quality.dat", data);
@@ -253,10 +340,13 @@ std::vector<std::string> write_charts(const std::vector<ReportRow>& rows, const 
                // The key sits above the plots, boxed: inside the plot area its sample point read as one more
                // configuration.
                "set grid\nset xlabel 'bits per value (log scale)'\nset key outside top center horizontal box\n"
-               "set logscale x 2\nset xtics (1, 2, 3, 4, 5, 6, 8, 12, 16, 32)\nset offsets graph 0.03, graph 0.1, graph 0.05, graph 0.05\n"
+               "set logscale x 2\nset xtics (1, 2, 3, 4, 5, 6, 8, 12, 16, 32)\n" +
+               fmt::format("set xrange [{}:{}]\nset yrange [{}:{}]\n", std::exp2(rr.x0), std::exp2(rr.x1), rr.y0, rr.y1) +
                "set ylabel 'PPL / PPL(16-bit cache)'\nplot " + plot_ratio + "\n"
-               "set logscale y\nset format y '%.0e'\nset ylabel 'mean KL divergence to the 16-bit cache (nats)'\nplot " +
-               plot_kl + "\nunset multiplot\n");
+               "set logscale y\nset format y '%.0e'\n" +
+               fmt::format("set xrange [{}:{}]\nset yrange [{}:{}]\n", std::exp2(kr.x0), std::exp2(kr.x1),
+                           std::pow(10.0, kr.y0), std::pow(10.0, kr.y1)) +
+               "set ylabel 'mean KL divergence to the 16-bit cache (nats)'\nplot " + plot_kl + "\nunset multiplot\n");
     out.push_back(dir + "/quality.png");
   }
   // Speed: one block per (impl, kv); columns ctx, prefill, decode.
