@@ -35,12 +35,13 @@ json read_json(const std::string& path) {
 
 // ---- Summary comparison (format: scripts/make_gguf_goldens.py) ----
 
-void flatten(const GgufValue& v, std::vector<const GgufValue*>& leaves) {
+// Leaves are copies: a long array's elements are decoded on each read (engine/gguf.h).
+void flatten(const GgufValue& v, std::vector<GgufValue>& leaves) {
   if (v.type != GgufValueType::ARRAY) {
-    leaves.push_back(&v);
+    leaves.push_back(v);
     return;
   }
-  for (const auto& item : std::get<GgufValue::Array>(v.v).items) flatten(item, leaves);
+  std::get<GgufValue::Array>(v.v).for_each([&](const GgufValue& item) { flatten(item, leaves); });
 }
 
 // Type chain as gguf-py reports it: outer type, then (for arrays) the chain of the first item,
@@ -49,7 +50,7 @@ std::vector<uint32_t> type_chain(const GgufValue& v) {
   std::vector<uint32_t> out{uint32_t(v.type)};
   if (v.type != GgufValueType::ARRAY) return out;
   const auto& a = std::get<GgufValue::Array>(v.v);
-  if (a.items.empty()) {
+  if (a.size() == 0 || a.raw != nullptr) {  // a long array's elements are scalars or strings
     out.push_back(uint32_t(a.elem_type));
     return out;
   }
@@ -66,9 +67,10 @@ void fnv(uint64_t& h, const void* p, size_t n) {
   }
 }
 
-std::string leaf_hash(const std::vector<const GgufValue*>& leaves) {
+std::string leaf_hash(const std::vector<GgufValue>& leaves) {
   uint64_t h = 0xcbf29ce484222325ull;
-  for (const GgufValue* v : leaves) {
+  for (const GgufValue& leaf : leaves) {
+    const GgufValue* v = &leaf;
     if (const auto* s = std::get_if<std::string>(&v->v)) {
       const uint64_t n = s->size();
       fnv(h, &n, 8);
@@ -118,15 +120,15 @@ void expect_matches_summary(const GgufFile& f, const json& s) {
     EXPECT_EQ(f.find(key), &value) << key;
     EXPECT_EQ(type_chain(value), m["types"].get<std::vector<uint32_t>>()) << key;
     if (value.type == GgufValueType::ARRAY) {
-      EXPECT_EQ(std::get<GgufValue::Array>(value.v).items.size(), m["n"].get<size_t>()) << key;
+      EXPECT_EQ(std::get<GgufValue::Array>(value.v).size(), m["n"].get<size_t>()) << key;
     }
-    std::vector<const GgufValue*> leaves;
+    std::vector<GgufValue> leaves;
     flatten(value, leaves);
     ASSERT_EQ(leaves.size(), m["n_leaves"].get<size_t>()) << key;
     EXPECT_EQ(leaf_hash(leaves), m["fnv"].get<std::string>()) << key;
     const json& shown = m.contains("values") ? m["values"] : m["head"];
     for (size_t i = 0; i < shown.size(); ++i) {
-      expect_leaf_eq(*leaves[i], shown[i], key + "[" + std::to_string(i) + "]");
+      expect_leaf_eq(leaves[i], shown[i], key + "[" + std::to_string(i) + "]");
     }
   }
   const auto& ts = s["tensors"];
@@ -400,6 +402,55 @@ TEST(GgufBad, AbsurdCounts) {
   for (int i = 0; i < 100; ++i) deep.u32(9).u64(1);
   deep.u32(4).u64(1).u32(0);
   EXPECT_ERROR_HAS(deep.bytes, "nested at most");
+}
+
+// Long arrays (kGgufLazyArrayItems and more) stay in the file image: their elements, decoded on
+// each read, equal what was written, for every element type; their checks at open are those of
+// short arrays (a bad BOOL, a string running past the end).
+TEST(GgufBad, LongArraysDecodeFromTheFile) {
+  const uint64_t n = kGgufLazyArrayItems + 3;
+  Builder b;
+  b.header(0, 4);
+  b.str("u16").u32(9).u32(2).u64(n);
+  auto put = [&b](auto v) { b.raw(&v, sizeof v); };
+  for (uint64_t i = 0; i < n; ++i) put(uint16_t(i * 7));
+  b.str("f32").u32(9).u32(6).u64(n);
+  for (uint64_t i = 0; i < n; ++i) put(0.25f * float(i) - 3.0f);
+  b.str("i64").u32(9).u32(11).u64(n);
+  for (uint64_t i = 0; i < n; ++i) put(int64_t(i) * -1000003);
+  b.str("str").u32(9).u32(8).u64(n);
+  for (uint64_t i = 0; i < n; ++i) b.str(std::string(i % 40, char('a' + i % 26)));
+  const auto f = GgufFile::from_memory(b.bytes, "long");
+  const auto& u16 = std::get<GgufValue::Array>(f->find("u16")->v);
+  EXPECT_NE(u16.raw, nullptr);
+  EXPECT_TRUE(u16.items.empty());
+  EXPECT_EQ(u16.size(), n);
+  const auto ints = f->get_i64_array("u16");
+  const auto f32 = f->get_f64_array("f32");
+  const auto i64 = f->get_i64_array("i64");
+  const auto strs = f->get_string_array("str");
+  ASSERT_EQ(ints.size(), n);
+  ASSERT_EQ(f32.size(), n);
+  ASSERT_EQ(i64.size(), n);
+  ASSERT_EQ(strs.size(), n);
+  for (uint64_t i = 0; i < n; ++i) {
+    EXPECT_EQ(ints[i], int64_t(uint16_t(i * 7))) << i;
+    EXPECT_EQ(f32[i], double(0.25f * float(i) - 3.0f)) << i;
+    EXPECT_EQ(i64[i], int64_t(i) * -1000003) << i;
+    EXPECT_EQ(strs[i], std::string(i % 40, char('a' + i % 26))) << i;
+  }
+  // A BOOL that is neither 0 nor 1 deep in a long array, and a string past the end.
+  Builder bad_bool;
+  bad_bool.header(0, 1).str("k").u32(9).u32(7).u64(n);
+  for (uint64_t i = 0; i < n; ++i) bad_bool.u8(i == n - 2 ? 5 : uint8_t(i & 1));
+  const std::string at_bool = "metadata 'k'[" + std::to_string(n - 2) + "]";
+  EXPECT_ERROR_HAS(bad_bool.bytes, at_bool.c_str(), "BOOL", "got 5");
+  Builder bad_str;
+  bad_str.header(0, 1).str("k").u32(9).u32(8).u64(n);
+  for (uint64_t i = 0; i + 1 < n; ++i) bad_str.str("ab");
+  bad_str.u64(1000).zeros(8);
+  const std::string at_str = "metadata 'k'[" + std::to_string(n - 1) + "] length";
+  EXPECT_ERROR_HAS(bad_str.bytes, at_str.c_str(), "got 1000");
 }
 
 TEST(GgufBad, BadValues) {

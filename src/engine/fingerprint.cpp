@@ -25,8 +25,8 @@ struct Fnv {
     else if (const auto* b = std::get_if<bool>(&v.v)) pod<uint8_t>(*b);
     else if (const auto* s = std::get_if<std::string>(&v.v)) str(*s);
     else if (const auto* a = std::get_if<GgufValue::Array>(&v.v)) {
-      pod<uint64_t>(a->items.size());
-      for (const auto& it : a->items) value(it);
+      pod<uint64_t>(a->size());
+      a->for_each([this](const GgufValue& it) { value(it); });
     }
   }
 };

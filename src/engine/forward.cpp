@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "aquakv/ops/nn.h"
+#include "aquakv/ops/qpack.h"
 #include "aquakv/ops/qdot.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/fp16.h"
@@ -22,13 +23,28 @@ struct Forward::Scratch {
     if (!c.window.empty()) rope_swa.ensure(n_pos);
   }
   const RopeTable& rope_of(const ModelConfig& c, int l) const { return c.is_swa(l) ? rope_swa : rope; }
-  std::vector<float> x;     // (n, d) residual stream
-  std::vector<float> xn;    // (n, d) normalized
-  std::vector<float> q;     // (n, Q)
-  std::vector<float> k, v;  // (n, C) this step's keys (pre-RoPE) and values
-  std::vector<float> att;   // (n, Q) attention output
-  std::vector<float> o;     // (n, d) projection output
-  std::vector<float> g, u;  // (n, n_ff)
+  std::vector<float> x;   // (n, d) residual stream
+  std::vector<float> xn;  // (n, d) normalized rows; also the (n, d) output of each block's
+                          // last projection (o and the FFN's down projection), which is added
+                          // to x before xn is written again
+  // The other activations of a step, in one block whose halves are reused by phase: attention
+  // q (n, Q) | k, v (n, C) (keys before RoPE, values) | att (n, Q); then the feed-forward
+  // g, u (n, n_ff), which start once att is consumed. A step's activations are thus
+  // n x (2d + max(2Q + 2C, 2 n_ff)) floats, not the sum of all of them.
+  std::vector<float> work;
+  float *q = nullptr, *k = nullptr, *v = nullptr, *att = nullptr, *g = nullptr, *u = nullptr;
+  // Sizes every buffer for steps of n rows (before a step: later calls must not move them).
+  void plan(const ModelConfig& c, int64_t n) {
+    const int64_t Q = c.q_width(), C = c.kv_width(), F = c.n_ff;
+    if (int64_t(work.size()) < n * std::max(2 * Q + 2 * C, 2 * F)) work.resize(size_t(n * std::max(2 * Q + 2 * C, 2 * F)));
+    if (int64_t(xn.size()) < n * c.d_model) xn.resize(size_t(n * c.d_model));
+    q = work.data();
+    k = q + n * Q;
+    v = k + n * C;
+    att = v + n * C;
+    g = work.data();
+    u = g + n * F;
+  }
 };
 
 namespace {
@@ -112,6 +128,7 @@ void Forward::step(KvCache& cache, int seq, std::span<const int32_t> tokens, flo
   if (n == 0) return;
   const int64_t p0 = cache.n_tokens(seq);
   s_->ensure_rope(model_.config(), p0 + n);
+  s_->plan(model_.config(), n);
   embed(tokens);
   cache.begin_step(seq, n);
   for (int l = 0; l < model_.config().n_layers; ++l) layer(cache, l, n, p0);
@@ -137,6 +154,7 @@ void Forward::eval_batch(std::span<KvCache* const> caches, std::span<const int> 
   std::vector<int64_t> p0(B);
   for (size_t b = 0; b < B; ++b) p0[b] = caches[b]->n_tokens(seqs[b]);
   s_->ensure_rope(model_.config(), *std::max_element(p0.begin(), p0.end()) + 1);
+  s_->plan(model_.config(), int64_t(B));
   embed(tokens);
   for (size_t b = 0; b < B; ++b) caches[b]->begin_step(seqs[b], 1);
   for (int l = 0; l < model_.config().n_layers; ++l) layer_batch(caches, l, p0);
@@ -149,16 +167,31 @@ MatmulPath Forward::one_token_path() const {
   return 1 < matmul_gemm_min_rows() ? MatmulPath::kDot : MatmulPath::kGemm;
 }
 
-// Rows of x: the embeddings of `tokens`, times embd_scale (gemma3: sqrt(d_model)).
+// Rows of x: the embeddings of `tokens`, times embd_scale (gemma3: sqrt(d_model)). When the
+// output projection is the embedding matrix (tied) and was repacked (ops/qpack.h), rows come
+// from its packed groups: the model released the file's pages of those rows, and reading them
+// there would bring the embedding back in beside its packed copy (up to 17 MiB of SmolLM2's
+// over a long prompt). qpack_dequant_group gives the same floats as the file's rows.
 void Forward::embed(std::span<const int32_t> tokens) {
   const int64_t n = int64_t(tokens.size()), d = model_.config().d_model;
   const float scale = model_.config().embd_scale;
   float* x = sized(s_->x, n * d);
   const QMatrix& emb = model_.tok_embd();
+  const QMatrix& out = model_.output();
+  const bool packed = out.packed != nullptr && out.data == emb.data && out.type == emb.type && out.cols == d;
   parallel_for(n, [&](int64_t a, int64_t b) {
+    std::vector<float> group;
     for (int64_t t = a; t < b; ++t) {
       float* xt = x + t * d;
-      dequantize_row(emb.type, emb.row(tokens[size_t(t)]), xt, d);
+      const int64_t id = tokens[size_t(t)];
+      if (packed && id < out.packed_rows()) {
+        group.resize(size_t(kPackRows * d));
+        const int64_t g = id / kPackRows;
+        qpack_dequant_group(out.type, out.packed + g * qpack_group_bytes(out.type, d), d, group.data());
+        std::copy_n(group.data() + (id % kPackRows) * d, d, xt);
+      } else {
+        dequantize_row(emb.type, emb.row(id), xt, d);
+      }
       if (scale != 1.0f) for (int64_t i = 0; i < d; ++i) xt[i] *= scale;
     }
   });
@@ -179,8 +212,7 @@ void Forward::layer(KvCache& cache, int l, int64_t n, int64_t p0) {
   const LayerWeights& w = model_.layer(l);
   Scratch& s = *s_;
   qkv(w, n, opt_.matmul);
-  float* att = sized(s.att, n * model_.config().q_width());
-  attend(cache, l, n, p0, s.k.data(), s.v.data(), s.q.data(), att);
+  attend(cache, l, n, p0, s.k, s.v, s.q, s.att);
   out_and_ffn(w, n, opt_.matmul);
 }
 
@@ -192,10 +224,9 @@ void Forward::layer_batch(std::span<KvCache* const> caches, int l, std::span<con
   const MatmulPath mp = one_token_path();
   Scratch& s = *s_;
   qkv(w, B, mp);
-  float* att = sized(s.att, B * Q);
   for (int64_t b = 0; b < B; ++b) {
-    attend(*caches[size_t(b)], l, 1, p0[size_t(b)], s.k.data() + b * C, s.v.data() + b * C,
-           s.q.data() + b * Q, att + b * Q);
+    attend(*caches[size_t(b)], l, 1, p0[size_t(b)], s.k + b * C, s.v + b * C, s.q + b * Q,
+           s.att + b * Q);
   }
   out_and_ffn(w, B, mp);
 }
@@ -203,13 +234,11 @@ void Forward::layer_batch(std::span<KvCache* const> caches, int l, std::span<con
 // xn = RMSNorm(x); q, k, v = projections of xn (plus biases) for n rows.
 void Forward::qkv(const LayerWeights& w, int64_t n, MatmulPath mp) {
   const ModelConfig& c = model_.config();
-  const int64_t d = c.d_model, C = c.kv_width(), Q = c.q_width();
+  const int64_t d = c.d_model;
   Scratch& s = *s_;
   float* x = s.x.data();
-  float* xn = sized(s.xn, n * d);
-  float* q = sized(s.q, n * Q);
-  float* k = sized(s.k, n * C);
-  float* v = sized(s.v, n * C);
+  float* xn = s.xn.data();
+  float *q = s.q, *k = s.k, *v = s.v;
   parallel_for(n, [&](int64_t a, int64_t b) {
     for (int64_t t = a; t < b; ++t) rms_norm(x + t * d, w.attn_norm.data(), xn + t * d, d, c.norm_eps);
   });
@@ -261,16 +290,15 @@ void Forward::out_and_ffn(const LayerWeights& w, int64_t n, MatmulPath mp) {
   const int64_t d = c.d_model;
   Scratch& s = *s_;
   float* x = s.x.data();
-  float* xn = sized(s.xn, n * d);
-  float* o = sized(s.o, n * d);
-  matmul(w.wo, s.att.data(), n, o, mp);
+  float* xn = s.xn.data();
+  float* o = xn;  // projection outputs: added to x before xn is written again
+  matmul(w.wo, s.att, n, o, mp);
   post_norm(o, w.post_attn_norm, n, d, c.norm_eps);
   add_rows(x, o, n * d);
   parallel_for(n, [&](int64_t a, int64_t b) {
     for (int64_t t = a; t < b; ++t) rms_norm(x + t * d, w.ffn_norm.data(), xn + t * d, d, c.norm_eps);
   });
-  float* g = sized(s.g, n * c.n_ff);
-  float* u = sized(s.u, n * c.n_ff);
+  float *g = s.g, *u = s.u;  // att, the only other live part of the block, is consumed
   if (c.gelu_ffn) {  // GeGLU: g = gelu(xn Wg^T) * (xn Wu^T)
     matmul(w.w_gate, xn, n, g, mp);
     matmul(w.w_up, xn, n, u, mp);

@@ -18,6 +18,7 @@
 
 #include <fmt/ranges.h>
 
+#include "aquakv/util/check.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/file_io.h"
 
@@ -108,18 +109,32 @@ class Cursor {
   }
 
   std::string read_string(const FieldName& field) {
+    const uint64_t len = string_length(field);
+    std::string s(reinterpret_cast<const char*>(base_ + pos_), size_t(len));
+    pos_ += len;
+    return s;
+  }
+  // Checks a string as read_string does and moves past it.
+  void skip_string(const FieldName& field) { pos_ += string_length(field); }
+
+  const uint8_t* here() const { return base_ + pos_; }
+  void skip(uint64_t n, const FieldName& field) {
+    need(n, field);
+    pos_ += n;
+  }
+
+ private:
+  // Reads a string's length field and checks that many bytes follow.
+  uint64_t string_length(const FieldName& field) {
     if (8 > left()) need(8, FieldName(field.str() + " length"));
     const uint64_t len = read<uint64_t>(field);
     if (len > left()) {
       fail("{}: {} length: expected at most the {} bytes left in the file, got {}", name_,
            field.str(), left(), len);
     }
-    std::string s(reinterpret_cast<const char*>(base_ + pos_), size_t(len));
-    pos_ += len;
-    return s;
+    return len;
   }
 
- private:
   const uint8_t* base_;
   uint64_t size_;
   uint64_t pos_ = 0;
@@ -146,6 +161,20 @@ GgufValue read_array(Cursor& c, const FieldName& name, int depth) {
          field, c.left() / min_bytes, gguf_value_type_name(elem), c.left(), count);
   }
   GgufValue::Array arr{elem, {}};
+  if (elem != GgufValueType::ARRAY && count >= kGgufLazyArrayItems) {
+    // Long array: checked here exactly as the element reads below would check it, then left
+    // in the file (engine/gguf.h).
+    arr.raw = c.here();
+    arr.count = count;
+    if (elem == GgufValueType::STRING) {
+      for (uint64_t i = 0; i < count; ++i) c.skip_string(FieldName(field, int64_t(i)));
+    } else if (elem == GgufValueType::BOOL) {
+      for (uint64_t i = 0; i < count; ++i) read_value(c, elem, FieldName(field, int64_t(i)), depth + 1);
+    } else {
+      c.skip(count * scalar_bytes(elem), FieldName(field, 0));
+    }
+    return GgufValue{GgufValueType::ARRAY, std::move(arr)};
+  }
   arr.items.reserve(size_t(count));
   for (uint64_t i = 0; i < count; ++i) {
     arr.items.push_back(read_value(c, elem, FieldName(field, int64_t(i)), depth + 1));
@@ -411,6 +440,36 @@ void GgufImpl::parse() {
 }
 
 }  // namespace
+
+GgufValue gguf_decode_element(GgufValueType type, const uint8_t*& p) {
+  auto take = [&p](auto v) {
+    std::memcpy(&v, p, sizeof v);
+    p += sizeof v;
+    return v;
+  };
+  switch (type) {
+    case GgufValueType::U8: return {type, uint64_t(take(uint8_t{}))};
+    case GgufValueType::U16: return {type, uint64_t(take(uint16_t{}))};
+    case GgufValueType::U32: return {type, uint64_t(take(uint32_t{}))};
+    case GgufValueType::U64: return {type, take(uint64_t{})};
+    case GgufValueType::I8: return {type, int64_t(take(int8_t{}))};
+    case GgufValueType::I16: return {type, int64_t(take(int16_t{}))};
+    case GgufValueType::I32: return {type, int64_t(take(int32_t{}))};
+    case GgufValueType::I64: return {type, take(int64_t{})};
+    case GgufValueType::F32: return {type, double(take(float{}))};
+    case GgufValueType::F64: return {type, take(double{})};
+    case GgufValueType::BOOL: return {type, take(uint8_t{}) == 1};
+    case GgufValueType::STRING: {
+      const uint64_t len = take(uint64_t{});
+      std::string s(reinterpret_cast<const char*>(p), size_t(len));
+      p += len;
+      return {type, std::move(s)};
+    }
+    case GgufValueType::ARRAY: break;
+  }
+  AQUAKV_CHECK(false, "gguf_decode_element: long arrays hold scalars or strings");
+  return {};
+}
 
 std::string_view gguf_value_type_name(GgufValueType type) {
   static constexpr std::string_view kNames[] = {"U8",  "I8",   "U16",    "I16",   "U32",

@@ -92,36 +92,35 @@ std::vector<std::string> GgufFile::get_string_array(std::string_view key) const 
   const auto& a = array_of(*this, key, "ARRAY of STRING",
                            [](GgufValueType t) { return t == GgufValueType::STRING; });
   std::vector<std::string> out;
-  out.reserve(a.items.size());
-  for (const auto& item : a.items) out.push_back(std::get<std::string>(item.v));
+  out.reserve(a.size());
+  a.for_each([&](const GgufValue& item) { out.push_back(std::get<std::string>(item.v)); });
   return out;
 }
 
 std::vector<double> GgufFile::get_f64_array(std::string_view key) const {
   const auto& a = array_of(*this, key, "ARRAY of numbers", is_numeric);
   std::vector<double> out;
-  out.reserve(a.items.size());
-  for (const auto& item : a.items) out.push_back(as_f64(item));
+  out.reserve(a.size());
+  a.for_each([&](const GgufValue& item) { out.push_back(as_f64(item)); });
   return out;
 }
 
 std::vector<int64_t> GgufFile::get_i64_array(std::string_view key) const {
   const auto& a = array_of(*this, key, "ARRAY of integers", is_integer);
   std::vector<int64_t> out;
-  out.reserve(a.items.size());
-  for (size_t i = 0; i < a.items.size(); ++i) {
-    const GgufValue& item = a.items[i];
+  out.reserve(a.size());
+  a.for_each([&](const GgufValue& item) {
     if (is_signed(item.type)) {
       out.push_back(std::get<int64_t>(item.v));
     } else {
       const uint64_t u = std::get<uint64_t>(item.v);
       if (u > uint64_t(INT64_MAX)) {
-        fail("{}: metadata '{}'[{}]: expected a value <= {}, got {}", path(), key, i,
+        fail("{}: metadata '{}'[{}]: expected a value <= {}, got {}", path(), key, out.size(),
              INT64_MAX, u);
       }
       out.push_back(int64_t(u));
     }
-  }
+  });
   return out;
 }
 

@@ -117,16 +117,15 @@ Tokenizer::Tokenizer(const VocabSpec& spec) {
   t.text.resize(n);
   t.score.assign(n, 0.0f);
   t.type.assign(n, TokenType::Normal);
-  t.to_id.reserve(size_t(n) * 2);
   for (int64_t i = 0; i < n; ++i) {
     t.text[i] = spec.tokens[i].empty() ? "[EMPTY_" + std::to_string(i) + "]" : spec.tokens[i];
-    t.to_id[t.text[i]] = TokenId(i);
     if (!spec.scores.empty()) t.score[i] = spec.scores[i];
     if (!spec.token_types.empty()) {
       const int32_t v = spec.token_types[i];
       t.type[i] = v >= 0 && v <= 6 ? TokenType(v) : TokenType::Undefined;
     }
   }
+  t.to_id.build(t.text);
 
   const bool spm = t.kind == Impl::Kind::Spm;
   t.bos = checked_id(spec, "bos_token_id", spec.bos, spm ? 1 : 11, n);

@@ -19,7 +19,7 @@ void Tokenizer::Impl::build_bpe(const VocabSpec& spec) {
   const int32_t n = int32_t(text.size());
   std::unordered_map<std::string, int32_t> extra;
   auto intern = [&](const std::string& s) -> int32_t {
-    if (auto it = to_id.find(s); it != to_id.end()) return it->second;
+    if (const int32_t id = to_id.find(s, text); id >= 0) return id;
     auto [it, added] = extra.try_emplace(s, n + int32_t(bpe.extra_text.size()));
     if (added) bpe.extra_text.push_back(s);
     return it->second;

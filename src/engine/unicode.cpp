@@ -1,23 +1,45 @@
-// Unicode helpers for the tokenizer: the flat class table, UTF-8 and the byte-level alphabet.
+// Unicode helpers for the tokenizer: the class table, UTF-8 and the byte-level alphabet.
 #include "unicode.h"
 
 #include <array>
+#include <string>
+#include <unordered_map>
 
 namespace aquakv {
 namespace {
 
 constexpr uint32_t kMaxCp = 0x110000;
 
-// Expands the generated range table into one byte per code point (1.1 MB, built once).
-const std::vector<uint8_t>& flag_table() {
-  static const std::vector<uint8_t> table = [] {
-    using namespace unicode_detail;
-    std::vector<uint8_t> t(kMaxCp, 0);
-    for (uint32_t i = 0; i < kCategoryRangeCount; ++i) {
-      const uint32_t end = i + 1 < kCategoryRangeCount ? kCategoryRanges[i + 1].first : kMaxCp;
-      for (uint32_t cp = kCategoryRanges[i].first; cp < end; ++cp) t[cp] = kCategoryRanges[i].cat;
+// The class and white-space flags of every code point, in two levels: blocks of 256 code points,
+// each block stored once however often it repeats (most of the code space is a few uniform
+// blocks). ~90 KB instead of a flat byte per code point (1.1 MB); built once.
+constexpr uint32_t kBlock = 256;
+struct FlagTable {
+  std::vector<uint16_t> index;  // per block of code points: which stored block
+  std::vector<uint8_t> blocks;  // the distinct blocks, kBlock flags each
+};
+
+const FlagTable& flag_table() {
+  static const FlagTable table = [] {
+    using namespace unicode_detail;  // ranges ascend from code point 0; white space ascends
+    FlagTable t;
+    t.index.resize(kMaxCp / kBlock);
+    std::unordered_map<std::string, uint16_t> seen;
+    std::string block(kBlock, '\0');
+    uint32_t r = 0, w = 0;
+    for (uint32_t b = 0; b < kMaxCp / kBlock; ++b) {
+      for (uint32_t j = 0; j < kBlock; ++j) {
+        const uint32_t cp = b * kBlock + j;
+        while (r + 1 < kCategoryRangeCount && kCategoryRanges[r + 1].first <= cp) ++r;
+        while (w < kWhiteSpaceCount && kWhiteSpace[w] < cp) ++w;
+        uint8_t f = kCategoryRanges[r].cat;
+        if (w < kWhiteSpaceCount && kWhiteSpace[w] == cp) f |= kUcWhiteSpace;
+        block[j] = char(f);
+      }
+      const auto [it, added] = seen.try_emplace(block, uint16_t(seen.size()));
+      if (added) t.blocks.insert(t.blocks.end(), block.begin(), block.end());
+      t.index[b] = it->second;
     }
-    for (uint32_t i = 0; i < kWhiteSpaceCount; ++i) t[kWhiteSpace[i]] |= kUcWhiteSpace;
     return t;
   }();
   return table;
@@ -47,7 +69,11 @@ const ByteAlphabet& byte_alphabet() {
 
 }  // namespace
 
-uint8_t ucd_flags(uint32_t cp) { return cp < kMaxCp ? flag_table()[cp] : 0; }
+uint8_t ucd_flags(uint32_t cp) {
+  if (cp >= kMaxCp) return 0;
+  const FlagTable& t = flag_table();
+  return t.blocks[size_t(t.index[cp / kBlock]) * kBlock + cp % kBlock];
+}
 
 std::vector<uint32_t> utf8_to_cps(std::string_view s) {
   std::vector<uint32_t> out;

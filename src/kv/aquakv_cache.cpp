@@ -16,13 +16,14 @@
 
 #include "aquakv/util/error.h"
 #include "aquakv/util/fp16.h"
+#include "aquakv/util/page_vector.h"
 #include "aquakv/util/parallel.h"
 
 namespace aquakv {
 namespace {
 
 // Appends n values as halves.
-void append_halves(const float* f, int64_t n, std::vector<uint16_t>& out) {
+void append_halves(const float* f, int64_t n, PageVector<uint16_t>& out) {
   const size_t o = out.size();
   out.resize(o + size_t(n));
   floats_to_halves(f, n, out.data() + o);
@@ -42,9 +43,28 @@ void decode_rows(const Codec& c, const uint8_t* in, int64_t rows, float* x) {
   }, std::max<int64_t>(1, 32 / br));
 }
 
+// Rows the encoder takes through all layers at a time (rounded to the codecs' block).
+constexpr int64_t kCompressRows = 128;
+
 // y[i] = a[i] + b[i] (the reconstruction pk + Q^-1(c); same expression in encoder and decoder).
 void add_into(float* y, const float* r, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = y[i] + r[i];
+}
+
+// y += the decoded rows (a prediction plus its decoded residual), a few blocks at a time per
+// thread through a small buffer: no (rows, C) residual buffer. Same sums as decoding all rows
+// first (add_into, element by element).
+void decode_add_rows(const Codec& c, const uint8_t* in, int64_t rows, float* y) {
+  const int64_t br = c.block_rows(), blocks = rows / br, C = c.dim();
+  const int64_t sub = std::max<int64_t>(1, 64 / br);  // blocks per decode call
+  parallel_for(blocks, [&](int64_t b0, int64_t b1) {
+    std::vector<float> res(size_t(std::min(sub, b1 - b0) * br * C));
+    for (int64_t b = b0; b < b1; b += sub) {
+      const int64_t nb = std::min(sub, b1 - b);
+      c.decode(in + c.encoded_bytes(b * br), nb * br, res.data());
+      add_into(y + b * br * C, res.data(), nb * br * C);
+    }
+  }, std::max<int64_t>(1, 32 / br));
 }
 
 class CompressedCache final : public KvCache {
@@ -97,7 +117,7 @@ class CompressedCache final : public KvCache {
     for (auto* v : {&s.sink_k, &s.sink_v, &s.buf_k, &s.buf_v})
       for (auto& x : *v) { x.clear(); x.shrink_to_fit(); }
     for (auto* v : {&s.code_k, &s.code_v})
-      for (auto& x : *v) std::vector<uint8_t>().swap(x);
+      for (auto& x : *v) PageVector<uint8_t>().swap(x);
     std::vector<int32_t>().swap(s.pos);
     s.n_pos = s.n_tokens = s.n_sinks = s.n_buf = s.n_compressed = 0;
     ++generation_;
@@ -179,7 +199,7 @@ class CompressedCache final : public KvCache {
     check_appended(s, layer, "attention on");
     if (a.n != step_n_) fail("kv cache: attention for {} queries in a step of {} tokens", a.n, step_n_);
     std::vector<KvSegment> segs;
-    auto exact = [&](const std::vector<uint16_t>& k, const std::vector<uint16_t>& v, int64_t n, int64_t row0) {
+    auto exact = [&](const PageVector<uint16_t>& k, const PageVector<uint16_t>& v, int64_t n, int64_t row0) {
       if (n == 0) return;
       KvSegment g;
       g.n = n;
@@ -412,10 +432,12 @@ class CompressedCache final : public KvCache {
     // than the rows once drop_rows removed some).
     int64_t n_tokens = 0, n_sinks = 0, n_buf = 0, n_compressed = 0, n_pos = 0;
     std::vector<int32_t> pos;  // position of every row, in storage order (all layers alike)
-    std::vector<std::vector<uint16_t>> sink_k, sink_v, buf_k, buf_v;  // per layer, (rows, C) fp16
+    // Per layer, (rows, C) fp16; every buffer that grows with the context lives in its own
+    // pages (util/page_vector.h).
+    std::vector<PageVector<uint16_t>> sink_k, sink_v, buf_k, buf_v;
     // Per layer, the codes of all compressed rows in row order (chunks appended; every chunk is
     // a whole number of codec blocks, so row r's codes start at encoded_bytes(r)).
-    std::vector<std::vector<uint8_t>> code_k, code_v;
+    std::vector<PageVector<uint8_t>> code_k, code_v;
   };
 
   bool has_predictors() const { return opt_.adapters != nullptr; }
@@ -479,20 +501,21 @@ class CompressedCache final : public KvCache {
   // One layer of the decoder over all compressed rows: out = (map(prev) or 0) + decoded codes.
   void decode_layer(const Seq& s, int l, const float* prev_k, const float* prev_v, float* out_k, float* out_v) {
     const int64_t C = shape_.width(), N = s.n_compressed;
-    res_.resize(size_t(N * C));
     const AffineMap* km = kmap(l);
     const AffineMap* vm = vmap(l);
-    decode_rows(kc(l), s.code_k[size_t(l)].data(), N, km ? res_.data() : out_k);
     if (km) {
       const AffineInput in{prev_k, C, C};
       km->apply(N, &in, 1, out_k, C, scratch_);
-      add_into(out_k, res_.data(), N * C);
+      decode_add_rows(kc(l), s.code_k[size_t(l)].data(), N, out_k);
+    } else {
+      decode_rows(kc(l), s.code_k[size_t(l)].data(), N, out_k);
     }
-    decode_rows(vc(l), s.code_v[size_t(l)].data(), N, vm ? res_.data() : out_v);
     if (vm) {
       const AffineInput in[2] = {{out_k, C, C}, {prev_v, C, C}};
       vm->apply(N, in, 2, out_v, C, scratch_);
-      add_into(out_v, res_.data(), N * C);
+      decode_add_rows(vc(l), s.code_v[size_t(l)].data(), N, out_v);
+    } else {
+      decode_rows(vc(l), s.code_v[size_t(l)].data(), N, out_v);
     }
   }
 
@@ -517,20 +540,33 @@ class CompressedCache final : public KvCache {
     recon_row0_ = row0;
   }
 
-  // The encoder: compresses the first n buffered tokens of every layer into one chunk.
+  // The encoder: compresses the first n buffered tokens of every layer, a chunk of rows at a
+  // time through all layers (a multiple of the codecs' block, ~kCompressRows): predictors map
+  // rows one by one and codecs code whole blocks, so the codes do not depend on the chunking,
+  // and the scratch is a chunk's, not a whole step's. Each layer's code stream gets the chunks
+  // in row order.
   void compress(Seq& s, int64_t n) {
     const int64_t C = shape_.width(), L = shape_.n_layers;
-    std::vector<float> x(size_t(n * C)), hk[2], hv[2];
-    for (int i = 0; i < 2; ++i) { hk[i].resize(size_t(n * C)); hv[i].resize(size_t(n * C)); }
-    res_.resize(size_t(n * C));
-    for (int l = 0; l < L; ++l) {
-      const int cur = l & 1, prev = (l + 1) & 1;
-      const AffineInput kin{hk[prev].data(), C, C};
-      encode_stream(kc(l), kmap(l), s.buf_k[size_t(l)].data(), n, &kin, 1,
-                    grow(s.code_k[size_t(l)], kc(l).encoded_bytes(n)), x, hk[cur].data());
-      const AffineInput vin[2] = {{hk[cur].data(), C, C}, {hv[prev].data(), C, C}};
-      encode_stream(vc(l), vmap(l), s.buf_v[size_t(l)].data(), n, vin, 2,
-                    grow(s.code_v[size_t(l)], vc(l).encoded_bytes(n)), x, hv[cur].data());
+    const int64_t chunk = std::max<int64_t>(block_, kCompressRows / block_ * block_);
+    const int64_t rows = std::min(n, chunk);
+    // The reconstruction (prediction + decoded residual) is what the next layer's predictors
+    // read; without predictors nothing reads it and it is not computed.
+    const bool chain = has_predictors();
+    std::vector<float> x(size_t(rows * C)), hk[2], hv[2];
+    if (chain) {
+      for (int i = 0; i < 2; ++i) { hk[i].resize(size_t(rows * C)); hv[i].resize(size_t(rows * C)); }
+    }
+    for (int64_t r0 = 0; r0 < n; r0 += chunk) {
+      const int64_t m = std::min(chunk, n - r0);
+      for (int l = 0; l < L; ++l) {
+        const int cur = l & 1, prev = (l + 1) & 1;
+        const AffineInput kin{hk[prev].data(), C, C};
+        encode_stream(kc(l), kmap(l), s.buf_k[size_t(l)].data() + r0 * C, m, &kin, 1,
+                      grow(s.code_k[size_t(l)], kc(l).encoded_bytes(m)), x, chain ? hk[cur].data() : nullptr);
+        const AffineInput vin[2] = {{hk[cur].data(), C, C}, {hv[prev].data(), C, C}};
+        encode_stream(vc(l), vmap(l), s.buf_v[size_t(l)].data() + r0 * C, m, vin, 2,
+                      grow(s.code_v[size_t(l)], vc(l).encoded_bytes(m)), x, chain ? hv[cur].data() : nullptr);
+      }
     }
     for (int l = 0; l < L; ++l) {
       for (auto* b : {&s.buf_k[size_t(l)], &s.buf_v[size_t(l)]}) b->erase(b->begin(), b->begin() + n * C);
@@ -540,14 +576,15 @@ class CompressedCache final : public KvCache {
   }
 
   // Appends `bytes` to a code stream and returns where they start.
-  static uint8_t* grow(std::vector<uint8_t>& codes, int64_t bytes) {
+  static uint8_t* grow(PageVector<uint8_t>& codes, int64_t bytes) {
     const size_t o = codes.size();
     codes.resize(o + size_t(bytes));
     return codes.data() + o;
   }
 
   // Codes one stream of one layer: target rows (fp16) -> residual -> codes; writes the
-  // reconstruction (prediction + decoded residual) to `recon`.
+  // reconstruction (prediction + decoded residual) to `recon` (null: not wanted; then `map` is
+  // null too).
   void encode_stream(const Codec& codec, const AffineMap* map, const uint16_t* target, int64_t n,
                      const AffineInput* inputs, int n_inputs, uint8_t* codes,
                      std::vector<float>& x, float* recon) {
@@ -557,11 +594,10 @@ class CompressedCache final : public KvCache {
       map->apply(n, inputs, n_inputs, recon, C, scratch_);  // recon := prediction
       for (int64_t i = 0; i < n * C; ++i) x[size_t(i)] = x[size_t(i)] - recon[i];
       encode_rows(codec, x.data(), n, codes);
-      decode_rows(codec, codes, n, res_.data());
-      add_into(recon, res_.data(), n * C);
+      decode_add_rows(codec, codes, n, recon);
     } else {
       encode_rows(codec, x.data(), n, codes);
-      decode_rows(codec, codes, n, recon);
+      if (recon != nullptr) decode_rows(codec, codes, n, recon);
     }
   }
 
@@ -575,8 +611,9 @@ class CompressedCache final : public KvCache {
   int64_t step_n_ = 0, step_sinks_ = 0;
   mutable std::vector<int64_t> meta_;  // save_state's counters (must outlive the writer)
   uint64_t generation_ = 0;  // bumps whenever stored tokens or the step change
-  // Decoder scratch (not live storage): two view slots (layers l-1 and l) and residuals.
-  std::vector<float> view_k_[2], view_v_[2], res_, scratch_;
+  // Decoder scratch (not live storage): two view slots (layers l-1 and l).
+  PageVector<float> view_k_[2], view_v_[2];
+  std::vector<float> scratch_;
   uint64_t recon_gen_ = ~0ull;
   int recon_seq_ = -1, recon_layer_ = -1;
   int64_t recon_row0_ = -1;

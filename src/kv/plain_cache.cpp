@@ -1,5 +1,6 @@
 // The plain KV cache (kv/kv_cache.h): keys (rotated at write) and values stored as 16-bit or
-// 32-bit floats, one growing buffer per (sequence, layer, K|V), positions per sequence.
+// 32-bit floats, one growing buffer per (sequence, layer, K|V) in its own pages
+// (util/page_vector.h), positions per sequence.
 // Sliding-window layers (shape.window[l] = W > 0) keep only the rows a later query can see: at
 // the end of a step that leaves the sequence at T tokens, rows at positions <= T - W are
 // dropped (the next query, at position T, sees T-W+1..T), so such a layer holds at most W-1
@@ -17,6 +18,7 @@
 #include "aquakv/ops/half_rows.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/fp16.h"
+#include "aquakv/util/page_vector.h"
 
 namespace aquakv {
 namespace {
@@ -240,7 +242,7 @@ class PlainCache final : public KvCache {
 
  private:
   struct Layer {
-    std::vector<uint8_t> k, v;  // rows first .. rows-1 of the sequence (+ the step's)
+    PageVector<uint8_t> k, v;  // rows first .. rows-1 of the sequence (+ the step's)
     int64_t first = 0;          // index of the first held row (> 0 once a window slid)
   };
   struct Seq {

@@ -45,7 +45,9 @@ void rotate(float* x, int head_dim, int n_rot, RopeType type, const float* c, co
 
 void RopeTable::ensure(int64_t n_pos) {
   if (n_pos <= n_pos_) return;
-  const int64_t want = std::max<int64_t>(n_pos, 2 * n_pos_);
+  // Exactly the positions asked for: the vectors' own growth amortizes a decode's one-position
+  // steps, and their unused capacity is never resident (util/page_vector.h).
+  const int64_t want = n_pos;
   const int half = p_.n_rot / 2;
   cos_.resize(static_cast<size_t>(want * half));
   sin_.resize(static_cast<size_t>(want * half));

@@ -3,6 +3,8 @@
 // cache's live memory. With no prompt it answers a built-in chat message. `--kv aquakv` without
 // a file uses the per-user self-calibrated adapters (self_adapters.h); `--compare [KV]` runs the
 // prompt through a reference cache too and prints a table (generate_compare.h).
+#include <malloc.h>
+
 #include <cstdio>
 #include <optional>
 #include <random>
@@ -140,6 +142,7 @@ int run(const Opts& o) {
   const auto model = Model::load(o.model);
   const ModelConfig& cfg = model->config();
   const Tokenizer tok = Tokenizer::from_gguf(model->gguf());
+  malloc_trim(0);  // the vocabulary copies the tokenizer was built from go back to the system
   int64_t n_ctx = o.n_ctx == 0 ? cfg.n_ctx_train : o.n_ctx;
   if (n_ctx > cfg.n_ctx_train) {
     std::fprintf(stderr, "aquakv: warning: -c %lld exceeds the model's training context %lld\n",

@@ -49,18 +49,19 @@ std::string value_text(const GgufValue& v, size_t show) {
   if (v.type != GgufValueType::ARRAY) return scalar_text(v);
   const auto& a = std::get<GgufValue::Array>(v.v);
   std::string out = "[";
-  for (size_t i = 0; i < a.items.size() && i < show; ++i) {
-    if (i > 0) out += ", ";
-    out += value_text(a.items[i], 3);
-  }
-  if (a.items.size() > show) out += ", ...";
+  size_t i = 0;
+  a.for_each([&](const GgufValue& item) {
+    if (i < show) out += (i > 0 ? ", " : "") + value_text(item, 3);
+    ++i;
+  });
+  if (a.size() > show) out += ", ...";
   return out + "]";
 }
 
 std::string type_text(const GgufValue& v) {
   if (v.type != GgufValueType::ARRAY) return std::string(gguf_value_type_name(v.type));
   const auto& a = std::get<GgufValue::Array>(v.v);
-  return fmt::format("{}[{}]", gguf_value_type_name(a.elem_type), a.items.size());
+  return fmt::format("{}[{}]", gguf_value_type_name(a.elem_type), a.size());
 }
 
 int run(const std::string& path, bool no_tensors) {

@@ -7,6 +7,7 @@
 #include <exception>
 #include <map>
 
+#include <malloc.h>
 #include <unistd.h>
 
 #include "aquakv/util/blas_core.h"
@@ -91,6 +92,12 @@ const char* unknown_subcommand(int argc, char** argv, const CLI::App& app) {
 
 int main(int argc, char** argv) {
   using namespace aquakv::cli;
+  // Large blocks always get their own mappings and freed memory at the heap's top goes back:
+  // glibc otherwise raises its mmap threshold to the size of each large block freed, after
+  // which such blocks come from the heap and stay resident once freed (measured: 8 MiB of
+  // peak RSS with a compressed cache at 2,464 prompt tokens).
+  mallopt(M_MMAP_THRESHOLD, 128 << 10);
+  mallopt(M_TRIM_THRESHOLD, 128 << 10);
   // OpenBLAS reads OPENBLAS_CORETYPE only when it loads: when it fell back to generic kernels on
   // a CPU it does not know, run again once with the right family (util/blas_core.h).
   if (const std::string core = aquakv::blas_core_upgrade(); !core.empty() && std::getenv("AQUAKV_BLAS_REEXEC") == nullptr) {

@@ -24,15 +24,43 @@ enum class GgufValueType : uint32_t {
   ARRAY = 9, U64 = 10, I64 = 11, F64 = 12,
 };
 
+// Arrays of at least this many scalars or strings (the tokenizer's vocabulary, scores, types
+// and merges) are checked when the file opens but not copied: their elements are decoded from
+// the file's bytes each time they are read, since a copy of ~100k elements would hold ~7 MiB for
+// the life of the model. Shorter arrays and arrays of arrays are held as elements.
+inline constexpr uint64_t kGgufLazyArrayItems = 1024;
+
 // One metadata value. Arrays hold elements of a single type; arrays of arrays are allowed.
 struct GgufValue {
   struct Array {
     GgufValueType elem_type;
-    std::vector<GgufValue> items;
+    std::vector<GgufValue> items;  // the elements; empty when `raw` is set
+    // A long array (>= kGgufLazyArrayItems elements) left in the file: `count` elements encoded from `raw`,
+    // which points into the GgufFile's bytes (valid while the file is open).
+    const uint8_t* raw = nullptr;
+    uint64_t count = 0;
+    uint64_t size() const { return raw != nullptr ? count : items.size(); }
+    // Calls fn(element) for every element in order (decoded from `raw` when it is set).
+    template <typename Fn>
+    void for_each(Fn&& fn) const;
   };
   GgufValueType type;
   std::variant<uint64_t, int64_t, double, bool, std::string, Array> v;
 };
+
+// The element of type `type` encoded at p (checked when the file opened), advancing p past it:
+// what GgufValue::Array::for_each decodes long arrays with.
+GgufValue gguf_decode_element(GgufValueType type, const uint8_t*& p);
+
+template <typename Fn>
+void GgufValue::Array::for_each(Fn&& fn) const {
+  if (raw == nullptr) {
+    for (const GgufValue& item : items) fn(item);
+    return;
+  }
+  const uint8_t* p = raw;
+  for (uint64_t i = 0; i < count; ++i) fn(gguf_decode_element(elem_type, p));
+}
 
 // "U32", "STRING", "ARRAY", ...; "?" for values outside the enum.
 std::string_view gguf_value_type_name(GgufValueType type);

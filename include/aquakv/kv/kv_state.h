@@ -14,16 +14,16 @@
 
 namespace aquakv {
 
-template <typename T>
-void put_section(KvStateOut& out, const std::string& name, const std::vector<T>& v) {
+template <typename T, typename A>
+void put_section(KvStateOut& out, const std::string& name, const std::vector<T, A>& v) {
   out.put(name, v.data(), int64_t(v.size() * sizeof(T)));
 }
 
 // Reads section `name` into v: it must exist and hold a whole number of T; when want >= 0, it
 // must hold exactly `want` elements. Errors name the format and the section.
-template <typename T>
+template <typename T, typename A>
 void get_section(const KvStateIn& in, const std::string& format, const std::string& name,
-                 std::vector<T>& v, int64_t want = -1) {
+                 std::vector<T, A>& v, int64_t want = -1) {
   const int64_t bytes = in.size(name);
   if (bytes < 0) fail("saved {} state: section '{}' missing", format, name);
   if (bytes % int64_t(sizeof(T)) != 0 || (want >= 0 && bytes != want * int64_t(sizeof(T))))

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "aquakv/util/page_vector.h"
+
 namespace aquakv {
 
 // y[i] = x[i] / sqrt(mean(x^2) + eps) * w[i], mean accumulated in double. y may alias x.
@@ -39,7 +41,7 @@ class RopeTable {
  private:
   RopeParams p_;
   int64_t n_pos_ = 0;
-  std::vector<float> cos_, sin_;
+  PageVector<float> cos_, sin_;  // (n_pos, n_rot / 2)
 };
 
 // Rotates n_heads heads of head_dim values (one token's row) in place at position pos
