@@ -117,10 +117,9 @@ void qunpack_group(GgmlType type, const uint8_t* group, int64_t cols, uint8_t* r
         uint32_t qh = 0;
         for (int j = 0; j < 4; ++j) {
           const uint64_t lo = load_u64(in + mask_offset(g) + 16 * j), hi = load_u64(in + mask_offset(g) + 16 * j + 8);
-          for (int i = 0; i < 4; ++i) {
-            qh |= uint32_t((lo >> (4 * r + i)) & 1u) << (4 * j + i);
-            qh |= uint32_t((hi >> (4 * r + i)) & 1u) << (16 + 4 * j + i);
-          }
+          // row r's 4 bits of a mask word are one nibble: bits 4j..4j+3 (16+4j.. for hi) of qh
+          qh |= uint32_t((lo >> (4 * r)) & 15u) << (4 * j);
+          qh |= uint32_t((hi >> (4 * r)) & 15u) << (16 + 4 * j);
         }
         std::memcpy(dst + g.qh_off, &qh, 4);
       }

@@ -42,12 +42,11 @@ int q6k_get(const uint8_t* blk, int i) {
   const int hi = (blk[128 + 32 * h + r % 32] >> (2 * (r / 32))) & 0x03;
   return lo | hi << 4;
 }
-void q6k_set(uint8_t* blk, int i, int q) {
+// Sets code i into a super-block whose ql / qh bytes (the first 192) start zeroed.
+inline void q6k_set(uint8_t* blk, int i, int q) {
   const int h = i / 128, r = i % 128;
-  uint8_t& l = blk[64 * h + r % 64];
-  l = uint8_t((l & ~(0x0f << (4 * (r / 64)))) | (q & 0x0f) << (4 * (r / 64)));
-  uint8_t& hb = blk[128 + 32 * h + r % 32];
-  hb = uint8_t((hb & ~(0x03 << (2 * (r / 32)))) | ((q >> 4) & 0x03) << (2 * (r / 32)));
+  blk[64 * h + r % 64] |= uint8_t((q & 0x0f) << (4 * (r / 64)));
+  blk[128 + 32 * h + r % 32] |= uint8_t(((q >> 4) & 0x03) << (2 * (r / 32)));
 }
 
 // Byte offset of the sub-blocks' codes in a packed Q6_K super-block.
@@ -141,6 +140,7 @@ void qunpack_group_k(GgmlType type, const uint8_t* group, int64_t cols, uint8_t*
           }
         }
       } else {
+        std::memset(dst, 0, 192);  // ql, qh: q6k_set ors the codes in
         std::memcpy(dst + 208, in + 2 * r, 2);
         for (int k = 0; k < 16; ++k) dst[192 + k] = in[32 + 16 * k + r];
         for (int s = 0; s < 8; ++s) {
