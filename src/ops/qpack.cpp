@@ -83,11 +83,9 @@ void qpack_group(GgmlType type, const uint8_t* rows, int64_t row_bytes, int64_t 
       uint64_t words[8] = {};
       for (int64_t r = 0; r < kPackRows; ++r) {
         const uint32_t qh = load_u32(rows + r * row_bytes + b * g.row_block + g.qh_off);
-        for (int j = 0; j < 4; ++j) {
-          for (int i = 0; i < 4; ++i) {
-            words[2 * j] |= uint64_t((qh >> (4 * j + i)) & 1u) << (4 * r + i);
-            words[2 * j + 1] |= uint64_t((qh >> (16 + 4 * j + i)) & 1u) << (4 * r + i);
-          }
+        for (int j = 0; j < 4; ++j) {  // bits 4j..4j+3 (16+4j.. for hi) become row r's nibble
+          words[2 * j] |= uint64_t((qh >> (4 * j)) & 15u) << (4 * r);
+          words[2 * j + 1] |= uint64_t((qh >> (16 + 4 * j)) & 15u) << (4 * r);
         }
       }
       std::memcpy(out + mask_offset(g), words, 64);
