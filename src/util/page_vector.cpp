@@ -11,6 +11,10 @@ void* page_alloc(size_t bytes) {
   if (bytes < kPageVectorMapBytes) return ::operator new(bytes);
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) throw std::bad_alloc();
+  // Where transparent huge pages are "always" on, a touched byte would make a whole 2 MiB page
+  // resident: the capacity past a cache's rows would count again. Small pages keep RSS at what
+  // is used (advice only: a kernel without THP ignores it).
+  (void)madvise(p, bytes, MADV_NOHUGEPAGE);
   return p;
 }
 
