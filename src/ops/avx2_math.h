@@ -1,5 +1,6 @@
 // Vector math shared by the AVX2+FMA kernel files (include only from *_avx2.cpp files, which are
-// compiled with those flags): e^x for x <= 0 and horizontal max / sum of 8 floats.
+// compiled with those flags): e^x for x <= 0, horizontal max / sum of 8 floats, and bit -> byte
+// expansion of 5-bit codes' fifth bits.
 #pragma once
 
 #include <immintrin.h>
@@ -25,6 +26,18 @@ inline __m256 exp_neg_avx2(__m256 x) {
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
   const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+// 32 bits -> 32 bytes, byte j = 16 when bit j of m is set, else 0 (the fifth bit of 5-bit
+// codes). Byte j first receives byte j/8 of m (shuffle within each 128-bit lane, where the
+// broadcast 32-bit value holds bytes 0..3), then tests bit j%8 of it.
+inline __m256i bits_to_16s_avx2(uint32_t m) {
+  const __m256i idx = _mm256_set_epi64x(0x0303030303030303LL, 0x0202020202020202LL,
+                                        0x0101010101010101LL, 0x0000000000000000LL);
+  const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(int32_t(m)), idx);
+  const __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL);
+  const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+  return _mm256_and_si256(set, _mm256_set1_epi8(16));
 }
 
 inline float hmax_avx2(__m256 v) {

@@ -7,6 +7,7 @@
 #include "aquakv/util/check.h"
 #include "aquakv/ops/qdot.h"
 #include "aquakv/util/fp16.h"
+#include "avx2_math.h"
 
 namespace aquakv::detail {
 namespace {
@@ -36,14 +37,7 @@ inline __m256i unpack_nibbles(const uint8_t* qs) {
 inline __m256i bits_to_16s(const uint8_t* qh4) {
   uint32_t qh;
   std::memcpy(&qh, qh4, 4);
-  // Byte j of the result first receives byte j/8 of qh (shuffle within each 128-bit lane, where
-  // the broadcast 32-bit value holds bytes 0..3), then tests bit j%8 of it.
-  const __m256i idx = _mm256_set_epi64x(0x0303030303030303LL, 0x0202020202020202LL,
-                                        0x0101010101010101LL, 0x0000000000000000LL);
-  const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(int32_t(qh)), idx);
-  const __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL);
-  const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
-  return _mm256_and_si256(set, _mm256_set1_epi8(16));
+  return bits_to_16s_avx2(qh);
 }
 
 // Sum of unsigned codes (0..31) times signed activations, as 8 int32 lanes -> f32.

@@ -8,12 +8,16 @@
 
 #include "ggml_blocks.h"
 #include "qpack_k.h"
+#include "qpack_layout.h"
 #include "aquakv/util/check.h"
 #include "aquakv/util/cpu.h"
 #include "aquakv/util/fp16.h"
 
 namespace aquakv {
 namespace {
+
+using detail::load_u32;
+using detail::load_u64;
 
 // Per-type geometry of one packed block (16 rows x 32 values).
 struct PackGeom {
@@ -44,16 +48,7 @@ PackGeom geom(GgmlType type) {
 int64_t mask_offset(const PackGeom& g) { return g.min_off >= 0 ? 64 : 32; }
 int64_t header_bytes(const PackGeom& g) { return mask_offset(g) + (g.qh_off >= 0 ? 64 : 0); }
 
-uint32_t load_u32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-uint64_t load_u64(const uint8_t* p) {
-  uint64_t v;
-  std::memcpy(&v, p, 8);
-  return v;
-}
+
 
 float half_at(const uint8_t* p) {
   uint16_t h;

@@ -9,22 +9,14 @@
 #include <algorithm>
 #include <cstring>
 
-#include "ggml_blocks.h"
 #include "aquakv/ops/qpack.h"
 #include "aquakv/util/check.h"
+#include "avx2_math.h"
+#include "qpack_layout.h"
 
 namespace aquakv::detail {
 namespace {
 
-// Bit k of m -> byte k = 16 (else 0).
-inline __m256i bits_to_16s(uint32_t m) {
-  const __m256i sel = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
-                                       2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-  const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201ULL));
-  const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(int32_t(m)), sel);
-  const __m256i on = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
-  return _mm256_and_si256(on, _mm256_set1_epi8(16));
-}
 
 inline __m256i bcast4(const int8_t* q) {
   int32_t v;
@@ -33,24 +25,7 @@ inline __m256i bcast4(const int8_t* q) {
 }
 
 template <GgmlType T>
-struct Geo {
-  static constexpr bool kQ8 = T == GgmlType::Q8_0;
-  static constexpr bool kQ5 = T == GgmlType::Q5_0 || T == GgmlType::Q5_1;
-  static constexpr bool kMin = T == GgmlType::Q4_1 || T == GgmlType::Q5_1;  // stored offsets m
-  static constexpr int64_t kRowBlock = T == GgmlType::Q4_0 ? ggml::kQ4_0Bytes
-                                       : T == GgmlType::Q4_1 ? ggml::kQ4_1Bytes
-                                       : T == GgmlType::Q5_0 ? ggml::kQ5_0Bytes
-                                       : T == GgmlType::Q5_1 ? ggml::kQ5_1Bytes : ggml::kQ8_0Bytes;
-  static constexpr int64_t kMaskOff = kMin ? 64 : 32;  // Q5_*: fifth-bit masks
-  static constexpr int64_t kHdr = kMaskOff + (kQ5 ? 64 : 0);
-  static constexpr float kOffset = T == GgmlType::Q4_0 ? -8.0f : -16.0f;  // m = kOffset * dw when !kMin
-};
-
-inline uint64_t load_u64(const uint8_t* p) {
-  uint64_t v;
-  std::memcpy(&v, p, 8);
-  return v;
-}
+using Geo = PackGeo<T>;
 
 // Rows 8h..8h+7 of one group times G activation vectors; outs[g] receives 8 floats.
 template <GgmlType T, int G>
@@ -79,8 +54,8 @@ void half_dot(const uint8_t* base, int h, int64_t nb, const Q8Act* const* xs, fl
         hi[j] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
         if constexpr (Gm::kQ5) {  // + 16 where the fifth bit is set (rows 8h..8h+7: bits 32h..)
           const uint8_t* mk = blk + Gm::kMaskOff + 16 * j;
-          lo[j] = _mm256_or_si256(lo[j], bits_to_16s(uint32_t(load_u64(mk) >> (32 * h))));
-          hi[j] = _mm256_or_si256(hi[j], bits_to_16s(uint32_t(load_u64(mk + 8) >> (32 * h))));
+          lo[j] = _mm256_or_si256(lo[j], bits_to_16s_avx2(uint32_t(load_u64(mk) >> (32 * h))));
+          hi[j] = _mm256_or_si256(hi[j], bits_to_16s_avx2(uint32_t(load_u64(mk + 8) >> (32 * h))));
         }
       }
       for (int g = 0; g < G; ++g) {

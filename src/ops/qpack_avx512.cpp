@@ -16,9 +16,9 @@
 #include <cstring>
 #include <vector>
 
-#include "ggml_blocks.h"
 #include "aquakv/ops/qpack.h"
 #include "aquakv/util/check.h"
+#include "qpack_layout.h"
 
 namespace aquakv::detail {
 namespace {
@@ -30,24 +30,7 @@ inline __m512i bcast4(const int8_t* q) {
 }
 
 template <GgmlType T>
-struct Geo {
-  static constexpr bool kQ8 = T == GgmlType::Q8_0;
-  static constexpr bool kQ5 = T == GgmlType::Q5_0 || T == GgmlType::Q5_1;
-  static constexpr bool kMin = T == GgmlType::Q4_1 || T == GgmlType::Q5_1;  // stored offsets m
-  static constexpr int64_t kRowBlock = T == GgmlType::Q4_0 ? ggml::kQ4_0Bytes
-                                       : T == GgmlType::Q4_1 ? ggml::kQ4_1Bytes
-                                       : T == GgmlType::Q5_0 ? ggml::kQ5_0Bytes
-                                       : T == GgmlType::Q5_1 ? ggml::kQ5_1Bytes : ggml::kQ8_0Bytes;
-  static constexpr int64_t kMaskOff = kMin ? 64 : 32;  // Q5_*: fifth-bit masks
-  static constexpr int64_t kHdr = kMaskOff + (kQ5 ? 64 : 0);
-  static constexpr float kOffset = T == GgmlType::Q4_0 ? -8.0f : -16.0f;  // m = kOffset * dw when !kMin
-};
-
-inline uint64_t load_u64(const uint8_t* p) {
-  uint64_t v;
-  std::memcpy(&v, p, 8);
-  return v;
-}
+using Geo = PackGeo<T>;
 
 // Rows of one group times G activation vectors; outs[g] receives 16 floats.
 template <GgmlType T, int G>
@@ -116,14 +99,7 @@ void dot_groups(const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1, con
   const int64_t nb = cols / 32, gbytes = qpack_group_bytes(T, cols);
   // Q8_0: 128 * sum(q) per activation block, once per call.
   thread_local std::vector<int32_t> corr;
-  if constexpr (Geo<T>::kQ8) {
-    corr.resize(static_cast<size_t>(n_act * nb));
-    for (int64_t i = 0; i < n_act * nb; ++i) {
-      int32_t s = 0;
-      for (int k = 0; k < 32; ++k) s += x[i].q[k];
-      corr[size_t(i)] = 128 * s;
-    }
-  }
+  if constexpr (Geo<T>::kQ8) code_sums(x, n_act * nb, 1, 128, corr);
   for (int64_t grp = g0; grp < g1; ++grp) {
     const uint8_t* base = packed + grp * gbytes;
     for (int64_t t = 0; t < n_act; t += 4) {

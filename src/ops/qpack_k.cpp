@@ -18,6 +18,7 @@
 //   groups: acc = fma(isum_h - 32*asum_h, (d*sc_{2s+h}) * a.d, acc), h = 0, 1, where asum_h is
 //   the sum of the activation's 16 codes of that half.
 #include "qpack_k.h"
+#include "qpack_layout.h"
 
 #include <cmath>
 #include <cstring>
@@ -53,11 +54,7 @@ inline void q6k_set(uint8_t* blk, int i, int q) {
 constexpr int64_t kQ6Codes = 288;
 
 // Q5_K's fifth-bit word of sub-block j, chunk c in a packed super-block.
-uint64_t fifth_word(const uint8_t* blk, int j, int c) {
-  uint64_t w;
-  std::memcpy(&w, blk + kQ5KMasks + 64 * j + 8 * c, 8);
-  return w;
-}
+uint64_t fifth_word(const uint8_t* blk, int j, int c) { return load_u64(blk + kQ5KMasks + 64 * j + 8 * c); }
 
 }  // namespace
 

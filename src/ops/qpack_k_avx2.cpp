@@ -11,7 +11,9 @@
 
 #include "aquakv/ops/qpack.h"
 #include "aquakv/util/check.h"
+#include "avx2_math.h"
 #include "qpack_k.h"
+#include "qpack_layout.h"
 
 namespace aquakv::detail {
 namespace {
@@ -30,20 +32,6 @@ inline __m256 neg(__m256 v) {
   return _mm256_castsi256_ps(_mm256_xor_si256(_mm256_castps_si256(v), _mm256_set1_epi32(int32_t(0x80000000u))));
 }
 
-inline uint64_t load_u64(const uint8_t* p) {
-  uint64_t v;
-  std::memcpy(&v, p, 8);
-  return v;
-}
-// Bit k of m -> byte k = 16 (else 0).
-inline __m256i bits_to_16s(uint32_t m) {
-  const __m256i sel = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
-                                       2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-  const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201ULL));
-  const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(int32_t(m)), sel);
-  const __m256i on = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
-  return _mm256_and_si256(on, _mm256_set1_epi8(16));
-}
 
 // Q4_K, and Q5_K (kQ5: fifth bits; codes <= 31 allow 4 products per 16-bit lane, so the 8
 // chunks are widened in two groups of 4).
@@ -63,7 +51,7 @@ void q4k_half(const uint8_t* base, int h8, int64_t nsb, const Q8Act* const* xs, 
         code[c] = _mm256_and_si256(h ? _mm256_srli_epi16(v, 4) : v, low4);
         if constexpr (kQ5) {
           const uint32_t fifth = uint32_t(load_u64(blk + kQ5KMasks + 64 * j + 8 * c) >> (32 * h8));
-          code[c] = _mm256_or_si256(code[c], bits_to_16s(fifth));
+          code[c] = _mm256_or_si256(code[c], bits_to_16s_avx2(fifth));
         }
       }
       const __m256 d1 = _mm256_mul_ps(d, bytes_u8(blk + 64 + 16 * j + 8 * h8));
@@ -143,16 +131,7 @@ void qpack_dot_k_avx2(GgmlType type, const uint8_t* packed, int64_t cols, int64_
   AQUAKV_CHECK(qpack_is_k(type), "qpack k avx2: not a packed K-quant");
   const int64_t nsb = cols / 256, nb = cols / 32, gbytes = kPackRows * nsb * qpack_k_packed_block(type);
   thread_local std::vector<int32_t> corr;
-  if (type == GgmlType::Q6_K) {
-    corr.resize(static_cast<size_t>(2 * n_act * nb));
-    for (int64_t i = 0; i < n_act * nb; ++i) {
-      for (int h = 0; h < 2; ++h) {
-        int32_t s = 0;
-        for (int k = 0; k < 16; ++k) s += x[i].q[16 * h + k];
-        corr[size_t(2 * i + h)] = 32 * s;
-      }
-    }
-  }
+  if (type == GgmlType::Q6_K) code_sums(x, n_act * nb, 2, 32, corr);
   for (int64_t grp = g0; grp < g1; ++grp) {
     const uint8_t* base = packed + grp * gbytes;
     for (int h8 = 0; h8 < 2; ++h8) {

@@ -14,6 +14,7 @@
 #include "aquakv/ops/qpack.h"
 #include "aquakv/util/check.h"
 #include "qpack_k.h"
+#include "qpack_layout.h"
 
 namespace aquakv::detail {
 namespace {
@@ -37,11 +38,6 @@ inline __m512 neg(__m512 v) {
   return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v), _mm512_set1_epi32(int32_t(0x80000000u))));
 }
 
-inline uint64_t load_u64(const uint8_t* p) {
-  uint64_t v;
-  std::memcpy(&v, p, 8);
-  return v;
-}
 
 // Q4_K, and Q5_K (kQ5: + 16 where the fifth bit is set, one masked byte add per code vector).
 template <int G, bool kQ5>
@@ -149,16 +145,7 @@ void qpack_dot_k_avx512(GgmlType type, const uint8_t* packed, int64_t cols, int6
   AQUAKV_CHECK(qpack_is_k(type), "qpack k avx512: not a packed K-quant");
   const int64_t nsb = cols / 256, nb = cols / 32, gbytes = kPackRows * nsb * qpack_k_packed_block(type);
   thread_local std::vector<int32_t> corr;
-  if (type == GgmlType::Q6_K) {
-    corr.resize(static_cast<size_t>(2 * n_act * nb));
-    for (int64_t i = 0; i < n_act * nb; ++i) {
-      for (int h = 0; h < 2; ++h) {
-        int32_t s = 0;
-        for (int k = 0; k < 16; ++k) s += x[i].q[16 * h + k];
-        corr[size_t(2 * i + h)] = 32 * s;
-      }
-    }
-  }
+  if (type == GgmlType::Q6_K) code_sums(x, n_act * nb, 2, 32, corr);
   for (int64_t grp = g0; grp < g1; ++grp) {
     const uint8_t* base = packed + grp * gbytes;
     for (int64_t t = 0; t < n_act; t += 4) {
