@@ -114,12 +114,14 @@ def stream_chat(client, messages, **kw):
     return t0, first or time.perf_counter(), time.perf_counter(), n
 
 
-def post(url, body):
+def post(url, body, exit_on_error=True):
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=600) as r:
             return json.loads(r.read())
     except urllib.error.HTTPError as e:
+        if not exit_on_error:
+            raise
         sys.exit("request failed: HTTP %d: %s" % (e.code, e.read().decode(errors="replace")))
 
 
@@ -196,10 +198,20 @@ def budget(a):
         srv = Server(a, ["--parallel", str(n), "--kv-budget", a.budget, "--max-tokens", str(a.tokens),
                          "--slot-dir", slots, "--slot-idle-s", "100000"])
         try:
+            def fill_one(i):  # text is not uniform in tokens per character: shorten until it fits
+                while True:
+                    try:
+                        return post(srv.url + "/v1/completions", {"prompt": prompts[i], "max_tokens": 1, "temperature": 0},
+                                    exit_on_error=False)
+                    except urllib.error.HTTPError as e:
+                        m = re.search(r"the prompt is (\d+) tokens", e.read().decode(errors="replace"))
+                        if e.code != 400 or not m:
+                            raise
+                        keep = int(len(prompts[i]) * (a.ctx - a.tokens - 32) / int(m.group(1)))
+                        prompts[i] = prompts[i][:keep] + "\n\nWhat is the text about?"
             t0 = time.perf_counter()
             with concurrent.futures.ThreadPoolExecutor(n) as ex:
-                first = list(ex.map(lambda p: post(srv.url + "/v1/completions",
-                                                   {"prompt": p, "max_tokens": 1, "temperature": 0}), prompts))
+                first = list(ex.map(fill_one, range(n)))
             fill_s = time.perf_counter() - t0
             ptoks = [r["usage"]["prompt_tokens"] for r in first]
             g0, d0 = srv.metric("aquakv_generated_tokens_total"), srv.metric("aquakv_decode_seconds_total")

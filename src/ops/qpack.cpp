@@ -62,6 +62,8 @@ bool qpack_supported(GgmlType type) {
          type == GgmlType::Q5_1 || type == GgmlType::Q8_0 || detail::qpack_is_k(type);
 }
 
+int64_t qpack_prefetch_bytes() { return detail::qpack_prefetch_ahead(); }
+
 int64_t qpack_group_bytes(GgmlType type, int64_t cols) {
   if (detail::qpack_is_k(type)) return kPackRows * (cols / 256) * detail::qpack_k_packed_block(type);
   return kPackRows * (cols / 32) * geom(type).row_block;

@@ -7,7 +7,6 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 
 #include "aquakv/ops/qpack.h"
@@ -28,8 +27,6 @@ inline __m256i bcast4(const int8_t* q) {
 template <GgmlType T>
 using Geo = PackGeo<T>;
 
-// Experiment switches (A/B in one binary; removed once decided).
-const bool kQpackFused = [] { const char* e = std::getenv("AQUAKV_QFUSED"); return !e || e[0] != '0'; }();
 
 // Rows 8h..8h+7 of one group times G activation vectors; outs[g] receives 8 floats.
 template <GgmlType T, int G>
@@ -171,7 +168,7 @@ void dot_groups(const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1, con
   const int64_t nb = cols / 32, gbytes = qpack_group_bytes(T, cols);
   for (int64_t grp = g0; grp < g1; ++grp) {
     const uint8_t* base = packed + grp * gbytes;
-    if (n_act == 1 && kQpackFused) {
+    if (n_act == 1) {
       group_dot1<T>(base, nb, x, out + grp * kPackRows);
       continue;
     }

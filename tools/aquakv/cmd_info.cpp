@@ -5,6 +5,7 @@
 #include <string>
 
 #include "aquakv/kv/cache_factory.h"
+#include "aquakv/ops/qpack.h"
 #include "aquakv/util/blas_core.h"
 #include "aquakv/util/cpu.h"
 #include "aquakv/util/parallel.h"
@@ -23,6 +24,7 @@ const CommandRegistrar reg{"info", "print build and machine information", [](CLI
     std::printf("weights: Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K/Q6_K matrices %s (AQUAKV_REPACK=0 keeps the GGUF row layout)\n",
                 rp != nullptr && std::string(rp) == "0" ? "in the GGUF row layout"
                                                         : "repacked at load into 16-row groups");
+    std::printf("weight prefetch: %lld bytes ahead (AQUAKV_PREFETCH=BYTES; 0 = off)\n", (long long)qpack_prefetch_bytes());
     std::printf("kv cache formats (--kv NAME[:ARGS][,OPTIONS]; defaults in parentheses):\n");
     std::fputs(cache_formats_help().c_str(), stdout);
     return 0;

@@ -50,6 +50,10 @@ bool qpack_supported(GgmlType type);
 // Bytes of one packed group of 16 rows of `cols` values (= 16 GGUF rows; Q4_K: 148/144 of them).
 int64_t qpack_group_bytes(GgmlType type, int64_t cols);
 
+// How far ahead (bytes) the packed decode kernels prefetch a matrix's blocks: 2048 unless the
+// environment sets AQUAKV_PREFETCH (0 or less: off). Read once per process.
+int64_t qpack_prefetch_bytes();
+
 // Packs 16 GGUF rows (row r at rows + r*row_bytes) into one group, and back (bit-exact).
 void qpack_group(GgmlType type, const uint8_t* rows, int64_t row_bytes, int64_t cols, uint8_t* group);
 void qunpack_group(GgmlType type, const uint8_t* group, int64_t cols, uint8_t* rows, int64_t row_bytes);
