@@ -1,8 +1,7 @@
 // AVX-512 Hadamard kernels: the same butterflies and the same mixing order as the scalar
 // reference (a + b and a - b per pair; T - 2 S_i with T and S_i summed in increasing a), on 16
 // floats per register, so the results are bit-identical to hadamard_transform_scalar. Stages
-// h = 1, 2, 4, 8 run inside a register: a lane permute brings each lane its partner, the low
-// lane of a pair keeps v + partner (a + b), the high lane partner - v (a - b).
+// h = 1, 2, 4, 8 run inside a register (fwht16_avx512.h).
 #include <immintrin.h>
 
 // GCC 12 warns inside its own AVX-512 intrinsic headers (_mm512_undefined_* placeholders).
@@ -12,26 +11,12 @@
 #include <cstdint>
 
 #include "aquakv/quant/hadamard.h"
+#include "fwht16_avx512.h"
 
 namespace aquakv::detail {
-namespace {
-
-// The four in-register stages of a 16-point FWHT.
-inline __m512 fwht16(__m512 v) {
-  __m512 p = _mm512_permute_ps(v, 0xB1);  // h = 1: swap neighbours
-  v = _mm512_mask_sub_ps(_mm512_add_ps(v, p), __mmask16(0xAAAA), p, v);
-  p = _mm512_permute_ps(v, 0x4E);  // h = 2: swap pairs
-  v = _mm512_mask_sub_ps(_mm512_add_ps(v, p), __mmask16(0xCCCC), p, v);
-  p = _mm512_shuffle_f32x4(v, v, 0xB1);  // h = 4: swap 128-bit quarters 0<->1, 2<->3
-  v = _mm512_mask_sub_ps(_mm512_add_ps(v, p), __mmask16(0xF0F0), p, v);
-  p = _mm512_shuffle_f32x4(v, v, 0x4E);  // h = 8: swap halves
-  return _mm512_mask_sub_ps(_mm512_add_ps(v, p), __mmask16(0xFF00), p, v);
-}
-
-}  // namespace
 
 void fwht_pow2_avx512(float* x, int64_t n) {
-  for (int64_t i = 0; i < n; i += 16) _mm512_storeu_ps(x + i, fwht16(_mm512_loadu_ps(x + i)));
+  for (int64_t i = 0; i < n; i += 16) _mm512_storeu_ps(x + i, fwht16_avx512(_mm512_loadu_ps(x + i)));
   // Stages h >= 16 between registers (each pair's a + b, a - b, as the scalar loop).
   for (int64_t h = 16; h < n; h *= 2) {
     for (int64_t i = 0; i < n; i += 2 * h) {

@@ -13,6 +13,7 @@
 #include <cmath>
 
 #include "aquakv/quant/hadamard.h"
+#include "fwht16_avx512.h"
 #include "higgs_kernels.h"
 
 namespace aquakv::detail {
@@ -106,18 +107,6 @@ void decode_pairs(const float* pts, const uint8_t* in, int64_t rows, int64_t row
   }
 }
 
-// The FWHT of 16 floats in one register: stages h = 1, 2, 4, 8 as quant/hadamard_avx512.cpp
-// does them (same pairs, same a + b / a - b), hence the scalar reference's bits.
-inline __m512 fwht16(__m512 v) {
-  __m512 p = _mm512_permute_ps(v, 0xB1);
-  v = _mm512_mask_sub_ps(_mm512_add_ps(v, p), __mmask16(0xAAAA), p, v);
-  p = _mm512_permute_ps(v, 0x4E);
-  v = _mm512_mask_sub_ps(_mm512_add_ps(v, p), __mmask16(0xCCCC), p, v);
-  p = _mm512_shuffle_f32x4(v, v, 0xB1);
-  v = _mm512_mask_sub_ps(_mm512_add_ps(v, p), __mmask16(0xF0F0), p, v);
-  p = _mm512_shuffle_f32x4(v, v, 0x4E);
-  return _mm512_mask_sub_ps(_mm512_add_ps(v, p), __mmask16(0xFF00), p, v);
-}
 
 // y += the decoded rows for groups of 192 = 12 x 16 values (the default group of a 192-wide KV
 // row) without sign flips: per group the 12 registers of scaled grid points, the FWHT of each
@@ -165,7 +154,7 @@ void decode_add_pairs_192(const float* pts, const MixPlan& plan, const uint8_t* 
       }
       float* yg = yr + k * g;
       if (rms != 0.0f) {
-        _Pragma("GCC unroll 12") for (int i = 0; i < 12; ++i) v[i] = fwht16(v[i]);
+        _Pragma("GCC unroll 12") for (int i = 0; i < 12; ++i) v[i] = fwht16_avx512(v[i]);
         __m512 t = v[0];
         _Pragma("GCC unroll 11") for (int a = 1; a < 12; ++a) t = _mm512_add_ps(t, v[a]);
         __m512 out[12];
