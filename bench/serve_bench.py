@@ -12,6 +12,13 @@ tests/serve/serve_openai.sh makes: build/serve-venv/bin/python).
            (/metrics aquakv_slots_in_use_max; prompts are computed one chunk at a time, so fewer
            decode in one step) and checks every answer equals the answer the
            same conversation gets alone (a second server, no budget, one at a time).
+  budget:  conversations of about --ctx tokens under --budget (default 256M): `--capacity` says how
+           many fit; that many conversations each send a --prompt-tokens prompt (1 token back),
+           then all return at once with one more sentence and decode --tokens tokens each
+           (ignore_eos, greedy) as one batch. Reports the aggregate decode tokens/s over the
+           server's batched steps (/metrics: generated tokens / decode seconds) and over the
+           wall time of the second round, and the largest batch. Idle slots that the budget
+           pushes out go to --slot-dir files and come back from them (the server's design).
   ttft:    time to first token of a returning conversation: turn 1 with a long prompt
            (--prompt-tokens of TEXT), its slot moved to disk (--slot-idle-s 0), turn 2 streamed
            (restored from the slot file) against the same turn 2 sent to a server without slot
@@ -21,7 +28,7 @@ tests/serve/serve_openai.sh makes: build/serve-venv/bin/python).
   model, threads and context; flash attention on; its Python from --llama-python, which needs
   the server extras: fastapi, uvicorn, sse-starlette, starlette-context, pydantic-settings).
 
-Usage: serve_bench.py decode|ttft --bin build/aquakv --model M --kv FORMAT [options]
+Usage: serve_bench.py decode|fill|budget|ttft --bin build/aquakv --model M --kv FORMAT [options]
 """
 import argparse
 import concurrent.futures
@@ -34,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 import openai
@@ -108,8 +116,11 @@ def stream_chat(client, messages, **kw):
 
 def post(url, body):
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=600) as r:
-        return json.loads(r.read())
+    try:
+        with urllib.request.urlopen(req, timeout=600) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        sys.exit("request failed: HTTP %d: %s" % (e.code, e.read().decode(errors="replace")))
 
 
 def decode(a):
@@ -166,6 +177,57 @@ def fill(a):
           "%d/%d answers equal to alone, %.1f s" % (a.kv, a.budget, a.ctx, n, in_use, batch, same, n, wall), flush=True)
 
 
+def capacity(a):
+    """How many --ctx-token conversations of the format fit --budget (the server measures one)."""
+    out = subprocess.run([a.bin, "serve", "-m", a.model, "--kv", a.kv, "-c", str(a.ctx), "-t", str(a.threads),
+                          "--kv-budget", a.budget, "--capacity", str(a.ctx)],
+                         check=True, capture_output=True, text=True).stdout
+    m = re.search(r"holds ([0-9.]+) MiB of KV cache; budget [0-9.]+ MiB holds (\d+)", out)
+    if not m:
+        sys.exit("unexpected --capacity output: " + out)
+    return float(m.group(1)), int(m.group(2))
+
+
+def budget(a):
+    mib, n = capacity(a)
+    print("kv %s: one %d-token conversation holds %.2f MiB; %s holds %d" % (a.kv, a.ctx, mib, a.budget, n), flush=True)
+    prompts = [long_prompt(a, 200 + i) for i in range(n)]
+    with tempfile.TemporaryDirectory() as slots:
+        srv = Server(a, ["--parallel", str(n), "--kv-budget", a.budget, "--max-tokens", str(a.tokens),
+                         "--slot-dir", slots, "--slot-idle-s", "100000"])
+        try:
+            t0 = time.perf_counter()
+            with concurrent.futures.ThreadPoolExecutor(n) as ex:
+                first = list(ex.map(lambda p: post(srv.url + "/v1/completions",
+                                                   {"prompt": p, "max_tokens": 1, "temperature": 0}), prompts))
+            fill_s = time.perf_counter() - t0
+            ptoks = [r["usage"]["prompt_tokens"] for r in first]
+            g0, d0 = srv.metric("aquakv_generated_tokens_total"), srv.metric("aquakv_decode_seconds_total")
+            p0 = srv.metric("aquakv_prefill_tokens_total")
+
+            def again(i):  # up to --tokens, within the conversation's --ctx tokens
+                body = {"prompt": prompts[i] + first[i]["choices"][0]["text"] + " Tell me more.",
+                        "max_tokens": min(a.tokens, a.ctx - ptoks[i] - 16), "temperature": 0, "ignore_eos": True}
+                return post(srv.url + "/v1/completions", body)["usage"]
+            t0 = time.perf_counter()
+            with concurrent.futures.ThreadPoolExecutor(n) as ex:
+                usage = list(ex.map(again, range(n)))
+            wall = time.perf_counter() - t0
+            gen = sum(u["completion_tokens"] for u in usage)
+            dg = srv.metric("aquakv_generated_tokens_total") - g0
+            dd = srv.metric("aquakv_decode_seconds_total") - d0
+            dp = srv.metric("aquakv_prefill_tokens_total") - p0
+            print("kv %s: %d conversations of %d-%d prompt tokens + %d generated (%.0f s to fill); second round: "
+                  "%d tokens (%d-%d each) in %.1f s wall = %.1f tok/s aggregate; batched decode steps %.1f tok/s "
+                  "(%.0f tokens / %.2f s); %.0f prompt tokens recomputed; max batch %s; slots restored %s; "
+                  "live KV %.1f MiB of %s" %
+                  (a.kv, n, min(ptoks), max(ptoks), a.tokens, fill_s, gen, min(u["completion_tokens"] for u in usage), max(u["completion_tokens"] for u in usage), wall, gen / wall, dg / dd, dg, dd, dp,
+                   srv.metric("aquakv_decode_batch_max"), srv.metric("aquakv_slots_restored_total"),
+                   (srv.metric("aquakv_kv_live_bytes") or 0) / 1048576.0, a.budget), flush=True)
+        finally:
+            srv.close()
+
+
 def long_prompt(a, i, tok_chars=4.2):
     text = open(a.text, encoding="utf-8").read()
     n = int(a.prompt_tokens * tok_chars)
@@ -204,7 +266,7 @@ def ttft(a):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["decode", "ttft", "fill"])
+    ap.add_argument("mode", choices=["decode", "ttft", "fill", "budget"])
     ap.add_argument("--budget", default="0")
     ap.add_argument("--bin", default="build/aquakv")
     ap.add_argument("--backend", choices=["aquakv", "llama-cpp"], default="aquakv")
@@ -219,7 +281,7 @@ def main():
     ap.add_argument("--prompt-tokens", type=int, default=3000)
     ap.add_argument("--text", default="../shared/data/wikitext-2-raw-test.txt")
     a = ap.parse_args()
-    {"decode": decode, "ttft": ttft, "fill": fill}[a.mode](a)
+    {"decode": decode, "ttft": ttft, "fill": fill, "budget": budget}[a.mode](a)
 
 
 if __name__ == "__main__":

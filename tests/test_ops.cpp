@@ -139,6 +139,49 @@ TEST(Nn, RmsNormSoftmaxSwiglu) {
   EXPECT_NEAR(h[1], -1.0 / (1 + std::exp(1.0)) * 3, 1e-6);
 }
 
+// geglu at every SIMD level and geglu_ref against the same tanh form in float64. The SIMD form
+// (z * sigmoid(2y)) keeps relative precision: |h - exact| <= (2e-6 + 4e-7 |2y|) |exact| (the
+// bound derived in src/ops/nn_avx2.cpp, with margin); the reference's 1 + tanh(y) cancels for
+// negative z, so it is held to an absolute bound of a few f32 roundings of |z u|. Below t = -87
+// the SIMD form returns 0 (absolute error < 2e-38 |z u|).
+TEST(Nn, GegluLevelsMatchFloat64) {
+  std::vector<float> g, u;
+  for (int i = -4000; i <= 4000; ++i) g.push_back(0.005f * float(i));  // [-20, 20]
+  for (float z : {-1e4f, -90.0f, -45.0f, 45.0f, 1e4f, 0.0f, -0.0f, 1e-30f}) g.push_back(z);
+  auto rnd = randn(1003, 7, 3.0f);
+  g.insert(g.end(), rnd.begin(), rnd.end());
+  for (size_t i = 0; i < g.size(); ++i) u.push_back(0.5f + 0.001f * float(i % 997));
+  const int64_t n = int64_t(g.size());  // not a multiple of 8: the tail is checked too
+  const auto exact = [&](size_t i, double& t) {
+    const double z = g[i];
+    const double y = 0.7978845608028654 * (z + 0.044715 * z * z * z);
+    t = 2 * y;
+    return z / (1 + std::exp(-t)) * u[i];  // = z/2 (1 + tanh(y)), without the cancellation
+  };
+  std::vector<float> h(g.size());
+  geglu_ref(g.data(), u.data(), h.data(), n);
+  for (size_t i = 0; i < g.size(); ++i) {
+    double t;
+    const double e = exact(i, t);
+    ASSERT_NEAR(h[i], e, 1e-6 * std::abs(e) + 4e-7 * std::abs(double(g[i]) * u[i]) + 1e-37) << "ref z = " << g[i];
+  }
+  for (SimdLevel lvl : {SimdLevel::kAvx2, SimdLevel::kAvx512}) {
+    if (cpu_simd_level() < lvl) continue;
+    set_simd_level(lvl);
+    std::vector<float> hs(g.size());
+    geglu(g.data(), u.data(), hs.data(), n);
+    for (size_t i = 0; i < g.size(); ++i) {
+      double t;
+      const double e = exact(i, t);
+      ASSERT_NEAR(hs[i], e, (2e-6 + 4e-7 * std::abs(t)) * std::abs(e) + 2e-38 * std::abs(double(g[i]) * u[i]) + 1e-44) << simd_level_name(lvl) << " z = " << g[i];
+    }
+    std::vector<float> alias = g;  // h may alias g
+    geglu(alias.data(), u.data(), alias.data(), n);
+    ASSERT_EQ(alias, hs);
+  }
+  set_simd_level(cpu_simd_level());
+}
+
 // GeGLU's tanh-approximated GELU against the exact erf form: the approximation is within 1e-3
 // of x * Phi(x) everywhere (its largest gap is about 4.7e-4 near |x| = 2); at 1 it is 0.841192.
 TEST(Nn, GegluAndSoftcap) {

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "aquakv/ops/ggml_quantize.h"
@@ -107,7 +108,7 @@ TEST(Qpack, PackUnpackAndDequantizeAreExact) {
       for (int64_t g = 0; g < 2; ++g) {
         const uint8_t* grp = packed.data() + g * qpack_group_bytes(t, cols);
         qunpack_group(t, grp, cols, back.data() + g * kPackRows * rb, rb);
-        qpack_dequant_group(t, grp, cols, deq.data());
+        qpack_dequant_group(t, grp, cols, deq.data(), cols);
         for (int64_t r = 0; r < kPackRows; ++r) {
           dequantize_row_ref(t, rows.data() + (g * kPackRows + r) * rb, ref.data(), cols);
           ASSERT_EQ(std::memcmp(ref.data(), deq.data() + r * cols, size_t(cols) * 4), 0)
@@ -115,6 +116,74 @@ TEST(Qpack, PackUnpackAndDequantizeAreExact) {
         }
       }
       ASSERT_EQ(back, rows) << ggml_type_name(t) << " cols " << cols;
+    }
+  }
+}
+
+// Random bytes in every field, with finite f16 scales of any magnitude (subnormal to 65504) in
+// place of each block's d (and m / dmin): code and scale patterns no quantizer would produce.
+std::vector<uint8_t> wild_rows(GgmlType t, int64_t rows, int64_t cols, std::mt19937& rng) {
+  const int64_t rb = ggml_row_bytes(t, cols);
+  std::vector<uint8_t> out(static_cast<size_t>(rows * rb));
+  for (auto& b : out) b = uint8_t(rng());
+  const auto finite_half = [&](uint8_t* p) {
+    uint16_t h = uint16_t(rng());
+    if ((h & 0x7c00) == 0x7c00) h &= 0xbfff;  // inf / NaN exponent -> a finite one
+    std::memcpy(p, &h, 2);
+  };
+  const int64_t bb = is_k(t) ? rb / (cols / 256) : rb / (cols / 32);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t b = 0; b < rb / bb; ++b) {
+      uint8_t* blk = out.data() + r * rb + b * bb;
+      if (t == GgmlType::Q6_K) {
+        finite_half(blk + 208);
+        continue;
+      }
+      finite_half(blk);
+      if (t != GgmlType::Q4_0 && t != GgmlType::Q5_0 && t != GgmlType::Q8_0) finite_half(blk + 2);
+    }
+  }
+  return out;
+}
+
+// Dequantizing straight from the packed groups (what prefill's GEMM tiles are made of) gives,
+// at every SIMD level and in the scalar reference, the bits of the path it replaced: unpack the
+// group to GGUF rows, then decode each row (dequantize_row_ref, and dequantize_row at that level).
+// Rows go to a strided tile (ld = cols + 16); the gaps between them stay untouched.
+TEST(Qpack, DequantizeFromPackedEqualsUnpackThenDequantizeAtEveryLevel) {
+  std::mt19937 rng(15);
+  for (GgmlType t : kTypes) {
+    for (int64_t c : {32, 96, 576}) {
+      const int64_t cols = cols_for(t, c), rb = ggml_row_bytes(t, cols), gb = qpack_group_bytes(t, cols);
+      const int64_t ld = cols + 16;
+      for (int wild = 0; wild < 2; ++wild) {
+        const auto rows = wild ? wild_rows(t, 32, cols, rng) : gguf_rows(t, 32, cols, rng);
+        const auto packed = pack_all(t, rows, 32, cols);
+        const std::string what = std::string(ggml_type_name(t)) + " cols " + std::to_string(cols) + (wild ? " wild" : "");
+        std::vector<uint8_t> back(static_cast<size_t>(kPackRows * rb));
+        std::vector<float> old(static_cast<size_t>(kPackRows * ld), -7.0f), got(old.size());
+        const auto check = [&](const std::string& how) {
+          ASSERT_EQ(std::memcmp(old.data(), got.data(), old.size() * 4), 0) << what << " " << how;
+        };
+        for (int64_t g = 0; g < 2; ++g) {
+          const uint8_t* grp = packed.data() + g * gb;
+          qunpack_group(t, grp, cols, back.data(), rb);
+          for (int64_t r = 0; r < kPackRows; ++r) dequantize_row_ref(t, back.data() + r * rb, old.data() + r * ld, cols);
+          std::fill(got.begin(), got.end(), -7.0f);
+          qpack_dequant_group_ref(t, grp, cols, got.data(), ld);
+          check("reference");
+          for (SimdLevel lvl : levels_here()) {
+            set_simd_level(lvl);
+            std::fill(got.begin(), got.end(), -7.0f);
+            qpack_dequant_group(t, grp, cols, got.data(), ld);
+            check(simd_level_name(lvl));
+            std::fill(got.begin(), got.end(), -7.0f);
+            for (int64_t r = 0; r < kPackRows; ++r) dequantize_row(t, back.data() + r * rb, got.data() + r * ld, cols);
+            check(std::string("row decoder ") + simd_level_name(lvl));
+          }
+          set_simd_level(cpu_simd_level());
+        }
+      }
     }
   }
 }

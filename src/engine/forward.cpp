@@ -187,7 +187,7 @@ void Forward::embed(std::span<const int32_t> tokens) {
       if (packed && id < out.packed_rows()) {
         group.resize(size_t(kPackRows * d));
         const int64_t g = id / kPackRows;
-        qpack_dequant_group(out.type, out.packed + g * qpack_group_bytes(out.type, d), d, group.data());
+        qpack_dequant_group(out.type, out.packed + g * qpack_group_bytes(out.type, d), d, group.data(), d);
         std::copy_n(group.data() + (id % kPackRows) * d, d, xt);
       } else {
         dequantize_row(emb.type, emb.row(id), xt, d);

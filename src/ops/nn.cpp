@@ -1,4 +1,5 @@
-// Scalar kernels of ops/nn.h; softmax dispatches to AVX2 (nn_avx2.cpp), the hot one in attention.
+// Scalar kernels of ops/nn.h; softmax (the hot one in attention) and geglu (Gemma's feed-forward)
+// dispatch to AVX2 (nn_avx2.cpp), RoPE to AVX2 / AVX-512.
 #include "aquakv/ops/nn.h"
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 namespace aquakv {
 namespace detail {
 void softmax_avx2(float* x, int64_t n);  // src/ops/nn_avx2.cpp
+void geglu_avx2(const float* g, const float* u, float* h, int64_t n);
 void rope_rotate_avx2(float* x, int n_heads, int head_dim, int n_rot, bool neox, const float* c,
                       const float* s);
 void rope_rotate_avx512(float* x, int n_heads, int head_dim, int n_rot, bool neox, const float* c,
@@ -145,6 +147,11 @@ void swiglu(const float* g, const float* u, float* h, int64_t n) {
 }
 
 void geglu(const float* g, const float* u, float* h, int64_t n) {
+  if (simd_at_least(SimdLevel::kAvx2)) return detail::geglu_avx2(g, u, h, n);
+  geglu_ref(g, u, h, n);
+}
+
+void geglu_ref(const float* g, const float* u, float* h, int64_t n) {
   constexpr float kSqrt2OverPi = 0.7978845608028654f;
   for (int64_t i = 0; i < n; ++i) {
     const float z = g[i];

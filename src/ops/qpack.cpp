@@ -4,7 +4,6 @@
 
 #include <cmath>
 #include <cstring>
-#include <vector>
 
 #include "ggml_blocks.h"
 #include "qpack_k.h"
@@ -127,14 +126,6 @@ void qunpack_group(GgmlType type, const uint8_t* group, int64_t cols, uint8_t* r
       }
     }
   }
-}
-
-void qpack_dequant_group(GgmlType type, const uint8_t* group, int64_t cols, float* out) {
-  const int64_t row_bytes = ggml_row_bytes(type, cols);
-  thread_local std::vector<uint8_t> rows;
-  rows.resize(static_cast<size_t>(kPackRows * row_bytes));
-  qunpack_group(type, group, cols, rows.data(), row_bytes);
-  for (int64_t r = 0; r < kPackRows; ++r) dequantize_row(type, rows.data() + r * row_bytes, out + r * cols, cols);
 }
 
 // The reference: the arithmetic of ops/qpack.h spelled out per row, fma by std::fma so that

@@ -13,6 +13,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -31,6 +32,7 @@ inline __m512i bcast4(const int8_t* q) {
 
 template <GgmlType T>
 using Geo = PackGeo<T>;
+const bool kQpackPf512 = [] { const char* e = std::getenv("AQUAKV_QPF512"); return !e || e[0] != '0'; }();
 
 // Rows of one group times G activation vectors; outs[g] receives 16 floats.
 template <GgmlType T, int G>
@@ -43,6 +45,7 @@ void group_dot(const uint8_t* base, int64_t nb, const Q8Act* const* xs, const in
   const __m512i zero = _mm512_setzero_si512();
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* blk = base + b * kPackRows * Gm::kRowBlock;
+    if (kQpackPf512) prefetch_block(blk, kPackRows * Gm::kRowBlock);
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
     const uint8_t* codes = blk + Gm::kHdr;
     if constexpr (!Gm::kQ8) {

@@ -42,6 +42,7 @@ void q4k_half(const uint8_t* base, int h8, int64_t nsb, const Q8Act* const* xs, 
   const __m256i low4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
   for (int64_t sb = 0; sb < nsb; ++sb) {
     const uint8_t* blk = base + sb * kPackRows * (kQ5 ? 180 : 148);
+    if (h8 == 0) prefetch_block(blk, kPackRows * (kQ5 ? 180 : 148));  // the second half reads it from cache
     const __m256 d = halves(blk + 16 * h8), dmin = halves(blk + 32 + 16 * h8);
     for (int j = 0; j < 8; ++j) {
       const int p = j / 2, h = j % 2;
@@ -87,6 +88,7 @@ void q6k_half(const uint8_t* base, int h8, int64_t nsb, const Q8Act* const* xs, 
   const __m256i low4 = _mm256_set1_epi8(0x0f), three = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
   for (int64_t sb = 0; sb < nsb; ++sb) {
     const uint8_t* blk = base + sb * kPackRows * 210;
+    if (h8 == 0) prefetch_block(blk, kPackRows * 210);
     const __m256 d = halves(blk + 16 * h8);
     for (int s = 0; s < 8; ++s) {
       const uint8_t* sbk = blk + 288 + 384 * s;

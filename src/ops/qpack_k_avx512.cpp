@@ -47,6 +47,7 @@ void q4k_group(const uint8_t* base, int64_t nsb, const Q8Act* const* xs, float* 
   const __m512i low4 = _mm512_set1_epi8(0x0f), zero = _mm512_setzero_si512();
   for (int64_t sb = 0; sb < nsb; ++sb) {
     const uint8_t* blk = base + sb * kPackRows * (kQ5 ? 180 : 148);
+    prefetch_block(blk, kPackRows * (kQ5 ? 180 : 148));
     const __m512 d = halves(blk), dmin = halves(blk + 32);
     for (int p = 0; p < 4; ++p) {
       __m512i v[8];
@@ -90,6 +91,7 @@ void q6k_group(const uint8_t* base, int64_t nsb, const Q8Act* const* xs, const i
   const __m512i low4 = _mm512_set1_epi8(0x0f), three = _mm512_set1_epi8(3), zero = _mm512_setzero_si512();
   for (int64_t sb = 0; sb < nsb; ++sb) {
     const uint8_t* blk = base + sb * kPackRows * 210;
+    prefetch_block(blk, kPackRows * 210);
     const __m512 d = halves(blk);
     for (int s = 0; s < 8; ++s) {
       const uint8_t* sbk = blk + 288 + 384 * s;

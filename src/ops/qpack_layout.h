@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -27,6 +28,21 @@ struct PackGeo {
   static constexpr int64_t kHdr = kMaskOff + (kQ5 ? 64 : 0);
   static constexpr float kOffset = T == GgmlType::Q4_0 ? -8.0f : -16.0f;  // m = kOffset * dw when !kMin
 };
+
+// Software prefetch for the packed kernels: the lines of the block kPrefetchAhead bytes past
+// `blk` (the next groups' blocks of a matrix streamed once per token) are requested while this
+// block is computed. One core's hardware prefetchers alone keep too few lines in flight to
+// reach the memory bandwidth at decode (measured in docs/RESULTS.md). Prefetches of addresses
+// past the matrix are hints and never fault.
+inline int64_t qpack_prefetch_ahead() {
+  static const int64_t d = [] { const char* e = std::getenv("AQUAKV_PREFETCH"); return e ? std::atoll(e) : 2048LL; }();
+  return d;
+}
+inline void prefetch_block(const uint8_t* blk, int64_t bytes) {
+  const int64_t ahead = qpack_prefetch_ahead();
+  if (ahead <= 0) return;
+  for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(blk + ahead + o, 0, 3);
+}
 
 inline uint32_t load_u32(const uint8_t* p) {
   uint32_t v;

@@ -68,7 +68,11 @@ void swiglu(const float* g, const float* u, float* h, int64_t n);
 
 // h[i] = gelu(g[i]) * u[i] with the tanh approximation (Gemma's feed-forward):
 //   gelu(z) = z/2 * (1 + tanh(sqrt(2/pi) * (z + 0.044715 z^3))). h may alias g.
+// geglu_ref is that formula with libm tanhf; geglu dispatches to AVX2, which computes the same
+// function as z * sigmoid(2y) with a polynomial exp (relative error <= 1e-6 + 3e-7 |2y|, where
+// the reference's 1 + tanh cancels for negative z; derivation in src/ops/nn_avx2.cpp).
 void geglu(const float* g, const float* u, float* h, int64_t n);
+void geglu_ref(const float* g, const float* u, float* h, int64_t n);
 
 // In place: x[i] = cap * tanh(x[i] / cap) (Gemma's logit soft-capping), cap > 0.
 void softcap(float* x, int64_t n, float cap);

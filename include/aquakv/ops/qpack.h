@@ -55,9 +55,13 @@ void qpack_group(GgmlType type, const uint8_t* rows, int64_t row_bytes, int64_t 
 void qunpack_group(GgmlType type, const uint8_t* group, int64_t cols, uint8_t* rows, int64_t row_bytes);
 
 // (K-quants: cols a multiple of 256.)
-// Dequantizes the 16 rows of a group into out (16 x cols floats, row-major), bit-identical to
-// dequantize_row_ref on the GGUF rows.
-void qpack_dequant_group(GgmlType type, const uint8_t* group, int64_t cols, float* out);
+// Dequantizes the 16 rows of a group into out (row r at out + r*ld, ld >= cols) straight from
+// the packed bytes, bit-identical to dequantize_row_ref on the GGUF rows (each value is the
+// format's float formula, e.g. Q4_K's (d*sc)*q - dmin*mn, in the reference's order of
+// operations). This is what prefill's GEMM tiles are made of (ops/matmul.h). *_ref is the scalar
+// reference (src/ops/qpack_dequant.cpp); the other dispatches on simd_level().
+void qpack_dequant_group_ref(GgmlType type, const uint8_t* group, int64_t cols, float* out, int64_t ld);
+void qpack_dequant_group(GgmlType type, const uint8_t* group, int64_t cols, float* out, int64_t ld);
 
 // Dots of groups [g0, g1) of a packed matrix (group g at packed + g*qpack_group_bytes) with
 // n_act activation vectors (x holds n_act runs of cols/32 blocks):
@@ -73,6 +77,8 @@ void qpack_dot_avx2(GgmlType type, const uint8_t* packed, int64_t cols, int64_t 
                     const Q8Act* x, int64_t n_act, float* out, int64_t out_stride);
 void qpack_dot_avx512(GgmlType type, const uint8_t* packed, int64_t cols, int64_t g0, int64_t g1,
                       const Q8Act* x, int64_t n_act, float* out, int64_t out_stride);
+void qpack_dequant_group_avx2(GgmlType type, const uint8_t* group, int64_t cols, float* out, int64_t ld);
+void qpack_dequant_group_avx512(GgmlType type, const uint8_t* group, int64_t cols, float* out, int64_t ld);
 }  // namespace detail
 
 }  // namespace aquakv
