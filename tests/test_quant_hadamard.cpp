@@ -63,7 +63,8 @@ TEST(Hadamard, SupportedOrders) {
 TEST(Hadamard, MatchesExplicitMatrix) {
   std::mt19937 rng(1);
   for (int64_t n : {1, 2, 4, 8, 16, 64, 256, 12, 24, 96, 192, 20, 40, 320}) {
-    for (SimdLevel lvl : {SimdLevel::kScalar, SimdLevel::kAvx2}) {
+    for (SimdLevel lvl : {SimdLevel::kScalar, SimdLevel::kAvx2, SimdLevel::kAvx512}) {
+      if (lvl > cpu_simd_level()) continue;
       ScalarGuard g;
       set_simd_level(lvl);
       std::vector<float> x(static_cast<size_t>(n));
@@ -151,20 +152,42 @@ TEST(Hadamard, SignsDependOnSeedAndAreApplied) {
   EXPECT_TRUE(diff_ab == 0 || diff_ab == n);
 }
 
+// Every SIMD level the CPU has (AVX2: 8-float vectors; AVX-512: 16-float registers for orders
+// whose power-of-two factor is a multiple of 16, the next level below for the others), on the
+// transform and on the rotation with signs and a scale.
 TEST(Hadamard, SimdEqualsScalarBitForBit) {
   if (cpu_simd_level() < SimdLevel::kAvx2) GTEST_SKIP() << "no AVX2";
   std::mt19937 rng(4);
   std::normal_distribution<float> nd;
-  for (int64_t n : kSizes) {
-    std::vector<float> x(static_cast<size_t>(n));
-    for (auto& v : x) v = nd(rng) * 3.0f;
-    std::vector<float> a = x, b = x;
-    hadamard_transform_scalar(a.data(), n);
-    ScalarGuard g;
-    set_simd_level(SimdLevel::kAvx2);
-    hadamard_transform(b.data(), n);
-    for (int64_t i = 0; i < n; ++i) {
-      ASSERT_EQ(std::bit_cast<uint32_t>(a[size_t(i)]), std::bit_cast<uint32_t>(b[size_t(i)])) << "n=" << n << " i=" << i;
+  for (SimdLevel lvl : {SimdLevel::kAvx2, SimdLevel::kAvx512}) {
+    if (lvl > cpu_simd_level()) continue;
+    for (int64_t n : kSizes) {
+      std::vector<float> x(static_cast<size_t>(n));
+      for (auto& v : x) v = nd(rng) * 3.0f;
+      std::vector<float> a = x, b = x;
+      hadamard_transform_scalar(a.data(), n);
+      ScalarGuard g;
+      set_simd_level(lvl);
+      hadamard_transform(b.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        ASSERT_EQ(std::bit_cast<uint32_t>(a[size_t(i)]), std::bit_cast<uint32_t>(b[size_t(i)]))
+            << simd_level_name(lvl) << " n=" << n << " i=" << i;
+      }
+      // Rotation: 3 rows, signs, forward then the inverse with a scale.
+      const HadamardRotation rot(n, 7);
+      std::vector<float> r(static_cast<size_t>(3 * n));
+      for (auto& v : r) v = nd(rng);
+      std::vector<float> want = r;
+      set_simd_level(SimdLevel::kScalar);
+      rot.forward(want.data(), 3);
+      rot.inverse(want.data(), 3, 0.37f);
+      set_simd_level(lvl);
+      rot.forward(r.data(), 3);
+      rot.inverse(r.data(), 3, 0.37f);
+      for (size_t i = 0; i < r.size(); ++i) {
+        ASSERT_EQ(std::bit_cast<uint32_t>(want[i]), std::bit_cast<uint32_t>(r[i]))
+            << simd_level_name(lvl) << " rotation n=" << n << " i=" << i;
+      }
     }
   }
 }

@@ -5,7 +5,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <bit>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 
 #include "aquakv/quant/bitpack.h"
@@ -162,6 +164,37 @@ TEST(Higgs, SimdAndScalarGiveIdenticalBytes) {
       EXPECT_EQ(a, b) << codec.spec() << " level " << lv;
       EXPECT_EQ(ya, yb) << codec.spec() << " level " << lv;
       EXPECT_EQ(ua, ub) << codec.spec() << " level " << lv;
+    }
+    set_simd_level(saved);
+  }
+}
+
+// decode_add (the AQUA-KV decoder's "prediction + decoded residual") at every SIMD level equals
+// y + decode(codes) computed with the scalar decode, bit for bit: the fused AVX-512 path (grids
+// 2x16 / 2x64 / 2x256 in groups of 192, no signs) and the fallbacks (signs, groups of 64). Row 0
+// codes an all-zero row (its group norms are 0: no rotation), rows have different magnitudes.
+TEST(Higgs, DecodeAddEqualsDecodeThenAddAtEveryLevel) {
+  const SimdLevel saved = simd_level();
+  for (const Case& c : {Case{192, 192, 2, 16, 0}, Case{192, 192, 2, 64, 0}, Case{192, 192, 2, 256, 0},
+                        Case{384, 192, 2, 16, 0}, Case{192, 192, 2, 16, 9}, Case{192, 64, 2, 16, 0}}) {
+    const HiggsCodec codec(c.dim, c.g, builtin_grid(c.d, c.n), c.seed);
+    const int64_t rows = 37;
+    auto x = gaussian_rows(rows, c.dim, 11);
+    std::fill_n(x.begin(), c.dim, 0.0f);
+    std::vector<uint8_t> codes(size_t(codec.encoded_bytes(rows)));
+    codec.encode(x.data(), rows, codes.data());
+    const auto y0 = gaussian_rows(rows, c.dim, 12);
+    set_simd_level(SimdLevel::kScalar);
+    std::vector<float> dec(x.size()), want(x.size());
+    codec.decode(codes.data(), rows, dec.data());
+    for (size_t i = 0; i < want.size(); ++i) want[i] = y0[i] + dec[i];
+    for (int lv = 0; lv <= int(cpu_simd_level()); ++lv) {
+      set_simd_level(SimdLevel(lv));
+      std::vector<float> y = y0;
+      codec.decode_add(codes.data(), rows, y.data());
+      for (size_t i = 0; i < y.size(); ++i)
+        ASSERT_EQ(std::bit_cast<uint32_t>(want[i]), std::bit_cast<uint32_t>(y[i]))
+            << codec.spec() << " dim " << c.dim << " level " << lv << " row " << i / size_t(c.dim) << " col " << i % size_t(c.dim);
     }
     set_simd_level(saved);
   }

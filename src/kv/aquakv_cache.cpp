@@ -46,26 +46,19 @@ void decode_rows(const Codec& c, const uint8_t* in, int64_t rows, float* x) {
 // Rows the encoder takes through all layers at a time (rounded to the codecs' block).
 constexpr int64_t kCompressRows = 128;
 
-// y[i] = a[i] + b[i] (the reconstruction pk + Q^-1(c); same expression in encoder and decoder).
-void add_into(float* y, const float* r, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] = y[i] + r[i];
-}
-
-// y += the decoded rows (a prediction plus its decoded residual), a few blocks at a time per
-// thread through a small buffer: no (rows, C) residual buffer. Same sums as decoding all rows
-// first (add_into, element by element).
+// y += the decoded rows (a prediction plus its decoded residual, Codec::decode_add) over
+// threads in whole blocks (the encoder's chunks).
 void decode_add_rows(const Codec& c, const uint8_t* in, int64_t rows, float* y) {
   const int64_t br = c.block_rows(), blocks = rows / br, C = c.dim();
-  const int64_t sub = std::max<int64_t>(1, 64 / br);  // blocks per decode call
   parallel_for(blocks, [&](int64_t b0, int64_t b1) {
-    std::vector<float> res(size_t(std::min(sub, b1 - b0) * br * C));
-    for (int64_t b = b0; b < b1; b += sub) {
-      const int64_t nb = std::min(sub, b1 - b);
-      c.decode(in + c.encoded_bytes(b * br), nb * br, res.data());
-      add_into(y + b * br * C, res.data(), nb * br * C);
-    }
+    c.decode_add(in + c.encoded_bytes(b0 * br), (b1 - b0) * br, y + b0 * br * C);
   }, std::max<int64_t>(1, 32 / br));
 }
+
+// Rows the decoder takes through one layer at a time (rounded to the codecs' block): 96 rows of
+// the default model's 192-wide K and V are 72 KiB each, so the GEMMs' outputs are still in L2
+// when the residuals are added and the value GEMM reads the keys.
+constexpr int64_t kRebuildRows = 96;
 
 class CompressedCache final : public KvCache {
  public:
@@ -498,24 +491,47 @@ class CompressedCache final : public KvCache {
     }
   }
 
-  // One layer of the decoder over all compressed rows: out = (map(prev) or 0) + decoded codes.
+  // One layer of the decoder over all compressed rows: out = (map(prev) or 0) + decoded codes,
+  // a chunk of rows at a time through both streams (decode_chunk), chunks spread over threads.
   void decode_layer(const Seq& s, int l, const float* prev_k, const float* prev_v, float* out_k, float* out_v) {
-    const int64_t C = shape_.width(), N = s.n_compressed;
-    const AffineMap* km = kmap(l);
-    const AffineMap* vm = vmap(l);
-    if (km) {
-      const AffineInput in{prev_k, C, C};
-      km->apply(N, &in, 1, out_k, C, scratch_);
-      decode_add_rows(kc(l), s.code_k[size_t(l)].data(), N, out_k);
+    const int64_t N = s.n_compressed;
+    const int64_t chunk = std::max<int64_t>(block_, kRebuildRows / block_ * block_);
+    parallel_for((N + chunk - 1) / chunk, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t r0 = c * chunk;
+        decode_chunk(s, l, r0, std::min(chunk, N - r0), prev_k, prev_v, out_k, out_v);
+      }
+    });
+  }
+
+  // Rows [r0, r0 + m) of one layer (r0 and m whole codec blocks): the key prediction, its
+  // residual added, then the value prediction that reads those keys, its residual added. The
+  // chunk's rows stay in cache between these passes (m x C floats per stream). Row by row the
+  // same sums as whole-layer passes: the GEMM's order does not depend on the rows in a call
+  // (ops/affine_rows.h) and Codec::decode_add adds element by element.
+  void decode_chunk(const Seq& s, int l, int64_t r0, int64_t m, const float* prev_k, const float* prev_v,
+                    float* out_k, float* out_v) const {
+    const int64_t C = shape_.width();
+    thread_local std::vector<float> scratch;  // reduced-rank intermediates
+    const Codec& kcod = kc(l);
+    const Codec& vcod = vc(l);
+    const uint8_t* kcodes = s.code_k[size_t(l)].data() + kcod.encoded_bytes(r0);
+    const uint8_t* vcodes = s.code_v[size_t(l)].data() + vcod.encoded_bytes(r0);
+    float* yk = out_k + r0 * C;
+    float* yv = out_v + r0 * C;
+    if (const AffineMap* km = kmap(l)) {
+      const AffineInput in{prev_k + r0 * C, C, C};
+      km->apply(m, &in, 1, yk, C, scratch);
+      kcod.decode_add(kcodes, m, yk);
     } else {
-      decode_rows(kc(l), s.code_k[size_t(l)].data(), N, out_k);
+      kcod.decode(kcodes, m, yk);
     }
-    if (vm) {
-      const AffineInput in[2] = {{out_k, C, C}, {prev_v, C, C}};
-      vm->apply(N, in, 2, out_v, C, scratch_);
-      decode_add_rows(vc(l), s.code_v[size_t(l)].data(), N, out_v);
+    if (const AffineMap* vm = vmap(l)) {
+      const AffineInput in[2] = {{yk, C, C}, {prev_v + r0 * C, C, C}};
+      vm->apply(m, in, 2, yv, C, scratch);
+      vcod.decode_add(vcodes, m, yv);
     } else {
-      decode_rows(vc(l), s.code_v[size_t(l)].data(), N, out_v);
+      vcod.decode(vcodes, m, yv);
     }
   }
 

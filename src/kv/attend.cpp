@@ -130,12 +130,23 @@ void tile_queries(const Ctx& c, const Tile& t, int64_t i0, int64_t i1, State& st
   const bool vin = coded && !gemm && c.vin != nullptr;
   const void* K;
   const void* V;
-  int64_t stride;
+  int64_t stride, vstride = -1;  // vstride: the values' row stride when it differs
   bool f16 = false;
   if (!coded && sg.dtype == KvDtype::F32 && sg.k_roped) {
     K = static_cast<const float*>(sg.k) + t.r0 * sg.stride;
     V = static_cast<const float*>(sg.v) + t.r0 * sg.stride;
     stride = sg.stride;
+  } else if (!coded && sg.dtype == KvDtype::F32) {
+    // f32 keys before RoPE (AQUA-KV's rebuilt rows): only the keys are copied and rotated, the
+    // values are read in place.
+    sc.k.resize(size_t(rows * c.C));
+    for (int64_t r = 0; r < rows; ++r)
+      std::copy_n(static_cast<const float*>(sg.k) + (t.r0 + r) * sg.stride, c.C, sc.k.data() + r * c.C);
+    if (c.rope.enabled(c.layer)) c.rope.rotate_rows(c.layer, sc.k.data(), rows, pos);
+    K = sc.k.data();
+    V = static_cast<const float*>(sg.v) + t.r0 * sg.stride;
+    stride = c.C;
+    vstride = sg.stride;
   } else if (!coded && sg.dtype == KvDtype::F16 && sg.k_roped && !gemm) {
     K = static_cast<const uint16_t*>(sg.k) + t.r0 * sg.stride;
     V = static_cast<const uint16_t*>(sg.v) + t.r0 * sg.stride;
@@ -168,6 +179,7 @@ void tile_queries(const Ctx& c, const Tile& t, int64_t i0, int64_t i1, State& st
     V = sc.v.data();
     stride = c.C;
   }
+  if (vstride < 0) vstride = stride;
 
   // Scores of all heads' rows (head g's Mq rows at g*Mq), one masked online update over them
   // (the state's rows of the H heads are consecutive: st_rows == Mq), then the value sums.
@@ -216,18 +228,18 @@ void tile_queries(const Ctx& c, const Tile& t, int64_t i0, int64_t i1, State& st
     }
   }
   if (v_shared) {
-    attn_accum(s, HM, rows, rows, static_cast<const float*>(V) + c.vc0[0], stride, c.vw, st.a2.data());
+    attn_accum(s, HM, rows, rows, static_cast<const float*>(V) + c.vc0[0], vstride, c.vw, st.a2.data());
     return;
   }
   for (int64_t g = 0; g < c.H; ++g) {
     const float* p = s + g * Mq * rows;
     if (vin) {
-      attn_accum(p, Mq, rows, rows, static_cast<const float*>(V) + c.vc0[size_t(g)], stride, c.vw,
+      attn_accum(p, Mq, rows, rows, static_cast<const float*>(V) + c.vc0[size_t(g)], vstride, c.vw,
                  st.a2.data() + g * Mq * c.vw);
     } else if (f16) {
-      attn_accum_f16(p, Mq, rows, rows, static_cast<const uint16_t*>(V) + g * c.hd, stride, c.hd, st.a.data() + g * Mq * c.hd);
+      attn_accum_f16(p, Mq, rows, rows, static_cast<const uint16_t*>(V) + g * c.hd, vstride, c.hd, st.a.data() + g * Mq * c.hd);
     } else {
-      attn_accum(p, Mq, rows, rows, static_cast<const float*>(V) + g * c.hd, stride, c.hd, st.a.data() + g * Mq * c.hd);
+      attn_accum(p, Mq, rows, rows, static_cast<const float*>(V) + g * c.hd, vstride, c.hd, st.a.data() + g * Mq * c.hd);
     }
   }
 }

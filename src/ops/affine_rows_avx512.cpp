@@ -24,6 +24,12 @@ void tile(int64_t i, int64_t j, const AffineInput* inputs, int n_inputs, const f
   _Pragma("GCC unroll 12") for (int r = 0; r < R; ++r) {
     _Pragma("GCC unroll 2") for (int c = 0; c < C; ++c) acc[r][c] = b[c];
   }
+  // The tile's output lines into L1 now, while the FMAs run: the AQUA-KV rebuild writes rows
+  // that were last touched two layers ago (in L3), and stores waiting for their lines at the
+  // end of a tile would stall it.
+  _Pragma("GCC unroll 12") for (int r = 0; r < R; ++r) {
+    _Pragma("GCC unroll 2") for (int c = 0; c < C; ++c) _mm_prefetch(reinterpret_cast<const char*>(y + (i + r) * ldy + j + 16 * c), _MM_HINT_T0);
+  }
   const float* wk = w + j;
   for (int s = 0; s < n_inputs; ++s) {
     const float* x[R];

@@ -3,6 +3,7 @@
 
 #include "aquakv/util/error.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "aquakv/quant/block_codecs.h"
@@ -23,6 +24,18 @@ void Codec::decode_fp16(const uint8_t* in, int64_t rows, uint16_t* x) const {
     const int64_t m = std::min(step, rows - r);
     decode(in + encoded_bytes(r), m, buf.data());
     floats_to_halves(buf.data(), m * dim_, x + r * dim_);
+  }
+}
+
+void Codec::decode_add(const uint8_t* in, int64_t rows, float* y) const {
+  const int64_t step = std::max<int64_t>(1, 4096 / (block_rows_ * dim_)) * block_rows_;
+  thread_local std::vector<float> buf;
+  buf.resize(size_t(std::min(step, rows) * dim_));
+  for (int64_t r = 0; r < rows; r += step) {
+    const int64_t m = std::min(step, rows - r);
+    decode(in + encoded_bytes(r), m, buf.data());
+    float* yr = y + r * dim_;
+    for (int64_t i = 0; i < m * dim_; ++i) yr[i] = yr[i] + buf[size_t(i)];
   }
 }
 

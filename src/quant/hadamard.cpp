@@ -55,10 +55,15 @@ void hadamard_mix_scalar(const detail::MixPlan& plan, float* x, int64_t m) {
   }
 }
 
-void transform_pm(float* x, int p, int64_t m, bool simd) {
-  const bool vec = simd && m >= 8;
+// x <- (H_p (x) H_m) x at `level` (scalar: the reference). AVX-512 needs m % 16 == 0, AVX2
+// m >= 8; smaller orders fall back to the next level that fits.
+void transform_pm(float* x, int p, int64_t m, SimdLevel level) {
+  const bool v16 = level >= SimdLevel::kAvx512 && m % 16 == 0;
+  const bool v8 = !v16 && level >= SimdLevel::kAvx2 && m >= 8;
   for (int r = 0; r < p; ++r) {
-    if (vec) {
+    if (v16) {
+      detail::fwht_pow2_avx512(x + r * m, m);
+    } else if (v8) {
       detail::fwht_pow2_avx2(x + r * m, m);
     } else {
       fwht_pow2_scalar(x + r * m, m);
@@ -66,19 +71,21 @@ void transform_pm(float* x, int p, int64_t m, bool simd) {
   }
   if (p == 1) return;
   const detail::MixPlan& plan = detail::mix_plan(p);
-  if (vec) {
+  if (v16) {
+    detail::hadamard_mix_avx512(plan, x, m);
+  } else if (v8) {
     detail::hadamard_mix_avx2(plan, x, m);
   } else {
     hadamard_mix_scalar(plan, x, m);
   }
 }
 
-void transform(float* x, int64_t n, bool simd) {
+void transform(float* x, int64_t n, SimdLevel level) {
   int p;
   int64_t m;
   split_order(n, p, m);
   AQUAKV_CHECK(p != 0);
-  transform_pm(x, p, m, simd);
+  transform_pm(x, p, m, level);
 }
 
 }  // namespace
@@ -134,10 +141,10 @@ std::vector<int8_t> paley_hadamard(int q) {
   return h;
 }
 
-void hadamard_transform_scalar(float* x, int64_t n) { transform(x, n, false); }
+void hadamard_transform_scalar(float* x, int64_t n) { transform(x, n, SimdLevel::kScalar); }
 
 void hadamard_transform(float* x, int64_t n) {
-  transform(x, n, simd_at_least(SimdLevel::kAvx2));
+  transform(x, n, simd_level());
 }
 
 HadamardRotation::HadamardRotation(int64_t n, uint64_t sign_seed) : n_(n), seed_(sign_seed) {
@@ -151,20 +158,22 @@ HadamardRotation::HadamardRotation(int64_t n, uint64_t sign_seed) : n_(n), seed_
 }
 
 void HadamardRotation::forward(float* x, int64_t rows) const {
+  const SimdLevel level = simd_level();
   for (int64_t r = 0; r < rows; ++r) {
     float* v = x + r * n_;
     if (!signs_.empty()) {
       for (int64_t i = 0; i < n_; ++i) v[i] *= signs_[size_t(i)];
     }
-    transform_pm(v, p_, m_, simd_at_least(SimdLevel::kAvx2));
+    transform_pm(v, p_, m_, level);
   }
 }
 
 void HadamardRotation::inverse(float* y, int64_t rows, float scale) const {
   if (scale < 0.0f) scale = 1.0f / float(n_);
+  const SimdLevel level = simd_level();
   for (int64_t r = 0; r < rows; ++r) {
     float* v = y + r * n_;
-    transform_pm(v, p_, m_, simd_at_least(SimdLevel::kAvx2));
+    transform_pm(v, p_, m_, level);
     if (!signs_.empty()) {
       for (int64_t i = 0; i < n_; ++i) v[i] *= signs_[size_t(i)] * scale;
     } else if (scale != 1.0f) {

@@ -225,6 +225,15 @@ void HiggsCodec::decode_rows(const uint8_t* in, int64_t rows, float* x, bool rot
   }
 }
 
+void HiggsCodec::decode_add(const uint8_t* in, int64_t rows, float* y) const {
+  if (simd_at_least(SimdLevel::kAvx512) && group_ == 192 && rot_.sign_seed() == 0 &&
+      detail::higgs_pairs_avx512_fits(grid_.d, grid_.n, code_bits_, group_)) {
+    detail::higgs_decode_add_pairs192_avx512(grid_.points.data(), grid_.n, in, rows, block_bytes(), dim() / group_, y);
+    return;
+  }
+  Codec::decode_add(in, rows, y);
+}
+
 void HiggsCodec::decode_fp16(const uint8_t* in, int64_t rows, uint16_t* x) const {
   thread_local std::vector<float> buf;
   buf.resize(size_t(dim()));

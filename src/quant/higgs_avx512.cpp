@@ -12,6 +12,8 @@
 
 #include <cmath>
 
+#include "aquakv/quant/hadamard.h"
+#include "fwht16_avx512.h"
 #include "higgs_kernels.h"
 
 namespace aquakv::detail {
@@ -105,6 +107,70 @@ void decode_pairs(const float* pts, const uint8_t* in, int64_t rows, int64_t row
   }
 }
 
+
+// y += the decoded rows for groups of 192 = 12 x 16 values (the default group of a 192-wide KV
+// row) without sign flips: per group the 12 registers of scaled grid points, the FWHT of each
+// (H_16), then the mixing with H_12 in the scalar reference's order (T = v_0 + ... + v_11, then
+// T - 2 S_i with S_i = 0 + the v_a of row i's -1 entries in increasing a, from `plan`), then
+// y + x. Everything stays in registers; groups whose stored scale is 0 are not rotated, as in
+// HiggsCodec::decode.
+template <int N, int Bits>
+void decode_add_pairs_192(const float* pts, const MixPlan& plan, const uint8_t* in, int64_t rows, int64_t row_bytes,
+                          int64_t ng, float* y) {
+  constexpr int64_t g = 192;
+  const Coords64 cx(pts, N, 0), cy(pts, N, 1);
+  const Codes16<Bits> unpack;
+  const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const float inv_sqrt_g = float(1.0 / std::sqrt(double(g)));
+  const __m512 two = _mm512_set1_ps(2.0f);
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* o = in + r * row_bytes;
+    const uint8_t* codes = o + 2 * ng;
+    float* yr = y + r * ng * g;
+    for (int64_t k = 0; k < ng; ++k) {
+      const float rms = _cvtsh_ss(uint16_t(o[2 * k] | o[2 * k + 1] << 8));
+      const __m512 f = _mm512_set1_ps(rms * inv_sqrt_g);
+      __m512 v[12];
+      _Pragma("GCC unroll 6") for (int b = 0; b < 6; ++b) {  // 16 codes -> 32 values
+        const int64_t c = k * g / 2 + 16 * b;
+        const __m512i idx = unpack(codes + c * Bits / 8);
+        if constexpr (N == 256) {
+          const double* table = reinterpret_cast<const double*>(pts);
+          v[2 * b] = _mm512_mul_ps(_mm512_castpd_ps(_mm512_i32gather_pd(_mm512_castsi512_si256(idx), table, 8)), f);
+          v[2 * b + 1] = _mm512_mul_ps(_mm512_castpd_ps(_mm512_i32gather_pd(_mm512_extracti64x4_epi64(idx, 1), table, 8)), f);
+        } else {
+          __m512 vx, vy;
+          if constexpr (N == 16) {
+            vx = _mm512_permutexvar_ps(idx, cx.t[0]);
+            vy = _mm512_permutexvar_ps(idx, cy.t[0]);
+          } else {
+            vx = cx(idx);
+            vy = cy(idx);
+          }
+          v[2 * b] = _mm512_mul_ps(_mm512_permutex2var_ps(vx, lo, vy), f);
+          v[2 * b + 1] = _mm512_mul_ps(_mm512_permutex2var_ps(vx, hi, vy), f);
+        }
+      }
+      float* yg = yr + k * g;
+      if (rms != 0.0f) {
+        _Pragma("GCC unroll 12") for (int i = 0; i < 12; ++i) v[i] = fwht16_avx512(v[i]);
+        __m512 t = v[0];
+        _Pragma("GCC unroll 11") for (int a = 1; a < 12; ++a) t = _mm512_add_ps(t, v[a]);
+        __m512 out[12];
+        for (int i = 0; i < 12; ++i) {
+          __m512 s = _mm512_setzero_ps();
+          for (int j = 0; j < plan.nneg[i]; ++j) s = _mm512_add_ps(s, v[plan.neg[i][j]]);
+          out[i] = _mm512_fnmadd_ps(two, s, t);  // t - 2s, one rounding (2s is exact)
+        }
+        _Pragma("GCC unroll 12") for (int i = 0; i < 12; ++i) v[i] = out[i];
+      }
+      _Pragma("GCC unroll 12") for (int i = 0; i < 12; ++i)
+        _mm512_storeu_ps(yg + 16 * i, _mm512_add_ps(_mm512_loadu_ps(yg + 16 * i), v[i]));
+    }
+  }
+}
+
 }  // namespace
 
 bool higgs_pairs_avx512_fits(int64_t d, int64_t n, int code_bits, int64_t group) {
@@ -117,6 +183,14 @@ void higgs_decode_pairs_avx512(const float* points, int64_t n, const uint8_t* in
   if (n == 16) return decode_pairs<16, 4>(points, in, rows, row_bytes, ng, group, x);
   if (n == 64) return decode_pairs<64, 6>(points, in, rows, row_bytes, ng, group, x);
   decode_pairs<256, 8>(points, in, rows, row_bytes, ng, group, x);
+}
+
+void higgs_decode_add_pairs192_avx512(const float* points, int64_t n, const uint8_t* in, int64_t rows,
+                                      int64_t row_bytes, int64_t ng, float* y) {
+  const MixPlan& plan = mix_plan(12);
+  if (n == 16) return decode_add_pairs_192<16, 4>(points, plan, in, rows, row_bytes, ng, y);
+  if (n == 64) return decode_add_pairs_192<64, 6>(points, plan, in, rows, row_bytes, ng, y);
+  decode_add_pairs_192<256, 8>(points, plan, in, rows, row_bytes, ng, y);
 }
 
 }  // namespace aquakv::detail

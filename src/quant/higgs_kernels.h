@@ -19,5 +19,9 @@ bool higgs_pairs_avx512_fits(int64_t d, int64_t n, int code_bits, int64_t group)
 // norm / sqrt(group): the scaled grid points, before the rotation.
 void higgs_decode_pairs_avx512(const float* points, int64_t n, const uint8_t* in, int64_t rows, int64_t row_bytes,
                                int64_t ng, int64_t group, float* x);
+// y[r*ng*192 + i] += the decoded rows (HiggsCodec::decode: scaled points, then D H_192 with D = I,
+// groups of 192 = 12 x 16), fused: nothing but y is written. Same bits as decode, then y + x.
+void higgs_decode_add_pairs192_avx512(const float* points, int64_t n, const uint8_t* in, int64_t rows,
+                                      int64_t row_bytes, int64_t ng, float* y);
 
 }  // namespace aquakv::detail

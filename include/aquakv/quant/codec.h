@@ -44,6 +44,10 @@ class Codec {
   virtual void decode(const uint8_t* in, int64_t rows, float* x) const = 0;
   // Same, writing IEEE half (round to nearest even). The default decodes to float and converts.
   virtual void decode_fp16(const uint8_t* in, int64_t rows, uint16_t* x) const;
+  // y: [rows][dim] floats += the decoded rows, element by element (y + x: the reconstruction
+  // "prediction + decoded residual"). The default decodes a few rows into a buffer and adds;
+  // a codec may fuse the two, with the same bits.
+  virtual void decode_add(const uint8_t* in, int64_t rows, float* y) const;
 
   // Inner basis (optional; code-domain attention). A codec with one decodes a row as x = T u,
   // where u = decode_inner(codes) is cheap (no transform) and T is a fixed linear map acting on

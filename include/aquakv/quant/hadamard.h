@@ -2,7 +2,7 @@
 // H_n H_n^T = n I) for n = 2^k (k <= 16, Sylvester order: H[a][b] = (-1)^popcount(a&b)) and the
 // Kronecker forms H_12 (x) H_m and H_20 (x) H_m (m = 2^k) for widths such as 192 = 12 x 16 and
 // 320 = 20 x 16 that need no padding; optional seeded random sign flips; scalar reference and
-// AVX2 kernels. Not: scaling/quantization (codecs do that).
+// AVX2 and AVX-512 kernels. Not: scaling/quantization (codecs do that).
 #pragma once
 
 #include <cstdint>
@@ -62,6 +62,10 @@ const MixPlan& mix_plan(int p);
 void fwht_pow2_avx2(float* x, int64_t n);
 // The mixing above on a [p][m] block, m % 8 == 0 (AVX2).
 void hadamard_mix_avx2(const MixPlan& plan, float* x, int64_t m);
+// The same two on 16-float registers (hadamard_avx512.cpp), n and m multiples of 16; same
+// order, same bits.
+void fwht_pow2_avx512(float* x, int64_t n);
+void hadamard_mix_avx512(const MixPlan& plan, float* x, int64_t m);
 }  // namespace detail
 
 }  // namespace aquakv

@@ -39,6 +39,9 @@ class HiggsCodec final : public Codec {
   void encode(const float* x, int64_t rows, uint8_t* out) const override;
   void decode(const uint8_t* in, int64_t rows, float* x) const override;
   void decode_fp16(const uint8_t* in, int64_t rows, uint16_t* x) const override;
+  // Fused with AVX-512 for 2-dimensional grids of 16/64/256 points in groups of 192 without sign
+  // flips (the AQUA-KV residual codecs of 192-wide rows); else decode + add.
+  void decode_add(const uint8_t* in, int64_t rows, float* y) const override;
   // Inner basis: u = yhat * r / sqrt(g) per group (the decode before its rotation), T = D H_g
   // per group; T^T = H_g D (H_g is symmetric), the encoder's forward rotation.
   int64_t inner_group() const override { return group_; }
