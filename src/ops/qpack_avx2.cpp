@@ -17,7 +17,6 @@
 namespace aquakv::detail {
 namespace {
 
-
 inline __m256i bcast4(const int8_t* q) {
   int32_t v;
   std::memcpy(&v, q, 4);
@@ -28,70 +27,90 @@ template <GgmlType T>
 using Geo = PackGeo<T>;
 
 
-// Rows 8h..8h+7 of one group times G activation vectors; outs[g] receives 8 floats.
-template <GgmlType T, int G>
-void half_dot(const uint8_t* base, int h, int64_t nb, const Q8Act* const* xs, float* const* outs) {
+// Rows 8h..8h+7 of one block: f16 scales dw, offsets mv (Q4/Q5) and the codes unpacked to
+// bytes, lo[j] / hi[j] = codes 4j..4j+3 / 16+4j..16+4j+3 of each row (Q5: fifth bit added).
+template <GgmlType T>
+struct HalfBlock {
+  __m256 dw, mv;
+  __m256i lo[4], hi[4];
+};
+
+template <GgmlType T>
+inline void load_half(const uint8_t* blk, int h, HalfBlock<T>& hb) {
   using Gm = Geo<T>;
-  __m256 acc[G], accm[G];
-  for (int g = 0; g < G; ++g) acc[g] = accm[g] = _mm256_setzero_ps();
+  hb.dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16 * h)));
+  if constexpr (Gm::kQ8) return;
+  if constexpr (Gm::kMin) {
+    hb.mv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 32 + 16 * h)));
+  } else {
+    hb.mv = _mm256_mul_ps(hb.dw, _mm256_set1_ps(Gm::kOffset));
+  }
   const __m256i low4 = _mm256_set1_epi8(0x0f);
+  const uint8_t* codes = blk + Gm::kHdr + 32 * h;
+  for (int j = 0; j < 4; ++j) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + 64 * j));
+    hb.lo[j] = _mm256_and_si256(v, low4);
+    hb.hi[j] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+    if constexpr (Gm::kQ5) {  // + 16 where the fifth bit is set (rows 8h..8h+7: bits 32h..)
+      const uint8_t* mk = blk + Gm::kMaskOff + 16 * j;
+      hb.lo[j] = _mm256_or_si256(hb.lo[j], bits_to_16s_avx2(uint32_t(load_u64(mk) >> (32 * h))));
+      hb.hi[j] = _mm256_or_si256(hb.hi[j], bits_to_16s_avx2(uint32_t(load_u64(mk + 8) >> (32 * h))));
+    }
+  }
+}
+
+// Exact int32 sum of codes x q for each of the 8 rows (Q4 / Q5 codes unpacked in hb).
+template <GgmlType T>
+inline __m256i q4_sums(const HalfBlock<T>& hb, const Q8Act& a) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  // 16-bit pair sums: Q4 codes <= 15 allow all 8 products per lane (<= 30,480); Q5 codes
+  // <= 31 allow 4 (<= 31,496), so low and high halves are widened separately.
+  __m256i p = _mm256_maddubs_epi16(hb.lo[0], bcast4(a.q));
+  __m256i ph = _mm256_maddubs_epi16(hb.hi[0], bcast4(a.q + 16));
+  for (int j = 1; j < 4; ++j) {
+    p = _mm256_add_epi16(p, _mm256_maddubs_epi16(hb.lo[j], bcast4(a.q + 4 * j)));
+    ph = _mm256_add_epi16(ph, _mm256_maddubs_epi16(hb.hi[j], bcast4(a.q + 16 + 4 * j)));
+  }
+  if constexpr (Geo<T>::kQ5) return _mm256_add_epi32(_mm256_madd_epi16(p, ones), _mm256_madd_epi16(ph, ones));
+  return _mm256_madd_epi16(_mm256_add_epi16(p, ph), ones);
+}
+
+// Exact int32 sum of codes x q for rows 8h..8h+7 of a Q8_0 block (codes stored with 128 added).
+inline __m256i q8_sums(const uint8_t* blk, int h, const Q8Act& a) {
   const __m256i ones = _mm256_set1_epi16(1);
   const __m256i flip = _mm256_set1_epi8(int8_t(0x80));
+  const uint8_t* codes = blk + Geo<GgmlType::Q8_0>::kHdr + 32 * h;
+  __m256i is = _mm256_setzero_si256();
+  for (int j = 0; j < 8; ++j) {
+    const __m256i c = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + 64 * j)), flip);
+    const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(c, c), _mm256_sign_epi8(bcast4(a.q + 4 * j), c));
+    is = _mm256_add_epi32(is, _mm256_madd_epi16(p, ones));
+  }
+  return is;
+}
+
+// acc += sum * dw * d; accm += mv * s (Q4/Q5): the scalar reference's float steps.
+template <GgmlType T>
+inline void accumulate(const uint8_t* blk, int h, const HalfBlock<T>& hb, const Q8Act& a, __m256& acc, __m256& accm) {
+  const __m256i is = [&] {
+    if constexpr (Geo<T>::kQ8) return q8_sums(blk, h, a);
+    else return q4_sums(hb, a);
+  }();
+  acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(hb.dw, _mm256_set1_ps(a.d)), acc);
+  if constexpr (!Geo<T>::kQ8) accm = _mm256_fmadd_ps(hb.mv, _mm256_set1_ps(a.s), accm);
+}
+
+// Rows 8h..8h+7 of one group times G activation vectors; outs[g] receives 8 floats. Each
+// block's codes are unpacked once for the G vectors.
+template <GgmlType T, int G>
+void half_dot(const uint8_t* base, int h, int64_t nb, const Q8Act* const* xs, float* const* outs) {
+  __m256 acc[G], accm[G];
+  for (int g = 0; g < G; ++g) acc[g] = accm[g] = _mm256_setzero_ps();
+  HalfBlock<T> hb;
   for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* blk = base + b * kPackRows * Gm::kRowBlock;
-    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16 * h)));
-    const uint8_t* codes = blk + Gm::kHdr + 32 * h;
-    if constexpr (!Gm::kQ8) {
-      __m256 mv;
-      if constexpr (Gm::kMin) {
-        mv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 32 + 16 * h)));
-      } else {
-        mv = _mm256_mul_ps(dw, _mm256_set1_ps(Gm::kOffset));
-      }
-      __m256i lo[4], hi[4];
-      for (int j = 0; j < 4; ++j) {
-        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + 64 * j));
-        lo[j] = _mm256_and_si256(v, low4);
-        hi[j] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-        if constexpr (Gm::kQ5) {  // + 16 where the fifth bit is set (rows 8h..8h+7: bits 32h..)
-          const uint8_t* mk = blk + Gm::kMaskOff + 16 * j;
-          lo[j] = _mm256_or_si256(lo[j], bits_to_16s_avx2(uint32_t(load_u64(mk) >> (32 * h))));
-          hi[j] = _mm256_or_si256(hi[j], bits_to_16s_avx2(uint32_t(load_u64(mk + 8) >> (32 * h))));
-        }
-      }
-      for (int g = 0; g < G; ++g) {
-        const Q8Act& a = xs[g][b];
-        // 16-bit pair sums: Q4 codes <= 15 allow all 8 products per lane (<= 30,480); Q5 codes
-        // <= 31 allow 4 (<= 31,496), so low and high halves are widened separately.
-        __m256i p = _mm256_maddubs_epi16(lo[0], bcast4(a.q));
-        __m256i ph = _mm256_maddubs_epi16(hi[0], bcast4(a.q + 16));
-        for (int j = 1; j < 4; ++j) {
-          p = _mm256_add_epi16(p, _mm256_maddubs_epi16(lo[j], bcast4(a.q + 4 * j)));
-          ph = _mm256_add_epi16(ph, _mm256_maddubs_epi16(hi[j], bcast4(a.q + 16 + 4 * j)));
-        }
-        __m256i is;
-        if constexpr (Gm::kQ5) {
-          is = _mm256_add_epi32(_mm256_madd_epi16(p, ones), _mm256_madd_epi16(ph, ones));
-        } else {
-          is = _mm256_madd_epi16(_mm256_add_epi16(p, ph), ones);
-        }
-        const __m256 f = _mm256_cvtepi32_ps(is);
-        acc[g] = _mm256_fmadd_ps(f, _mm256_mul_ps(dw, _mm256_set1_ps(a.d)), acc[g]);
-        accm[g] = _mm256_fmadd_ps(mv, _mm256_set1_ps(a.s), accm[g]);
-      }
-    } else {
-      for (int g = 0; g < G; ++g) {
-        const Q8Act& a = xs[g][b];
-        __m256i is = _mm256_setzero_si256();
-        for (int j = 0; j < 8; ++j) {
-          const __m256i c = _mm256_xor_si256(
-              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + 64 * j)), flip);
-          const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(c, c), _mm256_sign_epi8(bcast4(a.q + 4 * j), c));
-          is = _mm256_add_epi32(is, _mm256_madd_epi16(p, ones));
-        }
-        acc[g] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(dw, _mm256_set1_ps(a.d)), acc[g]);
-      }
-    }
+    const uint8_t* blk = base + b * kPackRows * Geo<T>::kRowBlock;
+    load_half(blk, h, hb);
+    for (int g = 0; g < G; ++g) accumulate(blk, h, hb, xs[g][b], acc[g], accm[g]);
   }
   for (int g = 0; g < G; ++g) _mm256_storeu_ps(outs[g], _mm256_add_ps(acc[g], accm[g]));
 }
@@ -102,61 +121,16 @@ void half_dot(const uint8_t* base, int h, int64_t nb, const Q8Act* const* xs, fl
 // computed. Same integer sums and float steps per row as half_dot<T, 1>: bit-identical.
 template <GgmlType T>
 void group_dot1(const uint8_t* base, int64_t nb, const Q8Act* x, float* out) {
-  using Gm = Geo<T>;
-  constexpr int64_t kBlk = kPackRows * Gm::kRowBlock;
+  constexpr int64_t kBlk = kPackRows * Geo<T>::kRowBlock;
   __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
   __m256 accm[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-  const __m256i low4 = _mm256_set1_epi8(0x0f);
-  const __m256i ones = _mm256_set1_epi16(1);
-  const __m256i flip = _mm256_set1_epi8(int8_t(0x80));
+  HalfBlock<T> hb;
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* blk = base + b * kBlk;
     prefetch_block(blk, kBlk);
-    const Q8Act& a = x[b];
-    const __m256 da = _mm256_set1_ps(a.d);
     for (int h = 0; h < 2; ++h) {
-      const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16 * h)));
-      const uint8_t* codes = blk + Gm::kHdr + 32 * h;
-      if constexpr (!Gm::kQ8) {
-        __m256 mv;
-        if constexpr (Gm::kMin) {
-          mv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 32 + 16 * h)));
-        } else {
-          mv = _mm256_mul_ps(dw, _mm256_set1_ps(Gm::kOffset));
-        }
-        __m256i p = _mm256_setzero_si256(), ph = _mm256_setzero_si256();
-        __m256i is;
-        for (int j = 0; j < 4; ++j) {
-          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + 64 * j));
-          __m256i lo = _mm256_and_si256(v, low4);
-          __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-          if constexpr (Gm::kQ5) {
-            const uint8_t* mk = blk + Gm::kMaskOff + 16 * j;
-            lo = _mm256_or_si256(lo, bits_to_16s_avx2(uint32_t(load_u64(mk) >> (32 * h))));
-            hi = _mm256_or_si256(hi, bits_to_16s_avx2(uint32_t(load_u64(mk + 8) >> (32 * h))));
-          }
-          const __m256i pl = _mm256_maddubs_epi16(lo, bcast4(a.q + 4 * j));
-          const __m256i pu = _mm256_maddubs_epi16(hi, bcast4(a.q + 16 + 4 * j));
-          p = j == 0 ? pl : _mm256_add_epi16(p, pl);
-          ph = j == 0 ? pu : _mm256_add_epi16(ph, pu);
-        }
-        if constexpr (Gm::kQ5) {
-          is = _mm256_add_epi32(_mm256_madd_epi16(p, ones), _mm256_madd_epi16(ph, ones));
-        } else {
-          is = _mm256_madd_epi16(_mm256_add_epi16(p, ph), ones);
-        }
-        acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(dw, da), acc[h]);
-        accm[h] = _mm256_fmadd_ps(mv, _mm256_set1_ps(a.s), accm[h]);
-      } else {
-        __m256i is = _mm256_setzero_si256();
-        for (int j = 0; j < 8; ++j) {
-          const __m256i c = _mm256_xor_si256(
-              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + 64 * j)), flip);
-          const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(c, c), _mm256_sign_epi8(bcast4(a.q + 4 * j), c));
-          is = _mm256_add_epi32(is, _mm256_madd_epi16(p, ones));
-        }
-        acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(dw, da), acc[h]);
-      }
+      load_half(blk, h, hb);
+      accumulate(blk, h, hb, x[b], acc[h], accm[h]);
     }
   }
   for (int h = 0; h < 2; ++h) _mm256_storeu_ps(out + 8 * h, _mm256_add_ps(acc[h], accm[h]));
