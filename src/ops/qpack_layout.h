@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -34,8 +35,21 @@ struct PackGeo {
 // block is computed. One core's hardware prefetchers alone keep too few lines in flight to
 // reach the memory bandwidth at decode (measured in docs/RESULTS.md). Prefetches of addresses
 // past the matrix are hints and never fault.
+// AQUAKV_PREFETCH=BYTES overrides the distance (0 = off); a value that is not a whole number of
+// bytes is reported on stderr once and ignored, as AQUAKV_SIMD is.
 inline int64_t qpack_prefetch_ahead() {
-  static const int64_t d = [] { const char* e = std::getenv("AQUAKV_PREFETCH"); return e ? std::atoll(e) : 2048LL; }();
+  static const int64_t d = [] {
+    constexpr int64_t kDefault = 2048;
+    const char* e = std::getenv("AQUAKV_PREFETCH");
+    if (e == nullptr || *e == '\0') return kDefault;
+    char* end = nullptr;
+    const long long v = std::strtoll(e, &end, 10);
+    if (*end != '\0' || v < 0 || v > (1LL << 20)) {
+      std::fprintf(stderr, "aquakv: AQUAKV_PREFETCH='%s' is not a byte count in 0..1048576; ignored\n", e);
+      return kDefault;
+    }
+    return int64_t(v);
+  }();
   return d;
 }
 inline void prefetch_block(const uint8_t* blk, int64_t bytes) {
