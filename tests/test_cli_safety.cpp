@@ -236,6 +236,15 @@ TEST_F(CliSafety, QuantTablesSettingsCheckedBeforeCapture) {
   r = run("calibrate " + mflag_ + " -q --method cq --fisher-windows 3 -o " + path("a.qt"));
   EXPECT_EQ(r.code, 1);
   EXPECT_HAS(r.out, "aquakv: error: calibrate: --fisher-windows needs --fisher");
+  // The uniform datatype is KVQuant's ablation: no other method, nothing for Fisher weights to weigh.
+  r = run("calibrate " + mflag_ + " -q --datatype uniform -o " + path("a.qt"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_HAS(r.out, "aquakv: error: calibrate: --datatype applies to --method kvquant");
+  r = run("calibrate " + mflag_ + " -q --method kvquant --datatype uniform --fisher -f " + mflag_.substr(3) + " -o " + path("a.qt"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_HAS(r.out, "--datatype uniform has no k-means to weigh (--fisher)");
+  r = run("calibrate " + mflag_ + " -q --method kvquant --datatype nuq -o " + path("a.qt"));
+  EXPECT_EQ(r.code, 2);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_LT(s, 30.0);  // the capture alone takes minutes at the defaults
   r = run("calibrate " + mflag_ + " -q --method bogus -o " + path("a.qt"));

@@ -296,6 +296,34 @@ TEST(KvQuantFit, TablesFromSamples) {
   EXPECT_THROW(fit_kvquant(s, bad), Error);
 }
 
+// The uniform datatype (the int-vs-nuq ablation): the same normalization, levels evenly spaced
+// on [-1, 1]. On Gaussian data the evenly spaced 3-bit levels over +-2.6 sd (step 0.74 sd, MSE
+// ~ step^2 / 12 = 0.045 sd^2 before clipping) lose to the Lloyd-Max levels (~0.035).
+TEST(KvQuantFit, UniformDatatypeKeepsTheNormalizationAndLosesToKMeans) {
+  const auto s = samples(2, 1600, 1);
+  KvQuantFitOptions o;
+  o.bits = 3;
+  std::vector<KvQuantLayerStats> km, un;
+  const auto t = fit_kvquant(s, o, &km);
+  o.uniform = true;
+  const auto u = fit_kvquant(s, o, &un);
+  for (size_t l = 0; l < 2; ++l) {
+    EXPECT_EQ(u.layers[l].key_offset, t.layers[l].key_offset);
+    EXPECT_EQ(u.layers[l].key_scale, t.layers[l].key_scale);
+    ASSERT_EQ(u.layers[l].key_centroids.size(), 8u);
+    for (int i = 0; i < 8; ++i) {
+      EXPECT_FLOAT_EQ(u.layers[l].key_centroids[size_t(i)], float(-1.0 + 2.0 * i / 7.0)) << i;
+      EXPECT_FLOAT_EQ(u.layers[l].value_centroids[size_t(i)], float(-1.0 + 2.0 * i / 7.0)) << i;
+    }
+    EXPECT_GT(un[l].key_rel_mse, km[l].key_rel_mse * 1.1) << l;
+    EXPECT_GT(un[l].value_rel_mse, km[l].value_rel_mse * 1.1) << l;
+    EXPECT_LT(un[l].key_rel_mse, 0.1) << l;
+  }
+  o.fisher = true;
+  EXPECT_THROW(fit_kvquant(s, o), Error);  // nothing to weigh
+  EXPECT_EQ(uniform_levels(2), (std::vector<float>{-1.0f, 1.0f}));
+}
+
 TEST(KvQuantFit, FisherWeightsChangeTheDatatypes) {
   auto s = samples(2, 1600, 1);
   KvQuantFitOptions o;

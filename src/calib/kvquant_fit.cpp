@@ -107,6 +107,13 @@ std::vector<float> kmeans_1d(const std::vector<float>& v, int k, int max_iters, 
   return out;
 }
 
+std::vector<float> uniform_levels(int k) {
+  AQUAKV_CHECK(k >= 2, "a uniform datatype needs at least 2 levels");
+  std::vector<float> out(static_cast<size_t>(k));
+  for (int i = 0; i < k; ++i) out[size_t(i)] = float(-1.0 + 2.0 * i / (k - 1));
+  return out;
+}
+
 QuantTables fit_kvquant(const KvSamples& s, const KvQuantFitOptions& opt,
                           std::vector<KvQuantLayerStats>* stats) {
   if (opt.bits < 1 || opt.bits > 8) fail("calibrate --method kvquant: --bits must be in [1, 8], got {}", opt.bits);
@@ -121,6 +128,7 @@ QuantTables fit_kvquant(const KvSamples& s, const KvQuantFitOptions& opt,
   t.layers.resize(size_t(L));
   std::vector<KvQuantLayerStats> st(static_cast<size_t>(L));
   const int K = 1 << opt.bits;
+  if (opt.uniform && opt.fisher) fail("calibrate --method kvquant: --datatype uniform has no k-means to weigh (--fisher)");
   if (opt.fisher && (int64_t(s.fk.size()) != L || int64_t(s.fv.size()) != L))
     fail("calibrate --method kvquant --fisher: the samples carry no Fisher information");
   const double q = opt.outlier_fraction / 2;
@@ -155,12 +163,12 @@ QuantTables fit_kvquant(const KvSamples& s, const KvQuantFitOptions& opt,
       const float* fv = opt.fisher ? s.fv[size_t(l)].data() : nullptr;
       std::vector<float> u, w;
       normalized_values(pk, xk, C, fk, s.fisher_rows(), s.rows_per_window, &u, &w);
-      out.key_centroids = kmeans_1d(u, K, opt.max_iters, opt.fisher ? &w : nullptr);
+      out.key_centroids = opt.uniform ? uniform_levels(K) : kmeans_1d(u, K, opt.max_iters, opt.fisher ? &w : nullptr);
       KvQuantParams pv;
       pv.bits = opt.bits;
       pv.outliers_per_row = t.outliers_per_row;
       normalized_values(pv, xv, C, fv, s.fisher_rows(), s.rows_per_window, &u, &w);
-      out.value_centroids = kmeans_1d(u, K, opt.max_iters, opt.fisher ? &w : nullptr);
+      out.value_centroids = opt.uniform ? uniform_levels(K) : kmeans_1d(u, K, opt.max_iters, opt.fisher ? &w : nullptr);
       // Held-out error of the fitted codecs.
       pk.centroids = out.key_centroids;
       pv.centroids = out.value_centroids;

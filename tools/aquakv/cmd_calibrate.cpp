@@ -35,6 +35,7 @@ struct Args {
   CqFitOptions cq;
   double bits = 0;  // 0: the method's default (aquakv: no bit plan)
   bool fisher = false;  // kvquant / cq: k-means weighted by Fisher information
+  std::string datatype = "kmeans";  // kvquant: kmeans or uniform (ablation)
   KvSharerFitOptions share;
   CLI::Option* tokens_opt = nullptr;
   CLI::Option* window_opt = nullptr;
@@ -76,6 +77,8 @@ int run_tables(Args& a) {
       fail("calibrate --method cq: --channels {} must divide the model's KV width {}", a.cq.channels, C);
   };
   if (a.o.fisher_windows > 0 && !a.fisher) fail("calibrate: --fisher-windows needs --fisher");
+  a.kvq.uniform = a.datatype == "uniform";
+  if (a.kvq.uniform && a.fisher) fail("calibrate --method kvquant: --datatype uniform has no k-means to weigh (--fisher)");
   a.o.fisher = a.kvq.fisher = a.cq.fisher = a.fisher;
   const KvSamples s = capture_samples(a.o, &rep, [&](const char* stage, int64_t done, int64_t total) { bar(stage, done, total); },
                                       check, &fp);
@@ -87,8 +90,8 @@ int run_tables(Args& a) {
     std::vector<KvQuantLayerStats> st;
     fit = fit_kvquant(s, a.kvq, &st);
     for (const auto& l : st) err.emplace_back(l.key_rel_mse, l.value_rel_mse);
-    settings = fmt::format("\"bits\": {}, \"outlier_fraction\": {}, \"outliers_per_row\": {}", fit.bits,
-                           a.kvq.outlier_fraction, fit.outliers_per_row);
+    settings = fmt::format("\"bits\": {}, \"outlier_fraction\": {}, \"outliers_per_row\": {}, \"datatype\": \"{}\"", fit.bits,
+                           a.kvq.outlier_fraction, fit.outliers_per_row, a.kvq.uniform ? "uniform" : "kmeans");
   } else {
     a.cq.seed = a.o.seed;
     std::vector<CqLayerStats> st;
@@ -186,6 +189,9 @@ const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors (or KVQuant/CQ t
       ->capture_default_str()->check(CLI::Range(1e-3, 1e3));
   sub.add_option("--outliers", a->kvq.outlier_fraction, "kvquant: fraction of each row kept exact")
       ->capture_default_str()->check(CLI::Range(0.0, 0.49));
+  sub.add_option("--datatype", a->datatype,
+                 "kvquant: kmeans (the paper's non-uniform per-layer datatype) or uniform (evenly spaced levels on the "
+                 "same normalization, the ablation)")->capture_default_str()->check(CLI::IsMember({"kmeans", "uniform"}));
   sub.add_option("--channels", a->cq.channels, "cq: channels per group coded jointly (8: 1 bit per value at 8 bits)")
       ->capture_default_str()->check(CLI::Range(int64_t(1), int64_t(64)));
   sub.add_option("--cq-rows", a->cq.max_rows, "cq: training rows per layer for k-means")
@@ -202,6 +208,7 @@ const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors (or KVQuant/CQ t
     check_output_path(a->out, "-o");
     if (a->json_opt->count() > 0) check_output_path(a->json_out, "--json");
     if (a->json_opt->count() > 0 && a->json_out == a->out) fail("-o and --json name the same file {}", a->out);
+    if (a->datatype != "kmeans" && a->method != "kvquant") fail("calibrate: --datatype applies to --method kvquant");
     if (!a->o.share_plan.empty() && a->method != "aquakv") fail("calibrate: --share-plan applies to --method aquakv");
     if (a->method == "kvsharer") return run_kvsharer(*a);
     if (a->method != "aquakv") return run_tables(*a);

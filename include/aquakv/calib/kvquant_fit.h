@@ -15,6 +15,11 @@
 //    normalization scale -- so the k-means minimizes the loss change f * (x - x^)^2 summed --
 //    and the first token of each window is left out (the cache keeps it exact); without, every
 //    value weighs 1.
+//  - `uniform` replaces the k-means datatype by 2^bits evenly spaced levels -1 + 2i / (2^bits - 1)
+//    on the same normalized values (the endpoints are the normalization range, as a min-max
+//    uniform quantizer): everything else -- per-channel pre-RoPE keys, per-token values, the
+//    outliers, the exact first token -- stays, so the pair isolates what the non-uniform
+//    datatype buys (the KVQuant paper's int-vs-nuq ablation).
 #pragma once
 
 #include <cstdint>
@@ -31,7 +36,11 @@ struct KvQuantFitOptions {
   double outlier_fraction = 0.01;  // per row kept exact: k = ceil(fraction * C)
   int max_iters = 100;
   bool fisher = false;  // weigh the k-means by the samples' Fisher information
+  bool uniform = false;  // evenly spaced levels instead of the k-means datatype (ablation)
 };
+
+// The `uniform` datatype: k evenly spaced levels from -1 to 1 (k >= 2).
+std::vector<float> uniform_levels(int k);
 
 struct KvQuantLayerStats {
   double key_rel_mse = 0, value_rel_mse = 0;  // validation rows (train rows when there are none)
