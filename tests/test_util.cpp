@@ -4,6 +4,8 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <future>
+#include <memory>
 #include <vector>
 #include <thread>
 #include <chrono>
@@ -125,6 +127,31 @@ TEST(Parallel, BackToBackAndAfterSleepRegions) {
   }
   set_num_threads(0);
   set_parallel_adaptive(true);
+}
+
+// A region the pool runs inline because the cores look shared (the caller got almost no CPU
+// over the last window: here it slept) may itself call parallel_for, as the AQUA-KV rebuild does
+// inside attention: the nested call runs inline too. (It used to wait for the region lock its
+// own caller held, forever.) Run on a thread with a deadline, so a regression fails, not hangs.
+TEST(Parallel, NestedRegionsRunInlineWhenThePoolStepsAside) {
+  set_parallel_adaptive(true);
+  set_num_threads(2);
+  auto done = std::make_shared<std::promise<int64_t>>();
+  std::future<int64_t> result = done->get_future();
+  std::thread([done] {
+    std::atomic<int64_t> sum{0};
+    parallel_for(8, [&](int64_t, int64_t) {}, 1);  // opens the contention window
+    std::this_thread::sleep_for(std::chrono::milliseconds(60));  // ~0 CPU share: "shared"
+    parallel_for(8, [&](int64_t a, int64_t b) {
+      for (int64_t i = a; i < b; ++i)
+        parallel_for(4, [&](int64_t c, int64_t d) { sum += d - c; }, 1);
+    }, 1);
+    done->set_value(sum.load());
+  }).detach();
+  ASSERT_EQ(result.wait_for(std::chrono::seconds(20)), std::future_status::ready) << "nested parallel_for deadlocked";
+  EXPECT_EQ(result.get(), 32);
+  EXPECT_GT(pool_stats().inline_regions, 0u);  // the inline path was the one taken
+  set_num_threads(0);
 }
 
 }  // namespace

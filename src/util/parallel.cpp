@@ -304,14 +304,16 @@ void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, in
     return;
   }
   std::lock_guard<std::mutex> lock(g_run_mu);
+  // Nested parallel_for calls from inside the region run inline (they would otherwise wait for
+  // g_run_mu, held here, forever), whether the region runs on the pool or inline.
+  Pool::in_worker = true;
+  struct Reset { ~Reset() { Pool::in_worker = false; } } reset;
   if (g_contention.shared(pool().stats().sleep_ns)) {
     ++g_inline_regions;
     fn(0, n);
     return;
   }
-  Pool::in_worker = true;  // nested parallel_for calls from the caller's slice run inline
   pool().run(n, fn, grain);
-  Pool::in_worker = false;
 }
 
 }  // namespace aquakv
