@@ -163,24 +163,28 @@ const std::vector<std::string> kFormats = {"fp16", "f32", "q8_0", "q4_0", "q4_0r
                                            // one group spanning every head: the inner basis shared by all query heads
                                            "higgs:2x16,p=4,b=16", "higgs:2x64,p=4,b=16"};
 
-// Fused attend() against attend_reference on the same storage, over steps that mix prefill
-// (several tiles, several query blocks) and decode, crossing the compressed formats' buffer
-// flushes. Bound: float32 scores and sums and the exp approximation (kernel test above) give
+// Fused attend() against attend_reference, over steps that mix prefill (several tiles, several
+// query blocks) and decode, crossing the compressed formats' buffer flushes. Two caches fed the
+// same rows: one only attends fused, the other only through the reference (read()), so a fused
+// path that reads rows it did not write this step (AQUA-KV rebuilds a layer inside attention,
+// into buffers that hold other layers' rows) cannot borrow the reference's work. Bound: float32 scores and sums and the exp approximation (kernel test above) give
 // relative errors ~1e-6; 1e-4 of the largest |v| leaves 100x margin while a wrong mask, position,
 // RoPE or head mapping is off by O(1).
 void check_fused(const KvShape& s) {
   const int64_t C = s.width(), Q = int64_t(kHeads) * s.head_dim;
   for (const auto& spec : kFormats) {
-    auto cache = make(spec, s);
-    const int seq = cache->add_sequence();
+    auto cache = make(spec, s), twin = make(spec, s);
+    const int seq = cache->add_sequence(), tseq = twin->add_sequence();
     uint32_t seed = 100;
     double worst = 0;
     for (const int64_t n : {37, 1, 1, 64, 130, 1, 3, 1}) {
       cache->begin_step(seq, n);
+      twin->begin_step(tseq, n);
       for (int l = 0; l < s.n_layers; ++l) {
         const auto k = randn(size_t(n * C), seed++), v = randn(size_t(n * C), seed++);
         const auto q = randn(size_t(n * Q), seed++, 2.0f);
         cache->append(l, k.data(), v.data());
+        twin->append(l, k.data(), v.data());
         std::vector<float> fused(size_t(n * Q)), ref(size_t(n * Q));
         KvAttention a;
         a.n = n;
@@ -190,10 +194,11 @@ void check_fused(const KvShape& s) {
         a.out = fused.data();
         cache->attend(l, a);
         a.out = ref.data();
-        attend_reference(*cache, l, a);
+        attend_reference(*twin, l, a);
         for (size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, double(std::fabs(fused[i] - ref[i])));
       }
       cache->end_step();
+      twin->end_step();
     }
     std::printf("%-16s fused vs reference: max |d out| %.2e\n", spec.c_str(), worst);
     EXPECT_LT(worst, 1e-4 * 5.0) << spec;  // |v| <= ~5 (normal samples)

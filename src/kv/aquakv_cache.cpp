@@ -210,9 +210,12 @@ class CompressedCache final : public KvCache {
       // layer's reconstruction is what the next layer's predictor reads).
       // Rows at the offset read() uses (after the sinks), so that a read() of the layer after its
       // attention finds the reconstruction in place (kv/layer_share.h reads source layers).
+      // Unless it is at hand, the layer is rebuilt by attention itself, a tile at a time on the
+      // thread that then attends to it (KvSegment::produce), from layer - 1's reconstruction.
       const int slot = layer & 1;
       ensure_views(ns + s.n_compressed);
-      rebuild_to(s, layer, ns);
+      const bool fused = !recon_at(layer, ns);
+      if (fused && layer > 0) rebuild_to(s, layer - 1, ns);
       KvSegment g;
       g.n = s.n_compressed;
       g.pos = s.pos.data() + ns;
@@ -220,7 +223,22 @@ class CompressedCache final : public KvCache {
       g.k = view_k_[slot].data() + ns * C;
       g.v = view_v_[slot].data() + ns * C;
       g.stride = C;
+      if (fused) {
+        const int prev = (layer + 1) & 1;
+        const float* pk = layer > 0 ? view_k_[prev].data() + ns * C : nullptr;
+        const float* pv = layer > 0 ? view_v_[prev].data() + ns * C : nullptr;
+        float* yk = view_k_[slot].data() + ns * C;
+        float* yv = view_v_[slot].data() + ns * C;
+        g.block = block_;
+        g.produce = [this, &s, layer, pk, pv, yk, yv](int64_t r0, int64_t r1) {
+          decode_chunk(s, layer, r0, r1 - r0, pk, pv, yk, yv);
+        };
+      }
       segs.push_back(std::move(g));
+      exact(s.buf_k[l], s.buf_v[l], nb, ns + s.n_compressed);
+      attend_segments(shape_, rope_, layer, a, s.pos.data() + s.n_tokens, segs);
+      if (fused) set_recon(layer, ns);
+      return;
     } else if (s.n_compressed > 0) {
       // All compressed rows of the layer: one code stream per K/V, read by attention a tile
       // at a time (kv/attend.h: decoded, or scored in the codecs' inner bases).
@@ -537,23 +555,28 @@ class CompressedCache final : public KvCache {
 
   // Fills rows [row0, row0 + n_compressed) of the layer's view slot with its reconstruction,
   // rebuilding earlier layers first when the previous layer's is not at hand.
+  bool recon_at(int layer, int64_t row0) const {
+    return recon_gen_ == generation_ && recon_seq_ == cur_ && recon_layer_ == layer && recon_row0_ == row0;
+  }
+  void set_recon(int layer, int64_t row0) {
+    recon_gen_ = generation_;
+    recon_seq_ = cur_;
+    recon_layer_ = layer;
+    recon_row0_ = row0;
+  }
+
   void rebuild_to(const Seq& s, int layer, int64_t row0) {
     const int64_t C = shape_.width();
-    if (recon_gen_ == generation_ && recon_seq_ == cur_ && recon_layer_ == layer && recon_row0_ == row0) return;  // at hand
+    if (recon_at(layer, row0)) return;  // at hand
     int from = layer;
-    if (layer > 0 && !(recon_gen_ == generation_ && recon_seq_ == cur_ && recon_layer_ == layer - 1 && recon_row0_ == row0)) {
-      from = 0;  // out of protocol order: start over from layer 0
-    }
+    if (layer > 0 && !recon_at(layer - 1, row0)) from = 0;  // out of protocol order: start over from layer 0
     for (int l = from; l <= layer; ++l) {
       const int slot = l & 1, prev = (l + 1) & 1;
       const float* pk = l > 0 ? view_k_[prev].data() + row0 * C : nullptr;
       const float* pv = l > 0 ? view_v_[prev].data() + row0 * C : nullptr;
       decode_layer(s, l, pk, pv, view_k_[slot].data() + row0 * C, view_v_[slot].data() + row0 * C);
     }
-    recon_gen_ = generation_;
-    recon_seq_ = cur_;
-    recon_layer_ = layer;
-    recon_row0_ = row0;
+    set_recon(layer, row0);
   }
 
   // The encoder: compresses the first n buffered tokens of every layer, a chunk of rows at a

@@ -281,6 +281,12 @@ void merge_states(const Ctx& c, State& a, const State& b, int64_t rows) {
   attn_merge(a.m.data(), a.l.data(), a.a.data(), b.m.data(), b.l.data(), b.a.data(), rows, c.hd);
 }
 
+// Writes a tile's rows when its segment makes them on demand (KvSegment::produce).
+void produce_tile(const Ctx& c, const Tile& t) {
+  const KvSegment& sg = c.segs[size_t(t.seg)];
+  if (sg.produce) sg.produce(t.r0, t.r1);
+}
+
 std::vector<Tile> make_tiles(std::span<const KvSegment> segs, int64_t tile_rows) {
   std::vector<Tile> tiles;
   for (size_t i = 0; i < segs.size(); ++i) {
@@ -361,6 +367,10 @@ void attend_segments(const KvShape& shape, const KvRope& rope, int layer, const 
 
   with_single_threaded_blas([&] {
     if (many) {
+      // Rows made on demand: all of them before any query block reads them.
+      parallel_for(int64_t(tiles.size()), [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) produce_tile(c, tiles[size_t(t)]);
+      });
       // Many queries: one work item per block of queries over all tiles; no merge. Items are
       // ordered small/large alternately so that the contiguous split over threads balances the
       // causal triangle.
@@ -389,7 +399,10 @@ void attend_segments(const KvShape& shape, const KvRope& rope, int layer, const 
         State& s = st[size_t(p)];
         s.reset(c.H * rows, c.hd, c.vw);
         const int64_t t0 = int64_t(tiles.size()) * p / parts, t1 = int64_t(tiles.size()) * (p + 1) / parts;
-        for (int64_t t = t0; t < t1; ++t) tile_queries(c, tiles[size_t(t)], 0, n, s, rows, sc);
+        for (int64_t t = t0; t < t1; ++t) {
+          produce_tile(c, tiles[size_t(t)]);  // the tile's rows, then read while in cache
+          tile_queries(c, tiles[size_t(t)], 0, n, s, rows, sc);
+        }
       }
     });
     for (int64_t p = 1; p < parts; ++p) merge_states(c, st[0], st[size_t(p)], c.H * rows);

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <vector>
@@ -44,6 +45,11 @@ struct KvSegment {
   const uint8_t* k_codes = nullptr;
   const uint8_t* v_codes = nullptr;
   int64_t block = 1;
+  // Exact rows made on demand (optional): produce(r0, r1) writes rows [r0, r1) of k / v (r0 and
+  // r1 multiples of `block`, or r1 = n) before any tile reads them. Decode calls it tile by tile
+  // on the thread that then reads the tile, so the rows are attended while still in that core's
+  // cache (AQUA-KV's rebuild); prefill produces every row first. Each row exactly once per call.
+  std::function<void(int64_t r0, int64_t r1)> produce;
 };
 
 // RoPE tables for every layer of a shape (layers with equal parameters share one).
