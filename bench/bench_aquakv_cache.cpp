@@ -4,7 +4,8 @@
 // decode step that the cache format owns, without the weights. Kinds: 0 fp16, 1 q8_0, 2 q4_0,
 // 3 kivi2, 4 higgs2, 5 AQUA-KV (random full-rank predictors), 6 AQUA-KV rank 64, 7 kivi4,
 // 8 higgs3, 9 higgs4, 10 AQUA-KV rank 16, 11 AQUA-KV rank 128, 12-14 HIGGS 2/3/4-bit in one
-// 192-wide group per row (kinds 4, 8, 9 are the registry formats, in per-head groups). The
+// 192-wide group per row (kinds 4, 8, 9 are the registry formats, in per-head groups), 15 q8_0r,
+// 16 q4_0r (blocks of Hadamard-turned heads). The
 // AQUA-KV rebuild (decode + predictor GEMMs over every compressed token) grows with the context.
 // Third argument: threads.
 #include <benchmark/benchmark.h>
@@ -73,7 +74,7 @@ int iters_from_env() {
 const int kIters = iters_from_env();
 
 std::unique_ptr<KvCache> make(int kind) {
-  static const char* plain[] = {"fp16", "q8_0", "q4_0", "kivi2", "higgs2", "", "", "kivi4", "higgs3", "higgs4", "", "", "higgs:2x16:g192", "higgs:2x64:g192", "higgs:2x256:g192"};
+  static const char* plain[] = {"fp16", "q8_0", "q4_0", "kivi2", "higgs2", "", "", "kivi4", "higgs3", "higgs4", "", "", "higgs:2x16:g192", "higgs:2x64:g192", "higgs:2x256:g192", "q8_0r", "q4_0r"};
   if (kind < 5 || (kind > 6 && kind < 10) || kind >= 12) return make_cache(plain[kind], shape());
   const int64_t rank = kind == 5 ? 0 : kind == 6 ? 64 : kind == 10 ? 16 : 128;
   CompressedCacheOptions o;
@@ -120,7 +121,7 @@ void BM_DecodeStep(benchmark::State& st) {
 }
 
 BENCHMARK(BM_DecodeStep)
-    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14}, {512, 2048, 4096, 8192}, {1, 2}})
+    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}, {512, 2048, 4096, 8192}, {1, 2}})
     ->Unit(benchmark::kMillisecond)
     ->Iterations(kIters);
 

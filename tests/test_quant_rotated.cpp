@@ -100,6 +100,48 @@ TEST(RotatedBlockCodec, DecodeIsRotatedPlainDecode) {
   }
 }
 
+// The inner basis (quant/codec.h): u = decode_inner is the plain block decoder's output, T u
+// the float64 rotation of u (so decode = T decode_inner), and q . decode(c) = (T^T q) . u, all
+// against the float64 Sylvester rotation above. Bound: float rounding of the FWHT, 1e-5
+// relative.
+TEST(RotatedBlockCodec, InnerBasisIsTheRotatedBasis) {
+  for (const char* kind : {"q8_0", "q4_0", "q4_1"}) {
+    for (int64_t h : {32, 64}) {
+      SCOPED_TRACE(std::string(kind) + " h" + std::to_string(h));
+      const auto rc = make_codec(std::string(kind) + "r:h" + std::to_string(h), 192);
+      const auto plain = make_codec(kind, 192);
+      ASSERT_EQ(rc->inner_group(), h);
+      const int64_t rows = 5, dim = 192;
+      const auto x = rows_of(rows, dim, 4, h);
+      std::vector<uint8_t> b(size_t(rc->encoded_bytes(rows)));
+      rc->encode(x.data(), rows, b.data());
+      std::vector<float> z(x.size()), u(x.size());
+      plain->decode(b.data(), rows, z.data());
+      rc->decode_inner(b.data(), rows, u.data());
+      for (size_t i = 0; i < u.size(); ++i) ASSERT_EQ(u[i], z[i]) << i;
+      std::vector<float> tu = u;
+      rc->inner_to_rows(tu.data(), rows);
+      const auto want = rotate(u.data(), int64_t(u.size()), h);
+      for (size_t i = 0; i < tu.size(); ++i) ASSERT_NEAR(tu[i], want[i], 1e-5 * (1.0 + std::fabs(want[i]))) << i;
+      const auto q = rows_of(1, dim, 6);
+      std::vector<float> qt = q;
+      rc->transpose_to_inner(qt.data(), 1);
+      const auto rq = rotate(q.data(), dim, h);  // T^T q = R q
+      for (int64_t r = 0; r < rows; ++r) {
+        double got = 0, wantd = 0, nq = 0, nx = 0;
+        for (int64_t i = 0; i < dim; ++i) {
+          got += double(qt[size_t(i)]) * u[size_t(r * dim + i)];
+          wantd += double(q[size_t(i)]) * want[size_t(r * dim + i)];
+          nq += double(q[size_t(i)]) * q[size_t(i)];
+          nx += want[size_t(r * dim + i)] * want[size_t(r * dim + i)];
+          EXPECT_NEAR(qt[size_t(i)], rq[size_t(i)], 1e-5 * (1.0 + std::fabs(rq[size_t(i)])));
+        }
+        EXPECT_NEAR(got, wantd, 1e-5 * std::sqrt(nq * nx));
+      }
+    }
+  }
+}
+
 // Per-value error bound of a block in the rotated basis (z: the 32 rotated values), from the
 // block formats of ops/ggml_quantize.h; fp16 rounding of the scale d (and of q4_1's minimum)
 // adds |q| * |d| * 2^-11 (resp. |min| * 2^-11).

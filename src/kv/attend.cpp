@@ -3,11 +3,17 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 
+#include "aquakv/ops/attn_qblock.h"
 #include "aquakv/ops/attn_tile.h"
 #include "aquakv/ops/ggml_types.h"
 #include "aquakv/ops/matmul.h"
+#include "aquakv/quant/block_codecs.h"
+#include "aquakv/quant/rotated_block_codec.h"
 #include "aquakv/util/check.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/fp16.h"
@@ -18,6 +24,40 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr int64_t kQueryBlock = 64;  // queries per block (prefill); x G query heads per KV head
+
+// AQUAKV_ATTN_QBLOCK=0|1: decode steps over q8_0 / q4_0 rows score keys by integer dot products
+// on the blocks and sum values from the blocks (ops/attn_qblock.h), or decode each tile to f32
+// first (0). Read once; any other value is named on stderr and ignored.
+bool qblock_env() {
+  static const bool on = [] {
+    constexpr bool kDefault = true;
+    const char* e = std::getenv("AQUAKV_ATTN_QBLOCK");
+    if (e == nullptr || *e == '\0') return kDefault;
+    if (std::strcmp(e, "0") == 0) return false;
+    if (std::strcmp(e, "1") == 0) return true;
+    std::fprintf(stderr, "aquakv: AQUAKV_ATTN_QBLOCK='%s' is not 0 or 1; ignored\n", e);
+    return kDefault;
+  }();
+  return on;
+}
+
+// The block type of a codec that the q8_0/q4_0 kernels read (false for every other codec);
+// *rotated: the blocks hold Hadamard-turned heads (q8_0r, q4_0r), read in their inner basis.
+bool qblock_type(const Codec* codec, GgmlType* type, bool* rotated) {
+  uint32_t t;
+  if (const auto* b = dynamic_cast<const GgmlBlockCodec*>(codec)) {
+    t = b->ggml_type();
+    *rotated = false;
+  } else if (const auto* r = dynamic_cast<const RotatedBlockCodec*>(codec)) {
+    t = r->ggml_type();
+    *rotated = true;
+  } else {
+    return false;
+  }
+  if (!attn_qblock_supported(GgmlType(t))) return false;
+  *type = GgmlType(t);
+  return true;
+}
 
 struct Tile {
   int seg;
@@ -54,6 +94,12 @@ struct Ctx {
   std::vector<int64_t> kc0, vc0;
   int64_t kw = 0, vw = 0;
   std::vector<float> qin;
+  // Block path (few queries, AQUAKV_ATTN_QBLOCK): qb holds the queries of head g quantized to
+  // int8 blocks, rows (g*n*G + i*G + hh), hd/32 blocks each (empty: no coded keys read as blocks).
+  // qb_rotated: the blocks read are rotated ones (q8_0r/q4_0r), scored against the inner-basis
+  // queries qin; else plain ones, scored against qpack.
+  bool qblock = false, qb_rotated = false;
+  std::vector<AttnQBlock> qb;
 };
 
 // Channels [c0, c0 + w) of the inner groups (size grp) that head g's slice [g*hd, (g+1)*hd)
@@ -97,6 +143,51 @@ void setup_inner(Ctx& c) {
     }
 }
 
+// Quantizes the step's queries to int8 blocks once when some coded segment stores q8_0/q4_0 keys
+// after RoPE: the packed queries for plain blocks, the inner-basis queries (qin, turned by R per
+// head) for rotated blocks, which need the inner path with groups of one head (setup_inner).
+void setup_qblock(Ctx& c) {
+  c.qblock = attend_qblock_enabled() && c.hd % 32 == 0;
+  if (!c.qblock) return;
+  bool plain = false, rotated = false;
+  for (const KvSegment& sg : c.segs) {
+    GgmlType type;
+    bool rot;
+    if (sg.k_codec && sg.k_roped && qblock_type(sg.k_codec, &type, &rot)) (rot ? rotated : plain) = true;
+  }
+  if (rotated) {
+    bool per_head = c.kin != nullptr && c.kw == c.hd;
+    for (int64_t g = 0; per_head && g < c.H; ++g) per_head = c.kc0[size_t(g)] == g * c.hd;
+    rotated = per_head;
+  }
+  if (plain == rotated) return;  // none, or both kinds in one layer (not a layout formats make)
+  c.qb_rotated = rotated;
+  const int64_t rows = c.H * c.a.n * c.G, nb = c.hd / 32;
+  std::vector<float>& q = rotated ? c.qin : c.qpack;
+  c.qb.resize(size_t(rows * nb));
+  attn_quantize_qblocks(q.data(), rows, c.hd, c.qb.data());
+  // Every row of the step meets the same query: the rows not read as blocks (the step's own
+  // rows, still exact in the buffer; sinks) are scored against the rounded query z e too, so
+  // the step is attention with one query, the int8-block one (the reference on that query
+  // gives the same output up to float rounding). Rotated: qpack <- R (z e), R = T per head.
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t b = 0; b < nb; ++b) {
+      const AttnQBlock& qb = c.qb[size_t(r * nb + b)];
+      float* dst = q.data() + r * c.hd + 32 * b;
+      for (int i = 0; i < 32; ++i) dst[i] = float(qb.q[i]) * qb.d;
+    }
+  if (!rotated) return;
+  const int64_t per_head = c.a.n * c.G;
+  std::vector<float> pad(size_t(c.C));
+  for (int64_t g = 0; g < c.H; ++g)
+    for (int64_t r = 0; r < per_head; ++r) {
+      std::fill(pad.begin(), pad.end(), 0.0f);
+      std::copy_n(c.qin.data() + (g * per_head + r) * c.hd, c.hd, pad.data() + g * c.hd);
+      c.kin->inner_to_rows(pad.data(), 1);
+      std::copy_n(pad.data() + g * c.hd, c.hd, c.qpack.data() + (g * per_head + r) * c.hd);
+    }
+}
+
 bool visible(int32_t kp, int32_t qp, int64_t window) {
   return kp <= qp && (window == 0 || int64_t(kp) > int64_t(qp) - window);
 }
@@ -128,6 +219,17 @@ void tile_queries(const Ctx& c, const Tile& t, int64_t i0, int64_t i1, State& st
   const bool coded = sg.k_codec != nullptr;
   const bool kin = coded && !gemm && c.kin != nullptr;
   const bool vin = coded && !gemm && c.vin != nullptr;
+  // q8_0/q4_0 rows read as blocks (decode): keys scored on the codes, values summed from them.
+  // Rotated blocks (q8_0r/q4_0r) take this path in their inner basis (kin / vin, one head per
+  // group): the scores are then against qin's blocks, the value sums go to a2.
+  GgmlType kbt = GgmlType::F32, vbt = GgmlType::F32;
+  bool krot = false, vrot = false;
+  const bool kq = coded && !gemm && !c.qb.empty() && sg.k_roped && qblock_type(sg.k_codec, &kbt, &krot) &&
+                  krot == c.qb_rotated && (!krot || kin);
+  bool vq = coded && !gemm && c.qblock && qblock_type(sg.v_codec, &vbt, &vrot) && (!vrot || vin);
+  if (vq && vrot) {
+    for (int64_t g = 0; vq && g < c.H; ++g) vq = c.vw == c.hd && c.vc0[size_t(g)] == g * c.hd;
+  }
   const void* K;
   const void* V;
   int64_t stride, vstride = -1;  // vstride: the values' row stride when it differs
@@ -153,14 +255,19 @@ void tile_queries(const Ctx& c, const Tile& t, int64_t i0, int64_t i1, State& st
     stride = sg.stride;
     f16 = true;
   } else {
-    sc.k.resize(size_t(rows * c.C));
-    sc.v.resize(size_t(rows * c.C));
+    if (!kq) sc.k.resize(size_t(rows * c.C));
+    if (!vq) sc.v.resize(size_t(rows * c.C));
+    K = sc.k.data();
+    V = sc.v.data();
+    stride = c.C;
     if (coded) {
       const uint8_t* kd = sg.k_codes + sg.k_codec->encoded_bytes(t.r0);
       const uint8_t* vd = sg.v_codes + sg.v_codec->encoded_bytes(t.r0);
-      if (kin) sg.k_codec->decode_inner(kd, rows, sc.k.data());
+      if (kq) K = kd;
+      else if (kin) sg.k_codec->decode_inner(kd, rows, sc.k.data());
       else sg.k_codec->decode(kd, rows, sc.k.data());
-      if (vin) sg.v_codec->decode_inner(vd, rows, sc.v.data());
+      if (vq) V = vd;
+      else if (vin) sg.v_codec->decode_inner(vd, rows, sc.v.data());
       else sg.v_codec->decode(vd, rows, sc.v.data());
     } else {
       for (int64_t r = 0; r < rows; ++r) {
@@ -175,9 +282,6 @@ void tile_queries(const Ctx& c, const Tile& t, int64_t i0, int64_t i1, State& st
       }
     }
     if (!sg.k_roped && c.rope.enabled(c.layer)) c.rope.rotate_rows(c.layer, sc.k.data(), rows, pos);
-    K = sc.k.data();
-    V = sc.v.data();
-    stride = c.C;
   }
   if (vstride < 0) vstride = stride;
 
@@ -189,14 +293,18 @@ void tile_queries(const Ctx& c, const Tile& t, int64_t i0, int64_t i1, State& st
   AQUAKV_CHECK(st_rows == Mq);
   sc.s.resize(size_t(HM * rows));
   float* s = sc.s.data();
-  const bool k_shared = kin && c.kc0.front() == c.kc0.back() && i0 == 0 && i1 == c.a.n;
-  const bool v_shared = vin && c.vc0.front() == c.vc0.back();
+  const bool k_shared = !kq && kin && c.kc0.front() == c.kc0.back() && i0 == 0 && i1 == c.a.n;
+  const bool v_shared = !vq && vin && c.vc0.front() == c.vc0.back();
   if (k_shared) {
     attn_scores(c.qin.data(), HM, c.kw, static_cast<const float*>(K) + c.kc0[0], rows, stride, s, rows);
   } else {
     for (int64_t g = 0; g < c.H; ++g) {
       float* sg_ = s + g * Mq * rows;
-      if (kin) {
+      if (kq) {
+        const int64_t nb = c.hd / 32, head = ggml_row_bytes(kbt, c.hd);
+        attn_scores_qblock(kbt, c.qb.data() + (g * qrows + i0 * c.G) * nb, Mq, c.hd,
+                           static_cast<const uint8_t*>(K) + g * head, rows, sg.k_codec->encoded_bytes(1), sg_, rows);
+      } else if (kin) {
         const float* q = c.qin.data() + (g * qrows + i0 * c.G) * c.kw;
         attn_scores(q, Mq, c.kw, static_cast<const float*>(K) + c.kc0[size_t(g)], rows, stride, sg_, rows);
       } else {
@@ -233,7 +341,11 @@ void tile_queries(const Ctx& c, const Tile& t, int64_t i0, int64_t i1, State& st
   }
   for (int64_t g = 0; g < c.H; ++g) {
     const float* p = s + g * Mq * rows;
-    if (vin) {
+    if (vq) {
+      float* acc = vrot ? st.a2.data() + g * Mq * c.vw : st.a.data() + g * Mq * c.hd;
+      attn_accum_qblock(vbt, p, Mq, rows, rows, static_cast<const uint8_t*>(V) + g * ggml_row_bytes(vbt, c.hd),
+                        sg.v_codec->encoded_bytes(1), c.hd, acc);
+    } else if (vin) {
       attn_accum(p, Mq, rows, rows, static_cast<const float*>(V) + c.vc0[size_t(g)], vstride, c.vw,
                  st.a2.data() + g * Mq * c.vw);
     } else if (f16) {
@@ -300,6 +412,8 @@ std::vector<Tile> make_tiles(std::span<const KvSegment> segs, int64_t tile_rows)
 
 }  // namespace
 
+bool attend_qblock_enabled() { return qblock_env(); }
+
 KvRope::KvRope(const KvShape& shape) : n_kv_heads_(shape.n_kv_heads), head_dim_(shape.head_dim) {
   for (int l = 0; l < shape.n_layers; ++l) {
     const RopeParams& p = shape.rope_of(l);
@@ -348,7 +462,7 @@ void attend_segments(const KvShape& shape, const KvRope& rope, int layer, const 
   if (a.n_heads <= 0 || a.n_heads % shape.n_kv_heads != 0)
     fail("attention: {} query heads do not group over {} KV heads", a.n_heads, shape.n_kv_heads);
   Ctx c{shape, rope, layer, a, qpos, segs, shape.n_kv_heads, a.n_heads / shape.n_kv_heads,
-        shape.head_dim, shape.width(), shape.window_of(layer), {}, nullptr, nullptr, {}, {}, 0, 0, {}};
+        shape.head_dim, shape.width(), shape.window_of(layer), {}, nullptr, nullptr, {}, {}, 0, 0, {}, false, false, {}};
   const int64_t Q = int64_t(a.n_heads) * c.hd;
   // Queries packed per KV head (rows i*G + hh), scale folded in.
   c.qpack.resize(size_t(c.H * n * c.G * c.hd));
@@ -360,7 +474,10 @@ void attend_segments(const KvShape& shape, const KvRope& rope, int layer, const 
         for (int64_t d = 0; d < c.hd; ++d) dst[d] = src[d] * a.scale;
       }
   const bool many = n >= 2 * kQueryBlock;
-  if (!many && n * c.G < 16) setup_inner(c);  // the inner bases serve the few-query kernels
+  if (!many && n * c.G < 16) {  // the inner bases and the block path serve the few-query kernels
+    setup_inner(c);
+    setup_qblock(c);  // after: rotated blocks round the inner-basis queries
+  }
   // Prefill: larger tiles (fewer, larger sgemm calls); decode: kTileRows, the unit of the split
   // over threads.
   const std::vector<Tile> tiles = make_tiles(segs, many ? 4 * kTileRows : kTileRows);

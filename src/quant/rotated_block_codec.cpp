@@ -71,10 +71,20 @@ void RotatedBlockCodec::encode(const float* x, int64_t rows, uint8_t* out) const
 }
 
 void RotatedBlockCodec::decode(const uint8_t* in, int64_t rows, float* x) const {
-  const int64_t h = rot_.size();
-  dequantize_row(GgmlType(type_), in, x, rows * dim());
-  // R^T = R (H is symmetric): y -> H y / sqrt(h) per head.
-  rot_.inverse(x, rows * dim() / h, float(1.0 / std::sqrt(double(h))));
+  decode_inner(in, rows, x);
+  inner_to_rows(x, rows);
 }
+
+void RotatedBlockCodec::decode_inner(const uint8_t* in, int64_t rows, float* u) const {
+  dequantize_row(GgmlType(type_), in, u, rows * dim());
+}
+
+void RotatedBlockCodec::inner_to_rows(float* u, int64_t rows) const {
+  // R^T = R (H is symmetric): y -> H y / sqrt(h) per head.
+  const int64_t h = rot_.size();
+  rot_.inverse(u, rows * dim() / h, float(1.0 / std::sqrt(double(h))));
+}
+
+void RotatedBlockCodec::transpose_to_inner(float* q, int64_t rows) const { inner_to_rows(q, rows); }
 
 }  // namespace aquakv

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "aquakv/kv/attend.h"
 #include "aquakv/kv/cache_factory.h"
 #include "aquakv/ops/qpack.h"
 #include "aquakv/util/blas_core.h"
@@ -25,6 +26,8 @@ const CommandRegistrar reg{"info", "print build and machine information", [](CLI
                 rp != nullptr && std::string(rp) == "0" ? "in the GGUF row layout"
                                                         : "repacked at load into 16-row groups");
     std::printf("weight prefetch: %lld bytes ahead (AQUAKV_PREFETCH=BYTES; 0 = off)\n", (long long)qpack_prefetch_bytes());
+    std::printf("decode attention on q8_0/q4_0 keys and values: %s (AQUAKV_ATTN_QBLOCK=0|1)\n",
+                attend_qblock_enabled() ? "integer dots on the blocks" : "tiles decoded to f32");
     std::printf("kv cache formats (--kv NAME[:ARGS][,OPTIONS]; defaults in parentheses):\n");
     std::fputs(cache_formats_help().c_str(), stdout);
     return 0;

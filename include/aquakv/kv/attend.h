@@ -76,6 +76,13 @@ class KvRope {
 // continue the sequence), resizing the vector to n_tokens + n.
 void append_positions(std::vector<int32_t>& positions, int64_t n_tokens, int64_t n);
 
+// Whether decode steps over q8_0 / q4_0 rows (keys stored after RoPE) run on the blocks
+// (ops/attn_qblock.h: the query quantized to int8 blocks once per step, integer key scores,
+// values summed from the blocks) instead of decoding each tile to f32. AQUAKV_ATTN_QBLOCK=0|1
+// (read once; other values are reported on stderr and ignored). "Decode" is a step whose
+// n * (query heads per KV head) < 16 queries take the few-row kernels.
+bool attend_qblock_enabled();
+
 // a.out for the step's a.n queries at positions qpos over the rows of `segs` (in any order of
 // segments; the positions decide visibility). Threads: parallel_for over query blocks (many
 // queries) or over tile ranges with a final merge (few queries, i.e. decode).

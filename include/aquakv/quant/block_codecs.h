@@ -58,6 +58,8 @@ class GgmlBlockCodec final : public Codec {
   GgmlBlockCodec(std::string_view kind, int64_t dim);
   void encode(const float* x, int64_t rows, uint8_t* out) const override;
   void decode(const uint8_t* in, int64_t rows, float* x) const override;
+  // The GgmlType id of the blocks (attention on the codes reads them directly, ops/attn_qblock.h).
+  uint32_t ggml_type() const { return type_; }
 
  private:
   uint32_t type_;  // GgmlType id

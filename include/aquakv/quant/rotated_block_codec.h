@@ -34,6 +34,15 @@ class RotatedBlockCodec final : public Codec {
   int64_t head() const { return rot_.size(); }
   void encode(const float* x, int64_t rows, uint8_t* out) const override;
   void decode(const uint8_t* in, int64_t rows, float* x) const override;
+  // Inner basis (quant/codec.h): u = the blocks decoded without turning back, T = R per head
+  // (R = H_h / sqrt(h) is symmetric and orthonormal, so T^T = T and T T = I). Attention then
+  // scores and sums in the rotated basis and turns each query and output once per step.
+  int64_t inner_group() const override { return rot_.size(); }
+  void decode_inner(const uint8_t* in, int64_t rows, float* u) const override;
+  void inner_to_rows(float* u, int64_t rows) const override;
+  void transpose_to_inner(float* q, int64_t rows) const override;
+  // The block type (GgmlType id) the rotated rows are stored in.
+  uint32_t ggml_type() const { return type_; }
 
  private:
   uint32_t type_;  // GgmlType id
