@@ -3,6 +3,7 @@
 // path (attend_reference: read() + RoPE + float64 softmax) over prefill and decode steps, with
 // RoPE and a sliding window; explicit positions; an attention observer used by a test policy;
 // and, on the real model, fused vs reference logits for several formats.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -18,6 +19,8 @@
 #include "aquakv/kv/cache_factory.h"
 #include "aquakv/ops/attn_tile.h"
 #include "aquakv/quant/codec.h"
+#include "aquakv/quant/grid.h"
+#include "aquakv/quant/higgs.h"
 #include "aquakv/util/cpu.h"
 #include "aquakv/util/fp16.h"
 #include "model_fixture.h"
@@ -205,6 +208,51 @@ std::vector<float> qblock_query(const KvAttention& a, int64_t hd, bool rotated) 
   return out;
 }
 
+// Decode steps over HIGGS 2x16 keys score them by per-query byte tables (ops/attn_lut.h) when
+// attend_lut_enabled(): each coded key's score is then off by at most eps = f (P / 2) delta, with
+// f = ||key group|| / g (the stored RMS / sqrt(g)), P = g / 2 pairs and delta = the widest pair
+// range of the query over the grid / 255 <= ||q scale|| D / 255 (D: the grid's diameter; the inner
+// basis keeps norms). Scores moved by at most eps move softmax weights by factors within
+// e^(+-2 eps), so the output moves by at most (e^(2 eps) - 1) max|v|. The formats below take the
+// table path (keys after RoPE, one group per head's span); the bound is checked with tables on and
+// the tight one with them off.
+int64_t lut_group(const std::string& spec, const KvShape& s) {
+  if (spec == "higgs2" || spec == "higgs2,p=4,b=16" || spec == "higgs2,b=16") return s.head_dim;
+  if (spec == "higgs:2x16,p=4,b=16" || spec == "higgs:2x16,b=16") return higgs_default_group(s.width());
+  return 0;
+}
+double grid_diameter() {
+  const Grid& g = builtin_grid(2, 16);
+  double d = 0;
+  for (int64_t a = 0; a < g.n; ++a)
+    for (int64_t b = 0; b < g.n; ++b)
+      d = std::max(d, std::hypot(double(g.point(a)[0] - g.point(b)[0]), double(g.point(a)[1] - g.point(b)[1])));
+  return d;
+}
+// max over groups of rows of ||x_group|| / g.
+double max_group_factor(const float* x, int64_t values, int64_t g) {
+  double m = 0;
+  for (int64_t i = 0; i < values; i += g) {
+    double ss = 0;
+    for (int64_t c = 0; c < g; ++c) ss += double(x[i + c]) * x[i + c];
+    m = std::max(m, std::sqrt(ss) / double(g));
+  }
+  return m;
+}
+double max_query_norm(const KvAttention& a, int64_t hd) {
+  double m = 0;
+  for (int64_t h0 = 0; h0 < a.n * a.n_heads * hd; h0 += hd) {
+    double ss = 0;
+    for (int64_t c = 0; c < hd; ++c) ss += double(a.q[h0 + c]) * a.q[h0 + c];
+    m = std::max(m, std::sqrt(ss) * a.scale);
+  }
+  return m;
+}
+double lut_output_bound(int64_t g, double fmax, double qnorm, double vmax) {
+  const double eps = fmax * double(g / 2) / 2 * qnorm * grid_diameter() / 255.0;
+  return std::expm1(2 * eps) * vmax;
+}
+
 // Fused attend() against attend_reference, over steps that mix prefill (several tiles, several
 // query blocks) and decode, crossing the compressed formats' buffer flushes. Two caches fed the
 // same rows: one only attends fused, the other only through the reference (read()), so a fused
@@ -214,7 +262,13 @@ std::vector<float> qblock_query(const KvAttention& a, int64_t hd, bool rotated) 
 // RoPE or head mapping is off by O(1).
 void check_fused(const KvShape& s) {
   const int64_t C = s.width(), Q = int64_t(kHeads) * s.head_dim;
-  for (const auto& spec : kFormats) {
+  const bool lut_default = attend_lut_enabled();
+  for (const auto& spec : kFormats)
+    for (const bool lut : {false, true}) {
+    const int64_t lg = lut_group(spec, s);
+    if (lut && lg == 0) continue;
+    set_attend_lut(lg > 0 ? lut : lut_default);
+    double fmax = 0, qnorm = 0, vmax = 0;
     auto cache = make(spec, s), twin = make(spec, s);
     const int seq = cache->add_sequence(), tseq = twin->add_sequence();
     uint32_t seed = 100;
@@ -227,6 +281,8 @@ void check_fused(const KvShape& s) {
         const auto q = randn(size_t(n * Q), seed++, 2.0f);
         cache->append(l, k.data(), v.data());
         twin->append(l, k.data(), v.data());
+        if (lg > 0) fmax = std::max(fmax, max_group_factor(k.data(), n * C, lg));
+        for (float x : v) vmax = std::max(vmax, double(std::fabs(x)));
         std::vector<float> fused(size_t(n * Q)), ref(size_t(n * Q));
         KvAttention a;
         a.n = n;
@@ -234,6 +290,7 @@ void check_fused(const KvShape& s) {
         a.n_heads = kHeads;
         a.scale = 0.125f;
         a.out = fused.data();
+        qnorm = std::max(qnorm, max_query_norm(a, s.head_dim));
         cache->attend(l, a);
         a.out = ref.data();
         attend_reference(*twin, l, a);
@@ -251,9 +308,12 @@ void check_fused(const KvShape& s) {
     }
     std::printf("%-16s fused vs reference: max |d out| %.2e", spec.c_str(), worst);
     if (qround > 0) std::printf(" (reference on the int8 query; its rounding moves the output by up to %.2e)", qround);
+    const double tables = lut ? lut_output_bound(lg, fmax, qnorm, vmax) : 0.0;
+    if (lut) std::printf(" (byte tables on; their bound %.2e)", tables);
     std::printf("\n");
-    EXPECT_LT(worst, 1e-4 * 5.0) << spec;  // |v| <= ~5 (normal samples)
-  }
+    EXPECT_LT(worst, 1e-4 * 5.0 + tables) << spec << (lut ? " tables on" : "");  // |v| <= ~5 (normal samples)
+    }
+  set_attend_lut(lut_default);
 }
 
 TEST(KvAttend, FusedMatchesReferenceEveryFormat) { check_fused(shape()); }
@@ -362,6 +422,7 @@ class CheckedCache final : public KvCache {
   void begin_step(int seq, int64_t n) override { c_->begin_step(seq, n); }
   void append(int layer, const float* k, const float* v) override {
     for (int64_t i = 0; i < step_rows(k) * shape().width(); ++i) vmax = std::max(vmax, double(std::fabs(v[i])));
+    if (lut_g > 0) fmax = std::max(fmax, max_group_factor(k, step_rows(k) * shape().width(), lut_g));
     c_->append(layer, k, v);
   }
   void attend(int layer, const KvAttention& a) override {
@@ -375,7 +436,14 @@ class CheckedCache final : public KvCache {
       r.q = qq.data();
     }
     attend_reference(*c_, layer, r);
-    for (int64_t i = 0; i < m; ++i) worst = std::max(worst, double(std::fabs(ref[size_t(i)] - a.out[i])));
+    // With byte tables on, what exceeds their bound (lut_output_bound) is what is checked.
+    const double tables = lut_g > 0 && attend_lut_enabled()
+                              ? lut_output_bound(lut_g, fmax, max_query_norm(a, shape().head_dim), vmax) : 0.0;
+    for (int64_t i = 0; i < m; ++i) {
+      const double d = std::fabs(ref[size_t(i)] - a.out[i]);
+      raw = std::max(raw, d);
+      worst = std::max(worst, d - tables);
+    }
     ++calls;
   }
   KvView read(int layer) override { return c_->read(layer); }
@@ -384,7 +452,8 @@ class CheckedCache final : public KvCache {
   std::vector<KvBitsTerm> bits_report(int seq) const override { return c_->bits_report(seq); }
   int64_t step_n = 0;
   std::string spec;  // the format, for qblock_step
-  double worst = 0, vmax = 0;
+  int64_t lut_g = 0;  // lut_group(spec): keys scored by byte tables when they are on
+  double worst = 0, raw = 0, vmax = 0, fmax = 0;
   int64_t calls = 0;
 
  private:
@@ -397,10 +466,16 @@ class KvAttendModel : public testing::RealModelTest {};
 TEST_F(KvAttendModel, FusedAttentionMatchesReferenceOnTheSameStorage) {
   std::vector<int32_t> ids(104);
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7919 + 13) % size_t(V()));
-  for (const char* spec : {"fp16", "f32", "q8_0", "q4_0", "q4_0r", "higgs2,b=16", "higgs4,b=16", "higgs:2x16,b=16", "kivi2,b=32"}) {
+  const bool lut_default = attend_lut_enabled();
+  for (const char* spec : {"fp16", "f32", "q8_0", "q4_0", "q4_0r", "higgs2,b=16", "higgs4,b=16", "higgs:2x16,b=16", "kivi2,b=32"})
+    for (const bool lut : {false, true}) {
+    const int64_t lg = lut_group(spec, model_->kv_shape(256));
+    if (lut && lg == 0) continue;
+    set_attend_lut(lg > 0 ? lut : lut_default);
     Forward fwd(*model_, 2);
     CheckedCache cache(make_cache(spec, model_->kv_shape(256)));
     cache.spec = spec;
+    cache.lut_g = lg;
     const int seq = cache.add_sequence();
     for (size_t i = 0; i < ids.size();) {
       const size_t m = i < 96 ? 32 : 1;  // prefill steps, then decode
@@ -409,11 +484,13 @@ TEST_F(KvAttendModel, FusedAttentionMatchesReferenceOnTheSameStorage) {
       fwd.eval(cache, seq, std::span<const int32_t>(ids.data() + i, m), logits.data(), false);
       i += m;
     }
-    std::printf("%-8s fused vs reference attention on the model: max |d out| %.2e (|v| <= %.1f, %ld calls)\n",
-                spec, cache.worst, cache.vmax, long(cache.calls));
+    std::printf("%-8s fused vs reference attention on the model: max |d out| %.2e (|v| <= %.1f, %ld calls)%s\n",
+                spec, cache.raw, cache.vmax, long(cache.calls),
+                lut ? fmt::format("; byte tables on: {:.2e} beyond their bound", cache.worst).c_str() : "");
     EXPECT_EQ(cache.calls, 11 * model_->config().n_layers);
-    EXPECT_LT(cache.worst, 1e-4 * cache.vmax) << spec;
-  }
+    EXPECT_LT(cache.worst, 1e-4 * cache.vmax) << spec << (lut ? " tables on" : "");
+    }
+  set_attend_lut(lut_default);
 }
 
 // Whole runs on the gemm strategy (f32 activations) with the f32 cache, where nothing re-rounds:

@@ -8,11 +8,13 @@
 #include <cstring>
 #include <limits>
 
+#include "aquakv/ops/attn_lut.h"
 #include "aquakv/ops/attn_qblock.h"
 #include "aquakv/ops/attn_tile.h"
 #include "aquakv/ops/ggml_types.h"
 #include "aquakv/ops/matmul.h"
 #include "aquakv/quant/block_codecs.h"
+#include "aquakv/quant/higgs.h"
 #include "aquakv/quant/rotated_block_codec.h"
 #include "aquakv/util/check.h"
 #include "aquakv/util/error.h"
@@ -39,6 +41,22 @@ bool qblock_env() {
     return kDefault;
   }();
   return on;
+}
+
+// AQUAKV_ATTN_LUT=0|1: decode steps over HIGGS 2x16 keys score them by per-query byte tables
+// (ops/attn_lut.h), or exactly in the inner basis on rows decoded to floats (0). Read once (any
+// other value is named on stderr and ignored); set_attend_lut overrides it.
+int& lut_mode() {
+  static int mode = [] {
+    constexpr int kDefault = 1;
+    const char* e = std::getenv("AQUAKV_ATTN_LUT");
+    if (e == nullptr || *e == '\0') return kDefault;
+    if (std::strcmp(e, "0") == 0) return 0;
+    if (std::strcmp(e, "1") == 0) return 1;
+    std::fprintf(stderr, "aquakv: AQUAKV_ATTN_LUT='%s' is not 0 or 1; ignored\n", e);
+    return kDefault;
+  }();
+  return mode;
 }
 
 // The block type of a codec that the q8_0/q4_0 kernels read (false for every other codec);
@@ -100,6 +118,16 @@ struct Ctx {
   // queries qin; else plain ones, scored against qpack.
   bool qblock = false, qb_rotated = false;
   std::vector<AttnQBlock> qb;
+  // Table path (few queries, AQUAKV_ATTN_LUT; kin a HIGGS 2x16 codec whose group is exactly the
+  // kw channels a head reads): per query row of qin (same row order), lut_p pairs of byte tables
+  // (lut_tab), delta and bias; lut_scale0 / lut_code0 [g]: byte offsets of head g's group scale and
+  // codes within a coded row; lut_mult = 1/sqrt(group) (the decode's factor).
+  bool lut = false;
+  int64_t lut_p = 0;
+  float lut_mult = 0;
+  std::vector<uint8_t> lut_tab;
+  std::vector<float> lut_delta, lut_bias;
+  std::vector<int64_t> lut_scale0, lut_code0;
 };
 
 // Channels [c0, c0 + w) of the inner groups (size grp) that head g's slice [g*hd, (g+1)*hd)
@@ -188,6 +216,32 @@ void setup_qblock(Ctx& c) {
     }
 }
 
+// Builds the step's key tables when the coded keys are HIGGS 2x16 codes read in their inner basis
+// with one group per head's span (after setup_inner).
+void setup_lut(Ctx& c) {
+  if (lut_mode() == 0 || c.kin == nullptr) return;
+  const auto* h = dynamic_cast<const HiggsCodec*>(c.kin);
+  if (h == nullptr || h->grid().d != 2 || h->grid().n != 16 || h->code_bits() != 4) return;
+  const int64_t grp = h->group(), P = c.kw / 2;
+  if (c.kw != grp || !attn_lut_supported(P)) return;
+  const int64_t ng = c.C / grp, rows = c.H * c.a.n * c.G;
+  c.lut = true;
+  c.lut_p = P;
+  c.lut_mult = float(1.0 / std::sqrt(double(grp)));
+  c.lut_scale0.resize(size_t(c.H));
+  c.lut_code0.resize(size_t(c.H));
+  for (int64_t g = 0; g < c.H; ++g) {
+    const int64_t gi = c.kc0[size_t(g)] / grp;
+    c.lut_scale0[size_t(g)] = 2 * gi;
+    c.lut_code0[size_t(g)] = 2 * ng + gi * (grp / 4);
+  }
+  c.lut_tab.resize(size_t(rows * attn_lut_row_bytes(P)));
+  c.lut_delta.resize(size_t(rows));
+  c.lut_bias.resize(size_t(rows));
+  attn_lut_build(c.qin.data(), rows, P, h->grid().points.data(), c.lut_tab.data(), c.lut_delta.data(),
+                 c.lut_bias.data());
+}
+
 bool visible(int32_t kp, int32_t qp, int64_t window) {
   return kp <= qp && (window == 0 || int64_t(kp) > int64_t(qp) - window);
 }
@@ -218,6 +272,7 @@ void tile_queries(const Ctx& c, const Tile& t, int64_t i0, int64_t i1, State& st
   // converted and/or rotated).
   const bool coded = sg.k_codec != nullptr;
   const bool kin = coded && !gemm && c.kin != nullptr;
+  const bool klut = kin && c.lut && sg.k_codec == c.kin;  // keys scored from the codes by tables
   const bool vin = coded && !gemm && c.vin != nullptr;
   // q8_0/q4_0 rows read as blocks (decode): keys scored on the codes, values summed from them.
   // Rotated blocks (q8_0r/q4_0r) take this path in their inner basis (kin / vin, one head per
@@ -263,7 +318,7 @@ void tile_queries(const Ctx& c, const Tile& t, int64_t i0, int64_t i1, State& st
     if (coded) {
       const uint8_t* kd = sg.k_codes + sg.k_codec->encoded_bytes(t.r0);
       const uint8_t* vd = sg.v_codes + sg.v_codec->encoded_bytes(t.r0);
-      if (kq) K = kd;
+      if (kq || klut) K = kd;
       else if (kin) sg.k_codec->decode_inner(kd, rows, sc.k.data());
       else sg.k_codec->decode(kd, rows, sc.k.data());
       if (vq) V = vd;
@@ -293,14 +348,20 @@ void tile_queries(const Ctx& c, const Tile& t, int64_t i0, int64_t i1, State& st
   AQUAKV_CHECK(st_rows == Mq);
   sc.s.resize(size_t(HM * rows));
   float* s = sc.s.data();
-  const bool k_shared = !kq && kin && c.kc0.front() == c.kc0.back() && i0 == 0 && i1 == c.a.n;
+  const bool k_shared = !kq && !klut && kin && c.kc0.front() == c.kc0.back() && i0 == 0 && i1 == c.a.n;
   const bool v_shared = !vq && vin && c.vc0.front() == c.vc0.back();
   if (k_shared) {
     attn_scores(c.qin.data(), HM, c.kw, static_cast<const float*>(K) + c.kc0[0], rows, stride, s, rows);
   } else {
     for (int64_t g = 0; g < c.H; ++g) {
       float* sg_ = s + g * Mq * rows;
-      if (kq) {
+      if (klut) {
+        const int64_t r0 = g * qrows + i0 * c.G;
+        const uint8_t* kd = static_cast<const uint8_t*>(K);
+        attn_scores_lut(c.lut_tab.data() + r0 * attn_lut_row_bytes(c.lut_p), c.lut_delta.data() + r0,
+                        c.lut_bias.data() + r0, Mq, c.lut_p, kd + c.lut_code0[size_t(g)], kd + c.lut_scale0[size_t(g)],
+                        rows, sg.k_codec->block_bytes(), c.lut_mult, sg_, rows);
+      } else if (kq) {
         const int64_t nb = c.hd / 32, head = ggml_row_bytes(kbt, c.hd);
         attn_scores_qblock(kbt, c.qb.data() + (g * qrows + i0 * c.G) * nb, Mq, c.hd,
                            static_cast<const uint8_t*>(K) + g * head, rows, sg.k_codec->encoded_bytes(1), sg_, rows);
@@ -413,6 +474,8 @@ std::vector<Tile> make_tiles(std::span<const KvSegment> segs, int64_t tile_rows)
 }  // namespace
 
 bool attend_qblock_enabled() { return qblock_env(); }
+bool attend_lut_enabled() { return lut_mode() != 0; }
+void set_attend_lut(bool on) { lut_mode() = on ? 1 : 0; }
 
 KvRope::KvRope(const KvShape& shape) : n_kv_heads_(shape.n_kv_heads), head_dim_(shape.head_dim) {
   for (int l = 0; l < shape.n_layers; ++l) {
@@ -462,7 +525,7 @@ void attend_segments(const KvShape& shape, const KvRope& rope, int layer, const 
   if (a.n_heads <= 0 || a.n_heads % shape.n_kv_heads != 0)
     fail("attention: {} query heads do not group over {} KV heads", a.n_heads, shape.n_kv_heads);
   Ctx c{shape, rope, layer, a, qpos, segs, shape.n_kv_heads, a.n_heads / shape.n_kv_heads,
-        shape.head_dim, shape.width(), shape.window_of(layer), {}, nullptr, nullptr, {}, {}, 0, 0, {}, false, false, {}};
+        shape.head_dim, shape.width(), shape.window_of(layer), {}, nullptr, nullptr, {}, {}, 0, 0, {}, false, false, {}, false, 0, 0.0f, {}, {}, {}, {}, {}};
   const int64_t Q = int64_t(a.n_heads) * c.hd;
   // Queries packed per KV head (rows i*G + hh), scale folded in.
   c.qpack.resize(size_t(c.H * n * c.G * c.hd));
@@ -477,6 +540,7 @@ void attend_segments(const KvShape& shape, const KvRope& rope, int layer, const 
   if (!many && n * c.G < 16) {  // the inner bases and the block path serve the few-query kernels
     setup_inner(c);
     setup_qblock(c);  // after: rotated blocks round the inner-basis queries
+    setup_lut(c);
   }
   // Prefill: larger tiles (fewer, larger sgemm calls); decode: kTileRows, the unit of the split
   // over threads.

@@ -28,6 +28,8 @@ const CommandRegistrar reg{"info", "print build and machine information", [](CLI
     std::printf("weight prefetch: %lld bytes ahead (AQUAKV_PREFETCH=BYTES; 0 = off)\n", (long long)qpack_prefetch_bytes());
     std::printf("decode attention on q8_0/q4_0 keys and values: %s (AQUAKV_ATTN_QBLOCK=0|1)\n",
                 attend_qblock_enabled() ? "integer dots on the blocks" : "tiles decoded to f32");
+    std::printf("decode attention on higgs 2x16 keys: %s (AQUAKV_ATTN_LUT=0|1)\n",
+                attend_lut_enabled() ? "byte tables per query over the grid" : "exact dots in the inner basis");
     std::printf("kv cache formats (--kv NAME[:ARGS][,OPTIONS]; defaults in parentheses):\n");
     std::fputs(cache_formats_help().c_str(), stdout);
     return 0;

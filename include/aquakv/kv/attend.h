@@ -83,6 +83,14 @@ void append_positions(std::vector<int32_t>& positions, int64_t n_tokens, int64_t
 // n * (query heads per KV head) < 16 queries take the few-row kernels.
 bool attend_qblock_enabled();
 
+// Whether decode steps over HIGGS 2x16 keys (keys stored after RoPE, one HIGGS group per head's
+// span) score them by per-query byte tables over the grid (ops/attn_lut.h: 16 entries per pair
+// of the query in the inner basis, looked up by the stored codes, error bounded there) instead of
+// exact dot products with rows decoded to the inner basis. AQUAKV_ATTN_LUT=0|1 (default 1; read
+// once, other values reported on stderr and ignored); set_attend_lut overrides it (tests, benches).
+bool attend_lut_enabled();
+void set_attend_lut(bool on);
+
 // a.out for the step's a.n queries at positions qpos over the rows of `segs` (in any order of
 // segments; the positions decide visibility). Threads: parallel_for over query blocks (many
 // queries) or over tile ranges with a final merge (few queries, i.e. decode).
