@@ -117,12 +117,16 @@ void UniformCodec::encode(const float* x, int64_t rows, uint8_t* out) const {
 void UniformCodec::decode(const uint8_t* in, int64_t rows, float* x) const {
   const int64_t dim = this->dim(), g = group_;
   // Codes become floats first (byte tables for 2/4/8 bits), then x = code * scale + zero
-  // (AVX2 kernels in uniform_avx2.cpp: the same multiply and add per element).
+  // (AVX2 kernels in uniform_avx2.cpp: the same multiply and add per element). 2/4/8-bit codes
+  // of widths and groups that are multiples of 8 (16 for AVX-512) unpack, convert and scale in
+  // one pass instead.
   const bool avx2 = simd_at_least(SimdLevel::kAvx2);
   const bool avx512 = simd_at_least(SimdLevel::kAvx512) &&
                       detail::uniform_avx512_fits(bits_, dim, g, axis_ == UniformAxis::kToken);
+  const bool avx2_fused = !avx512 && avx2 && detail::uniform_avx2_fits(bits_, dim, g, axis_ == UniformAxis::kToken);
   if (axis_ == UniformAxis::kToken) {
     if (avx512) return detail::decode_token_rows_avx512(in, rows, dim, g, bits_, block_bytes(), x);
+    if (avx2_fused) return detail::decode_token_rows_avx2(in, rows, dim, g, bits_, block_bytes(), x);
     const int64_t ng = dim / g;
     for (int64_t r = 0; r < rows; ++r) {
       const uint8_t* o = in + r * block_bytes();
@@ -145,6 +149,10 @@ void UniformCodec::decode(const uint8_t* in, int64_t rows, float* x) const {
     float* xb = x + b * g * dim;
     if (avx512) {
       detail::decode_channel_block_avx512(o, g, dim, bits_, xb);
+      continue;
+    }
+    if (avx2_fused) {
+      detail::decode_channel_block_avx2(o, g, dim, bits_, xb);
       continue;
     }
     for (int64_t c = 0; c < dim; ++c) {

@@ -11,6 +11,12 @@ void scale_offset_avx2(float* x, int64_t n, float s, float z);
 // x[t*dim + c] = x[t*dim + c] * s[c] + z[c] for t < rows, c < dim (a per-channel block).
 void scale_offset_channels_avx2(float* x, int64_t rows, int64_t dim, const float* s, const float* z);
 
+// AVX2, unpacking included (uniform_avx2.cpp): the AVX-512 kernels' work 8 values at a time, for
+// widths of 2, 4 and 8 bits when dim (and per-token groups) are multiples of 8.
+bool uniform_avx2_fits(int bits, int64_t dim, int64_t group, bool token_axis);
+void decode_token_rows_avx2(const uint8_t* in, int64_t rows, int64_t dim, int64_t group, int bits,
+                            int64_t row_bytes, float* x);
+void decode_channel_block_avx2(const uint8_t* block, int64_t rows, int64_t dim, int bits, float* x);
 
 // AVX-512, unpacking included (uniform_avx512.cpp). Serves widths of 2, 4 and 8 bits when every
 // run of 16 values starts on a byte (dim, and per-token groups, multiples of 16).
