@@ -16,6 +16,8 @@ namespace aquakv {
 
 struct Forward::Scratch {
   explicit Scratch(const ModelConfig& c) : rope(c.rope), rope_swa(c.rope_swa) {}
+  // The queries' RoPE tables, grown only when the cache does not expose a table with the same
+  // parameters (KvCache::key_rope), whose values are then the same bit for bit.
   RopeTable rope;      // global layers
   RopeTable rope_swa;  // sliding-window layers (unused when the model has none)
   void ensure_rope(const ModelConfig& c, int64_t n_pos) {
@@ -127,7 +129,6 @@ void Forward::step(KvCache& cache, int seq, std::span<const int32_t> tokens, flo
   const int64_t n = int64_t(tokens.size());
   if (n == 0) return;
   const int64_t p0 = cache.n_tokens(seq);
-  s_->ensure_rope(model_.config(), p0 + n);
   s_->plan(model_.config(), n);
   embed(tokens);
   cache.begin_step(seq, n);
@@ -153,7 +154,6 @@ void Forward::eval_batch(std::span<KvCache* const> caches, std::span<const int> 
   if (B == 0) return;
   std::vector<int64_t> p0(B);
   for (size_t b = 0; b < B; ++b) p0[b] = caches[b]->n_tokens(seqs[b]);
-  s_->ensure_rope(model_.config(), *std::max_element(p0.begin(), p0.end()) + 1);
   s_->plan(model_.config(), int64_t(B));
   embed(tokens);
   for (size_t b = 0; b < B; ++b) caches[b]->begin_step(seqs[b], 1);
@@ -269,9 +269,15 @@ void Forward::attend(KvCache& cache, int l, int64_t n, int64_t p0, const float* 
   const int64_t Q = c.q_width();
   Scratch& s = *s_;
   cache.append(l, k, v);
-  const RopeTable& rope = s.rope_of(c, l);  // the layer's RoPE (gemma3: local or global)
+  // The layer's RoPE (gemma3: local or global): the cache's table for its keys when it has the
+  // same parameters and positions, else this pass's own.
+  const RopeTable* rope = cache.key_rope(l);
+  if (rope == nullptr || !same_rope(rope->params(), c.layer_rope(l)) || rope->n_pos() < p0 + n) {
+    s.ensure_rope(c, p0 + n);
+    rope = &s.rope_of(c, l);
+  }
   parallel_for(n, [&](int64_t a, int64_t b) {
-    for (int64_t t = a; t < b; ++t) rope_row(rope, q + t * Q, c.n_heads, c.head_dim, p0 + t);
+    for (int64_t t = a; t < b; ++t) rope_row(*rope, q + t * Q, c.n_heads, c.head_dim, p0 + t);
   });
   KvAttention a;
   a.n = n;

@@ -150,6 +150,10 @@ class CompressedCache final : public KvCache {
     append_halves(v + step_sinks_ * C, (step_n_ - step_sinks_) * C, s.buf_v[l]);
   }
 
+  const RopeTable* key_rope(int layer) const override {
+    return layer >= 0 && layer < shape_.n_layers ? rope_.rotating_table(layer) : nullptr;
+  }
+
   KvView read(int layer) override {
     Seq& s = at(cur_);
     check_layer(layer);

@@ -144,6 +144,11 @@ class KvCache {
   // The dense rows of the layer (this step's appended rows included).
   virtual KvView read(int layer) = 0;
   virtual void end_step() = 0;
+  // The RoPE table the format rotates this layer's keys with, holding at least the current
+  // step's positions (between begin_step and end_step), or null (no table, or not exposed).
+  // The forward pass rotates queries with it when its parameters are the model's, instead of
+  // a second table of the same values (2 MiB at 8192 positions of a 64-wide head).
+  virtual const RopeTable* key_rope(int layer) const { return nullptr; }
 
   // Bytes held right now for tokens of all sequences (storage only, excluding scratch used to
   // materialize views), and the fixed bytes that do not depend on tokens (e.g. predictors).
