@@ -287,6 +287,7 @@ void Forward::attend(KvCache& cache, int l, int64_t n, int64_t p0, const float* 
   a.scale = c.attn_scale;
   a.observer = opt_.observer;
   cache.attend(l, a);
+  cache.finish_layer(l);  // nothing in this step reads the layer again (kv/kv_cache.h)
 }
 
 // x += att * Wo^T; then the feed-forward block (SwiGLU, or GeGLU) on n rows. With post_norms
