@@ -31,33 +31,21 @@ struct Forward::Scratch {
                           // to x before xn is written again
   // The other activations of a step, in one block whose halves are reused by phase: attention
   // q (n, Q) | k, v (n, C) (keys before RoPE, values) | att (n, Q); then the feed-forward
-  // g, u (f, n_ff) for f = ffn_rows(n) rows at a time, which start once att is consumed. A
-  // step's activations are thus n x 2d + max(n (2Q + 2C), f 2 n_ff) floats (SmolLM2, 512 rows:
-  // 5.3 MiB instead of 8.3 with all rows' g and u at once), not the sum of all of them.
+  // g, u (n, n_ff), which start once att is consumed. A step's activations are thus
+  // n x (2d + max(2Q + 2C, 2 n_ff)) floats, not the sum of all of them.
   std::vector<float> work;
   float *q = nullptr, *k = nullptr, *v = nullptr, *att = nullptr, *g = nullptr, *u = nullptr;
   // Sizes every buffer for steps of n rows (before a step: later calls must not move them).
   void plan(const ModelConfig& c, int64_t n) {
-    const int64_t Q = c.q_width(), C = c.kv_width(), F = c.n_ff, f = ffn_rows(n);
-    const int64_t need = std::max(n * (2 * Q + 2 * C), f * 2 * F);
-    if (int64_t(work.size()) < need) work.resize(size_t(need));
+    const int64_t Q = c.q_width(), C = c.kv_width(), F = c.n_ff;
+    if (int64_t(work.size()) < n * std::max(2 * Q + 2 * C, 2 * F)) work.resize(size_t(n * std::max(2 * Q + 2 * C, 2 * F)));
     if (int64_t(xn.size()) < n * c.d_model) xn.resize(size_t(n * c.d_model));
     q = work.data();
     k = q + n * Q;
     v = k + n * C;
     att = v + n * C;
     g = work.data();
-    u = g + f * F;
-  }
-  // Rows of the feed-forward's pieces in a step of n rows: all of them up to kFfnRows, else
-  // equal pieces of at most kFfnRows. Every piece of a step of >= 4 rows has >= 4 rows, and
-  // the path (dot or gemm) is chosen once for the step, so each row's products are the same
-  // as in one call over all n rows (ops/matmul.h: sgemm's sums over a row do not depend on
-  // the other rows).
-  static constexpr int64_t kFfnRows = 256;
-  static int64_t ffn_rows(int64_t n) {
-    const int64_t pieces = (n + kFfnRows - 1) / kFfnRows;
-    return pieces <= 1 ? n : (n + pieces - 1) / pieces;
+    u = g + n * F;
   }
 };
 
@@ -318,22 +306,14 @@ void Forward::out_and_ffn(const LayerWeights& w, int64_t n, MatmulPath mp) {
     for (int64_t t = a; t < b; ++t) rms_norm(x + t * d, w.ffn_norm.data(), xn + t * d, d, c.norm_eps);
   });
   float *g = s.g, *u = s.u;  // att, the only other live part of the block, is consumed
-  // The feed-forward a piece of rows at a time (Scratch::ffn_rows): piece p's output rows
-  // replace its own normalized rows in xn, which no other piece reads.
-  if (mp == MatmulPath::kAuto) mp = n < matmul_gemm_min_rows() ? MatmulPath::kDot : MatmulPath::kGemm;
-  const int64_t f = Scratch::ffn_rows(n);
-  for (int64_t r0 = 0; r0 < n; r0 += f) {
-    const int64_t m = std::min(f, n - r0);
-    const float* xr = xn + r0 * d;
-    if (c.gelu_ffn) {  // GeGLU: g = gelu(xn Wg^T) * (xn Wu^T)
-      matmul(w.w_gate, xr, m, g, mp);
-      matmul(w.w_up, xr, m, u, mp);
-      parallel_for(m * c.n_ff, [&](int64_t a, int64_t b) { geglu(g + a, u + a, g + a, b - a); }, 4096);
-    } else {
-      matmul_swiglu(w.w_gate, w.w_up, xr, m, g, u, mp);  // g = silu(xn Wg^T) * (xn Wu^T)
-    }
-    matmul(w.w_down, g, m, o + r0 * d, mp);
+  if (c.gelu_ffn) {  // GeGLU: g = gelu(xn Wg^T) * (xn Wu^T)
+    matmul(w.w_gate, xn, n, g, mp);
+    matmul(w.w_up, xn, n, u, mp);
+    parallel_for(n * c.n_ff, [&](int64_t a, int64_t b) { geglu(g + a, u + a, g + a, b - a); }, 4096);
+  } else {
+    matmul_swiglu(w.w_gate, w.w_up, xn, n, g, u, mp);  // g = silu(xn Wg^T) * (xn Wu^T)
   }
+  matmul(w.w_down, g, n, o, mp);
   post_norm(o, w.post_ffn_norm, n, d, c.norm_eps);
   add_rows(x, o, n * d);
 }
