@@ -50,7 +50,7 @@ CachedAdapters cached_self_adapters(const Model& model, const SelfCalibration& s
   if (fs::exists(out.path, ec)) {
     try {
       const Adapters a = load_adapters(out.path);
-      check_adapters_match(a, model_fingerprint(model.gguf(), model.kv_shape(0)), quant_of(model, s), out.path);
+      check_adapters_match(a, model_fingerprint(model.config().arch, model.meta_hash(), model.kv_shape(0)), quant_of(model, s), out.path);
     } catch (const Error& e) {
       fail("{} (cached adapters: delete {} to recalibrate)", e.what(), out.path);
     }

@@ -300,7 +300,7 @@ KvSamples capture_samples(const CalibrateOptions& opt, CalibrateReport* report,
   const ModelConfig& cfg = model->config();
   // The caller's checks of settings that depend on the model (before minutes of capture).
   if (check_width) check_width(cfg.kv_width());
-  if (model_fp) *model_fp = model_fingerprint(model->gguf(), model->kv_shape(opt.window));
+  if (model_fp) *model_fp = model_fingerprint(model->config().arch, model->meta_hash(), model->kv_shape(opt.window));
   Forward fwd(*model, opt.threads);
 
   // Capture: each window (or generated sequence) is one sequence of the recording cache.

@@ -201,7 +201,7 @@ LayerSharePlan fit_kvsharer(const CalibrateOptions& opt, const KvSharerFitOption
   };
   KvSharerSearch s = kvsharer_search(L, ranked, fit.search, similarity);
   LayerSharePlan plan;
-  plan.model = model_fingerprint(model->gguf(), shape);
+  plan.model = model_fingerprint(model->config().arch, model->meta_hash(), shape);
   plan.source = s.source;
   nlohmann::json j;
   j["method"] = "kvsharer";

@@ -54,13 +54,18 @@ uint64_t model_meta_hash(const GgufFile& file, const std::string& arch) {
 }
 
 ModelFingerprint model_fingerprint(const GgufFile& file, const KvShape& shape) {
+  const std::string arch = file.get_string("general.architecture");
+  return model_fingerprint(arch, model_meta_hash(file, arch), shape);
+}
+
+ModelFingerprint model_fingerprint(const std::string& arch, uint64_t meta_hash, const KvShape& shape) {
   ModelFingerprint fp;
-  fp.arch = file.get_string("general.architecture");
+  fp.arch = arch;
   fp.n_layers = shape.n_layers;
   fp.n_kv_heads = shape.n_kv_heads;
   fp.head_dim = shape.head_dim;
   fp.kv_width = shape.width();
-  fp.meta_hash = model_meta_hash(file, fp.arch);
+  fp.meta_hash = meta_hash;
   return fp;
 }
 

@@ -16,6 +16,8 @@ namespace aquakv {
 
 struct Forward::Scratch {
   explicit Scratch(const ModelConfig& c) : rope(c.rope), rope_swa(c.rope_swa) {}
+  // The queries' RoPE tables, grown only when the cache does not expose a table with the same
+  // parameters (KvCache::key_rope), whose values are then the same bit for bit.
   RopeTable rope;      // global layers
   RopeTable rope_swa;  // sliding-window layers (unused when the model has none)
   void ensure_rope(const ModelConfig& c, int64_t n_pos) {
@@ -29,21 +31,27 @@ struct Forward::Scratch {
                           // to x before xn is written again
   // The other activations of a step, in one block whose halves are reused by phase: attention
   // q (n, Q) | k, v (n, C) (keys before RoPE, values) | att (n, Q); then the feed-forward
-  // g, u (n, n_ff), which start once att is consumed. A step's activations are thus
-  // n x (2d + max(2Q + 2C, 2 n_ff)) floats, not the sum of all of them.
+  // g (n, n_ff), and u (n, n_ff) where the step needs it whole (GeGLU, and SwiGLU's dot path:
+  // SwiGLU's gemm path makes x Wu^T a weight tile at a time, ops/matmul.h), which start once
+  // att is consumed. A step's activations are thus n x (2d + max(2Q + 2C, n_ff or 2 n_ff))
+  // floats, not the sum of all of them (SmolLM2, 512 rows: 5.3 MiB instead of 8.3).
   std::vector<float> work;
   float *q = nullptr, *k = nullptr, *v = nullptr, *att = nullptr, *g = nullptr, *u = nullptr;
-  // Sizes every buffer for steps of n rows (before a step: later calls must not move them).
-  void plan(const ModelConfig& c, int64_t n) {
+  // Sizes every buffer for steps of n rows whose products take path mp (before a step: later
+  // calls must not move them).
+  void plan(const ModelConfig& c, int64_t n, MatmulPath mp) {
     const int64_t Q = c.q_width(), C = c.kv_width(), F = c.n_ff;
-    if (int64_t(work.size()) < n * std::max(2 * Q + 2 * C, 2 * F)) work.resize(size_t(n * std::max(2 * Q + 2 * C, 2 * F)));
+    if (mp == MatmulPath::kAuto) mp = n < matmul_gemm_min_rows() ? MatmulPath::kDot : MatmulPath::kGemm;
+    const bool whole_u = c.gelu_ffn || mp == MatmulPath::kDot;
+    const int64_t need = n * std::max(2 * Q + 2 * C, (whole_u ? 2 : 1) * F);
+    if (int64_t(work.size()) < need) work.resize(size_t(need));
     if (int64_t(xn.size()) < n * c.d_model) xn.resize(size_t(n * c.d_model));
     q = work.data();
     k = q + n * Q;
     v = k + n * C;
     att = v + n * C;
     g = work.data();
-    u = g + n * F;
+    u = whole_u ? g + n * F : nullptr;  // null: matmul_swiglu's gemm path does not read it
   }
 };
 
@@ -127,8 +135,7 @@ void Forward::step(KvCache& cache, int seq, std::span<const int32_t> tokens, flo
   const int64_t n = int64_t(tokens.size());
   if (n == 0) return;
   const int64_t p0 = cache.n_tokens(seq);
-  s_->ensure_rope(model_.config(), p0 + n);
-  s_->plan(model_.config(), n);
+  s_->plan(model_.config(), n, opt_.matmul);
   embed(tokens);
   cache.begin_step(seq, n);
   for (int l = 0; l < model_.config().n_layers; ++l) layer(cache, l, n, p0);
@@ -153,8 +160,7 @@ void Forward::eval_batch(std::span<KvCache* const> caches, std::span<const int> 
   if (B == 0) return;
   std::vector<int64_t> p0(B);
   for (size_t b = 0; b < B; ++b) p0[b] = caches[b]->n_tokens(seqs[b]);
-  s_->ensure_rope(model_.config(), *std::max_element(p0.begin(), p0.end()) + 1);
-  s_->plan(model_.config(), int64_t(B));
+  s_->plan(model_.config(), int64_t(B), one_token_path());
   embed(tokens);
   for (size_t b = 0; b < B; ++b) caches[b]->begin_step(seqs[b], 1);
   for (int l = 0; l < model_.config().n_layers; ++l) layer_batch(caches, l, p0);
@@ -269,9 +275,15 @@ void Forward::attend(KvCache& cache, int l, int64_t n, int64_t p0, const float* 
   const int64_t Q = c.q_width();
   Scratch& s = *s_;
   cache.append(l, k, v);
-  const RopeTable& rope = s.rope_of(c, l);  // the layer's RoPE (gemma3: local or global)
+  // The layer's RoPE (gemma3: local or global): the cache's table for its keys when it has the
+  // same parameters and positions, else this pass's own.
+  const RopeTable* rope = cache.key_rope(l);
+  if (rope == nullptr || !same_rope(rope->params(), c.layer_rope(l)) || rope->n_pos() < p0 + n) {
+    s.ensure_rope(c, p0 + n);
+    rope = &s.rope_of(c, l);
+  }
   parallel_for(n, [&](int64_t a, int64_t b) {
-    for (int64_t t = a; t < b; ++t) rope_row(rope, q + t * Q, c.n_heads, c.head_dim, p0 + t);
+    for (int64_t t = a; t < b; ++t) rope_row(*rope, q + t * Q, c.n_heads, c.head_dim, p0 + t);
   });
   KvAttention a;
   a.n = n;
@@ -281,6 +293,7 @@ void Forward::attend(KvCache& cache, int l, int64_t n, int64_t p0, const float* 
   a.scale = c.attn_scale;
   a.observer = opt_.observer;
   cache.attend(l, a);
+  cache.finish_layer(l);  // nothing in this step reads the layer again (kv/kv_cache.h)
 }
 
 // x += att * Wo^T; then the feed-forward block (SwiGLU, or GeGLU) on n rows. With post_norms

@@ -123,8 +123,14 @@ class CompressedCache final : public KvCache {
       fail("kv cache: sequence {} holds {} tokens, a step of {} exceeds the context of {}", seq, s.n_pos, n, shape_.max_tokens);
     cur_ = seq;
     step_n_ = n;
+    in_step_ = true;
     // Sinks are the first P positions (a dropped one is not replaced).
     step_sinks_ = std::clamp<int64_t>(opt_.sinks - s.n_pos, 0, n);
+    // When the buffer will hold >= B tokens after this step, its first whole codec blocks are
+    // coded: each layer at its finish_layer (in model order), the others in end_step.
+    const int64_t nb = s.n_buf + n - step_sinks_;
+    step_code_ = nb >= opt_.buffer ? nb - nb % block_ : 0;
+    finished_ = 0;
     // Rows are stored in position order: sinks, compressed chunks, buffer.
     s.pos.resize(size_t(s.n_tokens));
     for (int64_t i = 0; i < n; ++i) s.pos.push_back(int32_t(s.n_pos + i));
@@ -137,6 +143,7 @@ class CompressedCache final : public KvCache {
     check_layer(layer);
     const int64_t C = shape_.width();
     const size_t l = size_t(layer);
+    check_unfinished(layer, "append to");
     if (int64_t(s.sink_k[l].size()) != s.n_sinks * C || int64_t(s.buf_k[l].size()) != s.n_buf * C)
       fail("kv cache: append to layer {} twice in one step", layer);
     if (opt_.keys_after_rope && rope_.enabled(layer)) {  // rows at positions n_pos .. + n - 1
@@ -150,6 +157,10 @@ class CompressedCache final : public KvCache {
     append_halves(v + step_sinks_ * C, (step_n_ - step_sinks_) * C, s.buf_v[l]);
   }
 
+  const RopeTable* key_rope(int layer) const override {
+    return layer >= 0 && layer < shape_.n_layers ? rope_.rotating_table(layer) : nullptr;
+  }
+
   KvView read(int layer) override {
     Seq& s = at(cur_);
     check_layer(layer);
@@ -158,10 +169,9 @@ class CompressedCache final : public KvCache {
     const int64_t ns = s.n_sinks + step_sinks_, nb = s.n_buf + step_n_ - step_sinks_;
     check_appended(s, layer, "read of");
     const int64_t T = ns + s.n_compressed + nb;
-    const int slot = layer & 1;
     ensure_views(T);
-    float* vk = view_k_[slot].data();
-    float* vv = view_v_[slot].data();
+    float* vk = view_k_.data();
+    float* vv = view_v_.data();
     halves_to_floats(s.sink_k[l].data(), ns * C, vk);
     halves_to_floats(s.sink_v[l].data(), ns * C, vv);
     if (s.n_compressed > 0) rebuild_to(s, layer, ns);
@@ -211,8 +221,8 @@ class CompressedCache final : public KvCache {
       // Rows at the offset read() uses (after the sinks), so that a read() of the layer after its
       // attention finds the reconstruction in place (kv/layer_share.h reads source layers).
       // Unless it is at hand, the layer is rebuilt by attention itself, a tile at a time on the
-      // thread that then attends to it (KvSegment::produce), from layer - 1's reconstruction.
-      const int slot = layer & 1;
+      // thread that then attends to it (KvSegment::produce), over layer - 1's reconstruction in
+      // the same rows (decode_chunk: each row is read by its own tile only).
       ensure_views(ns + s.n_compressed);
       const bool fused = !recon_at(layer, ns);
       if (fused && layer > 0) rebuild_to(s, layer - 1, ns);
@@ -220,19 +230,14 @@ class CompressedCache final : public KvCache {
       g.n = s.n_compressed;
       g.pos = s.pos.data() + ns;
       g.dtype = KvDtype::F32;
-      g.k = view_k_[slot].data() + ns * C;
-      g.v = view_v_[slot].data() + ns * C;
+      g.k = view_k_.data() + ns * C;
+      g.v = view_v_.data() + ns * C;
       g.stride = C;
       if (fused) {
-        const int prev = (layer + 1) & 1;
-        const float* pk = layer > 0 ? view_k_[prev].data() + ns * C : nullptr;
-        const float* pv = layer > 0 ? view_v_[prev].data() + ns * C : nullptr;
-        float* yk = view_k_[slot].data() + ns * C;
-        float* yv = view_v_[slot].data() + ns * C;
+        float* yk = view_k_.data() + ns * C;
+        float* yv = view_v_.data() + ns * C;
         g.block = block_;
-        g.produce = [this, &s, layer, pk, pv, yk, yv](int64_t r0, int64_t r1) {
-          decode_chunk(s, layer, r0, r1 - r0, pk, pv, yk, yv);
-        };
+        g.produce = [this, &s, layer, yk, yv](int64_t r0, int64_t r1) { decode_chunk(s, layer, r0, r1 - r0, yk, yv); };
       }
       segs.push_back(std::move(g));
       exact(s.buf_k[l], s.buf_v[l], nb, ns + s.n_compressed);
@@ -257,17 +262,37 @@ class CompressedCache final : public KvCache {
     attend_segments(shape_, rope_, layer, a, s.pos.data() + s.n_tokens, segs);
   }
 
+  // Codes the layer's share of this step's chunk now (the same codes end_step would write), so
+  // that its exact rows are released before the next layer appends: a 512-row prefill step then
+  // holds one layer's exact step rows at a time instead of every layer's (11.25 MiB for
+  // SmolLM2's 30 layers x 2 x 192 fp16 values a row). Attention already used them exactly.
+  // Layers are coded in model order (the predictor chain reads layer l - 1's reconstruction);
+  // a layer finished out of that order is left to end_step.
+  void finish_layer(int layer) override {
+    if (!in_step_) fail("kv cache: finish_layer({}) outside a step", layer);
+    Seq& s = at(cur_);
+    check_layer(layer);
+    check_unfinished(layer, "finish of");
+    check_appended(s, layer, "finish of");
+    if (layer != finished_) return;
+    if (step_code_ > 0) code_layer(s, layer, step_code_);
+    finished_ = layer + 1;
+  }
+
   void end_step() override {
     Seq& s = at(cur_);
+    if (in_step_ && step_code_ > 0) {
+      for (int l = finished_; l < shape_.n_layers; ++l) code_layer(s, l, step_code_);
+    }
     s.n_tokens += step_n_;
     s.n_pos += step_n_;
     s.n_sinks += step_sinks_;
-    s.n_buf += step_n_ - step_sinks_;
-    step_n_ = step_sinks_ = 0;
-    if (s.n_buf >= opt_.buffer) {
-      const int64_t n = s.n_buf - s.n_buf % block_;
-      if (n > 0) compress(s, n);
-    }
+    s.n_buf += step_n_ - step_sinks_ - step_code_;
+    s.n_compressed += step_code_;
+    step_n_ = step_sinks_ = step_code_ = 0;
+    finished_ = 0;
+    in_step_ = false;
+    for (auto* h : {&enc_k_[0], &enc_k_[1], &enc_v_[0], &enc_v_[1]}) PageVector<float>().swap(*h);
     ++generation_;
   }
 
@@ -481,8 +506,13 @@ class CompressedCache final : public KvCache {
   void check_layer(int layer) const {
     if (layer < 0 || layer >= shape_.n_layers) fail("kv cache: layer {} outside [0, {})", layer, shape_.n_layers);
   }
+  // The layer was not coded by finish_layer in this step (nothing may touch it until end_step).
+  void check_unfinished(int layer, const char* what) const {
+    if (in_step_ && layer < finished_) fail("kv cache: {} layer {} after its finish_layer in this step", what, layer);
+  }
   // The layer holds this step's rows (append came first): `what` names the caller in the error.
   void check_appended(const Seq& s, int layer, const char* what) const {
+    check_unfinished(layer, what);
     const int64_t C = shape_.width(), ns = s.n_sinks + step_sinks_, nb = s.n_buf + step_n_ - step_sinks_;
     if (int64_t(s.sink_k[size_t(layer)].size()) != ns * C || int64_t(s.buf_k[size_t(layer)].size()) != nb * C)
       fail("kv cache: {} layer {} before its append in this step", what, layer);
@@ -504,53 +534,77 @@ class CompressedCache final : public KvCache {
 
   void ensure_views(int64_t T) {
     const size_t need = size_t(T * shape_.width());
-    for (int i = 0; i < 2; ++i) {
-      if (view_k_[i].size() < need) { view_k_[i].resize(need); view_v_[i].resize(need); }
-    }
+    if (view_k_.size() < need) { view_k_.resize(need); view_v_.resize(need); }
   }
 
-  // One layer of the decoder over all compressed rows: out = (map(prev) or 0) + decoded codes,
-  // a chunk of rows at a time through both streams (decode_chunk), chunks spread over threads.
-  void decode_layer(const Seq& s, int l, const float* prev_k, const float* prev_v, float* out_k, float* out_v) {
+  // One layer of the decoder over all compressed rows, in place: rows holding layer l - 1's
+  // reconstruction (l >= 1) become layer l's, (map(prev) or 0) + decoded codes, a chunk of rows
+  // at a time through both streams (decode_chunk), chunks spread over threads.
+  void decode_layer(const Seq& s, int l, float* k, float* v) {
     const int64_t N = s.n_compressed;
     const int64_t chunk = std::max<int64_t>(block_, kRebuildRows / block_ * block_);
     parallel_for((N + chunk - 1) / chunk, [&](int64_t c0, int64_t c1) {
       for (int64_t c = c0; c < c1; ++c) {
         const int64_t r0 = c * chunk;
-        decode_chunk(s, l, r0, std::min(chunk, N - r0), prev_k, prev_v, out_k, out_v);
+        decode_chunk(s, l, r0, std::min(chunk, N - r0), k, v);
       }
     });
   }
 
-  // Rows [r0, r0 + m) of one layer (r0 and m whole codec blocks): the key prediction, its
-  // residual added, then the value prediction that reads those keys, its residual added. The
-  // chunk's rows stay in cache between these passes (m x C floats per stream). Row by row the
-  // same sums as whole-layer passes: the GEMM's order does not depend on the rows in a call
-  // (ops/affine_rows.h) and Codec::decode_add adds element by element.
-  void decode_chunk(const Seq& s, int l, int64_t r0, int64_t m, const float* prev_k, const float* prev_v,
-                    float* out_k, float* out_v) const {
+  // Rows [r0, r0 + m) of one layer (r0 and m whole codec blocks), in place over layer l - 1's
+  // reconstruction of the same rows (k, v: row 0 of the compressed rows): the key prediction,
+  // its residual added, then the value prediction that reads those keys and layer l - 1's
+  // values, its residual added. A row of layer l reads only the same row of layer l - 1, so one
+  // slot of rows serves the whole chain (not one per layer of a pair: 2 x T x C floats less);
+  // layer l's chunk is built in m x C scratch rows per stream (in cache between the passes) and
+  // then copied over layer l - 1's. Row by row the same sums as whole-layer passes: the GEMM's
+  // order does not depend on the rows in a call (ops/affine_rows.h) and Codec::decode_add adds
+  // element by element.
+  void decode_chunk(const Seq& s, int l, int64_t r0, int64_t m, float* k, float* v) const {
+    // Pieces of at most ~kRebuildRows rows (whole codec blocks) bound the scratch rows.
+    const int64_t piece = std::max<int64_t>(block_, kRebuildRows / block_ * block_);
+    for (int64_t p = 0; p < m; p += piece) decode_piece(s, l, r0 + p, std::min(piece, m - p), k, v);
+  }
+  void decode_piece(const Seq& s, int l, int64_t r0, int64_t m, float* k, float* v) const {
     const int64_t C = shape_.width();
     thread_local std::vector<float> scratch;  // reduced-rank intermediates
+    thread_local std::vector<float> next_k, next_v;  // the piece of layer l while l - 1's is read
     const Codec& kcod = kc(l);
     const Codec& vcod = vc(l);
     const uint8_t* kcodes = s.code_k[size_t(l)].data() + kcod.encoded_bytes(r0);
     const uint8_t* vcodes = s.code_v[size_t(l)].data() + vcod.encoded_bytes(r0);
-    float* yk = out_k + r0 * C;
-    float* yv = out_v + r0 * C;
-    if (const AffineMap* km = kmap(l)) {
-      const AffineInput in{prev_k + r0 * C, C, C};
+    float* xk = k + r0 * C;  // layer l - 1's rows in, layer l's out
+    float* xv = v + r0 * C;
+    const AffineMap* km = kmap(l);
+    const AffineMap* vm = vmap(l);
+    // A stream is built aside only when its predictor reads the old rows (the key map reads
+    // K̂_{l-1}, the value map V̂_{l-1}; the value map's other input is the new K̂_l).
+    float* yk = xk;
+    float* yv = xv;
+    if (km != nullptr) {
+      if (next_k.size() < size_t(m * C)) next_k.resize(size_t(m * C));
+      yk = next_k.data();
+    }
+    if (vm != nullptr) {
+      if (next_v.size() < size_t(m * C)) next_v.resize(size_t(m * C));
+      yv = next_v.data();
+    }
+    if (km != nullptr) {
+      const AffineInput in{xk, C, C};
       km->apply(m, &in, 1, yk, C, scratch);
       kcod.decode_add(kcodes, m, yk);
     } else {
       kcod.decode(kcodes, m, yk);
     }
-    if (const AffineMap* vm = vmap(l)) {
-      const AffineInput in[2] = {{yk, C, C}, {prev_v + r0 * C, C, C}};
+    if (vm != nullptr) {
+      const AffineInput in[2] = {{yk, C, C}, {xv, C, C}};
       vm->apply(m, in, 2, yv, C, scratch);
       vcod.decode_add(vcodes, m, yv);
     } else {
       vcod.decode(vcodes, m, yv);
     }
+    if (yk != xk) std::copy_n(yk, m * C, xk);
+    if (yv != xv) std::copy_n(yv, m * C, xv);
   }
 
   // Fills rows [row0, row0 + n_compressed) of the layer's view slot with its reconstruction,
@@ -570,48 +624,46 @@ class CompressedCache final : public KvCache {
     if (recon_at(layer, row0)) return;  // at hand
     int from = layer;
     if (layer > 0 && !recon_at(layer - 1, row0)) from = 0;  // out of protocol order: start over from layer 0
-    for (int l = from; l <= layer; ++l) {
-      const int slot = l & 1, prev = (l + 1) & 1;
-      const float* pk = l > 0 ? view_k_[prev].data() + row0 * C : nullptr;
-      const float* pv = l > 0 ? view_v_[prev].data() + row0 * C : nullptr;
-      decode_layer(s, l, pk, pv, view_k_[slot].data() + row0 * C, view_v_[slot].data() + row0 * C);
-    }
+    for (int l = from; l <= layer; ++l) decode_layer(s, l, view_k_.data() + row0 * C, view_v_.data() + row0 * C);
     set_recon(layer, row0);
   }
 
-  // The encoder: compresses the first n buffered tokens of every layer, a chunk of rows at a
-  // time through all layers (a multiple of the codecs' block, ~kCompressRows): predictors map
-  // rows one by one and codecs code whole blocks, so the codes do not depend on the chunking,
-  // and the scratch is a chunk's, not a whole step's. Each layer's code stream gets the chunks
-  // in row order.
-  void compress(Seq& s, int64_t n) {
-    const int64_t C = shape_.width(), L = shape_.n_layers;
+  // The encoder, one layer at a time (layers in model order within a step): codes the first n
+  // buffered rows of layer l, a chunk of rows at a time (a multiple of the codecs' block,
+  // ~kCompressRows, so the scratch is a chunk's), appends the codes to the layer's streams and
+  // drops those rows from its buffer, releasing their pages. Predictors map rows one by one and
+  // codecs code whole blocks, so the codes depend neither on the chunking nor on which call
+  // codes which layer. With predictors, the reconstruction (prediction + decoded residual) of
+  // the n rows is kept for the next layer's predictors (enc_k_/enc_v_, slot l & 1); without,
+  // nothing reads it and it is not computed.
+  void code_layer(Seq& s, int l, int64_t n) {
+    const int64_t C = shape_.width();
     const int64_t chunk = std::max<int64_t>(block_, kCompressRows / block_ * block_);
-    const int64_t rows = std::min(n, chunk);
-    // The reconstruction (prediction + decoded residual) is what the next layer's predictors
-    // read; without predictors nothing reads it and it is not computed.
     const bool chain = has_predictors();
-    std::vector<float> x(size_t(rows * C)), hk[2], hv[2];
+    const int cur = l & 1, prev = (l + 1) & 1;
     if (chain) {
-      for (int i = 0; i < 2; ++i) { hk[i].resize(size_t(rows * C)); hv[i].resize(size_t(rows * C)); }
+      for (auto* h : {&enc_k_[cur], &enc_v_[cur]})
+        if (int64_t(h->size()) < n * C) h->resize(size_t(n * C));
     }
+    std::vector<float> x(size_t(std::min(n, chunk) * C));
     for (int64_t r0 = 0; r0 < n; r0 += chunk) {
       const int64_t m = std::min(chunk, n - r0);
-      for (int l = 0; l < L; ++l) {
-        const int cur = l & 1, prev = (l + 1) & 1;
-        const AffineInput kin{hk[prev].data(), C, C};
-        encode_stream(kc(l), kmap(l), s.buf_k[size_t(l)].data() + r0 * C, m, &kin, 1,
-                      grow(s.code_k[size_t(l)], kc(l).encoded_bytes(m)), x, chain ? hk[cur].data() : nullptr);
-        const AffineInput vin[2] = {{hk[cur].data(), C, C}, {hv[prev].data(), C, C}};
-        encode_stream(vc(l), vmap(l), s.buf_v[size_t(l)].data() + r0 * C, m, vin, 2,
-                      grow(s.code_v[size_t(l)], vc(l).encoded_bytes(m)), x, chain ? hv[cur].data() : nullptr);
-      }
+      // Inputs of the predictors (read only when the layer has them: l >= 1 and a chain).
+      const float* pk = chain && l > 0 ? enc_k_[prev].data() + r0 * C : nullptr;
+      const float* pv = chain && l > 0 ? enc_v_[prev].data() + r0 * C : nullptr;
+      float* hk = chain ? enc_k_[cur].data() + r0 * C : nullptr;
+      float* hv = chain ? enc_v_[cur].data() + r0 * C : nullptr;
+      const AffineInput kin{pk, C, C};
+      encode_stream(kc(l), kmap(l), s.buf_k[size_t(l)].data() + r0 * C, m, &kin, 1,
+                    grow(s.code_k[size_t(l)], kc(l).encoded_bytes(m)), x, hk);
+      const AffineInput vin[2] = {{hk, C, C}, {pv, C, C}};
+      encode_stream(vc(l), vmap(l), s.buf_v[size_t(l)].data() + r0 * C, m, vin, 2,
+                    grow(s.code_v[size_t(l)], vc(l).encoded_bytes(m)), x, hv);
     }
-    for (int l = 0; l < L; ++l) {
-      for (auto* b : {&s.buf_k[size_t(l)], &s.buf_v[size_t(l)]}) b->erase(b->begin(), b->begin() + n * C);
+    for (auto* b : {&s.buf_k[size_t(l)], &s.buf_v[size_t(l)]}) {
+      b->erase(b->begin(), b->begin() + n * C);
+      b->shrink_to_fit();  // the coded rows' pages go back to the system (util/page_vector.h)
     }
-    s.n_buf -= n;
-    s.n_compressed += n;
   }
 
   // Appends `bytes` to a code stream and returns where they start.
@@ -648,10 +700,15 @@ class CompressedCache final : public KvCache {
   std::vector<Seq> seqs_;
   int cur_ = 0;
   int64_t step_n_ = 0, step_sinks_ = 0;
+  int64_t step_code_ = 0;  // buffered rows this step codes (0: none)
+  int finished_ = 0;       // layers [0, finished_) were coded by finish_layer in this step
+  bool in_step_ = false;
+  PageVector<float> enc_k_[2], enc_v_[2];  // the encoder's reconstructions (layers l - 1 and l)
   mutable std::vector<int64_t> meta_;  // save_state's counters (must outlive the writer)
   uint64_t generation_ = 0;  // bumps whenever stored tokens or the step change
-  // Decoder scratch (not live storage): two view slots (layers l-1 and l).
-  PageVector<float> view_k_[2], view_v_[2];
+  // Decoder scratch (not live storage): one view slot of rows, which the rebuild turns from
+  // layer l - 1's reconstruction into layer l's in place (decode_chunk).
+  PageVector<float> view_k_, view_v_;
   std::vector<float> scratch_;
   uint64_t recon_gen_ = ~0ull;
   int recon_seq_ = -1, recon_layer_ = -1;

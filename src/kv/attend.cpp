@@ -482,9 +482,7 @@ KvRope::KvRope(const KvShape& shape) : n_kv_heads_(shape.n_kv_heads), head_dim_(
     const RopeParams& p = shape.rope_of(l);
     int found = -1;
     for (size_t i = 0; i < tables_.size(); ++i) {
-      const RopeParams& q = tables_[i]->params();
-      if (q.type == p.type && q.n_rot == p.n_rot && q.freq_base == p.freq_base &&
-          q.freq_scale == p.freq_scale && q.freq_factors == p.freq_factors) found = int(i);
+      if (same_rope(tables_[i]->params(), p)) found = int(i);
     }
     if (found < 0) {
       found = int(tables_.size());

@@ -20,11 +20,6 @@ namespace {
 constexpr char kMagic[8] = {'A', 'Q', 'K', 'V', 'S', 'H', 'A', 'R'};
 constexpr int64_t kMaxLayers = 4096, kMaxWidth = 65536;
 
-bool same_rope(const RopeParams& a, const RopeParams& b) {
-  return a.type == b.type && a.n_rot == b.n_rot && a.freq_base == b.freq_base && a.freq_scale == b.freq_scale &&
-         a.freq_factors == b.freq_factors;
-}
-
 // Layers that store rows get compact indices 0.. in order; a shared layer maps to its source's.
 std::vector<int> compact_index(const std::vector<int32_t>& source) {
   std::vector<int> map(source.size());

@@ -100,6 +100,10 @@ class PlainCache final : public KvCache {
     attend_segments(shape_, rope_, layer, a, s.pos.data() + s.rows, {&seg, 1});
   }
 
+  const RopeTable* key_rope(int layer) const override {
+    return layer >= 0 && layer < shape_.n_layers ? rope_.rotating_table(layer) : nullptr;
+  }
+
   KvView read(int layer) override {
     const Seq& s = at(cur_);
     check_layer(layer);

@@ -217,8 +217,27 @@ void matmul_swiglu(const QMatrix& gate, const QMatrix& up, const float* x, int64
   const int64_t rows = gate.rows;
   if (path == MatmulPath::kGemm) {
     matmul_gemm(gate, x, n, h);
-    matmul_gemm(up, x, n, u_scratch);
-    parallel_for(n * rows, [&](int64_t a, int64_t b) { swiglu(h + a, u_scratch + a, h + a, b - a); }, 4096);
+    // x Wu^T a tile of up's rows at a time, each tile's SwiGLU applied to its columns of h at
+    // once: the same sgemm calls as matmul_gemm(up, x, n, ...) (same tiles, all n rows; only
+    // the output's row stride differs), so the same sums, but the up product is held for one
+    // tile per thread (n x tr floats, freed after the call) instead of for all of up's rows
+    // (a 512-row prefill step of SmolLM2: 3 MiB). swiglu is element-wise.
+    const int64_t tr = tile_rows(up.rows, up.cols), ld = tile_ld(up.cols);
+    const int64_t n_tiles = (up.rows + tr - 1) / tr;
+    with_single_threaded_blas([&] {
+      parallel_for(n_tiles, [&](int64_t t0, int64_t t1) {
+        thread_local std::vector<float> tile;
+        tile.resize(static_cast<size_t>(tr * ld));
+        std::vector<float> ut(static_cast<size_t>(n * tr));
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t r0 = t * tr, m = std::min(tr, up.rows - r0);
+          dequantize_rows(up, r0, m, tile.data(), ld);
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(m), int(up.cols), 1.0f, x,
+                      int(up.cols), tile.data(), int(ld), 0.0f, ut.data(), int(m));
+          for (int64_t i = 0; i < n; ++i) swiglu(h + i * rows + r0, ut.data() + i * m, h + i * rows + r0, m);
+        }
+      });
+    });
     return;
   }
   const QMatrix* ws[2] = {&gate, &up};

@@ -45,6 +45,11 @@ void rotate(float* x, int head_dim, int n_rot, RopeType type, const float* c, co
 }
 }  // namespace
 
+bool same_rope(const RopeParams& a, const RopeParams& b) {
+  return a.type == b.type && a.n_rot == b.n_rot && a.freq_base == b.freq_base && a.freq_scale == b.freq_scale &&
+         a.freq_factors == b.freq_factors;
+}
+
 void RopeTable::ensure(int64_t n_pos) {
   if (n_pos <= n_pos_) return;
   // Exactly the positions asked for: the vectors' own growth amortizes a decode's one-position

@@ -152,7 +152,8 @@ int run(const Opts& o) {
   ho.chat_format = cf;
   ho.limits.max_tokens = o.max_tokens;
   ho.limits.defaults = defaults;
-  serve::HttpServer http(sched, tok, ho);
+  const std::unique_ptr<serve::HttpServer> server = serve::make_http_server(sched, tok, ho);
+  serve::HttpServer& http = *server;
   const int port = http.bind();
   std::fprintf(stderr,
                "aquakv serve: model %s, kv %s (about %.1f KiB per token, %.2f MiB for a %lld-token conversation), "

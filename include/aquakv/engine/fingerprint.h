@@ -22,5 +22,10 @@ uint64_t model_meta_hash(const GgufFile& file, const std::string& arch);
 
 // The adapter file's model identity: arch and meta_hash from the file, the rest from `shape`.
 ModelFingerprint model_fingerprint(const GgufFile& file, const KvShape& shape);
+// The same from a loaded model's arch and hash (ModelConfig::arch, Model::meta_hash), without
+// reading the tensors' samples again: the model has released the file's pages of its packed
+// weights, and the samples would bring ~24 MiB of them back into the process (the kernel reads
+// and maps 64 KiB around each 4 KiB read).
+ModelFingerprint model_fingerprint(const std::string& arch, uint64_t meta_hash, const KvShape& shape);
 
 }  // namespace aquakv

@@ -59,6 +59,8 @@ class KvRope {
   void ensure(int64_t n_pos);  // before parallel use
   bool enabled(int layer) const { return table(layer).params().n_rot > 0; }
   const RopeTable& table(int layer) const { return *tables_[size_t(index_[size_t(layer)])]; }
+  // table(layer) when it rotates anything, else null (KvCache::key_rope).
+  const RopeTable* rotating_table(int layer) const { return enabled(layer) ? &table(layer) : nullptr; }
   // Rotates a row of C key values at position pos.
   void rotate(int layer, float* row, int64_t pos) const;
   // Rotates `rows` rows of C values (stride C) at positions pos[0..rows).

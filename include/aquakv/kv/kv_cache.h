@@ -11,9 +11,11 @@
 //       append(layer, k, v)      // this step's n keys (before RoPE) and values, rows of width C
 //       attend(layer, a)         // a.out = softmax(q K^T * scale, causal/window mask) V over the
 //                                // rows held for the sequence, this step's included
+//       finish_layer(layer)      // optional: this step reads and attends the layer no more
 //   end_step()
 // Walking layers in order lets AQUA-KV rebuild layer l from layer l-1's reconstruction, and
-// compress a full exact buffer after attention has used it (in end_step).
+// compress a full exact buffer after attention has used it (in end_step, or for each layer at
+// its finish_layer, so that a long step's exact rows are not held for every layer at once).
 //
 // Positions are explicit: every row carries the position it was appended at, RoPE uses it, and
 // masks compare it with the query's position. A format or policy may therefore drop, merge or
@@ -143,7 +145,20 @@ class KvCache {
   virtual void attend(int layer, const KvAttention& a);
   // The dense rows of the layer (this step's appended rows included).
   virtual KvView read(int layer) = 0;
+  // Optional, after the layer's attend: the step will neither append, read nor attend this
+  // layer again, so the format may do for it now what end_step would do (the compressed
+  // formats code the layer's full exact buffer: the same codes, rows attended exactly as
+  // before, but a step of 512 rows no longer holds every layer's exact rows at the same time).
+  // Callers that read a layer later in the step (a layer-sharing wrapper's source layers) must
+  // not call it for that layer; calling it never changes what the step computes. The default
+  // does nothing.
+  virtual void finish_layer(int layer) {}
   virtual void end_step() = 0;
+  // The RoPE table the format rotates this layer's keys with, holding at least the current
+  // step's positions (between begin_step and end_step), or null (no table, or not exposed).
+  // The forward pass rotates queries with it when its parameters are the model's, instead of
+  // a second table of the same values (2 MiB at 8192 positions of a 64-wide head).
+  virtual const RopeTable* key_rope(int layer) const { return nullptr; }
 
   // Bytes held right now for tokens of all sequences (storage only, excluding scratch used to
   // materialize views), and the fixed bytes that do not depend on tokens (e.g. predictors).

@@ -48,7 +48,9 @@ void matmul_many(const QMatrix* const* ws, float* const* ys, int k, const float*
 
 // h (n x gate.rows) = silu(x Wg^T) * (x Wu^T), the SwiGLU input of the feed-forward block. On
 // the dot path each thread computes its rows of both products and their SwiGLU in one region;
-// u_scratch (n x up.rows) receives x Wu^T. Bit-identical to two matmuls and ops/nn.h swiglu.
+// u_scratch (n x up.rows) receives x Wu^T. On the gemm path u_scratch is not used: x Wu^T is
+// made a weight tile at a time in per-thread scratch and applied to h at once. Bit-identical to
+// two matmuls and ops/nn.h swiglu.
 void matmul_swiglu(const QMatrix& gate, const QMatrix& up, const float* x, int64_t n, float* h,
                    float* u_scratch, MatmulPath path = MatmulPath::kAuto);
 

@@ -28,6 +28,10 @@ struct RopeParams {
   std::vector<float> freq_factors;  // empty or n_rot/2 divisors of the frequencies
 };
 
+// Whether two parameter sets give the same angles (then their tables hold the same values, bit
+// for bit: both are computed by RopeTable::ensure).
+bool same_rope(const RopeParams& a, const RopeParams& b);
+
 // cos/sin of theta_i(p) for p in [0, n_pos), computed in double, grown on demand.
 class RopeTable {
  public:

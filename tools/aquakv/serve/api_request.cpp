@@ -290,4 +290,9 @@ std::string StopScanner::flush() {
   return out;
 }
 
+std::string render_prompt(const GenerationRequest& r, ChatFormat f) {
+  if (r.endpoint == Endpoint::kCompletion) return r.prompt;
+  return render_chat(f, r.messages, true);
+}
+
 }  // namespace aquakv::serve

@@ -62,6 +62,10 @@ GenerationRequest parse_request(std::string_view body, Endpoint endpoint, const 
 // The error body.
 nlohmann::json error_json(const ApiError& e);
 
+// The prompt text of a request: chat messages through the chat format (with the opening of
+// the assistant turn), or the completion prompt as given.
+std::string render_prompt(const GenerationRequest& r, ChatFormat f);
+
 struct Usage {
   int64_t prompt_tokens = 0, completion_tokens = 0, cached_tokens = 0;
 };

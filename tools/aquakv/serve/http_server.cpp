@@ -1,10 +1,14 @@
-// The HTTP layer of `aquakv serve` (http_server.h).
+// The HTTP layer of `aquakv serve` (http_server.h): built as the module libaquakv_http.so,
+// which make_http_server (http_loader.cpp) loads when `serve` runs.
 #include "http_server.h"
 
 #include <httplib.h>
 
 #include <chrono>
 #include <ctime>
+#include <exception>
+#include <map>
+#include <mutex>
 #include <random>
 
 #include <fmt/format.h>
@@ -41,21 +45,35 @@ std::string sse(const json& j) { return "data: " + dump(j) + "\n\n"; }
 
 const char* kRoutes[] = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics"};
 
+class HttpServerImpl final : public HttpServer {
+ public:
+  HttpServerImpl(Scheduler& sched, const Tokenizer& tok, HttpOptions opt);
+  int bind() override;
+  void run() override;
+  void stop() override;
+
+ private:
+  void routes();
+  void generate(const httplib::Request& req, httplib::Response& res, Endpoint endpoint);
+  std::string metrics_text();
+  void count(const std::string& route, int status);
+
+  Scheduler& sched_;
+  const Tokenizer& tok_;
+  HttpOptions opt_;
+  std::unique_ptr<httplib::Server> svr_;
+  std::mutex m_;
+  std::map<std::pair<std::string, int>, int64_t> requests_;
+};
+
 }  // namespace
 
-std::string render_prompt(const GenerationRequest& r, ChatFormat f) {
-  if (r.endpoint == Endpoint::kCompletion) return r.prompt;
-  return render_chat(f, r.messages, true);
-}
-
-HttpServer::HttpServer(Scheduler& sched, const Tokenizer& tok, HttpOptions opt)
+HttpServerImpl::HttpServerImpl(Scheduler& sched, const Tokenizer& tok, HttpOptions opt)
     : sched_(sched), tok_(tok), opt_(std::move(opt)), svr_(std::make_unique<httplib::Server>()) {
   routes();
 }
 
-HttpServer::~HttpServer() = default;
-
-int HttpServer::bind() {
+int HttpServerImpl::bind() {
   int port = opt_.port;
   if (port == 0) {
     port = svr_->bind_to_any_port(opt_.host);
@@ -66,15 +84,15 @@ int HttpServer::bind() {
   return port;
 }
 
-void HttpServer::run() { svr_->listen_after_bind(); }
-void HttpServer::stop() { svr_->stop(); }
+void HttpServerImpl::run() { svr_->listen_after_bind(); }
+void HttpServerImpl::stop() { svr_->stop(); }
 
-void HttpServer::count(const std::string& route, int status) {
+void HttpServerImpl::count(const std::string& route, int status) {
   std::lock_guard lk(m_);
   ++requests_[{route, status}];
 }
 
-void HttpServer::routes() {
+void HttpServerImpl::routes() {
   httplib::Server& s = *svr_;
   // SO_REUSEADDR only: httplib's default SO_REUSEPORT would let a second server bind the same
   // port and silently share its connections.
@@ -148,7 +166,7 @@ void HttpServer::routes() {
   }
 }
 
-void HttpServer::generate(const httplib::Request& req, httplib::Response& res, Endpoint endpoint) {
+void HttpServerImpl::generate(const httplib::Request& req, httplib::Response& res, Endpoint endpoint) {
   GenerationRequest g = parse_request(req.body, endpoint, opt_.limits);
   if (g.model.empty()) g.model = opt_.model_id;
   if (!g.seed_given) g.sampling.seed = std::random_device{}();
@@ -234,7 +252,7 @@ void HttpServer::generate(const httplib::Request& req, httplib::Response& res, E
       });
 }
 
-std::string HttpServer::metrics_text() {
+std::string HttpServerImpl::metrics_text() {
   const SchedulerMetrics m = sched_.metrics();
   const std::string fmt_label = fmt::format("format=\"{}\"", sched_.config().kv_label);
   std::string o;
@@ -271,3 +289,15 @@ std::string HttpServer::metrics_text() {
 }
 
 }  // namespace aquakv::serve
+
+extern "C" aquakv::serve::HttpServer* aquakv_http_server_create(aquakv::serve::Scheduler* sched,
+                                                                 const aquakv::Tokenizer* tok,
+                                                                 const aquakv::serve::HttpOptions* opt,
+                                                                 std::string* error) {
+  try {
+    return new aquakv::serve::HttpServerImpl(*sched, *tok, *opt);
+  } catch (const std::exception& e) {
+    *error = e.what();
+    return nullptr;
+  }
+}

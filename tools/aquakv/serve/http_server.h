@@ -2,7 +2,8 @@
 // /v1/completions, /v1/models, /health, /metrics), the API key check, body size and socket
 // limits, JSON error bodies for every failed request, server-sent events for streams, request
 // counters and the Prometheus text of /metrics. Not: parsing a request's fields
-// (api_request.h) or running it (scheduler.h).
+// (api_request.h) or running it (scheduler.h), or rendering a request's prompt (render_prompt,
+// api_request.h).
 #pragma once
 
 #include <cstdint>
@@ -16,12 +17,6 @@
 #include "aquakv/engine/tokenizer.h"
 #include "api_request.h"
 #include "scheduler.h"
-
-namespace httplib {
-class Server;
-struct Request;
-struct Response;
-}  // namespace httplib
 
 namespace aquakv::serve {
 
@@ -37,32 +32,30 @@ struct HttpOptions {
   RequestLimits limits;
 };
 
+// The server over a scheduler and its tokenizer.
 class HttpServer {
  public:
-  HttpServer(Scheduler& sched, const Tokenizer& tok, HttpOptions opt);
-  ~HttpServer();
+  virtual ~HttpServer() = default;
   // Binds (throws Error when it cannot) and returns the port.
-  int bind();
+  virtual int bind() = 0;
   // Serves until stop() (from another thread).
-  void run();
-  void stop();
-
- private:
-  void routes();
-  void generate(const httplib::Request& req, httplib::Response& res, Endpoint endpoint);
-  std::string metrics_text();
-  void count(const std::string& route, int status);
-
-  Scheduler& sched_;
-  const Tokenizer& tok_;
-  HttpOptions opt_;
-  std::unique_ptr<httplib::Server> svr_;
-  std::mutex m_;
-  std::map<std::pair<std::string, int>, int64_t> requests_;
+  virtual void run() = 0;
+  virtual void stop() = 0;
 };
 
-// The prompt text of a request: chat messages through the chat format (with the opening of
-// the assistant turn), or the completion prompt as given.
-std::string render_prompt(const GenerationRequest& r, ChatFormat f);
+// The server lives in a module of its own, kHttpModule beside the executable (http_server.cpp,
+// linked with cpp-httplib), loaded only here: cpp-httplib brings OpenSSL, brotli and zlib, whose
+// pages and start-up (OpenSSL's initialization runs when the library loads) cost every other
+// command ~5 MiB of resident memory (docs/RESULTS.md, "Memory: what the process holds beyond the
+// model and the cache"). The module resolves the rest of aquakv from the executable, which
+// exports its symbols. Throws Error naming the module when it cannot be loaded.
+inline constexpr const char* kHttpModule = "libaquakv_http.so";
+std::unique_ptr<HttpServer> make_http_server(Scheduler& sched, const Tokenizer& tok, const HttpOptions& opt);
 
 }  // namespace aquakv::serve
+
+// The module's entry point (C linkage, found with dlsym): a new server, or null with *error set.
+extern "C" aquakv::serve::HttpServer* aquakv_http_server_create(aquakv::serve::Scheduler* sched,
+                                                                 const aquakv::Tokenizer* tok,
+                                                                 const aquakv::serve::HttpOptions* opt,
+                                                                 std::string* error);
