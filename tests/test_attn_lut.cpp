@@ -13,17 +13,12 @@
 #include "aquakv/quant/grid.h"
 #include "aquakv/util/cpu.h"
 #include "aquakv/util/fp16.h"
+#include "random_rows.h"
 
 namespace aquakv {
 namespace {
 
-std::vector<float> randn(size_t n, uint32_t seed, float sd = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, sd);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using testing::randn;
 
 // t key rows as a cache stores them: `lead` bytes, then the fp16 scale, then P/2 code bytes, then
 // `tail` bytes (other heads' scales and codes), so strides and offsets are not multiples of 16.

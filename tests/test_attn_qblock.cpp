@@ -11,17 +11,12 @@
 #include "aquakv/ops/ggml_quantize.h"
 #include "aquakv/ops/ggml_types.h"
 #include "aquakv/util/cpu.h"
+#include "random_rows.h"
 
 namespace aquakv {
 namespace {
 
-std::vector<float> randn(size_t n, uint32_t seed, float sd = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, sd);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using testing::randn;
 
 // t rows of H heads x hd channels coded as `type` (row stride: H*hd values' bytes), and the
 // decoded floats.

@@ -23,18 +23,13 @@
 #include "aquakv/quant/higgs.h"
 #include "aquakv/util/cpu.h"
 #include "aquakv/util/fp16.h"
+#include "random_rows.h"
 #include "model_fixture.h"
 
 namespace aquakv {
 namespace {
 
-std::vector<float> randn(size_t n, uint32_t seed, float sd = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, sd);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using testing::randn;
 
 // Kernels: |score error| <= 2 hd eps32 sum_c |q_c k_c| (f32 dot of hd terms, any order);
 // online update + accumulation: relative 1e-6 of the output scale (exp approximation 2e-7,

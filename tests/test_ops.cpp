@@ -9,17 +9,12 @@
 #include "aquakv/ops/nn.h"
 #include "aquakv/util/cpu.h"
 #include "aquakv/util/parallel.h"
+#include "random_rows.h"
 
 namespace aquakv {
 namespace {
 
-std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using testing::randn;
 
 double max_diff(const std::vector<float>& a, const std::vector<float>& b) {
   double m = 0;

@@ -27,35 +27,30 @@ namespace {
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr int64_t kQueryBlock = 64;  // queries per block (prefill); x G query heads per KV head
 
+// A 0|1 switch from the environment, read once by its caller: `name` unset or empty gives
+// `fallback`; any other value than 0 or 1 is named on stderr and ignored.
+int env_switch(const char* name, int fallback) {
+  const char* e = std::getenv(name);
+  if (e == nullptr || *e == '\0') return fallback;
+  if (std::strcmp(e, "0") == 0) return 0;
+  if (std::strcmp(e, "1") == 0) return 1;
+  std::fprintf(stderr, "aquakv: %s='%s' is not 0 or 1; ignored\n", name, e);
+  return fallback;
+}
+
 // AQUAKV_ATTN_QBLOCK=0|1: decode steps over q8_0 / q4_0 rows score keys by integer dot products
 // on the blocks and sum values from the blocks (ops/attn_qblock.h), or decode each tile to f32
-// first (0). Read once; any other value is named on stderr and ignored.
+// first (0). Default 1.
 bool qblock_env() {
-  static const bool on = [] {
-    constexpr bool kDefault = true;
-    const char* e = std::getenv("AQUAKV_ATTN_QBLOCK");
-    if (e == nullptr || *e == '\0') return kDefault;
-    if (std::strcmp(e, "0") == 0) return false;
-    if (std::strcmp(e, "1") == 0) return true;
-    std::fprintf(stderr, "aquakv: AQUAKV_ATTN_QBLOCK='%s' is not 0 or 1; ignored\n", e);
-    return kDefault;
-  }();
+  static const bool on = env_switch("AQUAKV_ATTN_QBLOCK", 1) != 0;
   return on;
 }
 
 // AQUAKV_ATTN_LUT=0|1: decode steps over HIGGS 2x16 keys score them by per-query byte tables
-// (ops/attn_lut.h), or exactly in the inner basis on rows decoded to floats (0). Read once (any
-// other value is named on stderr and ignored); set_attend_lut overrides it.
+// (ops/attn_lut.h), or exactly in the inner basis on rows decoded to floats (0). Default 1;
+// set_attend_lut overrides it.
 int& lut_mode() {
-  static int mode = [] {
-    constexpr int kDefault = 1;
-    const char* e = std::getenv("AQUAKV_ATTN_LUT");
-    if (e == nullptr || *e == '\0') return kDefault;
-    if (std::strcmp(e, "0") == 0) return 0;
-    if (std::strcmp(e, "1") == 0) return 1;
-    std::fprintf(stderr, "aquakv: AQUAKV_ATTN_LUT='%s' is not 0 or 1; ignored\n", e);
-    return kDefault;
-  }();
+  static int mode = env_switch("AQUAKV_ATTN_LUT", 1);
   return mode;
 }
 
@@ -310,7 +305,7 @@ void tile_queries(const Ctx& c, const Tile& t, int64_t i0, int64_t i1, State& st
     stride = sg.stride;
     f16 = true;
   } else {
-    if (!kq) sc.k.resize(size_t(rows * c.C));
+    if (!kq && !klut) sc.k.resize(size_t(rows * c.C));
     if (!vq) sc.v.resize(size_t(rows * c.C));
     K = sc.k.data();
     V = sc.v.data();
