@@ -96,6 +96,43 @@ TEST_F(CliReduction, KvSharerCalibratesAndRuns) {
   EXPECT_FALSE(fs::exists(dir_ / "x.plan"));
 }
 
+// LoRC end to end: plans from the model's weights; at full rank (every dimension kept, no sinks)
+// perplexity equals fp16's up to the latents' fp16 rounding; a uniform half-rank plan stores 8
+// bits per value (plus the 4 exact sinks); bad settings and a QK-norm model are refused.
+TEST_F(CliReduction, LorcPlansFromTheWeightsAndRuns) {
+  const std::string full = (dir_ / "full.lorc").string(), half = (dir_ / "half.lorc").string();
+  auto r = aquakv::testing::run_cli("calibrate --method lorc --keep 1 -m " + model_ + " -o " + full);
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = aquakv::testing::run_cli("calibrate --method lorc --keep 0.5 --lorc-schedule uniform -m " + model_ + " -o " + half);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("8.000 bits per value"), std::string::npos) << r.out;
+  auto ppl_of = [](const std::string& out) {
+    std::smatch m;
+    return std::regex_search(out, m, std::regex(R"(PPL = ([0-9.]+))")) ? std::stod(m[1]) : -1.0;
+  };
+  const auto base = ppl("fp16"), a = ppl("lorc:" + full + ",p=0"), b = ppl("lorc:" + half);
+  ASSERT_EQ(base.code, 0) << base.out;
+  ASSERT_EQ(a.code, 0) << a.out;
+  ASSERT_EQ(b.code, 0) << b.out;
+  EXPECT_GT(ppl_of(base.out), 1.0) << base.out;
+  EXPECT_NEAR(ppl_of(a.out) / ppl_of(base.out), 1.0, 1e-3) << a.out;
+  EXPECT_NEAR(bits(a.out), 16.0, 1e-6) << a.out;
+  // 8 bits for the latents of 251 tokens, 16 for the 4 sinks.
+  EXPECT_NEAR(bits(b.out), (8.0 * 251 + 16.0 * 4) / 255, 0.002) << b.out;
+  std::vector<std::pair<std::string, std::string>> bad = {
+      {"calibrate --method lorc --keep 0 -m " + model_ + " -o " + (dir_ / "x.lorc").string(), "--keep"},
+      {"calibrate --method lorc --lorc-center -m " + model_ + " -o " + (dir_ / "x.lorc").string(), "-f"},
+      {"perplexity -m " + model_ + " -f " + text_ + " -c 256 --chunks 1 --kv lorc:" + text_, "bad magic"}};
+  if (const char* g = std::getenv("AQUAKV_GEMMA_MODEL"); g != nullptr && *g != '\0')
+    bad.push_back({"calibrate --method lorc -m " + std::string(g) + " -o " + (dir_ / "x.lorc").string(), "QK-norm"});
+  for (const auto& [cmd, what] : bad) {
+    r = aquakv::testing::run_cli(cmd);
+    EXPECT_NE(r.code, 0) << cmd << "\n" << r.out;
+    EXPECT_NE(r.out.find(what), std::string::npos) << cmd << "\n" << r.out;
+  }
+  EXPECT_FALSE(fs::exists(dir_ / "x.lorc"));
+}
+
 TEST_F(CliReduction, BadSpecsAreOneLineErrors) {
   for (const std::string kv : {"l2evict:2+fp16", "l2evict:0.5", "l2evict:0.5+kivi2", "think:1", "clusterkv:0",
                                "minicache:99", "think:0.4,k=higgs2"}) {

@@ -7,6 +7,7 @@
 #include "aquakv/kv/compressed_formats.h"
 #include "aquakv/kv/eviction.h"
 #include "aquakv/kv/layer_share.h"
+#include "aquakv/kv/lorc_cache.h"
 #include "aquakv/kv/minicache.h"
 #include "aquakv/kv/quant_tables.h"
 #include "aquakv/kv/think_cache.h"
@@ -91,6 +92,8 @@ std::vector<CacheFormat>& table() {
        make_clusterkv_from_spec, "p=4,r=128,m=128,c=16"},
       {"minicache", "MiniCache: minicache[:S][,t=T,keep=F,p=N,b=N] (layers S.. merged in adjacent pairs: one direction per token and head, per-layer magnitudes, the most distant rows kept whole)",
        make_minicache_from_spec, "S=layers/2,t=0.6,keep=0.05,p=4,b=128"},
+      {"lorc", "LoRC: lorc:PLAN[,p=N] (keys and values stored as fp16 latents on per-layer low-rank bases from the model's K/V weights; aquakv calibrate --method lorc)",
+       make_lorc_from_spec, "p=4"},
       // Policies around a format: "policy:ARGS+FORMAT".
       {"kvsharer", "KVSharer: kvsharer:PLAN[+FORMAT] (layer sharing from aquakv calibrate --method kvsharer: shared layers store nothing and attend over an earlier layer's rows; the other layers in FORMAT, default fp16)",
        make_kvsharer_from_spec, "FORMAT=fp16"},

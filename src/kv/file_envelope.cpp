@@ -3,6 +3,8 @@
 
 #include <cstring>
 
+#include <fmt/format.h>
+
 #include "aquakv/util/error.h"
 #include "aquakv/util/hash.h"
 
@@ -36,6 +38,46 @@ uint64_t check_envelope(ByteReader& r, std::span<const uint8_t> bytes, const cha
   std::memcpy(&got, bytes.data() + bytes.size() - 8, 8);
   if (got != want) fail("{}: checksum mismatch (file corrupted)", what);
   return got;
+}
+
+namespace {
+constexpr int64_t kMaxLayers = 4096, kMaxWidth = 65536;
+}  // namespace
+
+void write_fingerprint(ByteWriter& w, const ModelFingerprint& m) {
+  w.str(m.arch);
+  w.put<int64_t>(m.n_layers);
+  w.put<int64_t>(m.n_kv_heads);
+  w.put<int64_t>(m.head_dim);
+  w.put<int64_t>(m.kv_width);
+  w.put<uint64_t>(m.meta_hash);
+}
+
+ModelFingerprint read_fingerprint(ByteReader& r, const std::string& what) {
+  ModelFingerprint m;
+  m.arch = r.str("arch", 256);
+  m.n_layers = r.get<int64_t>("n_layers");
+  m.n_kv_heads = r.get<int64_t>("n_kv_heads");
+  m.head_dim = r.get<int64_t>("head_dim");
+  m.kv_width = r.get<int64_t>("kv_width");
+  m.meta_hash = r.get<uint64_t>("meta_hash");
+  if (m.n_layers < 1 || m.n_layers > kMaxLayers || m.n_kv_heads < 1 || m.n_kv_heads > kMaxWidth || m.head_dim < 1 || m.head_dim > kMaxWidth ||
+      m.kv_width != m.n_kv_heads * m.head_dim || m.kv_width > kMaxWidth)
+    fail("{}: bad model dimensions ({} layers, {} x {} = width {})", what, m.n_layers, m.n_kv_heads, m.head_dim,
+         m.kv_width);
+  return m;
+}
+
+void check_fingerprint(const ModelFingerprint& m, const KvShape& shape, const std::string& what) {
+  auto differ = [&](const char* field, auto file, auto model) {
+    fail("{}: made for a model with {} {}, this model has {}", what, field, file, model);
+  };
+  if (m.n_layers != shape.n_layers) differ("n_layers", m.n_layers, shape.n_layers);
+  if (m.n_kv_heads != shape.n_kv_heads) differ("n_kv_heads", m.n_kv_heads, shape.n_kv_heads);
+  if (m.head_dim != shape.head_dim) differ("head_dim", m.head_dim, shape.head_dim);
+  if (!shape.arch.empty() && m.arch != shape.arch) differ("architecture", m.arch, shape.arch);
+  if (shape.model_hash != 0 && m.meta_hash != shape.model_hash)
+    differ("fingerprint", fmt::format("{:016x}", m.meta_hash), fmt::format("{:016x}", shape.model_hash));
 }
 
 }  // namespace aquakv

@@ -18,7 +18,6 @@ namespace aquakv {
 namespace {
 
 constexpr char kMagic[8] = {'A', 'Q', 'K', 'V', 'S', 'H', 'A', 'R'};
-constexpr int64_t kMaxLayers = 4096, kMaxWidth = 65536;
 
 // Layers that store rows get compact indices 0.. in order; a shared layer maps to its source's.
 std::vector<int> compact_index(const std::vector<int32_t>& source) {
@@ -193,12 +192,7 @@ void save_layer_share_plan(LayerSharePlan& plan, const std::string& path) {
   check_layer_share_plan(plan.source, "layer-share plan " + path);
   ByteWriter w;
   const size_t length_at = begin_envelope(w, kMagic, kLayerSharePlanVersion);
-  w.str(m.arch);
-  w.put<int64_t>(m.n_layers);
-  w.put<int64_t>(m.n_kv_heads);
-  w.put<int64_t>(m.head_dim);
-  w.put<int64_t>(m.kv_width);
-  w.put<uint64_t>(m.meta_hash);
+  write_fingerprint(w, m);
   for (int32_t s : plan.source) w.put<int32_t>(s);
   w.str(plan.notes);
   plan.checksum = end_envelope(w, length_at);
@@ -209,18 +203,8 @@ LayerSharePlan parse_layer_share_plan(std::span<const uint8_t> bytes, const std:
   ByteReader r(bytes, "layer-share plan " + name);
   LayerSharePlan p;
   p.checksum = check_envelope(r, bytes, kMagic, kLayerSharePlanVersion, "layer-share plan " + name, "layer-share plan");
-  ModelFingerprint& m = p.model;
-  m.arch = r.str("arch", 256);
-  m.n_layers = r.get<int64_t>("n_layers");
-  m.n_kv_heads = r.get<int64_t>("n_kv_heads");
-  m.head_dim = r.get<int64_t>("head_dim");
-  m.kv_width = r.get<int64_t>("kv_width");
-  m.meta_hash = r.get<uint64_t>("meta_hash");
-  if (m.n_layers < 1 || m.n_layers > kMaxLayers || m.n_kv_heads < 1 || m.head_dim < 1 ||
-      m.kv_width != m.n_kv_heads * m.head_dim || m.kv_width > kMaxWidth)
-    fail("layer-share plan {}: bad model dimensions ({} layers, {} x {} = width {})", name, m.n_layers, m.n_kv_heads,
-         m.head_dim, m.kv_width);
-  for (int64_t l = 0; l < m.n_layers; ++l) p.source.push_back(r.get<int32_t>("source"));
+  p.model = read_fingerprint(r, "layer-share plan " + name);
+  for (int64_t l = 0; l < p.model.n_layers; ++l) p.source.push_back(r.get<int32_t>("source"));
   p.notes = r.str("notes");
   if (r.remaining() != 8) fail("layer-share plan {}: {} unexpected bytes after the notes", name, r.remaining() - 8);
   check_layer_share_plan(p.source, "layer-share plan " + name);
@@ -259,16 +243,7 @@ std::unique_ptr<KvCache> make_kvsharer_from_spec(const std::string& args, const 
   if (path.empty()) fail("--kv kvsharer: needs a plan file: kvsharer:PLAN[+FORMAT] (make one with aquakv calibrate --method kvsharer)");
   if (format.empty()) fail("--kv kvsharer: nothing after '+' (kvsharer:PLAN[+FORMAT])");
   const LayerSharePlan p = load_layer_share_plan(path);
-  const ModelFingerprint& m = p.model;
-  auto differ = [&](const char* what, auto file, auto model) {
-    fail("layer-share plan {}: made for a model with {} {}, this model has {}", path, what, file, model);
-  };
-  if (m.n_layers != shape.n_layers) differ("n_layers", m.n_layers, shape.n_layers);
-  if (m.n_kv_heads != shape.n_kv_heads) differ("n_kv_heads", m.n_kv_heads, shape.n_kv_heads);
-  if (m.head_dim != shape.head_dim) differ("head_dim", m.head_dim, shape.head_dim);
-  if (!shape.arch.empty() && m.arch != shape.arch) differ("architecture", m.arch, shape.arch);
-  if (shape.model_hash != 0 && m.meta_hash != shape.model_hash)
-    differ("fingerprint", fmt::format("{:016x}", m.meta_hash), fmt::format("{:016x}", shape.model_hash));
+  check_fingerprint(p.model, shape, "layer-share plan " + path);
   auto inner = make_cache(format, compact_share_shape(shape, p.source, p.checksum));
   const std::string name = fmt::format("kvsharer:{}+{}", path, inner->name());
   return make_layer_share_cache(shape, p.source, std::move(inner), name);

@@ -24,7 +24,6 @@ namespace aquakv {
 namespace {
 
 constexpr char kMagic[8] = {'A', 'Q', 'K', 'V', 'Q', 'T', 'A', 'B'};
-constexpr int64_t kMaxLayers = 4096, kMaxWidth = 65536;
 
 void put_floats(ByteWriter& w, const std::vector<float>& v) { w.append(v.data(), v.size() * sizeof(float)); }
 
@@ -90,16 +89,7 @@ void check_tables(const QuantTables& t, const std::string& name) {
 }
 
 void check_model(const QuantTables& t, const KvShape& shape, const std::string& path) {
-  const ModelFingerprint& m = t.model;
-  auto differ = [&](const char* what, auto file, auto model) {
-    fail("quant tables {}: made for a model with {} {}, this model has {}", path, what, file, model);
-  };
-  if (m.n_layers != shape.n_layers) differ("n_layers", m.n_layers, shape.n_layers);
-  if (m.n_kv_heads != shape.n_kv_heads) differ("n_kv_heads", m.n_kv_heads, shape.n_kv_heads);
-  if (m.head_dim != shape.head_dim) differ("head_dim", m.head_dim, shape.head_dim);
-  if (!shape.arch.empty() && m.arch != shape.arch) differ("architecture", m.arch, shape.arch);
-  if (shape.model_hash != 0 && m.meta_hash != shape.model_hash)
-    differ("fingerprint", fmt::format("{:016x}", m.meta_hash), fmt::format("{:016x}", shape.model_hash));
+  check_fingerprint(t.model, shape, "quant tables " + path);
 }
 
 int64_t parse_count(const std::string& spec, const std::string& item) {
@@ -140,12 +130,7 @@ void save_quant_tables(const QuantTables& t, const std::string& path) {
   ByteWriter w;
   const size_t length_at = begin_envelope(w, kMagic, kQuantTablesVersion);
   w.str(t.method);
-  w.str(t.model.arch);
-  w.put<int64_t>(t.model.n_layers);
-  w.put<int64_t>(t.model.n_kv_heads);
-  w.put<int64_t>(t.model.head_dim);
-  w.put<int64_t>(t.model.kv_width);
-  w.put<uint64_t>(t.model.meta_hash);
+  write_fingerprint(w, t.model);
   w.put<int32_t>(t.bits);
   w.put<int64_t>(t.outliers_per_row);
   w.put<int64_t>(t.group);
@@ -167,17 +152,7 @@ QuantTables parse_quant_tables(std::span<const uint8_t> bytes, const std::string
   t.checksum = sum;
   t.method = r.str("method", 64);
   if (t.method != "kvquant" && t.method != "cq") fail("quant tables {}: unknown method '{}'", name, t.method);
-  t.model.arch = r.str("arch", 256);
-  t.model.n_layers = r.get<int64_t>("n_layers");
-  t.model.n_kv_heads = r.get<int64_t>("n_kv_heads");
-  t.model.head_dim = r.get<int64_t>("head_dim");
-  t.model.kv_width = r.get<int64_t>("kv_width");
-  t.model.meta_hash = r.get<uint64_t>("meta_hash");
-  const auto& m = t.model;
-  if (m.n_layers < 1 || m.n_layers > kMaxLayers || m.n_kv_heads < 1 || m.head_dim < 1 ||
-      m.kv_width != m.n_kv_heads * m.head_dim || m.kv_width > kMaxWidth)
-    fail("quant tables {}: bad model dimensions ({} layers, {} x {} = width {})", name, m.n_layers, m.n_kv_heads,
-         m.head_dim, m.kv_width);
+  t.model = read_fingerprint(r, "quant tables " + name);
   t.bits = r.get<int32_t>("bits");
   if (t.bits < 1 || t.bits > (t.method == "cq" ? 12 : 8))
     fail("quant tables {}: bits {} out of range for {}", name, t.bits, t.method);
@@ -185,7 +160,7 @@ QuantTables parse_quant_tables(std::span<const uint8_t> bytes, const std::string
   t.group = r.get<int64_t>("group");
   t.notes = r.str("notes");
   const Sizes z = sizes(t);
-  for (int64_t l = 0; l < m.n_layers; ++l) {
+  for (int64_t l = 0; l < t.model.n_layers; ++l) {
     QuantLayerTables L;
     L.key_centroids = get_floats(r, z.key_centroids, "key centroids");
     L.key_offset = get_floats(r, z.key_offset, "key offsets");

@@ -11,6 +11,7 @@
 #include "aquakv/calib/cq_fit.h"
 #include "aquakv/calib/kvquant_fit.h"
 #include "aquakv/calib/kvsharer_fit.h"
+#include "aquakv/calib/lorc_fit.h"
 #include "aquakv/kv/adapters.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/file_io.h"
@@ -37,6 +38,10 @@ struct Args {
   bool fisher = false;  // kvquant / cq: k-means weighted by Fisher information
   std::string datatype = "kmeans";  // kvquant: kmeans or uniform (ablation)
   KvSharerFitOptions share;
+  LorcFitOptions lorc;
+  std::string lorc_schedule = "progressive";
+  std::string lorc_streams = "both";
+  bool lorc_center = false;
   CLI::Option* tokens_opt = nullptr;
   CLI::Option* window_opt = nullptr;
 };
@@ -57,6 +62,44 @@ int run_kvsharer(Args& a) {
     std::printf("%3d <- %-3d      %9.4f  %10.5f  %s\n", t.j, t.i, t.distance, t.similarity, t.accepted ? "yes" : "no");
   std::printf("wrote %s (%d of %lld layers shared, %zu candidates tried, threshold %g)\n", a.out.c_str(), s.n_shared(),
               (long long)plan.model.n_layers, s.trials.size(), a.share.search.threshold);
+  std::printf("wall time %.1f s, peak memory %.0f MiB\n", total_s, double(peak_rss_bytes()) / (1 << 20));
+  if (a.json_opt->count() > 0) write_file_atomic(a.json_out, plan.notes + "\n", "--json");
+  return 0;
+}
+
+// --method lorc: SVD of every layer's K/V projections, the rank schedule, the plan file.
+int run_lorc(Args& a) {
+  const auto t0 = std::chrono::steady_clock::now();
+  a.lorc.progressive = a.lorc_schedule == "progressive";
+  a.lorc.keys = a.lorc_streams != "values";
+  a.lorc.values = a.lorc_streams != "keys";
+  if (a.lorc_center && a.o.text_files.empty()) fail("calibrate --method lorc: --lorc-center needs -f (the text whose mean rows it keeps)");
+  const auto model = Model::load(a.o.model_path);
+  LorcPlan plan = fit_lorc(*model, a.lorc);
+  const int64_t C = plan.model.kv_width;
+  // With -f: what the plan loses on captured rows of the text (and, with --lorc-center, the
+  // means it keeps).
+  std::vector<std::array<double, 2>> err;
+  if (!a.o.text_files.empty()) {
+    CalibrateReport rep;
+    ProgressBar bar(a.quiet);
+    const KvSamples s = capture_samples(a.o, &rep, [&](const char* stage, int64_t done, int64_t total) { bar(stage, done, total); });
+    if (a.lorc_center) lorc_center_on(plan, s);
+    err = lorc_projection_error(plan, s);
+  }
+  save_lorc_plan(plan, a.out);
+  std::printf("layer  key rank  value rank  key cond  value cond%s\n", err.empty() ? "" : "  key relMSE  value relMSE (on -f text)");
+  for (size_t l = 0; l < plan.layers.size(); ++l) {
+    std::printf("%5zu  %8lld  %10lld  %8.1f  %10.1f", l, (long long)plan.layers[l][0].rank, (long long)plan.layers[l][1].rank,
+                plan.layers[l][0].condition, plan.layers[l][1].condition);
+    if (!err.empty()) std::printf("  %10.5f  %12.5f", err[l][0], err[l][1]);
+    std::printf("\n");
+  }
+  const double bits = 16.0 * double(plan.latent_width()) / double(2 * C * plan.model.n_layers);
+  std::printf("wrote %s (%s schedule, mean share kept %.4f of %lld dimensions: %.3f bits per value as fp16 latents)\n",
+              a.out.c_str(), a.lorc_schedule.c_str(), double(plan.latent_width()) / double(2 * C * plan.model.n_layers),
+              (long long)C, bits);
+  const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("wall time %.1f s, peak memory %.0f MiB\n", total_s, double(peak_rss_bytes()) / (1 << 20));
   if (a.json_opt->count() > 0) write_file_atomic(a.json_out, plan.notes + "\n", "--json");
   return 0;
@@ -158,8 +201,18 @@ const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors (or KVQuant/CQ t
   sub.add_flag("-q,--quiet", a->quiet, "no progress output");
   sub.add_option("--method", a->method,
                  "aquakv (cross-layer predictors), kvquant (tables for --kv kvquant:FILE), cq (codebooks for --kv cq:FILE) "
-                 "or kvsharer (a layer-sharing plan for --kv kvsharer:FILE; default --tokens 2048 --window 512)")
-      ->capture_default_str()->check(CLI::IsMember({"aquakv", "kvquant", "cq", "kvsharer"}));
+                 "kvsharer (a layer-sharing plan for --kv kvsharer:FILE; default --tokens 2048 --window 512) "
+                 "or lorc (low-rank K/V bases from the model's weights for --kv lorc:FILE; no text)")
+      ->capture_default_str()->check(CLI::IsMember({"aquakv", "kvquant", "cq", "kvsharer", "lorc"}));
+  sub.add_option("--keep", a->lorc.keep, "lorc: mean share of each layer's key/value dimensions kept, in (0, 1]")
+      ->capture_default_str()->check(CLI::Range(1e-6, 1.0));
+  sub.add_option("--lorc-schedule", a->lorc_schedule,
+                 "lorc: progressive (ranks from the cumulative condition numbers, shallow layers kept most) or uniform")
+      ->capture_default_str()->check(CLI::IsMember({"progressive", "uniform"}));
+  sub.add_flag("--lorc-center", a->lorc_center,
+               "lorc: offsets = the mean key/value rows of the -f text (a data-aware variant; the paper's plan is data-free)");
+  sub.add_option("--lorc-streams", a->lorc_streams, "lorc: streams given low rank: both, keys or values (the other keeps every dimension)")
+      ->capture_default_str()->check(CLI::IsMember({"both", "keys", "values"}));
   sub.add_option("--share-layers", a->share.search.target, "kvsharer: layers to share")->capture_default_str();
   sub.add_option("--share-threshold", a->share.search.threshold,
                  "kvsharer: least mean cosine similarity of the calibration logits to accept a sharing")->capture_default_str();
@@ -211,6 +264,7 @@ const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors (or KVQuant/CQ t
     if (a->datatype != "kmeans" && a->method != "kvquant") fail("calibrate: --datatype applies to --method kvquant");
     if (!a->o.share_plan.empty() && a->method != "aquakv") fail("calibrate: --share-plan applies to --method aquakv");
     if (a->method == "kvsharer") return run_kvsharer(*a);
+    if (a->method == "lorc") return run_lorc(*a);
     if (a->method != "aquakv") return run_tables(*a);
     if (a->fisher || a->o.fisher_windows > 0) fail("calibrate: --fisher applies to --method kvquant or cq");
     a->o.bits = a->bits;
