@@ -15,6 +15,7 @@
 #include "aquakv/kv/cache_factory.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/fp16.h"
+#include "aquakv/util/hash.h"
 
 namespace aquakv {
 namespace {
@@ -125,6 +126,34 @@ TEST(Adapters, F16StorageRoundsEachWeight) {
   EXPECT_LT(fs::file_size(t.file("h.bin")), fs::file_size(t.file("f.bin")) * 6 / 10);
 }
 
+// Maps with the wide inputs (key 2C, value 3C) round-trip as version 4; the same bytes labelled
+// version 3 (checksum recomputed) are refused, naming the map's shape.
+TEST(Adapters, WideInputMapsNeedVersion4) {
+  TmpDir t;
+  std::mt19937 rng(7);
+  Adapters a = sample();
+  EXPECT_FALSE(a.has_wide_inputs());
+  a.layers[1].key = random_map(32, 16, 0, rng);
+  a.layers[3].value = random_map(48, 16, 0, rng);
+  EXPECT_TRUE(a.has_wide_inputs());
+  const std::string p = t.file("w.bin");
+  save_adapters(a, p);
+  std::vector<char> b = slurp(p);
+  EXPECT_EQ(b[8], 4);
+  const Adapters c = load_adapters(p);
+  expect_same_map(a.layers[1].key, c.layers[1].key);
+  expect_same_map(a.layers[3].value, c.layers[3].value);
+  b[8] = 3;
+  const uint64_t sum = fnv1a64(b.data(), int64_t(b.size() - 8));
+  std::memcpy(b.data() + b.size() - 8, &sum, 8);
+  spit(p, b);
+  expect_refused([&] { load_adapters(p); }, "key predictor is 32x16");
+  // A map of any other width is refused at version 4 too.
+  a.layers[1].key = random_map(48, 16, 0, rng);
+  save_adapters(a, p);
+  expect_refused([&] { load_adapters(p); }, "expected (16 or 32)x16");
+}
+
 TEST(Adapters, RefusesDamagedFiles) {
   TmpDir t;
   const std::string p = t.file("a.bin");
@@ -138,9 +167,9 @@ TEST(Adapters, RefusesDamagedFiles) {
   expect_refused(load, "bad magic");
 
   b = good;
-  b[8] = 4;  // version
+  b[8] = 5;  // version
   spit(p, b);
-  expect_refused(load, "format version 4");
+  expect_refused(load, "format version 5");
 
   for (size_t cut : {size_t(10), size_t(30), good.size() / 2, good.size() - 1}) {
     b.assign(good.begin(), good.begin() + std::ptrdiff_t(cut));

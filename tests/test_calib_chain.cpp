@@ -102,8 +102,9 @@ TEST(FitChain, RecoversPlantedCrossLayerMaps) {
   EXPECT_EQ(st[0].k_val, 1.0);  // layer 0: no predictor
 }
 
-// With `plan`, layer 1 codes keys and values with other codecs than layer 2 (a bit plan).
-void check_chain_equals_cache(bool plan) {
+// With `plan`, layer 1 codes keys and values with other codecs than layer 2 (a bit plan); with
+// `wide`, the predictors read the wide inputs (key 2C, value 3C).
+void check_chain_equals_cache(bool plan, bool wide = false) {
   const Planted p = planted(300, 60, 0.05, 2);
   auto kq = std::make_shared<CoarseCodec>(kC, 3);
   auto vq = std::make_shared<CoarseCodec>(kC, 2);
@@ -116,11 +117,17 @@ void check_chain_equals_cache(bool plan) {
     o.layer_key_codecs = {nullptr, std::make_shared<CoarseCodec>(kC, 6), nullptr};
     o.layer_value_codecs = {nullptr, std::make_shared<CoarseCodec>(kC, 4), std::make_shared<CoarseCodec>(kC, 7)};
   }
+  o.wide_inputs = wide;
   std::vector<std::vector<float>> ck(kL), cv(kL);
   o.on_layer = [&](int l, const std::vector<float>& k, const std::vector<float>& v) { ck[l] = k; cv[l] = v; };
   auto a = std::make_shared<Adapters>();
   a->model = {"t", kL, 1, kC, kC, 0};
   a->layers = fit_chain(p.s, o, nullptr);
+  for (int l = 1; l < kL; ++l) {
+    EXPECT_EQ(a->layers[size_t(l)].key.in, (wide ? 2 : 1) * kC);
+    EXPECT_EQ(a->layers[size_t(l)].value.in, (wide ? 3 : 2) * kC);
+  }
+  EXPECT_EQ(a->has_wide_inputs(), wide);
   // Feed all rows as one sequence with no sinks, compressing at every step of 37 tokens.
   KvShape shape;
   shape.n_layers = kL;
@@ -169,6 +176,7 @@ void check_chain_equals_cache(bool plan) {
 }
 
 TEST(FitChain, ReconstructionsEqualTheCachesBitForBit) { check_chain_equals_cache(false); }
+TEST(FitChain, WideInputsReconstructLikeTheCache) { check_chain_equals_cache(false, true); }
 
 // The wrapper codes x * s and decodes / s: with a lossless inner codec and power-of-two scales
 // the round trip is exact, and the inner codec sees the scaled rows.

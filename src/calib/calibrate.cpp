@@ -391,6 +391,7 @@ Adapters calibrate(const CalibrateOptions& opt, CalibrateReport* report,
   chain.fit_values = opt.fit_values;
   chain.scale_keys = opt.scale_keys;
   chain.scale_values = opt.scale_values;
+  chain.wide_inputs = opt.wide_inputs;
   Adapters a;
   LayerSharePlan share;
   if (!opt.share_plan.empty()) share = load_layer_share_plan(opt.share_plan);
@@ -418,7 +419,7 @@ Adapters calibrate(const CalibrateOptions& opt, CalibrateReport* report,
                       {"bits", opt.bits}, {"plan_codecs", opt.plan_codecs}, {"plan_weighted", opt.plan_weighted},
                       {"plan_key_weight", opt.plan_key_weight}, {"plan_layer_norm", opt.plan_layer_norm},
                       {"scale_keys", opt.scale_keys},
-                      {"scale_values", opt.scale_values}, {"share_plan", opt.share_plan},
+                      {"scale_values", opt.scale_values}, {"predictor_inputs", opt.wide_inputs ? "wide" : "narrow"}, {"share_plan", opt.share_plan},
                       {"share_plan_checksum", opt.share_plan.empty() ? uint64_t(0) : share.checksum}};
   a.notes = notes.dump();
   if (report) *report = rep;

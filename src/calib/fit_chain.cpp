@@ -123,8 +123,9 @@ std::vector<LayerPredictors> fit_chain(const KvSamples& d, const ChainOptions& o
     vh.assign(size_t(rows * C), 0.f);
     const bool pk = l > 0 && opt.fit_keys, pv = l > 0 && opt.fit_values;
     if (pk) {
-      const AffineInput in{kh_prev.data(), C, C};
-      out[size_t(l)].key = fit_stream(&in, 1, C, yk, d.n_train, rows, C, opt, kh, st.k_train, st.k_val);
+      const AffineInput in[2] = {{kh_prev.data(), C, C}, {vh_prev.data(), C, C}};
+      const int n_in = opt.wide_inputs ? 2 : 1;
+      out[size_t(l)].key = fit_stream(in, n_in, n_in * C, yk, d.n_train, rows, C, opt, kh, st.k_train, st.k_val);
     }
     if (l > 0 && opt.on_residual) opt.on_residual(int(l), true, yk, kh);
     const Codec* kcod = l == 0 ? opt.layer0_codec.get() : &codec_of(opt.layer_key_codecs, l, *opt.key_codec);
@@ -141,8 +142,9 @@ std::vector<LayerPredictors> fit_chain(const KvSamples& d, const ChainOptions& o
     st.k_codec = kcod->spec();
     quantize_rows(*kcod, yk, pk, kh, rows);
     if (pv) {
-      const AffineInput in[2] = {{kh.data(), C, C}, {vh_prev.data(), C, C}};
-      out[size_t(l)].value = fit_stream(in, 2, 2 * C, yv, d.n_train, rows, C, opt, vh, st.v_train, st.v_val);
+      const AffineInput in[3] = {{kh.data(), C, C}, {vh_prev.data(), C, C}, {kh_prev.data(), C, C}};
+      const int n_in = opt.wide_inputs ? 3 : 2;
+      out[size_t(l)].value = fit_stream(in, n_in, n_in * C, yv, d.n_train, rows, C, opt, vh, st.v_train, st.v_val);
     }
     if (l > 0 && opt.on_residual) opt.on_residual(int(l), false, yv, vh);
     if (l > 0 && opt.scale_values) {

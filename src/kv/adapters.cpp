@@ -5,6 +5,8 @@
 #include <cstring>
 #include <string_view>
 
+#include <fmt/format.h>
+
 #include "aquakv/util/binary_io.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/file_io.h"
@@ -51,15 +53,18 @@ void put_map(ByteWriter& w, const AffineMap& m, AdapterDtype dt) {
   put_floats(w, m.bias, dt);
 }
 
-AffineMap get_map(ByteReader& r, AdapterDtype dt, int64_t want_in, int64_t want_out, int64_t layer,
+// A map of in_a or in_b inputs (the narrow and wide predictor inputs; equal when only one is
+// allowed) and want_out outputs.
+AffineMap get_map(ByteReader& r, AdapterDtype dt, int64_t in_a, int64_t in_b, int64_t want_out, int64_t layer,
                   const char* which, const std::string& path) {
   AffineMap m;
   m.in = r.get<int64_t>(which);
   m.out = r.get<int64_t>(which);
   m.rank = r.get<int64_t>(which);
-  if (m.in != want_in || m.out != want_out || m.rank < 0 || m.rank > m.out)
+  if ((m.in != in_a && m.in != in_b) || m.out != want_out || m.rank < 0 || m.rank > m.out)
     fail("adapters {}: layer {} {} predictor is {}x{} rank {}, expected {}x{} rank <= {}", path,
-         layer, which, m.in, m.out, m.rank, want_in, want_out, want_out);
+         layer, which, m.in, m.out, m.rank, in_a == in_b ? fmt::format("{}", in_a) : fmt::format("({} or {})", in_a, in_b),
+         want_out, want_out);
   if (m.rank == 0) {
     m.w = get_floats(r, m.in * m.out, dt, which);
   } else {
@@ -90,6 +95,13 @@ const std::string& Adapters::value_codec_of(int64_t l) const {
   return c.empty() ? quant.value_codec : c;
 }
 
+bool Adapters::has_wide_inputs() const {
+  const int64_t C = model.kv_width;
+  for (const auto& l : layers)
+    if ((!l.key.empty() && l.key.in != C) || (!l.value.empty() && l.value.in != 2 * C)) return true;
+  return false;
+}
+
 bool Adapters::has_scales() const {
   for (const auto& l : layers)
     if (!l.key_scale.empty() || !l.value_scale.empty()) return true;
@@ -112,7 +124,7 @@ void save_adapters(const Adapters& a, const std::string& path) {
   for (const auto& l : a.layers)
     for (const auto* s : {&l.key_scale, &l.value_scale})
       if (!s->empty() && int64_t(s->size()) != C) fail("adapters {}: {} channel scales for width {}", path, s->size(), C);
-  const uint32_t version = a.has_plan() || a.has_scales() ? 3 : 2;
+  const uint32_t version = a.has_wide_inputs() ? 4 : a.has_plan() || a.has_scales() ? 3 : 2;
   ByteWriter w;
   w.append(kMagic, 8);
   w.put<uint32_t>(version);
@@ -209,8 +221,11 @@ Adapters parse_adapters(std::span<const uint8_t> b, const std::string& path) {
     }
     if (flags & 8) a.layers[size_t(l)].key_scale = get_floats(r, C, AdapterDtype::kF32, "key channel scales");
     if (flags & 16) a.layers[size_t(l)].value_scale = get_floats(r, C, AdapterDtype::kF32, "value channel scales");
-    if (flags & 1) a.layers[size_t(l)].key = get_map(r, a.dtype, C, C, l, "key", path);
-    if (flags & 2) a.layers[size_t(l)].value = get_map(r, a.dtype, 2 * C, C, l, "value", path);
+    // Input widths: keys C ([K̂_{l-1}]) or, from version 4, 2C ([K̂_{l-1} ; V̂_{l-1}]); values 2C
+    // ([K̂_l ; V̂_{l-1}]) or, from version 4, 3C (+ K̂_{l-1}).
+    const bool wide_ok = version >= 4;
+    if (flags & 1) a.layers[size_t(l)].key = get_map(r, a.dtype, C, wide_ok ? 2 * C : C, C, l, "key", path);
+    if (flags & 2) a.layers[size_t(l)].value = get_map(r, a.dtype, 2 * C, wide_ok ? 3 * C : 2 * C, C, l, "value", path);
   }
   if (r.pos() != b.size() - 8)
     fail("adapters {}: {} bytes between the last layer and the checksum", path, b.size() - 8 - r.pos());

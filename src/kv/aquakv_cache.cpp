@@ -577,11 +577,13 @@ class CompressedCache final : public KvCache {
     float* xv = v + r0 * C;
     const AffineMap* km = kmap(l);
     const AffineMap* vm = vmap(l);
-    // A stream is built aside only when its predictor reads the old rows (the key map reads
-    // K̂_{l-1}, the value map V̂_{l-1}; the value map's other input is the new K̂_l).
+    // A stream is built aside only when a predictor reads its old rows (the key map reads
+    // K̂_{l-1} (and V̂_{l-1} when wide), the value map V̂_{l-1}, the new K̂_l and, when wide,
+    // K̂_{l-1}): the old rows stay in place until both streams of the piece are made.
+    const int64_t kin = km != nullptr ? km->in / C : 0, vin = vm != nullptr ? vm->in / C : 0;
     float* yk = xk;
     float* yv = xv;
-    if (km != nullptr) {
+    if (km != nullptr || vin == 3) {
       if (next_k.size() < size_t(m * C)) next_k.resize(size_t(m * C));
       yk = next_k.data();
     }
@@ -590,15 +592,15 @@ class CompressedCache final : public KvCache {
       yv = next_v.data();
     }
     if (km != nullptr) {
-      const AffineInput in{xk, C, C};
-      km->apply(m, &in, 1, yk, C, scratch);
+      const AffineInput in[2] = {{xk, C, C}, {xv, C, C}};
+      km->apply(m, in, int(kin), yk, C, scratch);
       kcod.decode_add(kcodes, m, yk);
     } else {
       kcod.decode(kcodes, m, yk);
     }
     if (vm != nullptr) {
-      const AffineInput in[2] = {{yk, C, C}, {xv, C, C}};
-      vm->apply(m, in, 2, yv, C, scratch);
+      const AffineInput in[3] = {{yk, C, C}, {xv, C, C}, {xk, C, C}};
+      vm->apply(m, in, int(vin), yv, C, scratch);
       vcod.decode_add(vcodes, m, yv);
     } else {
       vcod.decode(vcodes, m, yv);
@@ -653,11 +655,15 @@ class CompressedCache final : public KvCache {
       const float* pv = chain && l > 0 ? enc_v_[prev].data() + r0 * C : nullptr;
       float* hk = chain ? enc_k_[cur].data() + r0 * C : nullptr;
       float* hv = chain ? enc_v_[cur].data() + r0 * C : nullptr;
-      const AffineInput kin{pk, C, C};
-      encode_stream(kc(l), kmap(l), s.buf_k[size_t(l)].data() + r0 * C, m, &kin, 1,
+      // Inputs by the maps' widths (kv/adapters.h): key [K̂_{l-1} (; V̂_{l-1})], value
+      // [K̂_l ; V̂_{l-1} (; K̂_{l-1})].
+      const AffineInput kin[2] = {{pk, C, C}, {pv, C, C}};
+      const AffineInput vin[3] = {{hk, C, C}, {pv, C, C}, {pk, C, C}};
+      const AffineMap* km = kmap(l);
+      const AffineMap* vm = vmap(l);
+      encode_stream(kc(l), km, s.buf_k[size_t(l)].data() + r0 * C, m, kin, km ? int(km->in / C) : 1,
                     grow(s.code_k[size_t(l)], kc(l).encoded_bytes(m)), x, hk);
-      const AffineInput vin[2] = {{hk, C, C}, {pv, C, C}};
-      encode_stream(vc(l), vmap(l), s.buf_v[size_t(l)].data() + r0 * C, m, vin, 2,
+      encode_stream(vc(l), vm, s.buf_v[size_t(l)].data() + r0 * C, m, vin, vm ? int(vm->in / C) : 2,
                     grow(s.code_v[size_t(l)], vc(l).encoded_bytes(m)), x, hv);
     }
     for (auto* b : {&s.buf_k[size_t(l)], &s.buf_v[size_t(l)]}) {

@@ -42,6 +42,7 @@ struct Args {
   std::string lorc_schedule = "progressive";
   std::string lorc_streams = "both";
   bool lorc_center = false;
+  std::string predictor_inputs = "narrow";
   CLI::Option* tokens_opt = nullptr;
   CLI::Option* window_opt = nullptr;
 };
@@ -192,6 +193,10 @@ const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors (or KVQuant/CQ t
   sub.add_option("--layer0", a->o.layer0, "layer-0 policy: a codec (higgs4) or fp16 (exact)")->capture_default_str();
   sub.add_option("--rank", a->o.rank, "predictor rank, 0 = full")->capture_default_str()->check(CLI::NonNegativeNumber);
   sub.add_option("--damping", a->o.damping, "ridge damping, relative to mean(diag X^T X)")->capture_default_str()->check(CLI::Range(0.0, 1e3));
+  sub.add_option("--predictor-inputs", a->predictor_inputs,
+                 "narrow (keys from the previous layer's keys, values from this layer's keys and the previous layer's values) "
+                 "or wide (keys also from the previous layer's values, values also from its keys)")
+      ->capture_default_str()->check(CLI::IsMember({"narrow", "wide"}));
   sub.add_flag("--no-key-predictors{false}", a->o.fit_keys, "ablation: no key predictors");
   sub.add_flag("--no-value-predictors{false}", a->o.fit_values, "ablation: no value predictors");
   sub.add_option("-s,--seed", a->o.seed, "seed of window sampling / text generation")->capture_default_str();
@@ -263,11 +268,13 @@ const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors (or KVQuant/CQ t
     if (a->json_opt->count() > 0 && a->json_out == a->out) fail("-o and --json name the same file {}", a->out);
     if (a->datatype != "kmeans" && a->method != "kvquant") fail("calibrate: --datatype applies to --method kvquant");
     if (!a->o.share_plan.empty() && a->method != "aquakv") fail("calibrate: --share-plan applies to --method aquakv");
+    if (a->predictor_inputs != "narrow" && a->method != "aquakv") fail("calibrate: --predictor-inputs applies to --method aquakv");
     if (a->method == "kvsharer") return run_kvsharer(*a);
     if (a->method == "lorc") return run_lorc(*a);
     if (a->method != "aquakv") return run_tables(*a);
     if (a->fisher || a->o.fisher_windows > 0) fail("calibrate: --fisher applies to --method kvquant or cq");
     a->o.bits = a->bits;
+    a->o.wide_inputs = a->predictor_inputs == "wide";
     a->o.plan_weighted = a->plan_proxy == "attention";
     a->o.plan_layer_norm = a->plan_norm == "layer";
     a->o.scale_keys = a->channel_scales == "keys" || a->channel_scales == "both";

@@ -45,6 +45,7 @@ struct CalibrateOptions {
   bool plan_layer_norm = false;  // relative per-layer costs (BitPlanner::set_layer_norm)
   // Calibrated channel scales of the residual codecs (ChainOptions::scale_keys / scale_values).
   bool scale_keys = false, scale_values = false;
+  bool wide_inputs = false;  // ChainOptions::wide_inputs (--predictor-inputs wide)
   // Also compute the training rows' Fisher information (KvSamples::fk / fv; text windows only).
   bool fisher = false;
   int64_t fisher_windows = 0;  // of the training windows, how many get it (0: all)

@@ -70,6 +70,10 @@ struct ChainOptions {
   // values; 1 when unknown), geometric mean 1. Stored in the
   // layer's LayerPredictors.
   bool scale_keys = false, scale_values = false;
+  // Wide predictor inputs (layers >= 1): keys from [K̂_{l-1} ; V̂_{l-1}] (2C inputs) instead of
+  // K̂_{l-1}, values from [K̂_l ; V̂_{l-1} ; K̂_{l-1}] (3C) instead of [K̂_l ; V̂_{l-1}]. The maps'
+  // input widths say which inputs they read (kv/adapters.h), so the cache needs no other flag.
+  bool wide_inputs = false;
 };
 
 // One row of the per-layer table. Predictor quality: relative MSE of the prediction

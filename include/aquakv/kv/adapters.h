@@ -35,8 +35,10 @@ struct AdapterQuantConfig {
 };
 
 struct LayerPredictors {
-  AffineMap key;    // K̂_{l-1} (C) -> K_l (C); empty: predict zero
-  AffineMap value;  // [K̂_l ; V̂_{l-1}] (2C) -> V_l (C); empty: predict zero
+  // Inputs by width: key K̂_{l-1} (C) or [K̂_{l-1} ; V̂_{l-1}] (2C); value [K̂_l ; V̂_{l-1}] (2C)
+  // or [K̂_l ; V̂_{l-1} ; K̂_{l-1}] (3C) (the wide inputs, calib/fit_chain.h).
+  AffineMap key;    // -> K_l (C); empty: predict zero
+  AffineMap value;  // -> V_l (C); empty: predict zero
   // Bit plan (`calibrate --bits`): this layer's residual codecs (canonical specs, layers >= 1);
   // empty: the file's key_codec / value_codec. Every planned codec shares the file's group
   // size and sign seed (checked when the cache is built).
@@ -62,16 +64,19 @@ struct Adapters {
   int64_t n_params() const;
   bool has_plan() const;    // some layer names its own codecs
   bool has_scales() const;  // some layer has channel scales
+  bool has_wide_inputs() const;  // some map reads the wide inputs (key 2C, value 3C; ChainOptions)
   // Layer l's key / value residual codec spec (the plan's, else the file's).
   const std::string& key_codec_of(int64_t l) const;
   const std::string& value_codec_of(int64_t l) const;
   int64_t bytes_in_memory() const { return n_params() * 4; }
 };
 
-// Version written; load_adapters reads 1 (checksum from aquakv's old FNV basis), 2 and 3 (2 plus
-// per-layer codecs and channel scales, flag bits 2-4 of a layer record). Files without either
-// are written as version 2, byte for byte what earlier builds wrote, so older builds read them.
-inline constexpr uint32_t kAdapterVersion = 3;
+// Version written; load_adapters reads 1 (checksum from aquakv's old FNV basis), 2, 3 (2 plus
+// per-layer codecs and channel scales, flag bits 2-4 of a layer record) and 4 (3 plus maps with
+// the wide inputs: key maps of 2C inputs, value maps of 3C). Each file is written with the
+// lowest version that holds it (files without plans, scales or wide maps as version 2, byte for
+// byte what earlier builds wrote), so older builds read what they can.
+inline constexpr uint32_t kAdapterVersion = 4;
 
 // Writes atomically (util/file_io.h: a unique temporary next to `path`, fsync'd, renamed).
 void save_adapters(const Adapters& a, const std::string& path);
