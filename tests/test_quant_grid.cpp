@@ -260,6 +260,7 @@ TEST(BuiltinGrid, EmbeddedDataEqualsCommittedFiles) {
   const std::string dir = std::string(AQUAKV_TEST_DATA) + "/../../data/grids/";
   int n = 0;
   for (const auto& [d, count] : builtin_grid_shapes()) {
+    if (builtin_grid(d, count).name.rfind("CLVQ", 0) != 0) continue;  // E8P: test_quant_e8p
     const std::string file = dir + fmt::format("CLVQ{}-{}.n{}xd{}.f32le", d, count, count, d);
     const Grid g = load_grid_file(file);
     EXPECT_EQ(builtin_grid(d, count).points, g.points) << file;

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <regex>
 
+#include "aquakv/quant/e8p.h"
 #include "aquakv/quant/gauss_rng.h"
 #include "aquakv/quant/nearest.h"
 #include "aquakv/util/error.h"
@@ -106,8 +107,9 @@ const Grid& builtin_grid(int d, int64_t n) {
   for (const auto& g : grids) {
     if (g.d == d && g.n == n) return g;
   }
+  if (d == 8 && n == 65536) return e8p_grid();  // built from its lattice description, not embedded
   std::string have;
-  for (const auto& g : grids) have += fmt::format("{}{}x{}", have.empty() ? "" : " ", g.d, g.n);
+  for (const auto& [gd, gn] : builtin_grid_shapes()) have += fmt::format("{}{}x{}", have.empty() ? "" : " ", gd, gn);
   fail("grid d={} n={}: not built in (built-in d x n: {}); give a grid file", d, n, have);
 }
 
@@ -116,6 +118,7 @@ std::vector<std::pair<int, int64_t>> builtin_grid_shapes() {
   for (int i = 0; i < detail::kNumBuiltinGrids; ++i) {
     v.emplace_back(detail::kBuiltinGrids[i].d, detail::kBuiltinGrids[i].n);
   }
+  v.emplace_back(8, 65536);  // E8P (quant/e8p.h)
   return v;
 }
 
