@@ -207,8 +207,8 @@ TEST(E8p, Avx2PatternPassEqualsScalar) {
     }
     for (int32_t negpar : {0, 1}) {
       float a[256], b[256];
-      detail::e8p_pattern_dists_scalar(pat.data(), pnorm.data(), ppar.data(), av, nv, negpar, a);
-      detail::e8p_pattern_dists_avx2(pat.data(), pnorm.data(), ppar.data(), av, nv, negpar, b);
+      detail::e8p_pattern_dists_scalar(pat.data(), 256, pnorm.data(), ppar.data(), 0, 256, av, nv, negpar, a);
+      detail::e8p_pattern_dists_avx2(pat.data(), 256, pnorm.data(), ppar.data(), 0, 256, av, nv, negpar, b);
       for (int k = 0; k < 256; ++k) ASSERT_EQ(std::bit_cast<uint32_t>(a[k]), std::bit_cast<uint32_t>(b[k])) << k;
     }
   }

@@ -5,6 +5,7 @@
 #include <array>
 #include <cmath>
 #include <limits>
+#include <functional>
 #include <map>
 
 #include "aquakv/util/check.h"
@@ -78,6 +79,22 @@ std::vector<Entry> entries() {
   return e;
 }
 
+// Sorts 8 floats into decreasing order without branches (Batcher's odd-even merge network,
+// 19 compare-exchanges of max/min).
+void sort8_decreasing(float* x) {
+  auto cx = [x](int i, int j) {
+    const float a = x[i], b = x[j];
+    x[i] = std::max(a, b);
+    x[j] = std::min(a, b);
+  };
+  cx(0, 1); cx(2, 3); cx(4, 5); cx(6, 7);
+  cx(0, 2); cx(1, 3); cx(4, 6); cx(5, 7);
+  cx(1, 2); cx(5, 6);
+  cx(0, 4); cx(1, 5); cx(2, 6); cx(3, 7);
+  cx(2, 4); cx(3, 5);
+  cx(1, 2); cx(3, 4); cx(5, 6);
+}
+
 }  // namespace
 
 const Grid& e8p_grid() {
@@ -99,31 +116,50 @@ bool is_e8p_grid(const Grid& g) { return g.d == 8 && g.n == 65536 && g.points ==
 
 E8pSearch::E8pSearch() {
   const auto pats = patterns();
-  pat_.resize(size_t(8 * kPatterns));
-  pnorm_.resize(size_t(kPatterns));
-  ppar_.resize(size_t(kPatterns));
+  // Group the patterns by shape (their coordinates sorted in decreasing order), each group
+  // padded to whole blocks of 8 slots; a padding slot has ||a||^2 = +inf, so it never wins.
+  std::map<std::array<int, 8>, std::vector<int>, std::greater<>> groups;
   for (int k = 0; k < kPatterns; ++k) {
-    int sq = 0, sum = 0;
-    for (int i = 0; i < 8; ++i) {
-      const int t = pats[size_t(k)][size_t(i)];
-      pat_[size_t(i * kPatterns + k)] = float(t) * 0.5f;
-      sq += t * t;
-      sum += t;
-    }
-    pnorm_[size_t(k)] = float(sq) * 0.25f;
-    ppar_[size_t(k)] = (sum / 2) & 1;  // sum_i a_i mod 2 (sum of eight odd 2a_i is even)
+    auto key = pats[size_t(k)];
+    std::sort(key.begin(), key.end(), std::greater<>());
+    groups[key].push_back(k);
   }
+  nslots_ = 0;
+  for (const auto& [key, ks] : groups) nslots_ += int((ks.size() + 7) / 8 * 8);
+  pat_.assign(size_t(8 * nslots_), 0.0f);
+  pnorm_.assign(size_t(nslots_), std::numeric_limits<float>::infinity());
+  ppar_.assign(size_t(nslots_), 0);
+  slot_pattern_.assign(size_t(nslots_), -1);
+  int slot = 0;
+  for (const auto& [key, ks] : groups) {
+    Shape sh{};
+    int sq = 0;
+    for (int i = 0; i < 8; ++i) {
+      sh.a[i] = float(key[size_t(i)]) * 0.5f;
+      sq += key[size_t(i)] * key[size_t(i)];
+    }
+    sh.norm = float(sq) * 0.25f;
+    sh.slot0 = slot;
+    for (int k : ks) {
+      int sum = 0;
+      for (int i = 0; i < 8; ++i) {
+        pat_[size_t(i * nslots_ + slot)] = float(pats[size_t(k)][size_t(i)]) * 0.5f;
+        sum += pats[size_t(k)][size_t(i)];
+      }
+      pnorm_[size_t(slot)] = sh.norm;
+      ppar_[size_t(slot)] = (sum / 2) & 1;  // sum_i a_i mod 2 (sum of eight odd 2a_i is even)
+      slot_pattern_[size_t(slot)] = k;
+      ++slot;
+    }
+    slot = (slot + 7) / 8 * 8;
+    sh.slot1 = slot;
+    shapes_.push_back(sh);
+  }
+  AQUAKV_CHECK(slot == nslots_ && nslots_ <= kMaxSlots && int(shapes_.size()) <= kMaxShapes);
   index_.assign(size_t(2 * kPatterns * 256), 0);
   const auto e = entries();
   for (size_t i = 0; i < e.size(); ++i) {
     index_[size_t((e[i].shift * kPatterns + e[i].pattern) * 256 + e[i].signs)] = uint16_t(i);
-  }
-  const Grid& g = e8p_grid();
-  negnorm_.resize(65536);
-  for (int64_t i = 0; i < 65536; ++i) {
-    float nrm = 0.0f;  // as nearest_brute_scalar sums it
-    for (int j = 0; j < 8; ++j) nrm = nrm + g.point(i)[j] * g.point(i)[j];
-    negnorm_[size_t(i)] = -nrm;
   }
 }
 
@@ -134,12 +170,13 @@ const E8pSearch& e8p_search() {
 
 namespace detail {
 
-void e8p_pattern_dists_scalar(const float* pat, const float* pnorm, const int32_t* ppar,
-                              const float* av, float nv, int32_t negpar, float* dist) {
-  for (int k = 0; k < kPatterns; ++k) {
+void e8p_pattern_dists_scalar(const float* pat, int64_t stride, const float* pnorm, const int32_t* ppar,
+                              int64_t k0, int64_t k1, const float* av, float nv, int32_t negpar,
+                              float* dist) {
+  for (int64_t k = k0; k < k1; ++k) {
     float t = 0.0f, m = std::numeric_limits<float>::infinity();
     for (int j = 0; j < 8; ++j) {
-      const float c = av[j] * pat[j * kPatterns + k];
+      const float c = av[j] * pat[j * stride + k];
       t = t + c;
       m = c < m ? c : m;
     }
@@ -157,86 +194,123 @@ bool E8pSearch::search_one(const float* u, uint16_t* idx) const {
   // Far above the float rounding of any score here (see e8p.h); max ||p||^2 = 16.5.
   const float slack = float(1e-4 * (1.0 + unorm + 16.5));
   const bool avx2 = simd_at_least(SimdLevel::kAvx2);
-  alignas(32) float dist[2][kPatterns];
+  alignas(32) float dist[2][kMaxSlots];
   float av[2][8], nv[2];
   uint32_t negmask[2];
-  float dstar = std::numeric_limits<float>::infinity();
+  int32_t negpar[2];
+  // Shape bounds: for every arrangement a of a shape, sum_i |v_i| a_i <= sum_i |v|_(i) a_(i)
+  // (both sorted decreasingly: the rearrangement inequality), so
+  //   lb = ||v||^2 - 2 sum_i |v|_(i) a_(i) + ||a||^2 <= D_a  for each pattern a of the shape.
+  struct Bound {
+    float lb;
+    int sh, shape;
+  };
+  Bound bounds[2 * kMaxShapes];
+  int nb = 0;
   for (int sh = 0; sh < 2; ++sh) {
     const float sigma = sh == 0 ? 0.25f : -0.25f;
     nv[sh] = 0.0f;
     negmask[sh] = 0;
+    float sv[8];
     for (int j = 0; j < 8; ++j) {
       const float v = u[j] - sigma;
       av[sh][j] = std::fabs(v);
+      sv[j] = av[sh][j];
       nv[sh] = nv[sh] + v * v;
       if (v < 0.0f) negmask[sh] |= 1u << j;
     }
-    const int32_t negpar = int32_t(__builtin_popcount(negmask[sh]) & 1);
-    if (avx2) {
-      detail::e8p_pattern_dists_avx2(pat_.data(), pnorm_.data(), ppar_.data(), av[sh], nv[sh], negpar, dist[sh]);
-    } else {
-      detail::e8p_pattern_dists_scalar(pat_.data(), pnorm_.data(), ppar_.data(), av[sh], nv[sh], negpar, dist[sh]);
+    negpar[sh] = int32_t(__builtin_popcount(negmask[sh]) & 1);
+    sort8_decreasing(sv);
+    for (int q = 0; q < int(shapes_.size()); ++q) {
+      float t = 0.0f;
+      for (int j = 0; j < 8; ++j) t = t + sv[j] * shapes_[size_t(q)].a[j];
+      bounds[nb++] = {(nv[sh] - (t + t)) + shapes_[size_t(q)].norm, sh, q};
     }
-    for (int k = 0; k < kPatterns; ++k) dstar = std::min(dstar, dist[sh][k]);
+  }
+  int lowest = 0;
+  for (int b = 1; b < nb; ++b) lowest = bounds[b].lb < bounds[lowest].lb ? b : lowest;
+  std::swap(bounds[0], bounds[lowest]);
+  // Evaluate the shape of lowest bound, then every other whose bound is within the best D_a so
+  // far plus the slack (the best only decreases, so a shape skipped is beyond the final one).
+  float dstar = std::numeric_limits<float>::infinity();
+  int evaluated[2 * kMaxShapes];
+  int nev = 0;
+  for (int e = 0; e < nb; ++e) {
+    const Bound& bd = bounds[e];
+    if (bd.lb > dstar + slack) continue;
+    evaluated[nev++] = e;
+    const Shape& q = shapes_[size_t(bd.shape)];
+    float* d = dist[bd.sh];
+    if (avx2) {
+      detail::e8p_pattern_dists_avx2(pat_.data(), nslots_, pnorm_.data(), ppar_.data(), q.slot0, q.slot1,
+                                     av[bd.sh], nv[bd.sh], negpar[bd.sh], d);
+    } else {
+      detail::e8p_pattern_dists_scalar(pat_.data(), nslots_, pnorm_.data(), ppar_.data(), q.slot0, q.slot1,
+                                       av[bd.sh], nv[bd.sh], negpar[bd.sh], d);
+    }
+    for (int k = q.slot0; k < q.slot1; ++k) dstar = std::min(dstar, d[k]);
   }
   const float lim = dstar + slack;
-  const float* pts = e8p_grid().points.data();
   float u2[8];
   for (int j = 0; j < 8; ++j) u2[j] = 2.0f * u[j];
   float best = -std::numeric_limits<float>::infinity();
   int32_t best_id = std::numeric_limits<int32_t>::max();
-  // Ranks point i by the brute force's float score; first index on ties.
-  auto consider = [&](int32_t i) {
-    const float* p = pts + int64_t(i) * 8;
-    float s = negnorm_[size_t(i)];
-    for (int j = 0; j < 8; ++j) s = s + u2[j] * p[j];
-    if (s > best || (s == best && i < best_id)) {
-      best = s;
-      best_id = i;
+  // Every point of slot k (shift sh) within lim, ranked by the brute force's float score.
+  auto visit_slot = [&](int sh, int k) {
+    const float sigma = sh == 0 ? 0.25f : -0.25f;
+    // d0 = the distance at s0 (same float steps as the pass); flipping coordinate i adds
+    // cost_i = 4 c_i. Only coordinates with cost_i <= lim - d0 can be in a flip set within lim:
+    // enumerate the subsets of those (almost always none or one).
+    float cost[8], t = 0.0f;
+    for (int j = 0; j < 8; ++j) {
+      const float c = av[sh][j] * pat_[size_t(j * nslots_ + k)];
+      t = t + c;
+      cost[j] = 4.0f * c;
+    }
+    const float d0 = (nv[sh] - (t + t)) + pnorm_[size_t(k)];
+    int ids[8], nf = 0;
+    for (int j = 0; j < 8; ++j) {
+      if (d0 + cost[j] <= lim) ids[nf++] = j;
+    }
+    const uint32_t need = ppar_[size_t(k)] != negpar[sh] ? 1 : 0;  // parity of the number of flips
+    const uint16_t* row = index_.data() + size_t((sh * kPatterns + slot_pattern_[size_t(k)]) * 256);
+    for (uint32_t sub = 0; sub < (1u << nf); ++sub) {
+      if ((uint32_t(__builtin_popcount(sub)) & 1) != need) continue;
+      float used = d0;
+      uint32_t flips = 0;
+      for (int b = 0; b < nf; ++b) {
+        if ((sub >> b) & 1) {
+          used += cost[ids[b]];
+          flips |= 1u << ids[b];
+        }
+      }
+      if (!(used <= lim)) continue;
+      // The point s (.) a + sigma and the brute force's float score of it (its ||p||^2 summed
+      // in the same order; the coordinates are exact multiples of 1/4).
+      const uint32_t signs = negmask[sh] ^ flips;
+      float p[8], nrm = 0.0f;
+      for (int j = 0; j < 8; ++j) {
+        const float a = pat_[size_t(j * nslots_ + k)];
+        p[j] = ((signs >> j) & 1 ? -a : a) + sigma;
+        nrm = nrm + p[j] * p[j];
+      }
+      float s = -nrm;
+      for (int j = 0; j < 8; ++j) s = s + u2[j] * p[j];
+      const int32_t i = row[signs];
+      if (s > best || (s == best && i < best_id)) {  // first index on ties
+        best = s;
+        best_id = i;
+      }
     }
   };
-  for (int sh = 0; sh < 2; ++sh) {
-    const int32_t negpar = int32_t(__builtin_popcount(negmask[sh]) & 1);
-    for (int k = 0; k < kPatterns; ++k) {
-      if (!(dist[sh][k] <= lim)) continue;
-      // Flip costs 4 c_i sorted ascending; d0 = the distance at s0 (same float steps as the pass).
-      float cost[8];
-      int id[8];
-      float t = 0.0f;
-      for (int j = 0; j < 8; ++j) {
-        const float c = av[sh][j] * pat_[size_t(j * kPatterns + k)];
-        t = t + c;
-        cost[j] = 4.0f * c;
-        id[j] = j;
-      }
-      const float d0 = (nv[sh] - (t + t)) + pnorm_[size_t(k)];
-      for (int a = 1; a < 8; ++a) {  // insertion sort of 8
-        for (int b = a; b > 0 && cost[b] < cost[b - 1]; --b) {
-          std::swap(cost[b], cost[b - 1]);
-          std::swap(id[b], id[b - 1]);
-        }
-      }
-      const int need = ppar_[size_t(k)] != negpar ? 1 : 0;  // parity of the number of flips
-      const uint16_t* row = index_.data() + size_t((sh * kPatterns + k) * 256);
-      // Depth-first over flip sets in ascending cost order; a set is extended only by later
-      // (costlier) coordinates, and a branch stops at the first that exceeds the budget.
-      struct Frame {
-        int start;
-        float used;
-        int count;
-        uint32_t flips;
-      };
-      Frame stack[40];  // at most 8 + 7 + ... + 1 pending siblings
-      int top = 0;
-      stack[top++] = {0, d0, 0, 0};
-      while (top > 0) {
-        const Frame f = stack[--top];
-        if ((f.count & 1) == need) consider(row[negmask[sh] ^ f.flips]);
-        for (int i = 7; i >= f.start; --i) {  // pushed in reverse: visited cheapest first
-          const float used = f.used + cost[i];
-          if (used <= lim) stack[top++] = {i + 1, used, f.count + 1, f.flips | (1u << id[i])};
-        }
-      }
+  for (int e = 0; e < nev; ++e) {
+    const int sh = bounds[evaluated[e]].sh;
+    const Shape& q = shapes_[size_t(bounds[evaluated[e]].shape)];
+    // The slots within lim as bits (a branch per slot mispredicts; this loop has none).
+    uint64_t within[kMaxSlots / 64] = {};
+    for (int k = q.slot0; k < q.slot1; ++k) within[k >> 6] |= uint64_t(dist[sh][k] <= lim) << (k & 63);
+    for (int w = q.slot0 >> 6; w <= (q.slot1 - 1) >> 6; ++w) {
+      for (uint64_t bits = within[w]; bits != 0; bits &= bits - 1) visit_slot(sh, w * 64 + __builtin_ctzll(bits));
     }
   }
   AQUAKV_CHECK(best_id != std::numeric_limits<int32_t>::max(), "E8P search found no candidate");

@@ -14,18 +14,19 @@
 
 namespace aquakv::detail {
 
-void e8p_pattern_dists_avx2(const float* pat, const float* pnorm, const int32_t* ppar,
-                            const float* av, float nv, int32_t negpar, float* dist) {
+void e8p_pattern_dists_avx2(const float* pat, int64_t stride, const float* pnorm, const int32_t* ppar,
+                            int64_t k0, int64_t k1, const float* av, float nv, int32_t negpar,
+                            float* dist) {
   __m256 a[8];
   for (int j = 0; j < 8; ++j) a[j] = _mm256_set1_ps(av[j]);
   const __m256 vnv = _mm256_set1_ps(nv);
   const __m256i vneg = _mm256_set1_epi32(negpar);
-  for (int k = 0; k < 256; k += 8) {
+  for (int64_t k = k0; k < k1; k += 8) {
     __m256 c = _mm256_mul_ps(a[0], _mm256_loadu_ps(pat + k));
     __m256 t = _mm256_add_ps(_mm256_setzero_ps(), c);
     __m256 m = c;
     for (int j = 1; j < 8; ++j) {
-      c = _mm256_mul_ps(a[j], _mm256_loadu_ps(pat + j * 256 + k));
+      c = _mm256_mul_ps(a[j], _mm256_loadu_ps(pat + j * stride + k));
       t = _mm256_add_ps(t, c);
       m = _mm256_min_ps(c, m);  // c < m ? c : m
     }
