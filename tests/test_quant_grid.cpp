@@ -209,7 +209,8 @@ void expect_search_exact(const Grid& g, int64_t m) {
 }
 
 TEST(Nearest, BuiltInGridsExact) {
-  for (const auto& [d, n] : builtin_grid_shapes()) expect_search_exact(builtin_grid(d, n), 4000);
+  // E8P (65536 points): fewer here, its own test (test_quant_e8p) checks many more.
+  for (const auto& [d, n] : builtin_grid_shapes()) expect_search_exact(builtin_grid(d, n), n > 4096 ? 600 : 4000);
 }
 
 TEST(Nearest, TiesGoToTheFirstIndex) {
@@ -288,6 +289,48 @@ TEST(GridFile, DirectoryIsNamedNotMeasured) {
   std::filesystem::remove_all(dir);
   // A shape in the name too large to parse is refused, not thrown as std::out_of_range.
   EXPECT_THROW(load_grid_file("/tmp/x.n99999999999999999999xd2.f32le"), Error);
+}
+
+}  // namespace
+}  // namespace aquakv
+
+namespace aquakv {
+namespace {
+
+// The candidate tree (grids of 3..8 dimensions, 1025..16384 points) on many normal queries, the
+// tie-making kinds of `queries`, and queries outside its box, at every SIMD level.
+TEST(Nearest, CandidateTreeEqualsBruteForce) {
+  std::vector<Grid> grids;
+  if (have_reference()) grids.push_back(load_grid_file(kRef + "EDEN6-4096.n4096xd6.f32le"));
+  Grid g3;  // a 3-d grid with points repeated at both ends of the index range
+  g3.name = "random2000x3";
+  g3.d = 3;
+  g3.n = 2000;
+  GaussRng rng(8);
+  for (int64_t i = 0; i < g3.n * g3.d; ++i) g3.points.push_back(float(rng.normal()));
+  for (int64_t i = 0; i < 30; ++i) {
+    for (int j = 0; j < 3; ++j) g3.points[size_t((1900 + i) * 3 + j)] = g3.points[size_t(i * 3 + j)];
+  }
+  grids.push_back(g3);
+  for (const Grid& g : grids) {
+    const NearestSearch ns(g);
+    auto u = queries(g, 4000, 99);
+    GaussRng r(10);
+    for (int64_t i = 0; i < 30000 * g.d; ++i) u.push_back(float(r.normal()));
+    for (int64_t i = 0; i < 200 * g.d; ++i) u.push_back(float(20.0 * r.normal()));  // many outside the box
+    const int64_t m = int64_t(u.size()) / g.d;
+    std::vector<uint16_t> got(static_cast<size_t>(m)), brute(static_cast<size_t>(m));
+    SimdGuard guard;
+    set_simd_level(SimdLevel::kScalar);
+    ns.search_brute(u.data(), m, brute.data());
+    for (int64_t i = 0; i < 3000; ++i) ASSERT_EQ(brute[size_t(i)], nearest_brute_scalar(g, u.data() + i * g.d)) << g.name << " " << i;
+    for (SimdLevel lvl : {SimdLevel::kScalar, SimdLevel::kAvx2}) {
+      if (cpu_simd_level() < lvl) continue;
+      set_simd_level(lvl);
+      ns.search(u.data(), m, got.data());
+      for (int64_t i = 0; i < m; ++i) ASSERT_EQ(got[size_t(i)], brute[size_t(i)]) << g.name << " query " << i << " simd " << int(lvl);
+    }
+  }
 }
 
 }  // namespace

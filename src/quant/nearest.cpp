@@ -53,14 +53,31 @@ void scan_blocks_scalar(const float* blocks, int64_t nblocks, int d, const float
   }
 }
 
+void scan_ids_scalar(const float* pts, const float* negnorm, int d, const uint16_t* ids, int64_t count,
+                     const float* u2, float& best_score, int32_t& best_id) {
+  for (int64_t q = 0; q < count; ++q) {
+    const int32_t id = ids[q];
+    const float* p = pts + int64_t(id) * d;
+    float s = negnorm[id];
+    for (int j = 0; j < d; ++j) s = s + u2[j] * p[j];
+    if (s > best_score || (s == best_score && id < best_id)) {
+      best_score = s;
+      best_id = id;
+    }
+  }
+}
+
 }  // namespace detail
 
 namespace {
-
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+}  // namespace
+
+namespace detail {
+
 
 // Writes points `order[0..count)` of g into blocks (count rounded up to a multiple of 8).
-void fill_blocks(const std::vector<float>& pts, const std::vector<float>& norms, int d,
+void fill_nearest_blocks(const std::vector<float>& pts, const std::vector<float>& norms, int d,
                  const int32_t* order, int64_t count, float* out) {
   const int64_t stride = detail::nearest_block_floats(d);
   for (int64_t s = 0; s < (count + 7) / 8 * 8; ++s) {
@@ -74,7 +91,7 @@ void fill_blocks(const std::vector<float>& pts, const std::vector<float>& norms,
   }
 }
 
-void scan(const float* blocks, int64_t nblocks, int d, const float* u2, float& best,
+void scan_nearest_blocks(const float* blocks, int64_t nblocks, int d, const float* u2, float& best,
           int32_t& id) {
   if (simd_at_least(SimdLevel::kAvx2)) {
     detail::scan_blocks_avx2(blocks, nblocks, d, u2, best, id);
@@ -83,7 +100,10 @@ void scan(const float* blocks, int64_t nblocks, int d, const float* u2, float& b
   }
 }
 
-}  // namespace
+}  // namespace detail
+
+using detail::fill_nearest_blocks;
+using detail::scan_nearest_blocks;
 
 struct NearestSearch::Soa {
   std::vector<float> blocks;
@@ -150,11 +170,15 @@ NearestSearch::NearestSearch(const Grid& g) : d_(g.d), n_(g.n), grid_(g), points
   soa_ = std::make_unique<Soa>();
   soa_->nblocks = (n_ + 7) / 8;
   soa_->blocks.resize(size_t(soa_->nblocks * detail::nearest_block_floats(d_)));
-  fill_blocks(points_, norms_, d_, order.data(), n_, soa_->blocks.data());
+  fill_nearest_blocks(points_, norms_, d_, order.data(), n_, soa_->blocks.data());
   if (d_ <= 2 && n_ >= kCellMinPoints && n_ <= kPruneThreshold) build_cells();
   if (n_ <= kPruneThreshold) return;
   if (is_e8p_grid(g)) {
     e8p_ = &e8p_search();
+    return;
+  }
+  if (d_ >= 3 && d_ <= 8 && n_ <= kTreeMaxPoints) {
+    build_tree();
     return;
   }
 
@@ -224,7 +248,7 @@ NearestSearch::NearestSearch(const Grid& g) : d_(g.d), n_(g.n), grid_(g), points
       ids.push_back(i);
       c->member_r.push_back(r);
     }
-    fill_blocks(points_, norms_, d_, ids.data(), int64_t(ids.size()),
+    fill_nearest_blocks(points_, norms_, d_, ids.data(), int64_t(ids.size()),
                 c->blocks.data() + c->block_begin[size_t(q)] * detail::nearest_block_floats(d_));
   }
   clusters_ = std::move(c);
@@ -312,7 +336,7 @@ void NearestSearch::search_brute(const float* u, int64_t m, uint16_t* idx) const
     for (int j = 0; j < d_; ++j) u2[j] = 2.0f * u[r * d_ + j];
     float best = kNegInf;
     int32_t id = std::numeric_limits<int32_t>::max();
-    scan(soa_->blocks.data(), soa_->nblocks, d_, u2, best, id);
+    scan_nearest_blocks(soa_->blocks.data(), soa_->nblocks, d_, u2, best, id);
     // All scores -inf or NaN (non-finite query): fall back to index 0 like the reference.
     idx[r] = id == std::numeric_limits<int32_t>::max() ? 0 : uint16_t(id);
   }
@@ -322,6 +346,12 @@ void NearestSearch::search(const float* u, int64_t m, uint16_t* idx) const {
   if (cells_) {
     for (int64_t r = 0; r < m; ++r) {
       if (!search_cells(u + r * d_, idx + r)) search_brute(u + r * d_, 1, idx + r);
+    }
+    return;
+  }
+  if (tree_) {
+    for (int64_t r = 0; r < m; ++r) {
+      if (!search_tree(u + r * d_, idx + r)) search_brute(u + r * d_, 1, idx + r);
     }
     return;
   }
@@ -368,7 +398,7 @@ void NearestSearch::search(const float* u, int64_t m, uint16_t* idx) const {
     // Members t0..t1 (positions in the cluster's sorted order) cover whole blocks of 8.
     auto visit = [&](int64_t q, int64_t t0, int64_t t1) {
       const int64_t b0 = c.block_begin[size_t(q)] + t0 / 8, b1 = c.block_begin[size_t(q)] + (t1 + 7) / 8;
-      scan(c.blocks.data() + b0 * stride, b1 - b0, d_, u2, best, id);
+      scan_nearest_blocks(c.blocks.data() + b0 * stride, b1 - b0, d_, u2, best, id);
     };
     visit(first, 0, c.member_begin[size_t(first + 1)] - c.member_begin[size_t(first)]);
     for (int64_t q = 0; q < c.k; ++q) {

@@ -2,7 +2,8 @@
 // uses -- the index i maximising score_i(u) = sum_j (2 u_j) G_ij - ||G_i||^2 accumulated in float
 // in the order -||G_i||^2, j = 0..d-1 (one rounding per multiply and per add, no FMA), the first
 // (smallest) index on ties -- and its fast versions (AVX2 brute force; cluster pruning for
-// large grids; a cell table of candidate lists for dense grids in R^1 and R^2; the lattice
+// large grids; a tree of candidate lists for mid-sized grids in 3..8 dimensions; a cell table
+// of candidate lists for dense grids in R^1 and R^2; the lattice
 // search of quant/e8p.h for the E8P codebook), which return exactly the same index. Not:
 // building grids (quant/grid.h).
 #pragma once
@@ -23,8 +24,9 @@ class E8pSearch;
 class NearestSearch {
  public:
   // Copies g (g may be destroyed afterwards). The E8P codebook (quant/e8p.h) uses its lattice
-  // search; other grids with more than kPruneThreshold points use cluster pruning, smaller ones
-  // brute force.
+  // search; other grids with more than kPruneThreshold points use the candidate tree
+  // (nearest_tree.cpp) when 3 <= d <= 8 and n <= kTreeMaxPoints, else cluster pruning; smaller
+  // grids brute force.
   explicit NearestSearch(const Grid& g);
   ~NearestSearch();
   NearestSearch(const NearestSearch&) = delete;
@@ -35,6 +37,7 @@ class NearestSearch {
   static constexpr int64_t kLanesMaxPoints = 256;
   // Grids in R^1 or R^2 with at least this many points get a cell table (see nearest.cpp).
   static constexpr int64_t kCellMinPoints = 64;
+  static constexpr int64_t kTreeMaxPoints = 16384;
 
   int dim() const { return d_; }
   int64_t size() const { return n_; }
@@ -49,6 +52,8 @@ class NearestSearch {
  private:
   void build_cells();
   bool search_cells(const float* u, uint16_t* idx) const;
+  void build_tree();
+  bool search_tree(const float* u, uint16_t* idx) const;
 
   int d_;
   int64_t n_;
@@ -61,6 +66,8 @@ class NearestSearch {
   std::unique_ptr<Clusters> clusters_;  // only for n > kPruneThreshold
   struct Cells;
   std::unique_ptr<Cells> cells_;  // only for d <= 2 and n >= kCellMinPoints
+  struct Tree;
+  std::unique_ptr<Tree> tree_;  // only for 3 <= d <= 8, kPruneThreshold < n <= kTreeMaxPoints
   const E8pSearch* e8p_ = nullptr;  // only for the E8P codebook (the shared e8p_search())
 };
 
