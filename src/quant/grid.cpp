@@ -204,7 +204,7 @@ Grid clvq_once(int d, int64_t n, const ClvqOptions& opt, const ClvqProgress& pro
   // which makes each point the average of the tail's cell means and shrinks the sampling noise.
   const int full = std::max(1, opt.iterations * 7 / 10);
   for (int it = 0; it < opt.iterations; ++it) {
-    const NearestSearch ns(g);
+    const NearestSearch ns(g, /*brute_only=*/true);  // assign_pass brute-forces
     const Stats s = assign_pass(g, ns, opt.samples, opt.seed, uint64_t(it) + 1, true);
     const double step = it < full ? 1.0 : 1.0 / double(it - full + 2);
     for (int64_t k = 0; k < n; ++k) {
@@ -223,7 +223,7 @@ Grid clvq_once(int d, int64_t n, const ClvqOptions& opt, const ClvqProgress& pro
   }
   if (opt.final_samples > 0) {
     // Return the final cell means (an exact Lloyd step on many samples).
-    const NearestSearch ns(g);
+    const NearestSearch ns(g, /*brute_only=*/true);  // assign_pass brute-forces
     const Stats s = assign_pass(g, ns, opt.final_samples, opt.seed, 0, true);
     for (int64_t k = 0; k < n; ++k) {
       if (s.cnt[size_t(k)] == 0) continue;

@@ -155,7 +155,7 @@ int64_t nearest_brute_scalar(const Grid& g, const float* u) {
   return best_i;
 }
 
-NearestSearch::NearestSearch(const Grid& g) : d_(g.d), n_(g.n), grid_(g), points_(grid_.points) {
+NearestSearch::NearestSearch(const Grid& g, bool brute_only) : d_(g.d), n_(g.n), grid_(g), points_(grid_.points) {
   AQUAKV_CHECK(d_ >= 1 && d_ <= kMaxGridDim && n_ >= 1 && n_ <= kMaxGridPoints);
   norms_.resize(size_t(n_));
   for (int64_t i = 0; i < n_; ++i) {
@@ -171,6 +171,7 @@ NearestSearch::NearestSearch(const Grid& g) : d_(g.d), n_(g.n), grid_(g), points
   soa_->nblocks = (n_ + 7) / 8;
   soa_->blocks.resize(size_t(soa_->nblocks * detail::nearest_block_floats(d_)));
   fill_nearest_blocks(points_, norms_, d_, order.data(), n_, soa_->blocks.data());
+  if (brute_only) return;
   if (d_ <= 2 && n_ >= kCellMinPoints && n_ <= kPruneThreshold) build_cells();
   if (n_ <= kPruneThreshold) return;
   if (is_e8p_grid(g)) {

@@ -27,7 +27,9 @@ class NearestSearch {
   // search; other grids with more than kPruneThreshold points use the candidate tree
   // (nearest_tree.cpp) when 3 <= d <= 8 and n <= kTreeMaxPoints, else cluster pruning; smaller
   // grids brute force.
-  explicit NearestSearch(const Grid& g);
+  // brute_only: none of those structures (search() is search_brute()), for callers that only
+  // brute-force a grid that changes every step (the CLVQ generator).
+  explicit NearestSearch(const Grid& g, bool brute_only = false);
   ~NearestSearch();
   NearestSearch(const NearestSearch&) = delete;
   NearestSearch& operator=(const NearestSearch&) = delete;
