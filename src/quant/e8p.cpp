@@ -254,7 +254,9 @@ bool E8pSearch::search_one(const float* u, uint16_t* idx) const {
   float u2[8];
   for (int j = 0; j < 8; ++j) u2[j] = 2.0f * u[j];
   float best = -std::numeric_limits<float>::infinity();
-  int32_t best_id = std::numeric_limits<int32_t>::max();
+  int32_t best_id = -1;  // -1: not looked up yet
+  const uint16_t* best_row = nullptr;
+  uint32_t best_signs = 0;
   // Every point of slot k (shift sh) within lim, ranked by the brute force's float score.
   auto visit_slot = [&](int sh, int k) {
     const float sigma = sh == 0 ? 0.25f : -0.25f;
@@ -296,25 +298,37 @@ bool E8pSearch::search_one(const float* u, uint16_t* idx) const {
       }
       float s = -nrm;
       for (int j = 0; j < 8; ++j) s = s + u2[j] * p[j];
-      const int32_t i = row[signs];
-      if (s > best || (s == best && i < best_id)) {  // first index on ties
+      // First index on ties. The index (a table read) is looked up only for a tie; a new best
+      // keeps its row and signs until then or the end.
+      if (s > best) {
         best = s;
-        best_id = i;
+        best_row = row;
+        best_signs = signs;
+        best_id = -1;
+      } else if (s == best) {
+        if (best_id < 0) best_id = best_row[best_signs];
+        const int32_t i = row[signs];
+        if (i < best_id) {
+          best_id = i;
+          best_row = row;
+          best_signs = signs;
+        }
       }
     }
   };
   for (int e = 0; e < nev; ++e) {
     const int sh = bounds[evaluated[e]].sh;
     const Shape& q = shapes_[size_t(bounds[evaluated[e]].shape)];
-    // The slots within lim as bits (a branch per slot mispredicts; this loop has none).
-    uint64_t within[kMaxSlots / 64] = {};
-    for (int k = q.slot0; k < q.slot1; ++k) within[k >> 6] |= uint64_t(dist[sh][k] <= lim) << (k & 63);
-    for (int w = q.slot0 >> 6; w <= (q.slot1 - 1) >> 6; ++w) {
-      for (uint64_t bits = within[w]; bits != 0; bits &= bits - 1) visit_slot(sh, w * 64 + __builtin_ctzll(bits));
+    // The slots within lim as bits, 64 at a time (a branch per slot mispredicts).
+    for (int k0 = q.slot0; k0 < q.slot1; k0 += 64) {
+      const int k1 = std::min(k0 + 64, q.slot1);
+      uint64_t bits = 0;
+      for (int k = k0; k < k1; ++k) bits |= uint64_t(dist[sh][k] <= lim) << (k - k0);
+      for (; bits != 0; bits &= bits - 1) visit_slot(sh, k0 + __builtin_ctzll(bits));
     }
   }
-  AQUAKV_CHECK(best_id != std::numeric_limits<int32_t>::max(), "E8P search found no candidate");
-  *idx = uint16_t(best_id);
+  AQUAKV_CHECK(best_row != nullptr, "E8P search found no candidate");
+  *idx = uint16_t(best_id >= 0 ? best_id : best_row[best_signs]);
   return true;
 }
 
