@@ -335,3 +335,29 @@ TEST(Nearest, CandidateTreeEqualsBruteForce) {
 
 }  // namespace
 }  // namespace aquakv
+
+namespace aquakv {
+namespace {
+
+// Codecs share one search per grid content: equal points share (whatever the name), other points
+// do not, and once no one holds a search the next request builds a new one with the right points.
+TEST(Nearest, SharedSearchIsPerContent) {
+  Grid a = builtin_grid(2, 16);
+  Grid b = a;
+  b.name = "another name";
+  Grid c = a;
+  c.points[3] += 0.25f;
+  auto sa = shared_nearest_search(a);
+  const auto sb = shared_nearest_search(b), sc = shared_nearest_search(c);
+  EXPECT_EQ(sa.get(), sb.get());
+  EXPECT_NE(sa.get(), sc.get());
+  EXPECT_EQ(sa->grid().points, a.points);
+  EXPECT_EQ(sc->grid().points, c.points);
+  std::weak_ptr<const NearestSearch> w = sa;
+  sa.reset();
+  EXPECT_FALSE(w.expired());  // sb still holds it
+  EXPECT_EQ(shared_nearest_search(a).get(), sb.get());
+}
+
+}  // namespace
+}  // namespace aquakv

@@ -86,15 +86,28 @@ void NearestSearch::build_tree() {
     }
     const size_t nref = std::min<size_t>(kRefs, byc.size());
     std::partial_sort(byc.begin(), byc.begin() + long(nref), byc.end());
+    // The references' coordinates and the box's corners as doubles, once per node.
+    double rp[kRefs][kMaxGridDim], rn[kRefs], lo2[kMaxGridDim], hi2[kMaxGridDim];
+    for (size_t r = 0; r < nref; ++r) {
+      const int32_t i = byc[r].second;
+      for (int k = 0; k < d_; ++k) rp[r][k] = points_[size_t(i) * d_ + k];
+      rn[r] = norms_[size_t(i)];
+    }
+    for (int k = 0; k < d_; ++k) {
+      lo2[k] = 2 * lo[size_t(k)];
+      hi2[k] = 2 * hi[size_t(k)];
+    }
     std::vector<int32_t> out;
     for (int32_t j : in) {
+      double pj[kMaxGridDim];
+      for (int k = 0; k < d_; ++k) pj[k] = points_[size_t(j) * d_ + k];
+      const double nj = norms_[size_t(j)];
       bool dropped = false;
       for (size_t r = 0; r < nref && !dropped; ++r) {
-        const int32_t i = byc[r].second;
-        double m = double(norms_[size_t(j)]) - norms_[size_t(i)];
+        double m = nj - rn[r];
         for (int k = 0; k < d_; ++k) {
-          const double w = double(points_[size_t(i) * d_ + k]) - points_[size_t(j) * d_ + k];
-          m += std::min(2 * lo[size_t(k)] * w, 2 * hi[size_t(k)] * w);
+          const double w = rp[r][k] - pj[k];
+          m += std::min(lo2[k] * w, hi2[k] * w);
         }
         dropped = m > margin;
       }
