@@ -234,7 +234,7 @@ TEST(Nearest, TiesGoToTheFirstIndex) {
 }
 
 TEST(Nearest, PrunedSearchEqualsBruteForceOnLargeGrids) {
-  // A random 4096-point grid in R^4 with duplicated points (forced ties across clusters).
+  // A random 4096-point grid in R^4 with duplicated points (forced ties; the candidate tree).
   Grid g;
   g.name = "random4096";
   g.d = 4;
@@ -245,6 +245,19 @@ TEST(Nearest, PrunedSearchEqualsBruteForceOnLargeGrids) {
     for (int j = 0; j < 4; ++j) g.points[size_t((4000 + i) * 4 + j)] = g.points[size_t(i * 40 * 4 + j)];
   }
   expect_search_exact(g, 3000);
+  // Grids the cluster search (with its per-member annulus) serves: 8 and 2 dimensions, > 1024
+  // points, with repeated points.
+  for (const int d : {8, 2}) {
+    Grid h;
+    h.name = fmt::format("random2000x{}", d);
+    h.d = d;
+    h.n = 2000;
+    for (int64_t i = 0; i < h.n * h.d; ++i) h.points.push_back(float(rng.normal()));
+    for (int64_t i = 0; i < 40; ++i) {
+      for (int j = 0; j < d; ++j) h.points[size_t((1950 + i) * d + j)] = h.points[size_t(i * 37 * d + j)];
+    }
+    expect_search_exact(h, 4000);
+  }
   if (!have_reference()) GTEST_SKIP() << "no reference grids";
   expect_search_exact(load_grid_file(kRef + "EDEN6-4096.n4096xd6.f32le"), 2000);
   expect_search_exact(load_grid_file(kRef + "QUIPSHARP8-65536.n65536xd8.f32le"), 400);
@@ -297,7 +310,7 @@ TEST(GridFile, DirectoryIsNamedNotMeasured) {
 namespace aquakv {
 namespace {
 
-// The candidate tree (grids of 3..8 dimensions, 1025..16384 points) on many normal queries, the
+// The candidate tree (grids of 3..6 dimensions, 1025..4096 points) on many normal queries, the
 // tie-making kinds of `queries`, and queries outside its box, at every SIMD level.
 TEST(Nearest, CandidateTreeEqualsBruteForce) {
   std::vector<Grid> grids;

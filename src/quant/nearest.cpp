@@ -178,7 +178,7 @@ NearestSearch::NearestSearch(const Grid& g, bool brute_only) : d_(g.d), n_(g.n),
     e8p_ = &e8p_search();
     return;
   }
-  if (d_ >= 3 && d_ <= 8 && n_ <= kTreeMaxPoints) {
+  if (d_ >= 3 && d_ <= 6 && n_ <= kTreeMaxPoints) {
     build_tree();
     return;
   }

@@ -1,4 +1,4 @@
-// Candidate tree for mid-sized grids in 3..8 dimensions (e.g. 6 x 4096), where cluster bounds
+// Candidate tree for mid-sized grids in 3..6 dimensions (e.g. 6 x 4096), where cluster bounds
 // prune nothing (cluster radii exceed the distances between centres).
 //
 // The box [-B, B]^d around the grid is cut recursively at the middle of its widest side; every

@@ -2,7 +2,7 @@
 // uses -- the index i maximising score_i(u) = sum_j (2 u_j) G_ij - ||G_i||^2 accumulated in float
 // in the order -||G_i||^2, j = 0..d-1 (one rounding per multiply and per add, no FMA), the first
 // (smallest) index on ties -- and its fast versions (AVX2 brute force; cluster pruning for
-// large grids; a tree of candidate lists for mid-sized grids in 3..8 dimensions; a cell table
+// large grids; a tree of candidate lists for mid-sized grids in 3..6 dimensions; a cell table
 // of candidate lists for dense grids in R^1 and R^2; the lattice
 // search of quant/e8p.h for the E8P codebook), which return exactly the same index. Not:
 // building grids (quant/grid.h).
@@ -25,7 +25,7 @@ class NearestSearch {
  public:
   // Copies g (g may be destroyed afterwards). The E8P codebook (quant/e8p.h) uses its lattice
   // search; other grids with more than kPruneThreshold points use the candidate tree
-  // (nearest_tree.cpp) when 3 <= d <= 8 and n <= kTreeMaxPoints, else cluster pruning; smaller
+  // (nearest_tree.cpp) when 3 <= d <= 6 and n <= kTreeMaxPoints, else cluster pruning; smaller
   // grids brute force.
   // brute_only: none of those structures (search() is search_brute()), for callers that only
   // brute-force a grid that changes every step (the CLVQ generator).
@@ -39,7 +39,10 @@ class NearestSearch {
   static constexpr int64_t kLanesMaxPoints = 256;
   // Grids in R^1 or R^2 with at least this many points get a cell table (see nearest.cpp).
   static constexpr int64_t kCellMinPoints = 64;
-  static constexpr int64_t kTreeMaxPoints = 16384;
+  // The tree's build time grows fast with d and n (one throwaway measurement, CPU seconds on
+  // random normal grids: 6 x 8192 4.2, 7 x 4096 4.8, 8 x 4096 9.7, 8 x 16384 40; EDEN6-4096 ~2),
+  // so larger grids keep the clusters.
+  static constexpr int64_t kTreeMaxPoints = 4096;
 
   int dim() const { return d_; }
   int64_t size() const { return n_; }
@@ -69,7 +72,7 @@ class NearestSearch {
   struct Cells;
   std::unique_ptr<Cells> cells_;  // only for d <= 2 and n >= kCellMinPoints
   struct Tree;
-  std::unique_ptr<Tree> tree_;  // only for 3 <= d <= 8, kPruneThreshold < n <= kTreeMaxPoints
+  std::unique_ptr<Tree> tree_;  // only for 3 <= d <= 6, kPruneThreshold < n <= kTreeMaxPoints
   const E8pSearch* e8p_ = nullptr;  // only for the E8P codebook (the shared e8p_search())
 };
 
