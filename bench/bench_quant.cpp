@@ -8,7 +8,9 @@
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <vector>
 
 #include "aquakv/quant/codec.h"
@@ -26,7 +28,8 @@ const char* const kSpecs[] = {"fp16",          "uniform:2:g32:token", "uniform:4
                               "uniform:2:g32:channel", "higgs:2x16:g192", "higgs:2x16:g64",
                               "higgs:2x16:g192:seed1", "higgs:2x64:g192", "higgs:2x256:g192",
                               "higgs:4x256:g64", "higgs:4x256:g192", "higgs:4x16:g192",
-                              "higgs:1x4:g192",   "q8_0",
+                              "higgs:1x4:g192",   "higgs:8x65536:g192", "higgs:6x4096:g192",
+                              "q8_0",
                               "q4_0",                "q4_1",            "q8_0r:h64",
                               "q4_0r:h64",           "q4_1r:h64",       "kvquant3:key",
                               "kvquant3:value",      "cq:4c8b",         "cq:8c8b"};
@@ -36,6 +39,13 @@ std::vector<float> gaussian(int64_t n) {
   std::vector<float> x(static_cast<size_t>(n));
   for (auto& v : x) v = float(rng.normal());
   return x;
+}
+
+// The reference EDEN6-4096 grid: $AQUAKV_SHARED_DIR (default ../shared, from the repository
+// root)/reference/grids; its benchmarks are left out when the file is not there.
+std::string eden6_path() {
+  const char* dir = std::getenv("AQUAKV_SHARED_DIR");
+  return std::string(dir ? dir : "../shared") + "/reference/grids/EDEN6-4096.n4096xd6.f32le";
 }
 
 // Spec strings of quant/codec.h, plus the calibrated codecs with synthetic tables (their speed
@@ -57,6 +67,9 @@ std::unique_ptr<Codec> bench_codec(const std::string& spec) {
   if (spec.rfind("cq:", 0) == 0) {
     const int64_t c = spec == "cq:4c8b" ? 4 : 8;
     return std::make_unique<CqCodec>(spec, kDim, c, 8, gaussian(kDim * 256));
+  }
+  if (std::string(spec) == "higgs:6x4096:g192") {  // no built-in 6x4096 grid: the reference file
+    return make_codec(spec + ":grid=" + eden6_path(), kDim);
   }
   return make_codec(spec, kDim);
 }
@@ -164,6 +177,7 @@ void BM_LayerPrefillGemm(benchmark::State& st) {
 
 void register_all() {
   for (const char* s : kSpecs) {
+    if (std::string(s) == "higgs:6x4096:g192" && !std::filesystem::exists(eden6_path())) continue;
     benchmark::RegisterBenchmark((std::string("Encode/") + s).c_str(), BM_Encode, s)->Arg(256)->Arg(65536)->Unit(benchmark::kMicrosecond);
     benchmark::RegisterBenchmark((std::string("DecodeFp16/") + s).c_str(), BM_DecodeFp16, s)->Arg(256)->Arg(65536)->Unit(benchmark::kMicrosecond);
     benchmark::RegisterBenchmark((std::string("DecodeF32/") + s).c_str(), BM_DecodeF32, s)->Arg(256)->Unit(benchmark::kMicrosecond);

@@ -57,7 +57,7 @@ struct Case {
 TEST(Higgs, RelativeMseEqualsGridMse) {
   const Case cases[] = {{192, 192, 2, 16, 0}, {192, 64, 2, 16, 7},  {192, 192, 2, 64, 0},
                         {192, 192, 2, 256, 0}, {256, 256, 4, 256, 0}, {320, 320, 2, 16, 1},
-                        {576, 192, 1, 4, 0}};
+                        {576, 192, 1, 4, 0},   {192, 192, 8, 65536, 0}};
   for (const auto& c : cases) {
     const Grid& grid = builtin_grid(c.d, c.n);
     const HiggsCodec codec(c.dim, c.g, grid, c.seed);

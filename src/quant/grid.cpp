@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <regex>
 
+#include "aquakv/quant/e8p.h"
 #include "aquakv/quant/gauss_rng.h"
 #include "aquakv/quant/nearest.h"
 #include "aquakv/util/error.h"
@@ -106,8 +107,9 @@ const Grid& builtin_grid(int d, int64_t n) {
   for (const auto& g : grids) {
     if (g.d == d && g.n == n) return g;
   }
+  if (d == 8 && n == 65536) return e8p_grid();  // built from its lattice description, not embedded
   std::string have;
-  for (const auto& g : grids) have += fmt::format("{}{}x{}", have.empty() ? "" : " ", g.d, g.n);
+  for (const auto& [gd, gn] : builtin_grid_shapes()) have += fmt::format("{}{}x{}", have.empty() ? "" : " ", gd, gn);
   fail("grid d={} n={}: not built in (built-in d x n: {}); give a grid file", d, n, have);
 }
 
@@ -116,6 +118,7 @@ std::vector<std::pair<int, int64_t>> builtin_grid_shapes() {
   for (int i = 0; i < detail::kNumBuiltinGrids; ++i) {
     v.emplace_back(detail::kBuiltinGrids[i].d, detail::kBuiltinGrids[i].n);
   }
+  v.emplace_back(8, 65536);  // E8P (quant/e8p.h)
   return v;
 }
 
@@ -201,7 +204,7 @@ Grid clvq_once(int d, int64_t n, const ClvqOptions& opt, const ClvqProgress& pro
   // which makes each point the average of the tail's cell means and shrinks the sampling noise.
   const int full = std::max(1, opt.iterations * 7 / 10);
   for (int it = 0; it < opt.iterations; ++it) {
-    const NearestSearch ns(g);
+    const NearestSearch ns(g, /*brute_only=*/true);  // assign_pass brute-forces
     const Stats s = assign_pass(g, ns, opt.samples, opt.seed, uint64_t(it) + 1, true);
     const double step = it < full ? 1.0 : 1.0 / double(it - full + 2);
     for (int64_t k = 0; k < n; ++k) {
@@ -220,7 +223,7 @@ Grid clvq_once(int d, int64_t n, const ClvqOptions& opt, const ClvqProgress& pro
   }
   if (opt.final_samples > 0) {
     // Return the final cell means (an exact Lloyd step on many samples).
-    const NearestSearch ns(g);
+    const NearestSearch ns(g, /*brute_only=*/true);  // assign_pass brute-forces
     const Stats s = assign_pass(g, ns, opt.final_samples, opt.seed, 0, true);
     for (int64_t k = 0; k < n; ++k) {
       if (s.cnt[size_t(k)] == 0) continue;

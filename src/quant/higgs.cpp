@@ -53,13 +53,13 @@ int64_t higgs_default_group(int64_t dim) {
 HiggsCodec::HiggsCodec(int64_t dim, int64_t group, const Grid& grid, uint64_t sign_seed)
     : Codec(higgs_spec(group, grid, sign_seed), dim, 1, row_bytes(dim, group, checked(grid, dim, group))),
       group_(group),
-      grid_(grid),
+      search_(shared_nearest_search(grid)),
+      grid_(search_->grid()),
       code_bits_(bits_for_count(grid.n)),
       codes_per_row_(dim / grid.d),
-      rot_(group, sign_seed),
-      search_(grid) {
+      rot_(group, sign_seed) {
   std::vector<float> origin(size_t(grid.d), 0.0f);
-  search_.search(origin.data(), 1, &zero_code_);
+  search_->search(origin.data(), 1, &zero_code_);
   if (grid_.d == 2 && code_bits_ == 4) {
     // Byte b holds codes b & 15 (first) and b >> 4: their two points, 4 floats.
     byte_table_.resize(256 * 4);
@@ -113,7 +113,7 @@ void HiggsCodec::encode(const float* x, int64_t rows, uint8_t* out) const {
       rot_.forward(yg, 1);
       const float inv = float(1.0 / s);
       for (int64_t t = 0; t < g; ++t) yg[t] *= inv;
-      search_.search(yg, cpg, cg);
+      search_->search(yg, cpg, cg);
     }
     pack_bits(codes.data(), codes_per_row_, code_bits_, o + 2 * ng);
   }

@@ -1,11 +1,17 @@
 // Nearest-point search. Small grids: brute force over blocks of 8 points. Large grids
 // (n > kPruneThreshold): the points are grouped into about sqrt(n) clusters (k-means on the
-// points, deterministic); a query scans the cluster with the nearest centre first and then every
-// cluster whose lower bound (||u - c|| - r)^2 on the squared distance cannot beat the current best
-// score even allowing for float rounding (a relative slack of 1e-4 that is orders of magnitude
-// above the rounding error of a d <= 16 term score). Points that are skipped therefore score
-// strictly below the best, and the scanned points are scored by the same kernel as brute force,
-// so the result is the brute-force index exactly (ties included).
+// points, deterministic), each cluster's members sorted by their distance r_i to its centre c.
+// A query scans the cluster with the nearest centre first; then, for every other cluster, with
+// R = sqrt(D + slack) (D the squared distance of the best point so far, slack a relative 1e-4
+// that is orders of magnitude above the rounding error of a d <= 16 term score):
+//   - the cluster is skipped when ||u - c|| - r_max > R (no member can be within R), and
+//   - otherwise only the members with |r_i - ||u - c||| <= R are scanned (a contiguous range
+//     of the sorted members): by the triangle inequality ||u - p_i|| >= |r_i - ||u - c|||, so a
+//     member outside that annulus is farther than R.
+// Points that are skipped therefore score strictly below the best, and the scanned points are
+// scored by the same kernel as brute force, so the result is the brute-force index exactly
+// (ties included). In 6 dimensions the cluster test alone prunes little (cluster radii exceed
+// the distances between centres); the annulus is what makes a 4096-point grid fast.
 #include "aquakv/quant/nearest.h"
 
 #include <algorithm>
@@ -13,8 +19,14 @@
 #include <cstring>
 #include <limits>
 
+#include <map>
+#include <mutex>
+#include <tuple>
+
+#include "aquakv/quant/e8p.h"
 #include "aquakv/util/cpu.h"
 #include "aquakv/util/check.h"
+#include "aquakv/util/hash.h"
 #include "nearest_internal.h"
 
 namespace aquakv {
@@ -41,14 +53,31 @@ void scan_blocks_scalar(const float* blocks, int64_t nblocks, int d, const float
   }
 }
 
+void scan_ids_scalar(const float* pts, const float* negnorm, int d, const uint16_t* ids, int64_t count,
+                     const float* u2, float& best_score, int32_t& best_id) {
+  for (int64_t q = 0; q < count; ++q) {
+    const int32_t id = ids[q];
+    const float* p = pts + int64_t(id) * d;
+    float s = negnorm[id];
+    for (int j = 0; j < d; ++j) s = s + u2[j] * p[j];
+    if (s > best_score || (s == best_score && id < best_id)) {
+      best_score = s;
+      best_id = id;
+    }
+  }
+}
+
 }  // namespace detail
 
 namespace {
-
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+}  // namespace
+
+namespace detail {
+
 
 // Writes points `order[0..count)` of g into blocks (count rounded up to a multiple of 8).
-void fill_blocks(const std::vector<float>& pts, const std::vector<float>& norms, int d,
+void fill_nearest_blocks(const std::vector<float>& pts, const std::vector<float>& norms, int d,
                  const int32_t* order, int64_t count, float* out) {
   const int64_t stride = detail::nearest_block_floats(d);
   for (int64_t s = 0; s < (count + 7) / 8 * 8; ++s) {
@@ -62,7 +91,7 @@ void fill_blocks(const std::vector<float>& pts, const std::vector<float>& norms,
   }
 }
 
-void scan(const float* blocks, int64_t nblocks, int d, const float* u2, float& best,
+void scan_nearest_blocks(const float* blocks, int64_t nblocks, int d, const float* u2, float& best,
           int32_t& id) {
   if (simd_at_least(SimdLevel::kAvx2)) {
     detail::scan_blocks_avx2(blocks, nblocks, d, u2, best, id);
@@ -71,7 +100,10 @@ void scan(const float* blocks, int64_t nblocks, int d, const float* u2, float& b
   }
 }
 
-}  // namespace
+}  // namespace detail
+
+using detail::fill_nearest_blocks;
+using detail::scan_nearest_blocks;
 
 struct NearestSearch::Soa {
   std::vector<float> blocks;
@@ -97,6 +129,8 @@ struct NearestSearch::Clusters {
   int64_t k = 0;
   std::vector<double> centers;      // (k, d)
   std::vector<double> radius;       // (k) max distance of a member to its centre, inflated
+  std::vector<int64_t> member_begin;  // (k + 1) first member of each cluster in `member_r`
+  std::vector<double> member_r;     // (n) distance of each member to its centre, ascending per cluster
   std::vector<int64_t> block_begin;  // (k + 1) first block of each cluster in `blocks`
   std::vector<float> blocks;
   double max_norm = 0;              // max ||G_i||^2
@@ -121,7 +155,7 @@ int64_t nearest_brute_scalar(const Grid& g, const float* u) {
   return best_i;
 }
 
-NearestSearch::NearestSearch(const Grid& g) : d_(g.d), n_(g.n), points_(g.points) {
+NearestSearch::NearestSearch(const Grid& g, bool brute_only) : d_(g.d), n_(g.n), grid_(g), points_(grid_.points) {
   AQUAKV_CHECK(d_ >= 1 && d_ <= kMaxGridDim && n_ >= 1 && n_ <= kMaxGridPoints);
   norms_.resize(size_t(n_));
   for (int64_t i = 0; i < n_; ++i) {
@@ -136,9 +170,18 @@ NearestSearch::NearestSearch(const Grid& g) : d_(g.d), n_(g.n), points_(g.points
   soa_ = std::make_unique<Soa>();
   soa_->nblocks = (n_ + 7) / 8;
   soa_->blocks.resize(size_t(soa_->nblocks * detail::nearest_block_floats(d_)));
-  fill_blocks(points_, norms_, d_, order.data(), n_, soa_->blocks.data());
+  fill_nearest_blocks(points_, norms_, d_, order.data(), n_, soa_->blocks.data());
+  if (brute_only) return;
   if (d_ <= 2 && n_ >= kCellMinPoints && n_ <= kPruneThreshold) build_cells();
   if (n_ <= kPruneThreshold) return;
+  if (is_e8p_grid(g)) {
+    e8p_ = &e8p_search();
+    return;
+  }
+  if (d_ >= 3 && d_ <= 6 && n_ <= kTreeMaxPoints) {
+    build_tree();
+    return;
+  }
 
   // k-means on the points themselves: k = ~sqrt(n) clusters, init from evenly spaced points.
   auto c = std::make_unique<Clusters>();
@@ -173,7 +216,7 @@ NearestSearch::NearestSearch(const Grid& g) : d_(g.d), n_(g.n), points_(g.points
     }
   }
   // Final membership (nearest centre) and radii.
-  std::vector<std::vector<int32_t>> members(static_cast<size_t>(k));
+  std::vector<std::vector<std::pair<double, int32_t>>> members(static_cast<size_t>(k));
   c->radius.assign(size_t(k), 0.0);
   for (int64_t i = 0; i < n_; ++i) {
     double best = std::numeric_limits<double>::infinity();
@@ -186,18 +229,27 @@ NearestSearch::NearestSearch(const Grid& g) : d_(g.d), n_(g.n), points_(g.points
       }
       if (dist < best) { best = dist; bq = q; }
     }
-    members[size_t(bq)].push_back(int32_t(i));
+    members[size_t(bq)].emplace_back(std::sqrt(best), int32_t(i));
     c->radius[size_t(bq)] = std::max(c->radius[size_t(bq)], std::sqrt(best));
     c->max_norm = std::max(c->max_norm, double(norms_[size_t(i)]));
   }
   c->block_begin.assign(size_t(k + 1), 0);
+  c->member_begin.assign(size_t(k + 1), 0);
   for (int64_t q = 0; q < k; ++q) {
     c->radius[size_t(q)] = c->radius[size_t(q)] * (1 + 1e-6) + 1e-6;
     c->block_begin[size_t(q + 1)] = c->block_begin[size_t(q)] + int64_t(members[size_t(q)].size() + 7) / 8;
+    c->member_begin[size_t(q + 1)] = c->member_begin[size_t(q)] + int64_t(members[size_t(q)].size());
   }
   c->blocks.resize(size_t(c->block_begin[size_t(k)] * detail::nearest_block_floats(d_)));
   for (int64_t q = 0; q < k; ++q) {
-    fill_blocks(points_, norms_, d_, members[size_t(q)].data(), int64_t(members[size_t(q)].size()),
+    auto& mq = members[size_t(q)];
+    std::sort(mq.begin(), mq.end());  // by distance to the centre, then index
+    std::vector<int32_t> ids;
+    for (const auto& [r, i] : mq) {
+      ids.push_back(i);
+      c->member_r.push_back(r);
+    }
+    fill_nearest_blocks(points_, norms_, d_, ids.data(), int64_t(ids.size()),
                 c->blocks.data() + c->block_begin[size_t(q)] * detail::nearest_block_floats(d_));
   }
   clusters_ = std::move(c);
@@ -285,7 +337,7 @@ void NearestSearch::search_brute(const float* u, int64_t m, uint16_t* idx) const
     for (int j = 0; j < d_; ++j) u2[j] = 2.0f * u[r * d_ + j];
     float best = kNegInf;
     int32_t id = std::numeric_limits<int32_t>::max();
-    scan(soa_->blocks.data(), soa_->nblocks, d_, u2, best, id);
+    scan_nearest_blocks(soa_->blocks.data(), soa_->nblocks, d_, u2, best, id);
     // All scores -inf or NaN (non-finite query): fall back to index 0 like the reference.
     idx[r] = id == std::numeric_limits<int32_t>::max() ? 0 : uint16_t(id);
   }
@@ -295,6 +347,18 @@ void NearestSearch::search(const float* u, int64_t m, uint16_t* idx) const {
   if (cells_) {
     for (int64_t r = 0; r < m; ++r) {
       if (!search_cells(u + r * d_, idx + r)) search_brute(u + r * d_, 1, idx + r);
+    }
+    return;
+  }
+  if (tree_) {
+    for (int64_t r = 0; r < m; ++r) {
+      if (!search_tree(u + r * d_, idx + r)) search_brute(u + r * d_, 1, idx + r);
+    }
+    return;
+  }
+  if (e8p_) {
+    for (int64_t r = 0; r < m; ++r) {
+      if (!e8p_->search_one(u + r * d_, idx + r)) search_brute(u + r * d_, 1, idx + r);
     }
     return;
   }
@@ -332,20 +396,44 @@ void NearestSearch::search(const float* u, int64_t m, uint16_t* idx) const {
     float best = kNegInf;
     int32_t id = std::numeric_limits<int32_t>::max();
     const double slack = 1e-4 * (1.0 + unorm + c.max_norm);
-    auto visit = [&](int64_t q) {
-      scan(c.blocks.data() + c.block_begin[size_t(q)] * stride,
-           c.block_begin[size_t(q + 1)] - c.block_begin[size_t(q)], d_, u2, best, id);
+    // Members t0..t1 (positions in the cluster's sorted order) cover whole blocks of 8.
+    auto visit = [&](int64_t q, int64_t t0, int64_t t1) {
+      const int64_t b0 = c.block_begin[size_t(q)] + t0 / 8, b1 = c.block_begin[size_t(q)] + (t1 + 7) / 8;
+      scan_nearest_blocks(c.blocks.data() + b0 * stride, b1 - b0, d_, u2, best, id);
     };
-    visit(first);
+    visit(first, 0, c.member_begin[size_t(first + 1)] - c.member_begin[size_t(first)]);
     for (int64_t q = 0; q < c.k; ++q) {
       if (q == first) continue;
-      const double lb = std::max(0.0, dc[size_t(q)] - c.radius[size_t(q)]);
-      // Every member's true score is <= |u|^2 - lb^2; skip when that is surely below best.
-      if (unorm - lb * lb + slack < double(best)) continue;
-      visit(q);
+      // Every point within R of u is within sqrt(D + slack), D = |u|^2 - best (its distance^2).
+      const double reach = unorm - double(best) + slack;
+      const double big_r = std::sqrt(std::max(0.0, reach)) * (1 + 1e-9) + 1e-9;
+      if (dc[size_t(q)] - c.radius[size_t(q)] > big_r) continue;
+      const double* r0 = c.member_r.data() + c.member_begin[size_t(q)];
+      const double* r1 = c.member_r.data() + c.member_begin[size_t(q + 1)];
+      const int64_t t0 = std::lower_bound(r0, r1, dc[size_t(q)] - big_r) - r0;
+      const int64_t t1 = std::upper_bound(r0, r1, dc[size_t(q)] + big_r) - r0;
+      if (t0 < t1) visit(q, t0, t1);
     }
     idx[r] = uint16_t(id);
   }
+}
+
+std::shared_ptr<const NearestSearch> shared_nearest_search(const Grid& g) {
+  static std::mutex mu;
+  static std::map<std::tuple<int, int64_t, uint64_t>, std::weak_ptr<const NearestSearch>> cache;
+  const uint64_t h = fnv1a64(g.points.data(), g.points.size() * sizeof(float));
+  const auto key = std::make_tuple(g.d, g.n, h);
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(key);
+  if (it != cache.end()) {
+    auto s = it->second.lock();
+    if (s && s->grid().points == g.points) return s;  // equal content, not only equal hash
+    if (s) return std::make_shared<const NearestSearch>(g);  // a hash collision: unshared
+  }
+  for (auto i = cache.begin(); i != cache.end();) i = i->second.expired() ? cache.erase(i) : std::next(i);
+  auto s = std::make_shared<const NearestSearch>(g);
+  cache[key] = s;
+  return s;
 }
 
 }  // namespace aquakv

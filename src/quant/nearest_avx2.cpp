@@ -76,4 +76,34 @@ int64_t search_lanes_avx2(const float* pts, const float* negnorm, int64_t n, int
   return m8;
 }
 
+void scan_ids_avx2(const float* pts, const float* negnorm, int d, const uint16_t* ids, int64_t count,
+                   const float* u2, float& best_score, int32_t& best_id) {
+  __m256 uj[16];
+  for (int j = 0; j < d; ++j) uj[j] = _mm256_set1_ps(u2[j]);
+  __m256 best = _mm256_set1_ps(best_score);
+  __m256i bid = _mm256_set1_epi32(best_id);
+  for (int64_t q = 0; q < count; q += 8) {
+    const __m256i id = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ids + q)));
+    const __m256i off = _mm256_mullo_epi32(id, _mm256_set1_epi32(d));
+    __m256 s = _mm256_i32gather_ps(negnorm, id, 4);
+    for (int j = 0; j < d; ++j) s = _mm256_add_ps(s, _mm256_mul_ps(uj[j], _mm256_i32gather_ps(pts + j, off, 4)));
+    const __m256 gt = _mm256_cmp_ps(s, best, _CMP_GT_OQ);
+    const __m256 eq = _mm256_cmp_ps(s, best, _CMP_EQ_OQ);
+    const __m256 lt = _mm256_castsi256_ps(_mm256_cmpgt_epi32(bid, id));
+    const __m256 take = _mm256_or_ps(gt, _mm256_and_ps(eq, lt));
+    best = _mm256_blendv_ps(best, s, take);
+    bid = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(bid), _mm256_castsi256_ps(id), take));
+  }
+  alignas(32) float bs[8];
+  alignas(32) int32_t bi[8];
+  _mm256_store_ps(bs, best);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(bi), bid);
+  for (int l = 0; l < 8; ++l) {
+    if (bs[l] > best_score || (bs[l] == best_score && bi[l] < best_id)) {
+      best_score = bs[l];
+      best_id = bi[l];
+    }
+  }
+}
+
 }  // namespace aquakv::detail

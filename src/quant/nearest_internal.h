@@ -4,6 +4,27 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
+
+#include "aquakv/quant/nearest.h"
+
+namespace aquakv {
+
+// The candidate tree (nearest_tree.cpp has the math).
+struct NearestSearch::Tree {
+  struct Node {
+    int32_t dim = -1;   // -1: leaf
+    float split = 0;    // x[dim] < split: child, else child + 1
+    int32_t child = 0;  // first child (nodes), or the leaf's index (leaves)
+  };
+  float bound = 0;  // the root box is [-bound, bound]^d
+  std::vector<Node> nodes;
+  std::vector<int32_t> leaf_begin;  // (leaves + 1) offsets into ids
+  std::vector<uint16_t> ids;        // each leaf's candidates, ascending, padded to a multiple of 8
+                                    // by repeating the last (a repeat never changes the result)
+};
+
+}  // namespace aquakv
 
 namespace aquakv::detail {
 
@@ -15,6 +36,20 @@ void scan_blocks_scalar(const float* blocks, int64_t nblocks, int d, const float
                         float& best_score, int32_t& best_id);
 void scan_blocks_avx2(const float* blocks, int64_t nblocks, int d, const float* u2,
                       float& best_score, int32_t& best_id);
+
+// Writes points order[0..count) of (pts, norms) into blocks (count rounded up to a multiple of 8).
+void fill_nearest_blocks(const std::vector<float>& pts, const std::vector<float>& norms, int d,
+                         const int32_t* order, int64_t count, float* out);
+// scan_blocks_avx2 or scan_blocks_scalar per simd_level().
+void scan_nearest_blocks(const float* blocks, int64_t nblocks, int d, const float* u2, float& best,
+                         int32_t& id);
+
+// Scores the points ids[0..count) (count a multiple of 8; ids < 65536) with the same rule as
+// scan_blocks_*, reading the points from pts (n, d) and -||p||^2 from negnorm (n).
+void scan_ids_scalar(const float* pts, const float* negnorm, int d, const uint16_t* ids, int64_t count,
+                     const float* u2, float& best_score, int32_t& best_id);
+void scan_ids_avx2(const float* pts, const float* negnorm, int d, const uint16_t* ids, int64_t count,
+                   const float* u2, float& best_score, int32_t& best_id);
 
 // Brute force with 8 queries per vector (one query per lane), the points visited in index order
 // with a strict > so the first maximum wins; scores as in scan_blocks_*. Handles the first

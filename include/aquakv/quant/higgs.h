@@ -32,7 +32,7 @@ class HiggsCodec final : public Codec {
   HiggsCodec(int64_t dim, int64_t group, const Grid& grid, uint64_t sign_seed = 0);
 
   int64_t group() const { return group_; }
-  const Grid& grid() const { return grid_; }
+  const Grid& grid() const { return grid_; }  // the shared search's copy (see the members)
   int code_bits() const { return code_bits_; }
   uint64_t sign_seed() const { return rot_.sign_seed(); }
 
@@ -53,11 +53,13 @@ class HiggsCodec final : public Codec {
   void gather_row(const uint8_t* packed, float* x) const;
   void decode_rows(const uint8_t* in, int64_t rows, float* x, bool rotate) const;
   int64_t group_;
-  Grid grid_;
+  // One search and grid copy per distinct grid in the process (shared_nearest_search), so that
+  // the codecs of all layers do not each hold megabytes of a large grid's tables.
+  std::shared_ptr<const NearestSearch> search_;
+  const Grid& grid_;  // search_->grid()
   int code_bits_;
   int64_t codes_per_row_;
   HadamardRotation rot_;
-  NearestSearch search_;
   uint16_t zero_code_;
   std::vector<float> byte_table_;  // (256, 4) for d = 2 with 4-bit codes, else empty  // code stored for all-zero groups: the grid point nearest the origin
 };
