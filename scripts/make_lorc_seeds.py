@@ -7,17 +7,7 @@ import hashlib
 import os
 import struct
 
-
-def fnv1a64(b: bytes) -> int:
-    h = 0xcbf29ce484222325
-    for x in b:
-        h = ((h ^ x) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
-    return h
-
-
-def s(x: str) -> bytes:
-    e = x.encode()
-    return struct.pack("<I", len(e)) + e
+from make_layer_share_seeds import fnv1a64, s  # the checksum and string encoding of every plan file
 
 
 def plan(ranks, heads=2, hd=2, scale=1.0) -> bytes:

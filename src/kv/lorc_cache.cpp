@@ -260,13 +260,10 @@ class LorcCache final : public KvCache {
     std::vector<Layer> layers;
   };
 
-  Seq& at(int seq) {
-    if (seq < 0 || seq >= int(seqs_.size())) fail("kv cache: no sequence {} (have {})", seq, seqs_.size());
-    return seqs_[size_t(seq)];
-  }
+  Seq& at(int seq) { return sequence_at(seqs_, seq); }
   const Seq& at(int seq) const { return const_cast<LorcCache*>(this)->at(seq); }
   Layer& layer_of(Seq& s, int layer) {
-    if (layer < 0 || layer >= shape_.n_layers) fail("kv cache: layer {} outside [0, {})", layer, shape_.n_layers);
+    check_layer(layer, shape_);
     return s.layers[size_t(layer)];
   }
   // Latent rows held during the step (this step's included).
@@ -331,9 +328,7 @@ class LorcCache final : public KvCache {
 }  // namespace
 
 std::unique_ptr<KvCache> make_lorc_cache(const KvShape& shape, LorcPlan plan, int64_t sinks, const std::string& name) {
-  if (shape.n_layers <= 0 || shape.n_kv_heads <= 0 || shape.head_dim <= 0 || shape.max_tokens <= 0)
-    fail("kv cache lorc: invalid shape (layers {}, kv heads {}, head dim {}, context {})", shape.n_layers,
-         shape.n_kv_heads, shape.head_dim, shape.max_tokens);
+  check_shape(shape, "lorc");
   check_lorc_plan(plan, "--kv " + name);
   check_fingerprint(plan.model, shape, "--kv " + name);
   if (sinks < 0) fail("--kv {}: p must be >= 0, got {}", name, sinks);
