@@ -103,8 +103,10 @@ TEST(FitChain, RecoversPlantedCrossLayerMaps) {
 }
 
 // With `plan`, layer 1 codes keys and values with other codecs than layer 2 (a bit plan); with
-// `wide`, the predictors read the wide inputs (key 2C, value 3C).
-void check_chain_equals_cache(bool plan, bool wide = false) {
+// `wide_k` / `wide_v`, that stream's predictors read the wide inputs (key 2C, value 3C); key_rank /
+// value_rank: the streams' ranks (-1: full, ChainOptions' default rank 0).
+void check_chain_equals_cache(bool plan, bool wide_k = false, bool wide_v = false, int64_t key_rank = -1,
+                              int64_t value_rank = -1) {
   const Planted p = planted(300, 60, 0.05, 2);
   auto kq = std::make_shared<CoarseCodec>(kC, 3);
   auto vq = std::make_shared<CoarseCodec>(kC, 2);
@@ -117,17 +119,22 @@ void check_chain_equals_cache(bool plan, bool wide = false) {
     o.layer_key_codecs = {nullptr, std::make_shared<CoarseCodec>(kC, 6), nullptr};
     o.layer_value_codecs = {nullptr, std::make_shared<CoarseCodec>(kC, 4), std::make_shared<CoarseCodec>(kC, 7)};
   }
-  o.wide_inputs = wide;
+  o.wide_keys = wide_k;
+  o.wide_values = wide_v;
+  o.key_rank = key_rank;
+  o.value_rank = value_rank;
   std::vector<std::vector<float>> ck(kL), cv(kL);
   o.on_layer = [&](int l, const std::vector<float>& k, const std::vector<float>& v) { ck[l] = k; cv[l] = v; };
   auto a = std::make_shared<Adapters>();
   a->model = {"t", kL, 1, kC, kC, 0};
   a->layers = fit_chain(p.s, o, nullptr);
   for (int l = 1; l < kL; ++l) {
-    EXPECT_EQ(a->layers[size_t(l)].key.in, (wide ? 2 : 1) * kC);
-    EXPECT_EQ(a->layers[size_t(l)].value.in, (wide ? 3 : 2) * kC);
+    EXPECT_EQ(a->layers[size_t(l)].key.in, (wide_k ? 2 : 1) * kC);
+    EXPECT_EQ(a->layers[size_t(l)].value.in, (wide_v ? 3 : 2) * kC);
+    EXPECT_EQ(a->layers[size_t(l)].key.rank, std::max<int64_t>(key_rank, 0));
+    EXPECT_EQ(a->layers[size_t(l)].value.rank, std::max<int64_t>(value_rank, 0));
   }
-  EXPECT_EQ(a->has_wide_inputs(), wide);
+  EXPECT_EQ(a->has_wide_inputs(), wide_k || wide_v);
   // Feed all rows as one sequence with no sinks, compressing at every step of 37 tokens.
   KvShape shape;
   shape.n_layers = kL;
@@ -176,7 +183,14 @@ void check_chain_equals_cache(bool plan, bool wide = false) {
 }
 
 TEST(FitChain, ReconstructionsEqualTheCachesBitForBit) { check_chain_equals_cache(false); }
-TEST(FitChain, WideInputsReconstructLikeTheCache) { check_chain_equals_cache(false, true); }
+TEST(FitChain, WideInputsReconstructLikeTheCache) { check_chain_equals_cache(false, true, true); }
+// One stream wide and reduced-rank maps of different ranks per stream (the equal-cost variants
+// of `calibrate --predictor-inputs wide-keys --key-rank R`): the cache reads each map by its own
+// input width and rank.
+TEST(FitChain, PerStreamInputsAndRanksReconstructLikeTheCache) {
+  check_chain_equals_cache(false, true, false, 3, -1);
+  check_chain_equals_cache(true, false, true, -1, 5);
+}
 
 // The wrapper codes x * s and decodes / s: with a lossless inner codec and power-of-two scales
 // the round trip is exact, and the inner codec sees the scaled rows.

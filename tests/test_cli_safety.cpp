@@ -216,6 +216,20 @@ TEST_F(CliSafety, F6_RankCheckedBeforeCapture) {
   EXPECT_FALSE(fs::exists(path("a.aqkv")));
 }
 
+// The per-stream ranks too (lo = -1 means "as --rank" internally, never a user value).
+TEST_F(CliSafety, PerStreamRanksCheckedBeforeCapture) {
+  need_model();
+  CliResult r = run("calibrate " + mflag_ + " -q --value-rank 193 --predictor-inputs wide-keys -o " + path("a.aqkv"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_HAS(r.out, "aquakv: error: calibrate: --value-rank 193 outside [0, 192]");
+  r = run("calibrate " + mflag_ + " -q --key-rank -1 -o " + path("a.aqkv"));
+  EXPECT_NE(r.code, 0);
+  r = run("calibrate " + mflag_ + " -q --method lorc --key-rank 4 -o " + path("a.aqkv"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_HAS(r.out, "--key-rank and --value-rank apply to --method aquakv");
+  EXPECT_FALSE(fs::exists(path("a.aqkv")));
+}
+
 // KVQuant / CQ settings that depend on the model fail before the capture too; nothing is written.
 TEST_F(CliSafety, QuantTablesSettingsCheckedBeforeCapture) {
   need_model();

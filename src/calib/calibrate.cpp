@@ -234,6 +234,11 @@ std::vector<std::vector<double>> output_weights(const Model& m) {
   return out;
 }
 
+// The --predictor-inputs spelling of a pair of per-stream choices (the fit report's notes).
+const char* predictor_inputs_name(bool wide_keys, bool wide_values) {
+  return wide_keys ? (wide_values ? "wide" : "wide-keys") : (wide_values ? "wide-values" : "narrow");
+}
+
 }  // namespace
 
 // A calibration text: bounded read (util/file_io.h), UTF-8 like every tokenizer input.
@@ -377,21 +382,29 @@ Adapters calibrate(const CalibrateOptions& opt, CalibrateReport* report,
   ChainOptions chain;
   std::vector<std::shared_ptr<const Codec>> plan_codecs;
   const auto check = [&](int64_t C) {
-    if (opt.rank < 0 || opt.rank > C)
-      fail("calibrate: --rank {} outside [0, {}] (0 = full rank; at most the model's KV width {})",
-           opt.rank, C, C);
+    // lo = -1 for the per-stream ranks: "as --rank".
+    const auto check_rank = [&](const char* flag, int64_t r, int64_t lo) {
+      if (r < lo || r > C)
+        fail("calibrate: {} {} outside [0, {}] (0 = full rank; at most the model's KV width {})", flag, r, C, C);
+    };
+    check_rank("--rank", opt.rank, 0);
+    check_rank("--key-rank", opt.key_rank, -1);
+    check_rank("--value-rank", opt.value_rank, -1);
     chain.key_codec = std::shared_ptr<const Codec>(make_codec(opt.key_codec, C, KvStream::kKey));
     chain.value_codec = std::shared_ptr<const Codec>(make_codec(opt.value_codec, C, KvStream::kValue));
     chain.layer0_codec = std::shared_ptr<const Codec>(make_codec(opt.layer0, C, KvStream::kKey));
     if (opt.bits > 0) plan_codecs = make_plan_codecs(opt, C);
   };
   chain.rank = opt.rank;
+  chain.key_rank = opt.key_rank;
+  chain.value_rank = opt.value_rank;
   chain.damping = opt.damping;
   chain.fit_keys = opt.fit_keys;
   chain.fit_values = opt.fit_values;
   chain.scale_keys = opt.scale_keys;
   chain.scale_values = opt.scale_values;
-  chain.wide_inputs = opt.wide_inputs;
+  chain.wide_keys = opt.wide_keys;
+  chain.wide_values = opt.wide_values;
   Adapters a;
   LayerSharePlan share;
   if (!opt.share_plan.empty()) share = load_layer_share_plan(opt.share_plan);
@@ -414,12 +427,13 @@ Adapters calibrate(const CalibrateOptions& opt, CalibrateReport* report,
   nlohmann::json notes = nlohmann::json::parse(rep.json());
   notes["options"] = {{"tokens", opt.tokens}, {"window", opt.window}, {"val_fraction", opt.val_fraction},
                       {"key_codec", a.quant.key_codec}, {"value_codec", a.quant.value_codec},
-                      {"layer0", a.quant.layer0_codec}, {"rank", opt.rank}, {"damping", opt.damping},
+                      {"layer0", a.quant.layer0_codec}, {"rank", opt.rank}, {"key_rank", chain.key_rank_or_default()},
+                      {"value_rank", chain.value_rank_or_default()}, {"damping", opt.damping},
                       {"fit_keys", opt.fit_keys}, {"fit_values", opt.fit_values}, {"seed", opt.seed},
                       {"bits", opt.bits}, {"plan_codecs", opt.plan_codecs}, {"plan_weighted", opt.plan_weighted},
                       {"plan_key_weight", opt.plan_key_weight}, {"plan_layer_norm", opt.plan_layer_norm},
                       {"scale_keys", opt.scale_keys},
-                      {"scale_values", opt.scale_values}, {"predictor_inputs", opt.wide_inputs ? "wide" : "narrow"}, {"share_plan", opt.share_plan},
+                      {"scale_values", opt.scale_values}, {"predictor_inputs", predictor_inputs_name(opt.wide_keys, opt.wide_values)}, {"share_plan", opt.share_plan},
                       {"share_plan_checksum", opt.share_plan.empty() ? uint64_t(0) : share.checksum}};
   a.notes = notes.dump();
   if (report) *report = rep;

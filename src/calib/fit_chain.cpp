@@ -50,11 +50,11 @@ double rel_err(const std::vector<float>& pred, const std::vector<float>& y, int6
 
 // Fits one stream: predictor on the training rows, then prediction on all rows into `recon`.
 AffineMap fit_stream(const AffineInput* in, int n_in, int64_t in_width, const std::vector<float>& y,
-                     int64_t n_train, int64_t rows, int64_t C, const ChainOptions& opt,
+                     int64_t n_train, int64_t rows, int64_t C, const ChainOptions& opt, int64_t rank,
                      std::vector<float>& recon, double& train_rel, double& val_rel) {
   NormalEquations ne(in_width, C);
   ne.add(n_train, in, n_in, y.data(), C);
-  const RidgeFit fit = fit_ridge(ne, {opt.damping, opt.rank});
+  const RidgeFit fit = fit_ridge(ne, {opt.damping, rank});
   std::vector<float> scratch;
   fit.map.apply(rows, in, n_in, recon.data(), C, scratch);
   train_rel = rel_err(recon, y, 0, n_train, C);
@@ -109,7 +109,9 @@ std::vector<LayerPredictors> fit_chain(const KvSamples& d, const ChainOptions& o
     if (c->dim() != C) fail("calibrate: codec {} is for width {}, the model's KV width is {}", c->spec(), c->dim(), C);
     if (c->block_rows() != 1) fail("calibrate: codec {} groups tokens ({} rows); AQUA-KV needs a per-token codec", c->spec(), c->block_rows());
   }
-  if (opt.rank < 0 || opt.rank > C) fail("calibrate: rank {} outside [0, {}]", opt.rank, C);
+  const int64_t key_rank = opt.key_rank_or_default(), value_rank = opt.value_rank_or_default();
+  for (int64_t r : {key_rank, value_rank})
+    if (r < 0 || r > C) fail("calibrate: rank {} outside [0, {}]", r, C);
   std::vector<LayerPredictors> out(static_cast<size_t>(L));
   if (stats) stats->clear();
   std::vector<float> yk, yv, kh_prev, vh_prev, kh, vh;
@@ -124,8 +126,8 @@ std::vector<LayerPredictors> fit_chain(const KvSamples& d, const ChainOptions& o
     const bool pk = l > 0 && opt.fit_keys, pv = l > 0 && opt.fit_values;
     if (pk) {
       const AffineInput in[2] = {{kh_prev.data(), C, C}, {vh_prev.data(), C, C}};
-      const int n_in = opt.wide_inputs ? 2 : 1;
-      out[size_t(l)].key = fit_stream(in, n_in, n_in * C, yk, d.n_train, rows, C, opt, kh, st.k_train, st.k_val);
+      const int n_in = opt.wide_keys ? 2 : 1;
+      out[size_t(l)].key = fit_stream(in, n_in, n_in * C, yk, d.n_train, rows, C, opt, key_rank, kh, st.k_train, st.k_val);
     }
     if (l > 0 && opt.on_residual) opt.on_residual(int(l), true, yk, kh);
     const Codec* kcod = l == 0 ? opt.layer0_codec.get() : &codec_of(opt.layer_key_codecs, l, *opt.key_codec);
@@ -143,8 +145,8 @@ std::vector<LayerPredictors> fit_chain(const KvSamples& d, const ChainOptions& o
     quantize_rows(*kcod, yk, pk, kh, rows);
     if (pv) {
       const AffineInput in[3] = {{kh.data(), C, C}, {vh_prev.data(), C, C}, {kh_prev.data(), C, C}};
-      const int n_in = opt.wide_inputs ? 3 : 2;
-      out[size_t(l)].value = fit_stream(in, n_in, n_in * C, yv, d.n_train, rows, C, opt, vh, st.v_train, st.v_val);
+      const int n_in = opt.wide_values ? 3 : 2;
+      out[size_t(l)].value = fit_stream(in, n_in, n_in * C, yv, d.n_train, rows, C, opt, value_rank, vh, st.v_train, st.v_val);
     }
     if (l > 0 && opt.on_residual) opt.on_residual(int(l), false, yv, vh);
     if (l > 0 && opt.scale_values) {

@@ -192,11 +192,14 @@ const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors (or KVQuant/CQ t
   sub.add_option("-v,--value-codec", a->o.value_codec, "codec of value residuals")->capture_default_str();
   sub.add_option("--layer0", a->o.layer0, "layer-0 policy: a codec (higgs4) or fp16 (exact)")->capture_default_str();
   sub.add_option("--rank", a->o.rank, "predictor rank, 0 = full")->capture_default_str()->check(CLI::NonNegativeNumber);
+  sub.add_option("--key-rank", a->o.key_rank, "rank of the key predictors (default: --rank)")->check(CLI::NonNegativeNumber);
+  sub.add_option("--value-rank", a->o.value_rank, "rank of the value predictors (default: --rank)")->check(CLI::NonNegativeNumber);
   sub.add_option("--damping", a->o.damping, "ridge damping, relative to mean(diag X^T X)")->capture_default_str()->check(CLI::Range(0.0, 1e3));
   sub.add_option("--predictor-inputs", a->predictor_inputs,
                  "narrow (keys from the previous layer's keys, values from this layer's keys and the previous layer's values) "
-                 "or wide (keys also from the previous layer's values, values also from its keys)")
-      ->capture_default_str()->check(CLI::IsMember({"narrow", "wide"}));
+                 "or wide (keys also from the previous layer's values, values also from its keys); "
+                 "wide-keys / wide-values: only that stream's predictors read the wide inputs")
+      ->capture_default_str()->check(CLI::IsMember({"narrow", "wide", "wide-keys", "wide-values"}));
   sub.add_flag("--no-key-predictors{false}", a->o.fit_keys, "ablation: no key predictors");
   sub.add_flag("--no-value-predictors{false}", a->o.fit_values, "ablation: no value predictors");
   sub.add_option("-s,--seed", a->o.seed, "seed of window sampling / text generation")->capture_default_str();
@@ -269,12 +272,15 @@ const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors (or KVQuant/CQ t
     if (a->datatype != "kmeans" && a->method != "kvquant") fail("calibrate: --datatype applies to --method kvquant");
     if (!a->o.share_plan.empty() && a->method != "aquakv") fail("calibrate: --share-plan applies to --method aquakv");
     if (a->predictor_inputs != "narrow" && a->method != "aquakv") fail("calibrate: --predictor-inputs applies to --method aquakv");
+    if ((a->o.key_rank >= 0 || a->o.value_rank >= 0) && a->method != "aquakv")
+      fail("calibrate: --key-rank and --value-rank apply to --method aquakv");
     if (a->method == "kvsharer") return run_kvsharer(*a);
     if (a->method == "lorc") return run_lorc(*a);
     if (a->method != "aquakv") return run_tables(*a);
     if (a->fisher || a->o.fisher_windows > 0) fail("calibrate: --fisher applies to --method kvquant or cq");
     a->o.bits = a->bits;
-    a->o.wide_inputs = a->predictor_inputs == "wide";
+    a->o.wide_keys = a->predictor_inputs == "wide" || a->predictor_inputs == "wide-keys";
+    a->o.wide_values = a->predictor_inputs == "wide" || a->predictor_inputs == "wide-values";
     a->o.plan_weighted = a->plan_proxy == "attention";
     a->o.plan_layer_norm = a->plan_norm == "layer";
     a->o.scale_keys = a->channel_scales == "keys" || a->channel_scales == "both";

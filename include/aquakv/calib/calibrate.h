@@ -30,6 +30,7 @@ struct CalibrateOptions {
   std::string value_codec = "higgs2";  // codec of value residuals
   std::string layer0 = "higgs4";       // layer-0 policy: a codec spec, or "fp16" (exact)
   int64_t rank = 0;                    // 0: full-rank predictors
+  int64_t key_rank = -1, value_rank = -1;  // per stream (ChainOptions); -1: `rank`
   double damping = 1e-3;
   bool fit_keys = true, fit_values = true;
   uint64_t seed = 1;
@@ -45,7 +46,8 @@ struct CalibrateOptions {
   bool plan_layer_norm = false;  // relative per-layer costs (BitPlanner::set_layer_norm)
   // Calibrated channel scales of the residual codecs (ChainOptions::scale_keys / scale_values).
   bool scale_keys = false, scale_values = false;
-  bool wide_inputs = false;  // ChainOptions::wide_inputs (--predictor-inputs wide)
+  // ChainOptions::wide_keys / wide_values (--predictor-inputs wide, wide-keys, wide-values).
+  bool wide_keys = false, wide_values = false;
   // Also compute the training rows' Fisher information (KvSamples::fk / fv; text windows only).
   bool fisher = false;
   int64_t fisher_windows = 0;  // of the training windows, how many get it (0: all)

@@ -50,7 +50,12 @@ struct KvSamples {
 
 struct ChainOptions {
   std::shared_ptr<const Codec> key_codec, value_codec, layer0_codec;  // layer0 may be "fp16"
-  int64_t rank = 0;         // 0: full rank
+  int64_t rank = 0;         // 0: full rank (both streams, unless key_rank / value_rank say)
+  // Per-stream ranks: -1 = `rank`. Reduced-rank maps (x U) V cost rank * (in + C)
+  // multiply-adds per token instead of in * C, which lets wide inputs fit today's budget.
+  int64_t key_rank = -1, value_rank = -1;
+  int64_t key_rank_or_default() const { return key_rank >= 0 ? key_rank : rank; }
+  int64_t value_rank_or_default() const { return value_rank >= 0 ? value_rank : rank; }
   double damping = 1e-3;    // lambda = damping * mean(diag A)
   bool fit_keys = true;     // false: no key predictors (ablation: values only)
   bool fit_values = true;   // false: no value predictors (ablation: keys only)
@@ -70,10 +75,11 @@ struct ChainOptions {
   // values; 1 when unknown), geometric mean 1. Stored in the
   // layer's LayerPredictors.
   bool scale_keys = false, scale_values = false;
-  // Wide predictor inputs (layers >= 1): keys from [K̂_{l-1} ; V̂_{l-1}] (2C inputs) instead of
-  // K̂_{l-1}, values from [K̂_l ; V̂_{l-1} ; K̂_{l-1}] (3C) instead of [K̂_l ; V̂_{l-1}]. The maps'
-  // input widths say which inputs they read (kv/adapters.h), so the cache needs no other flag.
-  bool wide_inputs = false;
+  // Wide predictor inputs (layers >= 1), per stream: keys from [K̂_{l-1} ; V̂_{l-1}] (2C inputs)
+  // instead of K̂_{l-1}; values from [K̂_l ; V̂_{l-1} ; K̂_{l-1}] (3C) instead of [K̂_l ; V̂_{l-1}].
+  // The maps' input widths say which inputs they read (kv/adapters.h), so the cache needs no
+  // other flag.
+  bool wide_keys = false, wide_values = false;
 };
 
 // One row of the per-layer table. Predictor quality: relative MSE of the prediction
