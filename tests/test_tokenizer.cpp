@@ -156,7 +156,7 @@ uint64_t fnv1a64_pieces(const Tokenizer& tok, bool special) {
     for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<const uint8_t*>(p)[i]) * 0x100000001B3ull;
   };
   for (TokenId t = 0; t < tok.n_vocab(); ++t) {
-    const std::string& p = tok.piece(t, special);
+    const std::string_view p = tok.piece(t, special);
     const uint32_t len = uint32_t(p.size());
     const uint8_t le[4] = {uint8_t(len), uint8_t(len >> 8), uint8_t(len >> 16),
                            uint8_t(len >> 24)};
