@@ -161,7 +161,7 @@ void dequantize_rows(const QMatrix& w, int64_t r0, int64_t m, float* out, int64_
 // feed-forward tile is 0.86 MiB), kept for the thread's next call.
 float* thread_tile(int64_t n) {
   thread_local std::vector<float> tile;
-  if (int64_t(tile.size()) < n) tile.resize(static_cast<size_t>(n));
+  if (int64_t(tile.size()) < n) tile = std::vector<float>(static_cast<size_t>(n));  // resize() would double it
   return tile.data();
 }
 
