@@ -194,6 +194,22 @@ class ModelTokenizer : public ::testing::Test {
   static inline json* gold_ = nullptr;
 };
 
+// from_gguf dropped the resident pages of the file's metadata (GgufFile::release_metadata_pages)
+// once its tables were built: reading the vocabulary arrays again maps them in again, unchanged.
+TEST_F(ModelTokenizer, ArraysReadAgainAfterTheirPagesAreReleased) {
+  const Tokenizer again = Tokenizer::from_gguf(*file_);
+  file_->release_metadata_pages();  // a second release is harmless too
+  const Tokenizer third = Tokenizer::from_gguf(*file_);
+  ASSERT_EQ(again.n_vocab(), tok_->n_vocab());
+  ASSERT_EQ(third.n_vocab(), tok_->n_vocab());
+  for (TokenId t = 0; t < TokenId(tok_->n_vocab()); ++t) {
+    ASSERT_EQ(again.token_text(t), tok_->token_text(t)) << t;
+    ASSERT_EQ(third.piece(t, true), tok_->piece(t, true)) << t;
+  }
+  const std::string text = "Memory that matches the promise: tokenizer tables, read twice.";
+  EXPECT_EQ(third.encode(text), tok_->encode(text));
+}
+
 TEST_F(ModelTokenizer, VocabularyAsExpected) {
   EXPECT_EQ(tok_->n_vocab(), (*gold_)["n_vocab"].get<int64_t>());
   EXPECT_EQ(tok_->model(), "gpt2");
