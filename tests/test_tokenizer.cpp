@@ -156,7 +156,7 @@ uint64_t fnv1a64_pieces(const Tokenizer& tok, bool special) {
     for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<const uint8_t*>(p)[i]) * 0x100000001B3ull;
   };
   for (TokenId t = 0; t < tok.n_vocab(); ++t) {
-    const std::string& p = tok.piece(t, special);
+    const std::string_view p = tok.piece(t, special);
     const uint32_t len = uint32_t(p.size());
     const uint8_t le[4] = {uint8_t(len), uint8_t(len >> 8), uint8_t(len >> 16),
                            uint8_t(len >> 24)};
@@ -193,6 +193,22 @@ class ModelTokenizer : public ::testing::Test {
   static inline json* corpus_ = nullptr;
   static inline json* gold_ = nullptr;
 };
+
+// from_gguf dropped the resident pages of the file's metadata (GgufFile::release_metadata_pages)
+// once its tables were built: reading the vocabulary arrays again maps them in again, unchanged.
+TEST_F(ModelTokenizer, ArraysReadAgainAfterTheirPagesAreReleased) {
+  const Tokenizer again = Tokenizer::from_gguf(*file_);
+  file_->release_metadata_pages();  // a second release is harmless too
+  const Tokenizer third = Tokenizer::from_gguf(*file_);
+  ASSERT_EQ(again.n_vocab(), tok_->n_vocab());
+  ASSERT_EQ(third.n_vocab(), tok_->n_vocab());
+  for (TokenId t = 0; t < TokenId(tok_->n_vocab()); ++t) {
+    ASSERT_EQ(again.token_text(t), tok_->token_text(t)) << t;
+    ASSERT_EQ(third.piece(t, true), tok_->piece(t, true)) << t;
+  }
+  const std::string text = "Memory that matches the promise: tokenizer tables, read twice.";
+  EXPECT_EQ(third.encode(text), tok_->encode(text));
+}
 
 TEST_F(ModelTokenizer, VocabularyAsExpected) {
   EXPECT_EQ(tok_->n_vocab(), (*gold_)["n_vocab"].get<int64_t>());

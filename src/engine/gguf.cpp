@@ -239,6 +239,7 @@ class GgufImpl final : public GgufFile {
   }
   const std::vector<GgufTensorInfo>& tensors() const override { return tensors_; }
   void release_pages(const uint8_t* p, uint64_t n) const override { storage_.release(p, n); }
+  void release_metadata_pages() const override { storage_.release(storage_.data(), data_offset_); }
 
   const GgufValue* find(std::string_view key) const override {
     auto it = key_index_.find(key);

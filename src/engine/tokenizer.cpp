@@ -54,14 +54,14 @@ constexpr std::string_view kSpmSpace = "\xE2\x96\x81";  // U+2581 LOWER ONE EIGH
 
 // The bytes a token stands for (llama.cpp's token_to_piece with special = true).
 std::string make_piece(const Tokenizer::Impl& t, TokenId id) {
-  const std::string& s = t.text[id];
+  const std::string_view s = t.text[id];
   switch (t.type[id]) {
     case TokenType::Control:
     case TokenType::Unknown:
     case TokenType::UserDefined:
-      return s;
+      return std::string(s);
     case TokenType::Normal: {
-      if (t.kind == Tokenizer::Impl::Kind::Spm) return replace_all(s, kSpmSpace, " ");
+      if (t.kind == Tokenizer::Impl::Kind::Spm) return replace_all(std::string(s), kSpmSpace, " ");
       std::string out;
       for (uint32_t cp : utf8_to_cps(s)) {
         const int b = cp_to_byte(cp);
@@ -79,7 +79,7 @@ std::string make_piece(const Tokenizer::Impl& t, TokenId id) {
           hex(s[4]) >= 0) {
         return std::string(1, char(hex(s[3]) * 16 + hex(s[4])));
       }
-      return s;
+      return std::string(s);
     }
     default:
       return "";  // unused / undefined tokens print nothing
@@ -114,17 +114,21 @@ Tokenizer::Tokenizer(const VocabSpec& spec) {
     fail("{}: tokenizer.ggml.token_type: expected {} values, got {}", spec.source, n,
          spec.token_types.size());
   }
-  t.text.resize(n);
+  size_t text_bytes = 0;
+  for (const std::string& s : spec.tokens) text_bytes += s.size();
+  t.text.reserve(size_t(n), text_bytes);
   t.score.assign(n, 0.0f);
   t.type.assign(n, TokenType::Normal);
   for (int64_t i = 0; i < n; ++i) {
-    t.text[i] = spec.tokens[i].empty() ? "[EMPTY_" + std::to_string(i) + "]" : spec.tokens[i];
+    if (spec.tokens[i].empty()) t.text.push_back("[EMPTY_" + std::to_string(i) + "]", "tokenizer.ggml.tokens");
+    else t.text.push_back(spec.tokens[i], "tokenizer.ggml.tokens");
     if (!spec.scores.empty()) t.score[i] = spec.scores[i];
     if (!spec.token_types.empty()) {
       const int32_t v = spec.token_types[i];
       t.type[i] = v >= 0 && v <= 6 ? TokenType(v) : TokenType::Undefined;
     }
   }
+  t.text.shrink_to_fit();  // empty tokens' "[EMPTY_i]" texts outgrow the reserved bytes
   t.to_id.build(t.text);
 
   const bool spm = t.kind == Impl::Kind::Spm;
@@ -175,8 +179,9 @@ Tokenizer::Tokenizer(const VocabSpec& spec) {
   std::stable_sort(t.specials.begin(), t.specials.end(), [&](TokenId a, TokenId b) {
     return t.text[a].size() > t.text[b].size();
   });
-  t.pieces.resize(n);
-  for (TokenId id = 0; id < TokenId(n); ++id) t.pieces[id] = make_piece(t, id);
+  t.pieces.reserve(size_t(n), text_bytes);  // a piece is rarely longer than its text
+  for (TokenId id = 0; id < TokenId(n); ++id) t.pieces.push_back(make_piece(t, id), "token pieces");
+  t.pieces.shrink_to_fit();
   impl_ = std::move(impl);
 }
 
@@ -197,7 +202,7 @@ std::vector<TokenId> Tokenizer::encode(std::string_view text, bool add_special,
   for (TokenId sid : t.specials) {
     const TokenType ty = t.type[sid];
     if (!parse_special && (ty == TokenType::Control || ty == TokenType::Unknown)) continue;
-    const std::string& st = t.text[sid];
+    const std::string_view st = t.text[sid];
     if (text.find(st) == std::string_view::npos) continue;
     next.clear();
     for (const Frag& f : frags) {
@@ -240,16 +245,15 @@ std::vector<TokenId> Tokenizer::encode(std::string_view text, bool add_special,
   return out;
 }
 
-const std::string& Tokenizer::piece(TokenId id, bool special) const {
-  static const std::string empty;
+std::string_view Tokenizer::piece(TokenId id, bool special) const {
   const Impl& t = *impl_;
   if (id < 0 || id >= TokenId(t.text.size())) {
     fail("token id {} is outside the vocabulary (0..{})", id, t.text.size() - 1);
   }
   if (!special && (t.type[id] == TokenType::Control || t.type[id] == TokenType::Unknown)) {
-    return empty;
+    return {};
   }
-  return t.pieces[id];
+  return t.pieces[size_t(id)];
 }
 
 namespace {
@@ -315,11 +319,11 @@ std::string Tokenizer::decode(std::span<const TokenId> ids, bool remove_special,
 
 int64_t Tokenizer::n_vocab() const { return int64_t(impl_->text.size()); }
 
-const std::string& Tokenizer::token_text(TokenId id) const {
+std::string_view Tokenizer::token_text(TokenId id) const {
   if (id < 0 || id >= TokenId(impl_->text.size())) {
     fail("token id {} is outside the vocabulary (0..{})", id, impl_->text.size() - 1);
   }
-  return impl_->text[id];
+  return impl_->text[size_t(id)];
 }
 
 TokenType Tokenizer::token_type(TokenId id) const {

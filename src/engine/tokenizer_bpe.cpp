@@ -47,6 +47,7 @@ void Tokenizer::Impl::build_bpe(const VocabSpec& spec) {
     const int32_t res = intern(left + right);
     bpe.merges.insert(BpeTables::MergeTable::key(l, r), {int32_t(i), res});  // first rank wins
   }
+  bpe.merges.shrink_to_fit();
   // A symbol that is not a token falls back to the tokens of its single bytes, if any.
   bpe.extra_fallback.resize(bpe.extra_text.size());
   for (size_t k = 0; k < bpe.extra_text.size(); ++k) {

@@ -97,7 +97,10 @@ struct Ctx {
   const int32_t* qpos;
   std::span<const KvSegment> segs;
   int64_t H, G, hd, C, window;
-  std::vector<float> qpack;  // per KV head g: (n*G, hd) scaled queries, row i*G + hh
+  // Few queries (decode): per KV head g, (n*G, hd) scaled queries, row i*G + hh. Many queries
+  // (prefill) pack each block's queries in the thread's scratch instead (Scratch::q), so the
+  // n x Q floats of a whole step are never copied at once.
+  std::vector<float> qpack;
   // Inner bases (few queries only): the key / value codec whose inner basis attention uses
   // (null: decode rows), and per KV head g the first channel of the inner groups its slice
   // touches (kc0[g], vc0[g]; kw, vw channels from there, equal for every head). qin holds the
@@ -241,15 +244,29 @@ bool visible(int32_t kp, int32_t qp, int64_t window) {
   return kp <= qp && (window == 0 || int64_t(kp) > int64_t(qp) - window);
 }
 
-// Per-thread tile buffers.
+// Per-thread tile buffers; q: one block's packed queries (prefill).
 struct Scratch {
-  std::vector<float> k, v, s, m_old;
+  std::vector<float> k, v, s, m_old, q;
 };
 
+// Queries [i0, i1) packed per KV head, scale folded in: head g's rows (i - i0)*G + hh from
+// dst + g*(i1 - i0)*G*hd.
+void pack_queries(const Ctx& c, int64_t i0, int64_t i1, float* dst) {
+  const int64_t Q = int64_t(c.a.n_heads) * c.hd, m = i1 - i0;
+  for (int64_t g = 0; g < c.H; ++g)
+    for (int64_t i = i0; i < i1; ++i)
+      for (int64_t hh = 0; hh < c.G; ++hh) {
+        const float* src = c.a.q + i * Q + (g * c.G + hh) * c.hd;
+        float* out = dst + ((g * m + i - i0) * c.G + hh) * c.hd;
+        for (int64_t d = 0; d < c.hd; ++d) out[d] = src[d] * c.a.scale;
+      }
+}
+
 // Processes one tile for queries [i0, i1) (all KV heads), updating `st`, which holds exactly
-// those queries: head g's st_rows = (i1 - i0) * G rows from g * st_rows.
-void tile_queries(const Ctx& c, const Tile& t, int64_t i0, int64_t i1, State& st, int64_t st_rows,
-                  Scratch& sc) {
+// those queries: head g's st_rows = (i1 - i0) * G rows from g * st_rows. qp: those queries
+// packed (pack_queries(c, i0, i1, qp)).
+void tile_queries(const Ctx& c, const Tile& t, int64_t i0, int64_t i1, const float* qp, State& st,
+                  int64_t st_rows, Scratch& sc) {
   const KvSegment& sg = c.segs[size_t(t.seg)];
   const int64_t rows = t.r1 - t.r0;
   const int32_t* pos = sg.pos + t.r0;
@@ -335,79 +352,86 @@ void tile_queries(const Ctx& c, const Tile& t, int64_t i0, int64_t i1, State& st
   }
   if (vstride < 0) vstride = stride;
 
-  // Scores of all heads' rows (head g's Mq rows at g*Mq), one masked online update over them
-  // (the state's rows of the H heads are consecutive: st_rows == Mq), then the value sums.
-  // In an inner basis whose groups span every head (kc0/vc0 equal for all heads), one call
-  // covers all H*Mq rows: each key/value row is read once for every query head.
-  const int64_t HM = c.H * Mq, qrows = c.a.n * c.G;
+  // Scores of a group of heads' rows (head g's Mq rows at (g - g0)*Mq), one masked online update
+  // over them, then their value sums. In an inner basis whose groups span every head (kc0/vc0
+  // equal for all heads), one call covers all H*Mq rows: each key/value row is read once for
+  // every query head, so the group is all heads; otherwise it is one head, and only one head's
+  // scores are held at once (a prefill tile: Mq x rows floats, 0.375 MiB for SmolLM2, instead
+  // of H times that). Every row's arithmetic is the same either way: the kernels work row by
+  // row, and the per-head calls are the ones an all-heads pass makes.
+  const int64_t qrows = c.a.n * c.G;
   AQUAKV_CHECK(st_rows == Mq);
-  sc.s.resize(size_t(HM * rows));
-  float* s = sc.s.data();
   const bool k_shared = !kq && !klut && kin && c.kc0.front() == c.kc0.back() && i0 == 0 && i1 == c.a.n;
   const bool v_shared = !vq && vin && c.vc0.front() == c.vc0.back();
-  if (k_shared) {
-    attn_scores(c.qin.data(), HM, c.kw, static_cast<const float*>(K) + c.kc0[0], rows, stride, s, rows);
-  } else {
-    for (int64_t g = 0; g < c.H; ++g) {
-      float* sg_ = s + g * Mq * rows;
-      if (klut) {
-        const int64_t r0 = g * qrows + i0 * c.G;
-        const uint8_t* kd = static_cast<const uint8_t*>(K);
-        attn_scores_lut(c.lut_tab.data() + r0 * attn_lut_row_bytes(c.lut_p), c.lut_delta.data() + r0,
-                        c.lut_bias.data() + r0, Mq, c.lut_p, kd + c.lut_code0[size_t(g)], kd + c.lut_scale0[size_t(g)],
-                        rows, sg.k_codec->block_bytes(), c.lut_mult, sg_, rows);
-      } else if (kq) {
-        const int64_t nb = c.hd / 32, head = ggml_row_bytes(kbt, c.hd);
-        attn_scores_qblock(kbt, c.qb.data() + (g * qrows + i0 * c.G) * nb, Mq, c.hd,
-                           static_cast<const uint8_t*>(K) + g * head, rows, sg.k_codec->encoded_bytes(1), sg_, rows);
-      } else if (kin) {
-        const float* q = c.qin.data() + (g * qrows + i0 * c.G) * c.kw;
-        attn_scores(q, Mq, c.kw, static_cast<const float*>(K) + c.kc0[size_t(g)], rows, stride, sg_, rows);
-      } else {
-        const float* q = c.qpack.data() + (g * qrows + i0 * c.G) * c.hd;
-        if (f16) attn_scores_f16(q, Mq, c.hd, static_cast<const uint16_t*>(K) + g * c.hd, rows, stride, sg_, rows);
-        else attn_scores(q, Mq, c.hd, static_cast<const float*>(K) + g * c.hd, rows, stride, sg_, rows);
+  const int64_t hg = k_shared || v_shared || c.vin ? c.H : 1;  // heads per group
+  sc.s.resize(size_t(hg * Mq * rows));
+  float* s = sc.s.data();
+  for (int64_t g0 = 0; g0 < c.H; g0 += hg) {
+    const int64_t GM = hg * Mq;  // score rows of the group; the state's rows from g0 * Mq
+    float* m = st.m.data() + g0 * Mq;
+    if (k_shared) {
+      attn_scores(c.qin.data(), GM, c.kw, static_cast<const float*>(K) + c.kc0[0], rows, stride, s, rows);
+    } else {
+      for (int64_t g = g0; g < g0 + hg; ++g) {
+        float* sg_ = s + (g - g0) * Mq * rows;
+        if (klut) {
+          const int64_t r0 = g * qrows + i0 * c.G;
+          const uint8_t* kd = static_cast<const uint8_t*>(K);
+          attn_scores_lut(c.lut_tab.data() + r0 * attn_lut_row_bytes(c.lut_p), c.lut_delta.data() + r0,
+                          c.lut_bias.data() + r0, Mq, c.lut_p, kd + c.lut_code0[size_t(g)], kd + c.lut_scale0[size_t(g)],
+                          rows, sg.k_codec->block_bytes(), c.lut_mult, sg_, rows);
+        } else if (kq) {
+          const int64_t nb = c.hd / 32, head = ggml_row_bytes(kbt, c.hd);
+          attn_scores_qblock(kbt, c.qb.data() + (g * qrows + i0 * c.G) * nb, Mq, c.hd,
+                             static_cast<const uint8_t*>(K) + g * head, rows, sg.k_codec->encoded_bytes(1), sg_, rows);
+        } else if (kin) {
+          const float* q = c.qin.data() + (g * qrows + i0 * c.G) * c.kw;
+          attn_scores(q, Mq, c.kw, static_cast<const float*>(K) + c.kc0[size_t(g)], rows, stride, sg_, rows);
+        } else {
+          const float* q = qp + g * Mq * c.hd;
+          if (f16) attn_scores_f16(q, Mq, c.hd, static_cast<const uint16_t*>(K) + g * c.hd, rows, stride, sg_, rows);
+          else attn_scores(q, Mq, c.hd, static_cast<const float*>(K) + g * c.hd, rows, stride, sg_, rows);
+        }
       }
     }
-  }
-  if (need_mask) {
-    for (int64_t r = 0; r < HM; ++r) {
-      const int32_t qp = c.qpos[i0 + (r % Mq) / c.G];
-      for (int64_t j = 0; j < rows; ++j)
-        if (!visible(pos[j], qp, c.window)) s[r * rows + j] = kNegInf;
+    if (need_mask) {
+      for (int64_t r = 0; r < GM; ++r) {
+        const int32_t qp = c.qpos[i0 + (r % Mq) / c.G];
+        for (int64_t j = 0; j < rows; ++j)
+          if (!visible(pos[j], qp, c.window)) s[r * rows + j] = kNegInf;
+      }
     }
-  }
-  if (c.vin) sc.m_old.assign(st.m.begin(), st.m.begin() + HM);
-  const float* m_old = sc.m_old.data();
-  attn_online_update(s, HM, rows, rows, st.m.data(), st.l.data(), st.a.data(), c.hd);
-  if (c.vin) {
-    // The inner part of the sum takes the same rescaling the kernel applied to `a`, on every
-    // tile (exact tiles too): alpha = e^(m_old - m) (0 from an empty state; 1 while nothing is
-    // visible).
-    for (int64_t r = 0; r < HM; ++r) {
-      const float m = st.m[size_t(r)];
-      if (m == kNegInf || m_old[r] == m) continue;
-      const float alpha = m_old[r] == kNegInf ? 0.0f : std::exp(m_old[r] - m);
-      for (int64_t d = 0; d < c.vw; ++d) st.a2[size_t(r * c.vw + d)] *= alpha;
+    if (c.vin) sc.m_old.assign(m, m + GM);
+    const float* m_old = sc.m_old.data();
+    attn_online_update(s, GM, rows, rows, m, st.l.data() + g0 * Mq, st.a.data() + g0 * Mq * c.hd, c.hd);
+    if (c.vin) {
+      // The inner part of the sum takes the same rescaling the kernel applied to `a`, on every
+      // tile (exact tiles too): alpha = e^(m_old - m) (0 from an empty state; 1 while nothing is
+      // visible).
+      for (int64_t r = 0; r < GM; ++r) {
+        if (m[r] == kNegInf || m_old[r] == m[r]) continue;
+        const float alpha = m_old[r] == kNegInf ? 0.0f : std::exp(m_old[r] - m[r]);
+        for (int64_t d = 0; d < c.vw; ++d) st.a2[size_t((g0 * Mq + r) * c.vw + d)] *= alpha;
+      }
     }
-  }
-  if (v_shared) {
-    attn_accum(s, HM, rows, rows, static_cast<const float*>(V) + c.vc0[0], vstride, c.vw, st.a2.data());
-    return;
-  }
-  for (int64_t g = 0; g < c.H; ++g) {
-    const float* p = s + g * Mq * rows;
-    if (vq) {
-      float* acc = vrot ? st.a2.data() + g * Mq * c.vw : st.a.data() + g * Mq * c.hd;
-      attn_accum_qblock(vbt, p, Mq, rows, rows, static_cast<const uint8_t*>(V) + g * ggml_row_bytes(vbt, c.hd),
-                        sg.v_codec->encoded_bytes(1), c.hd, acc);
-    } else if (vin) {
-      attn_accum(p, Mq, rows, rows, static_cast<const float*>(V) + c.vc0[size_t(g)], vstride, c.vw,
-                 st.a2.data() + g * Mq * c.vw);
-    } else if (f16) {
-      attn_accum_f16(p, Mq, rows, rows, static_cast<const uint16_t*>(V) + g * c.hd, vstride, c.hd, st.a.data() + g * Mq * c.hd);
-    } else {
-      attn_accum(p, Mq, rows, rows, static_cast<const float*>(V) + g * c.hd, vstride, c.hd, st.a.data() + g * Mq * c.hd);
+    if (v_shared) {
+      attn_accum(s, GM, rows, rows, static_cast<const float*>(V) + c.vc0[0], vstride, c.vw, st.a2.data());
+      continue;
+    }
+    for (int64_t g = g0; g < g0 + hg; ++g) {
+      const float* p = s + (g - g0) * Mq * rows;
+      if (vq) {
+        float* acc = vrot ? st.a2.data() + g * Mq * c.vw : st.a.data() + g * Mq * c.hd;
+        attn_accum_qblock(vbt, p, Mq, rows, rows, static_cast<const uint8_t*>(V) + g * ggml_row_bytes(vbt, c.hd),
+                          sg.v_codec->encoded_bytes(1), c.hd, acc);
+      } else if (vin) {
+        attn_accum(p, Mq, rows, rows, static_cast<const float*>(V) + c.vc0[size_t(g)], vstride, c.vw,
+                   st.a2.data() + g * Mq * c.vw);
+      } else if (f16) {
+        attn_accum_f16(p, Mq, rows, rows, static_cast<const uint16_t*>(V) + g * c.hd, vstride, c.hd, st.a.data() + g * Mq * c.hd);
+      } else {
+        attn_accum(p, Mq, rows, rows, static_cast<const float*>(V) + g * c.hd, vstride, c.hd, st.a.data() + g * Mq * c.hd);
+      }
     }
   }
 }
@@ -519,17 +543,11 @@ void attend_segments(const KvShape& shape, const KvRope& rope, int layer, const 
     fail("attention: {} query heads do not group over {} KV heads", a.n_heads, shape.n_kv_heads);
   Ctx c{shape, rope, layer, a, qpos, segs, shape.n_kv_heads, a.n_heads / shape.n_kv_heads,
         shape.head_dim, shape.width(), shape.window_of(layer), {}, nullptr, nullptr, {}, {}, 0, 0, {}, false, false, {}, false, 0, 0.0f, {}, {}, {}, {}, {}};
-  const int64_t Q = int64_t(a.n_heads) * c.hd;
-  // Queries packed per KV head (rows i*G + hh), scale folded in.
-  c.qpack.resize(size_t(c.H * n * c.G * c.hd));
-  for (int64_t g = 0; g < c.H; ++g)
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t hh = 0; hh < c.G; ++hh) {
-        const float* src = a.q + i * Q + (g * c.G + hh) * c.hd;
-        float* dst = c.qpack.data() + ((g * n + i) * c.G + hh) * c.hd;
-        for (int64_t d = 0; d < c.hd; ++d) dst[d] = src[d] * a.scale;
-      }
   const bool many = n >= 2 * kQueryBlock;
+  if (!many) {
+    c.qpack.resize(size_t(c.H * n * c.G * c.hd));
+    pack_queries(c, 0, n, c.qpack.data());
+  }
   if (!many && n * c.G < 16) {  // the inner bases and the block path serve the few-query kernels
     setup_inner(c);
     setup_qblock(c);  // after: rotated blocks round the inner-basis queries
@@ -557,7 +575,9 @@ void attend_segments(const KvShape& shape, const KvRope& rope, int layer, const 
           const int64_t i0 = qb * kQueryBlock, i1 = std::min(n, i0 + kQueryBlock);
           const int64_t rows = (i1 - i0) * c.G;
           st.reset(c.H * rows, c.hd, 0);
-          for (const Tile& t : tiles) tile_queries(c, t, i0, i1, st, rows, sc);
+          sc.q.resize(size_t(c.H * rows * c.hd));
+          pack_queries(c, i0, i1, sc.q.data());
+          for (const Tile& t : tiles) tile_queries(c, t, i0, i1, sc.q.data(), st, rows, sc);
           write_out(c, st, i0, i1 - i0);
         }
       });
@@ -575,7 +595,7 @@ void attend_segments(const KvShape& shape, const KvRope& rope, int layer, const 
         const int64_t t0 = int64_t(tiles.size()) * p / parts, t1 = int64_t(tiles.size()) * (p + 1) / parts;
         for (int64_t t = t0; t < t1; ++t) {
           produce_tile(c, tiles[size_t(t)]);  // the tile's rows, then read while in cache
-          tile_queries(c, tiles[size_t(t)], 0, n, s, rows, sc);
+          tile_queries(c, tiles[size_t(t)], 0, n, c.qpack.data(), s, rows, sc);
         }
       }
     });

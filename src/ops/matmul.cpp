@@ -156,18 +156,26 @@ void dequantize_rows(const QMatrix& w, int64_t r0, int64_t m, float* out, int64_
   }
 }
 
+// The calling thread's dequantized weight tile, at least n floats: one buffer per thread for
+// every gemm-path product (matmul_gemm's tiles and matmul_swiglu's up tiles alike; a SmolLM2
+// feed-forward tile is 0.86 MiB), kept for the thread's next call.
+float* thread_tile(int64_t n) {
+  thread_local std::vector<float> tile;
+  if (int64_t(tile.size()) < n) tile = std::vector<float>(static_cast<size_t>(n));  // resize() would double it
+  return tile.data();
+}
+
 void matmul_gemm(const QMatrix& w, const float* x, int64_t n, float* y) {
   const int64_t tr = tile_rows(w.rows, w.cols), ld = tile_ld(w.cols);
   const int64_t n_tiles = (w.rows + tr - 1) / tr;
   with_single_threaded_blas([&] {
     parallel_for(n_tiles, [&](int64_t t0, int64_t t1) {
-      thread_local std::vector<float> tile;
-      tile.resize(static_cast<size_t>(tr * ld));
+      float* tile = thread_tile(tr * ld);
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t r0 = t * tr, m = std::min(tr, w.rows - r0);
-        dequantize_rows(w, r0, m, tile.data(), ld);
+        dequantize_rows(w, r0, m, tile, ld);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(m), int(w.cols), 1.0f, x,
-                    int(w.cols), tile.data(), int(ld), 0.0f, y + r0, int(w.rows));
+                    int(w.cols), tile, int(ld), 0.0f, y + r0, int(w.rows));
       }
     });
   });
@@ -226,14 +234,13 @@ void matmul_swiglu(const QMatrix& gate, const QMatrix& up, const float* x, int64
     const int64_t n_tiles = (up.rows + tr - 1) / tr;
     with_single_threaded_blas([&] {
       parallel_for(n_tiles, [&](int64_t t0, int64_t t1) {
-        thread_local std::vector<float> tile;
-        tile.resize(static_cast<size_t>(tr * ld));
+        float* tile = thread_tile(tr * ld);
         std::vector<float> ut(static_cast<size_t>(n * tr));
         for (int64_t t = t0; t < t1; ++t) {
           const int64_t r0 = t * tr, m = std::min(tr, up.rows - r0);
-          dequantize_rows(up, r0, m, tile.data(), ld);
+          dequantize_rows(up, r0, m, tile, ld);
           cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(m), int(up.cols), 1.0f, x,
-                      int(up.cols), tile.data(), int(ld), 0.0f, ut.data(), int(m));
+                      int(up.cols), tile, int(ld), 0.0f, ut.data(), int(m));
           for (int64_t i = 0; i < n; ++i) swiglu(h + i * rows + r0, ut.data() + i * m, h + i * rows + r0, m);
         }
       });

@@ -118,6 +118,10 @@ class GgufFile {
   // Drops the resident pages of [p, p + n) of a mapped file's data (no-op for an in-memory
   // image): for tensors whose bytes were copied into another layout (engine/model.h).
   virtual void release_pages(const uint8_t* p, uint64_t n) const = 0;
+  // Drops the resident pages of the header and metadata, [0, data_offset()) (no-op for an
+  // in-memory image): for when the long arrays left in the file (kGgufLazyArrayItems) were read
+  // into tables of their own (the tokenizer's). A later read maps them in again.
+  virtual void release_metadata_pages() const = 0;
   // The tensor; throws Error naming it when absent.
   const GgufTensorInfo& tensor(std::string_view name) const;
 };

@@ -50,6 +50,8 @@ class Tokenizer {
   explicit Tokenizer(const VocabSpec& spec);
   // Reads the tokenizer.* keys of `file`.
   static VocabSpec spec_from_gguf(const GgufFile& file);
+  // Builds from the tokenizer.* keys of `file`, then drops the resident pages of its metadata
+  // (GgufFile::release_metadata_pages): the vocabulary is held in the tokenizer's own tables.
   static Tokenizer from_gguf(const GgufFile& file);
 
   // Text (UTF-8 bytes) to ids. add_special: add BOS/EOS when the vocabulary's add_bos/add_eos
@@ -63,7 +65,8 @@ class Tokenizer {
   // Bytes of one token, as a stream of pieces concatenates to decode()'s output (before
   // decode's space clean-up). Control/unknown tokens give "" unless `special`.
   // The bytes may end inside a UTF-8 sequence (byte tokens); see utf8_complete_prefix().
-  const std::string& piece(TokenId id, bool special = false) const;
+  // The view stays valid as long as the tokenizer (or a copy sharing its tables) lives.
+  std::string_view piece(TokenId id, bool special = false) const;
 
   // Ids to text. remove_special: drop a leading BOS / trailing EOS that add_special would
   // have added. unparse_special: render control tokens as their text. As in llama.cpp, the
@@ -74,7 +77,7 @@ class Tokenizer {
                      bool unparse_special = false) const;
 
   int64_t n_vocab() const;
-  const std::string& token_text(TokenId id) const;  // the vocabulary string
+  std::string_view token_text(TokenId id) const;  // the vocabulary string (valid as piece())
   TokenType token_type(TokenId id) const;
   float token_score(TokenId id) const;
   TokenId bos() const;  // kNoToken when the vocabulary has none

@@ -4,9 +4,11 @@
 // stored un-rotated, per-item online-softmax state and its merge; and the RoPE tables a cache
 // uses. Not: the score/softmax/sum kernels (ops/attn_tile.h), the storage (the formats).
 //
-// Memory: each thread holds one tile of keys and values as f32 (kTileRows x C) and the scores of
-// one block of queries against it; nothing scales with the context length except the per-item
-// state (queries x head_dim), so long contexts cost only their stored rows.
+// Memory: each thread holds one tile of keys and values as f32 (kTileRows x C, 4 x kTileRows for
+// many queries), one block of queries packed per KV head and their scores against the tile for
+// one KV head at a time (all heads at once only in decode's shared inner basis); nothing scales
+// with the context length except the per-item state (queries x head_dim), so long contexts cost
+// only their stored rows.
 #pragma once
 
 #include <cstdint>
