@@ -100,12 +100,17 @@ TEST_F(CliSession, LongerPromptReusesThePrefixAndOtherFormatsMoveIn) {
   const Result c = gen("-f " + dir_ + "/q.txt --kv q8_0 --prompt-cache " + f + " --prompt-cache-all");
   ASSERT_EQ(c.code, 0) << c.out;
   const long long total = number_after(c.out, ": saved ");
-  // The whole prompt (the part reused and the part computed) and every generated token but the
-  // last, which was sampled and never fed back (generation may stop early at an end token).
+  // The whole prompt (the part reused and the part computed) and the generated tokens that were
+  // processed: all of them when generation runs to -n, all but the last when it stops at an end
+  // token (sampled, counted in "decode:", never fed back). Which of the two happens depends on
+  // the text the machine's arithmetic produces (it differed between AVX2 and AVX-512 hosts).
   const long long decoded = number_after(c.out, "decode: ");
   ASSERT_GT(decoded, 0) << c.out;
   EXPECT_GE(number_after(c.out, ": reused "), reused - 2) << c.out;
-  EXPECT_EQ(total, number_after(c.out, "prefill: ") + number_after(c.out, ": reused ") + decoded - 1) << c.out;
+  const long long fed = number_after(c.out, "prefill: ") + number_after(c.out, ": reused ") + decoded;
+  EXPECT_TRUE(total == fed || total == fed - 1) << "saved " << total << ", prompt + generated " << fed << "\n" << c.out;
+  // The saved count is what the cache held at the end (the timing line's "live (N tokens)").
+  EXPECT_NE(c.out.find("(" + std::to_string(total) + " tokens)"), std::string::npos) << c.out;
   EXPECT_NE(aquakv::testing::run_cli("session inspect " + f).out.find("format         q8_0"), std::string::npos);
 }
 
