@@ -234,12 +234,18 @@ std::vector<std::vector<double>> output_weights(const Model& m) {
   return out;
 }
 
-// The --predictor-inputs spelling of a pair of per-stream choices (the fit report's notes).
-const char* predictor_inputs_name(bool wide_keys, bool wide_values) {
-  return wide_keys ? (wide_values ? "wide" : "wide-keys") : (wide_values ? "wide-values" : "narrow");
+}  // namespace
+
+void set_predictor_inputs(CalibrateOptions& o, std::string_view name) {
+  if (name != "narrow" && name != "wide" && name != "wide-keys" && name != "wide-values")
+    fail("calibrate: --predictor-inputs {}: expected narrow, wide, wide-keys or wide-values", name);
+  o.wide_keys = name == "wide" || name == "wide-keys";
+  o.wide_values = name == "wide" || name == "wide-values";
 }
 
-}  // namespace
+const char* predictor_inputs_name(const CalibrateOptions& o) {
+  return o.wide_keys ? (o.wide_values ? "wide" : "wide-keys") : (o.wide_values ? "wide-values" : "narrow");
+}
 
 // A calibration text: bounded read (util/file_io.h), UTF-8 like every tokenizer input.
 std::string read_calibration_text(const std::string& path) {
@@ -433,7 +439,7 @@ Adapters calibrate(const CalibrateOptions& opt, CalibrateReport* report,
                       {"bits", opt.bits}, {"plan_codecs", opt.plan_codecs}, {"plan_weighted", opt.plan_weighted},
                       {"plan_key_weight", opt.plan_key_weight}, {"plan_layer_norm", opt.plan_layer_norm},
                       {"scale_keys", opt.scale_keys},
-                      {"scale_values", opt.scale_values}, {"predictor_inputs", predictor_inputs_name(opt.wide_keys, opt.wide_values)}, {"share_plan", opt.share_plan},
+                      {"scale_values", opt.scale_values}, {"predictor_inputs", predictor_inputs_name(opt)}, {"share_plan", opt.share_plan},
                       {"share_plan_checksum", opt.share_plan.empty() ? uint64_t(0) : share.checksum}};
   a.notes = notes.dump();
   if (report) *report = rep;

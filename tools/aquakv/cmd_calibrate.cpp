@@ -279,8 +279,7 @@ const CommandRegistrar reg{"calibrate", "fit AQUA-KV predictors (or KVQuant/CQ t
     if (a->method != "aquakv") return run_tables(*a);
     if (a->fisher || a->o.fisher_windows > 0) fail("calibrate: --fisher applies to --method kvquant or cq");
     a->o.bits = a->bits;
-    a->o.wide_keys = a->predictor_inputs == "wide" || a->predictor_inputs == "wide-keys";
-    a->o.wide_values = a->predictor_inputs == "wide" || a->predictor_inputs == "wide-values";
+    set_predictor_inputs(a->o, a->predictor_inputs);
     a->o.plan_weighted = a->plan_proxy == "attention";
     a->o.plan_layer_norm = a->plan_norm == "layer";
     a->o.scale_keys = a->channel_scales == "keys" || a->channel_scales == "both";

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "aquakv/calib/fit_chain.h"
@@ -46,7 +47,7 @@ struct CalibrateOptions {
   bool plan_layer_norm = false;  // relative per-layer costs (BitPlanner::set_layer_norm)
   // Calibrated channel scales of the residual codecs (ChainOptions::scale_keys / scale_values).
   bool scale_keys = false, scale_values = false;
-  // ChainOptions::wide_keys / wide_values (--predictor-inputs wide, wide-keys, wide-values).
+  // ChainOptions::wide_keys / wide_values (set_predictor_inputs below).
   bool wide_keys = false, wide_values = false;
   // Also compute the training rows' Fisher information (KvSamples::fk / fv; text windows only).
   bool fisher = false;
@@ -71,6 +72,11 @@ struct CalibrateReport {
   std::string table() const;  // the per-layer table, human readable
   std::string json() const;   // the same as JSON
 };
+
+// --predictor-inputs: "narrow", "wide", "wide-keys" or "wide-values" -> o.wide_keys / wide_values
+// (Error on any other name), and back (the fit report's notes).
+void set_predictor_inputs(CalibrateOptions& o, std::string_view name);
+const char* predictor_inputs_name(const CalibrateOptions& o);
 
 // Runs the whole calibration and returns the adapters (not yet written). `progress(stage, done,
 // total)` reports "capture" and "fit" progress.
