@@ -9,6 +9,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <set>
 
@@ -207,9 +208,26 @@ TEST(E8p, Avx2PatternPassEqualsScalar) {
     }
     for (int32_t negpar : {0, 1}) {
       float a[256], b[256];
-      detail::e8p_pattern_dists_scalar(pat.data(), 256, pnorm.data(), ppar.data(), 0, 256, av, nv, negpar, a);
-      detail::e8p_pattern_dists_avx2(pat.data(), 256, pnorm.data(), ppar.data(), 0, 256, av, nv, negpar, b);
-      for (int k = 0; k < 256; ++k) ASSERT_EQ(std::bit_cast<uint32_t>(a[k]), std::bit_cast<uint32_t>(b[k])) << k;
+      const int k0 = 8 * (rep % 4), k1 = 256 - 8 * (rep % 5);
+      const float ma = detail::e8p_pattern_dists_scalar(pat.data(), 256, pnorm.data(), ppar.data(), k0, k1, av, nv, negpar, a);
+      const float mb = detail::e8p_pattern_dists_avx2(pat.data(), 256, pnorm.data(), ppar.data(), k0, k1, av, nv, negpar, b);
+      float m = INFINITY;
+      for (int k = k0; k < k1; ++k) {
+        ASSERT_EQ(std::bit_cast<uint32_t>(a[k]), std::bit_cast<uint32_t>(b[k])) << k;
+        m = std::min(m, a[k]);
+      }
+      EXPECT_EQ(ma, m);
+      EXPECT_EQ(mb, m);
+      // The slots within a limit: 64 at a time, and ragged ends.
+      for (const float lim : {a[k0 + 3], a[k1 - 1], m}) {
+        for (int64_t s0 = k0; s0 < k1; s0 += 64 - 3 * (rep % 3)) {
+          const int64_t s1 = std::min<int64_t>(s0 + 64 - 3 * (rep % 3), k1);
+          uint64_t want = 0;
+          for (int64_t k = s0; k < s1; ++k) want |= uint64_t(a[k] <= lim) << (k - s0);
+          ASSERT_EQ(detail::e8p_within_scalar(a, s0, s1, lim), want);
+          ASSERT_EQ(detail::e8p_within_avx2(a, s0, s1, lim), want);
+        }
+      }
     }
   }
 }
@@ -231,6 +249,63 @@ TEST(E8p, HiggsCodecUsesTheBuiltInCodebook) {
   const auto c2 = make_codec("higgs:8x65536:g64", 192);
   EXPECT_EQ(&dynamic_cast<const HiggsCodec*>(c2.get())->grid(), &h->grid());
   EXPECT_EQ(shared_nearest_search(e8p_grid()).get(), shared_nearest_search(e8p_grid()).get());
+}
+
+
+TEST(E8p, LatticeDecoderIsExactWhereItDecidesAndDecidesMost) {
+  // Where the lattice decoder answers it must be the brute force's index (tie-heavy kinds
+  // included); on N(0, I) queries -- the codec's use -- it must decide most, or the pattern
+  // search carries the cost again.
+  const Grid& g = e8p_grid();
+  const E8pSearch& s = e8p_search();
+  const auto u = e8p_queries(4000, 11);
+  const int64_t m = int64_t(u.size()) / 8;
+  int64_t decided = 0, gauss = 0, gauss_decided = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    uint16_t got = 0;
+    const bool ok = s.search_lattice(u.data() + i * 8, &got);
+    if (ok) {
+      ++decided;
+      ASSERT_EQ(int64_t(got), nearest_brute_scalar(g, u.data() + i * 8)) << "query " << i << " kind " << i % 8;
+    }
+    if (i >= 4 && i % 8 <= 2) {
+      ++gauss;
+      gauss_decided += ok ? 1 : 0;
+    }
+  }
+  EXPECT_GT(decided, 0);
+  EXPECT_GE(double(gauss_decided) / double(gauss), 0.65) << gauss_decided << " of " << gauss;
+  // Far outside the codebook and non-finite: never decided here.
+  const float far[8] = {9, 0, 0, 0, 0, 0, 0, 0};
+  const float nan[8] = {std::nanf(""), 0, 0, 0, 0, 0, 0, 0};
+  uint16_t idx = 7;
+  EXPECT_FALSE(s.search_lattice(far, &idx));
+  EXPECT_FALSE(s.search_lattice(nan, &idx));
+  EXPECT_EQ(idx, 7);
+}
+
+TEST(E8p, Avx2CosetRoundingEqualsScalar) {
+  if (cpu_simd_level() < SimdLevel::kAvx2) GTEST_SKIP() << "no AVX2";
+  GaussRng rng(21);
+  const auto ties = e8p_queries(800, 22);
+  for (int64_t i = 0; i < 3000; ++i) {
+    float u[8];
+    for (int j = 0; j < 8; ++j) {
+      // Gaussians, the tie-heavy kinds, and exact half-integers / quarter points.
+      u[j] = i < 1000 ? float(rng.normal()) : i < 2000 ? std::max(-8.0f, std::min(8.0f, ties[size_t(((i - 1000) % 800) * 8 + j)]))
+                                         : float(int64_t(rng.next_u64() % 64) - 32) * 0.25f;
+    }
+    float h[2][16], st[2][16], c[2][16], base[2][2], cmin[2][2];
+    int32_t par[2][2];
+    detail::e8p_cosets_scalar(u, h[0], st[0], c[0], base[0], cmin[0], par[0]);
+    detail::e8p_cosets_avx2(u, h[1], st[1], c[1], base[1], cmin[1], par[1]);
+    ASSERT_EQ(0, std::memcmp(h[0], h[1], sizeof(h[0]))) << i;
+    ASSERT_EQ(0, std::memcmp(st[0], st[1], sizeof(st[0]))) << i;
+    ASSERT_EQ(0, std::memcmp(c[0], c[1], sizeof(c[0]))) << i;
+    ASSERT_EQ(0, std::memcmp(base[0], base[1], sizeof(base[0]))) << i;
+    ASSERT_EQ(0, std::memcmp(cmin[0], cmin[1], sizeof(cmin[0]))) << i;
+    ASSERT_EQ(0, std::memcmp(par[0], par[1], sizeof(par[0]))) << i;
+  }
 }
 
 }  // namespace

@@ -95,6 +95,49 @@ void sort8_decreasing(float* x) {
   cx(1, 2); cx(3, 4); cx(5, 6);
 }
 
+// Ranks listed candidate points the way nearest_brute_scalar does: by the float score
+// 2 u . p - ||p||^2 summed in its order, highest first, the lowest index on ties. The index (a
+// table read) is looked up only for a tie; a new best keeps its table row and signs until then.
+class Ranker {
+ public:
+  explicit Ranker(const float* u) {
+    for (int j = 0; j < 8; ++j) u2_[j] = 2.0f * u[j];
+  }
+  // p: the point (coordinates exact multiples of 1/4); row[signs]: its index.
+  void offer(const float* p, const uint16_t* row, uint32_t signs) {
+    float nrm = 0.0f;
+    for (int j = 0; j < 8; ++j) nrm = nrm + p[j] * p[j];
+    float s = -nrm;
+    for (int j = 0; j < 8; ++j) s = s + u2_[j] * p[j];
+    if (s > best_) {
+      best_ = s;
+      best_row_ = row;
+      best_signs_ = signs;
+      best_id_ = -1;
+    } else if (s == best_) {
+      if (best_id_ < 0) best_id_ = best_row_[best_signs_];
+      const int32_t i = row[signs];
+      if (i < best_id_) {
+        best_id_ = i;
+        best_row_ = row;
+        best_signs_ = signs;
+      }
+    }
+  }
+  bool found() const { return best_row_ != nullptr; }
+  uint16_t index() const { return uint16_t(best_id_ >= 0 ? best_id_ : best_row_[best_signs_]); }
+
+ private:
+  float u2_[8];
+  float best_ = -std::numeric_limits<float>::infinity();
+  int32_t best_id_ = -1;  // -1: not looked up yet
+  const uint16_t* best_row_ = nullptr;
+  uint32_t best_signs_ = 0;
+};
+
+// Far above the float rounding of any score here (see e8p.h); max ||p||^2 = 16.5.
+float search_slack(double unorm) { return float(1e-4 * (1.0 + unorm + 16.5)); }
+
 }  // namespace
 
 const Grid& e8p_grid() {
@@ -156,6 +199,16 @@ E8pSearch::E8pSearch() {
     shapes_.push_back(sh);
   }
   AQUAKV_CHECK(slot == nslots_ && nslots_ <= kMaxSlots && int(shapes_.size()) <= kMaxShapes);
+  pattern_of_key_.assign(6561, -1);
+  for (int k = 0; k < kPatterns; ++k) {
+    int key = 0, pow3 = 1;
+    for (int i = 0; i < 8; ++i, pow3 *= 3) {
+      const int t = (pats[size_t(k)][size_t(i)] - 1) / 2;  // 2a_i = 2t_i + 1
+      AQUAKV_CHECK(t >= 0 && t <= 2, "E8P: pattern coordinates are 1/2, 3/2 or 5/2");
+      key += t * pow3;
+    }
+    pattern_of_key_[size_t(key)] = int16_t(k);
+  }
   index_.assign(size_t(2 * kPatterns * 256), 0);
   const auto e = entries();
   for (size_t i = 0; i < e.size(); ++i) {
@@ -170,9 +223,10 @@ const E8pSearch& e8p_search() {
 
 namespace detail {
 
-void e8p_pattern_dists_scalar(const float* pat, int64_t stride, const float* pnorm, const int32_t* ppar,
-                              int64_t k0, int64_t k1, const float* av, float nv, int32_t negpar,
-                              float* dist) {
+float e8p_pattern_dists_scalar(const float* pat, int64_t stride, const float* pnorm, const int32_t* ppar,
+                               int64_t k0, int64_t k1, const float* av, float nv, int32_t negpar,
+                               float* dist) {
+  float lowest = std::numeric_limits<float>::infinity();
   for (int64_t k = k0; k < k1; ++k) {
     float t = 0.0f, m = std::numeric_limits<float>::infinity();
     for (int j = 0; j < 8; ++j) {
@@ -182,17 +236,118 @@ void e8p_pattern_dists_scalar(const float* pat, int64_t stride, const float* pno
     }
     const float b = ppar[k] != negpar ? t - (m + m) : t;
     dist[k] = (nv - (b + b)) + pnorm[k];
+    lowest = std::min(lowest, dist[k]);
+  }
+  return lowest;
+}
+
+uint64_t e8p_within_scalar(const float* dist, int64_t k0, int64_t k1, float lim) {
+  uint64_t bits = 0;
+  for (int64_t k = k0; k < k1; ++k) bits |= uint64_t(dist[k] <= lim) << (k - k0);
+  return bits;
+}
+
+void e8p_cosets_scalar(const float* u, float* h, float* step, float* c, float* base, float* cmin, int32_t* par) {
+  for (int sh = 0; sh < 2; ++sh) {
+    const float sigma = sh == 0 ? 0.25f : -0.25f;
+    float e2[8], m = std::numeric_limits<float>::infinity();
+    int32_t odd = 0;
+    for (int j = 0; j < 8; ++j) {
+      const float v = u[j] - sigma;
+      const float f = std::floor(v);
+      odd ^= int32_t(f) & 1;
+      const float hj = f + 0.5f;
+      const float e = v - hj;  // exact: v and h are within 1 of each other
+      h[8 * sh + j] = hj;
+      step[8 * sh + j] = e >= 0.0f ? 1.0f : -1.0f;
+      const float cj = 1.0f - 2.0f * std::fabs(e);
+      c[8 * sh + j] = cj;
+      m = cj < m ? cj : m;
+      e2[j] = e * e;
+    }
+    float s4[4];
+    for (int j = 0; j < 4; ++j) s4[j] = e2[j] + e2[j + 4];
+    base[sh] = (s4[0] + s4[2]) + (s4[1] + s4[3]);
+    cmin[sh] = m;
+    par[sh] = odd;
   }
 }
 
 }  // namespace detail
 
 bool E8pSearch::search_one(const float* u, uint16_t* idx) const {
+  return search_lattice(u, idx) || search_patterns(u, idx);
+}
+
+bool E8pSearch::search_lattice(const float* u, uint16_t* idx) const {
+  double unorm = 0;
+  for (int j = 0; j < 8; ++j) unorm += double(u[j]) * u[j];
+  // Beyond ||u||^2 = 64 the nearest lattice point is far outside the codebook (max ||p||^2
+  // 16.5); the bound also keeps every v_i small enough for exact half-integer rounding.
+  if (!(unorm <= 64.0)) return false;
+  const float slack = search_slack(unorm);
+  // Per shift: h (nearest half-integers), the step directions and costs c_i = 1 - 2|e_i|,
+  // base = ||e||^2, the parity P, and the coset minimum base + P min_i c_i.
+  alignas(32) float h[16], step[16], c[16];
+  float base[2], cmin[2], dmin[2];
+  int32_t par[2];
+  if (simd_at_least(SimdLevel::kAvx2)) {
+    detail::e8p_cosets_avx2(u, h, step, c, base, cmin, par);
+  } else {
+    detail::e8p_cosets_scalar(u, h, step, c, base, cmin, par);
+  }
+  for (int sh = 0; sh < 2; ++sh) dmin[sh] = par[sh] ? base[sh] + cmin[sh] : base[sh];
+  const float lim = std::min(dmin[0], dmin[1]) + slack;
+  Ranker rank(u);
+  for (int sh = 0; sh < 2; ++sh) {
+    if (!(dmin[sh] <= lim)) continue;
+    const float* hs = h + 8 * sh;
+    const float* cs = c + 8 * sh;
+    const float budget = lim - base[sh];
+    if (!(budget < 0.99f)) return false;  // moves other than single steps could be within lim
+    int ids[8], nf = 0;
+    for (int j = 0; j < 8; ++j) {
+      if (cs[j] <= budget) ids[nf++] = j;
+    }
+    const float sigma = sh == 0 ? 0.25f : -0.25f;
+    for (uint32_t sub = 0; sub < (1u << nf); ++sub) {
+      if (int32_t(__builtin_popcount(sub) & 1) != par[sh]) continue;
+      float used = base[sh];
+      float x[8];
+      for (int j = 0; j < 8; ++j) x[j] = hs[j];
+      for (int b = 0; b < nf; ++b) {
+        if ((sub >> b) & 1) {
+          used += cs[ids[b]];
+          x[ids[b]] += step[8 * sh + ids[b]];
+        }
+      }
+      if (!(used <= lim)) continue;
+      // x's absolute pattern and signs; the point x + sigma.
+      int key = 0, pow3 = 1;
+      uint32_t signs = 0;
+      float p[8];
+      for (int j = 0; j < 8; ++j, pow3 *= 3) {
+        const float a = std::fabs(x[j]);
+        if (a > 2.5f) return false;  // no pattern has a coordinate above 5/2
+        key += int(a - 0.5f) * pow3;
+        if (x[j] < 0.0f) signs |= 1u << j;
+        p[j] = x[j] + sigma;
+      }
+      const int pattern = pattern_of_key_[size_t(key)];
+      if (pattern < 0) return false;  // a lattice point within lim outside the codebook
+      rank.offer(p, index_.data() + size_t((sh * kPatterns + pattern) * 256), signs);
+    }
+  }
+  if (!rank.found()) return false;
+  *idx = rank.index();
+  return true;
+}
+
+bool E8pSearch::search_patterns(const float* u, uint16_t* idx) const {
   double unorm = 0;
   for (int j = 0; j < 8; ++j) unorm += double(u[j]) * u[j];
   if (!(unorm < 1e30)) return false;  // non-finite coordinates, or scores that could overflow
-  // Far above the float rounding of any score here (see e8p.h); max ||p||^2 = 16.5.
-  const float slack = float(1e-4 * (1.0 + unorm + 16.5));
+  const float slack = search_slack(unorm);
   const bool avx2 = simd_at_least(SimdLevel::kAvx2);
   alignas(32) float dist[2][kMaxSlots];
   float av[2][8], nv[2];
@@ -241,22 +396,14 @@ bool E8pSearch::search_one(const float* u, uint16_t* idx) const {
     evaluated[nev++] = e;
     const Shape& q = shapes_[size_t(bd.shape)];
     float* d = dist[bd.sh];
-    if (avx2) {
-      detail::e8p_pattern_dists_avx2(pat_.data(), nslots_, pnorm_.data(), ppar_.data(), q.slot0, q.slot1,
-                                     av[bd.sh], nv[bd.sh], negpar[bd.sh], d);
-    } else {
-      detail::e8p_pattern_dists_scalar(pat_.data(), nslots_, pnorm_.data(), ppar_.data(), q.slot0, q.slot1,
-                                       av[bd.sh], nv[bd.sh], negpar[bd.sh], d);
-    }
-    for (int k = q.slot0; k < q.slot1; ++k) dstar = std::min(dstar, d[k]);
+    const float lowest = avx2 ? detail::e8p_pattern_dists_avx2(pat_.data(), nslots_, pnorm_.data(), ppar_.data(), q.slot0,
+                                                               q.slot1, av[bd.sh], nv[bd.sh], negpar[bd.sh], d)
+                              : detail::e8p_pattern_dists_scalar(pat_.data(), nslots_, pnorm_.data(), ppar_.data(), q.slot0,
+                                                                 q.slot1, av[bd.sh], nv[bd.sh], negpar[bd.sh], d);
+    dstar = std::min(dstar, lowest);
   }
   const float lim = dstar + slack;
-  float u2[8];
-  for (int j = 0; j < 8; ++j) u2[j] = 2.0f * u[j];
-  float best = -std::numeric_limits<float>::infinity();
-  int32_t best_id = -1;  // -1: not looked up yet
-  const uint16_t* best_row = nullptr;
-  uint32_t best_signs = 0;
+  Ranker rank(u);
   // Every point of slot k (shift sh) within lim, ranked by the brute force's float score.
   auto visit_slot = [&](int sh, int k) {
     const float sigma = sh == 0 ? 0.25f : -0.25f;
@@ -287,33 +434,14 @@ bool E8pSearch::search_one(const float* u, uint16_t* idx) const {
         }
       }
       if (!(used <= lim)) continue;
-      // The point s (.) a + sigma and the brute force's float score of it (its ||p||^2 summed
-      // in the same order; the coordinates are exact multiples of 1/4).
+      // The point s (.) a + sigma (coordinates exact multiples of 1/4).
       const uint32_t signs = negmask[sh] ^ flips;
-      float p[8], nrm = 0.0f;
+      float p[8];
       for (int j = 0; j < 8; ++j) {
         const float a = pat_[size_t(j * nslots_ + k)];
         p[j] = ((signs >> j) & 1 ? -a : a) + sigma;
-        nrm = nrm + p[j] * p[j];
       }
-      float s = -nrm;
-      for (int j = 0; j < 8; ++j) s = s + u2[j] * p[j];
-      // First index on ties. The index (a table read) is looked up only for a tie; a new best
-      // keeps its row and signs until then or the end.
-      if (s > best) {
-        best = s;
-        best_row = row;
-        best_signs = signs;
-        best_id = -1;
-      } else if (s == best) {
-        if (best_id < 0) best_id = best_row[best_signs];
-        const int32_t i = row[signs];
-        if (i < best_id) {
-          best_id = i;
-          best_row = row;
-          best_signs = signs;
-        }
-      }
+      rank.offer(p, row, signs);
     }
   };
   for (int e = 0; e < nev; ++e) {
@@ -322,13 +450,12 @@ bool E8pSearch::search_one(const float* u, uint16_t* idx) const {
     // The slots within lim as bits, 64 at a time (a branch per slot mispredicts).
     for (int k0 = q.slot0; k0 < q.slot1; k0 += 64) {
       const int k1 = std::min(k0 + 64, q.slot1);
-      uint64_t bits = 0;
-      for (int k = k0; k < k1; ++k) bits |= uint64_t(dist[sh][k] <= lim) << (k - k0);
+      uint64_t bits = avx2 ? detail::e8p_within_avx2(dist[sh], k0, k1, lim) : detail::e8p_within_scalar(dist[sh], k0, k1, lim);
       for (; bits != 0; bits &= bits - 1) visit_slot(sh, k0 + __builtin_ctzll(bits));
     }
   }
-  AQUAKV_CHECK(best_row != nullptr, "E8P search found no candidate");
-  *idx = uint16_t(best_id >= 0 ? best_id : best_row[best_signs]);
+  AQUAKV_CHECK(rank.found(), "E8P search found no candidate");
+  *idx = rank.index();
   return true;
 }
 
