@@ -370,6 +370,14 @@ TEST(Nearest, SharedSearchIsPerContent) {
   sa.reset();
   EXPECT_FALSE(w.expired());  // sb still holds it
   EXPECT_EQ(shared_nearest_search(a).get(), sb.get());
+  // A large grid is keyed by a sample of its coordinates: one differing from another only
+  // between the samples still gets a search of its own points.
+  Grid big = builtin_grid(8, 65536), near = big;
+  near.points[1] += 0.5f;
+  const auto sbig = shared_nearest_search(big), snear = shared_nearest_search(near);
+  EXPECT_NE(sbig.get(), snear.get());
+  EXPECT_EQ(snear->grid().points, near.points);
+  EXPECT_EQ(sbig->grid().points, big.points);
 }
 
 }  // namespace
