@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <numeric>
 #include <type_traits>
@@ -638,7 +639,14 @@ class CompressedCache final : public KvCache {
   // codes which layer. With predictors, the reconstruction (prediction + decoded residual) of
   // the n rows is kept for the next layer's predictors (enc_k_/enc_v_, slot l & 1); without,
   // nothing reads it and it is not computed.
+  int64_t encode_nanoseconds() const override { return encode_ns_; }
+
   void code_layer(Seq& s, int l, int64_t n) {
+    const auto t0 = std::chrono::steady_clock::now();
+    code_layer_rows(s, l, n);
+    encode_ns_ += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+  }
+  void code_layer_rows(Seq& s, int l, int64_t n) {
     const int64_t C = shape_.width();
     const int64_t chunk = std::max<int64_t>(block_, kCompressRows / block_ * block_);
     const bool chain = has_predictors();
@@ -717,6 +725,7 @@ class CompressedCache final : public KvCache {
   PageVector<float> enc_k_[2], enc_v_[2];  // the encoder's reconstructions (layers l - 1 and l)
   mutable std::vector<int64_t> meta_;  // save_state's counters (must outlive the writer)
   uint64_t generation_ = 0;  // bumps whenever stored tokens or the step change
+  int64_t encode_ns_ = 0;    // encode_nanoseconds(): code_layer's wall time, summed
   // Decoder scratch (not live storage): one view slot of rows, which the rebuild turns from
   // layer l - 1's reconstruction into layer l's in place (decode_chunk).
   PageVector<float> view_k_, view_v_;

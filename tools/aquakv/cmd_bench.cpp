@@ -6,7 +6,9 @@
 // thread, a line starting with '#' after each row gives the thread pool's synchronization cost
 // over that test's timed runs: parallel regions per token, the time the calling thread spent
 // waiting for the workers, and the regions run on the caller alone because other processes kept
-// the cores busy (util/parallel.h, PoolStats).
+// the cores busy (util/parallel.h, PoolStats). For formats that code rows (KvCache::
+// encode_nanoseconds), a second '#' line gives the wall time spent coding them within the test:
+// measured inside the one process, it is the encode share of prefill even on a loaded machine.
 // bench/llama_cpp_bench.py measures llama.cpp the same way and prints the same table.
 // Several --kv formats run in one invocation; decode rows then carry the ratio to fp16 at the
 // same depth (same run), and a cost table gives each decode row's bytes and flops per token,
@@ -161,13 +163,14 @@ int run(const Opts& o) {
         std::vector<double> tps;
         Cost cost{};
         PoolStats sync{};
-        double secs = 0;
+        double secs = 0, encode_secs = 0;
         for (int r = 0; r < o.reps; ++r) {
           auto cache = make_cache(kv, model->kv_shape(ctx));
           const int seq = cache->add_sequence();
           if (d > 0) fwd.eval(*cache, seq, std::span<const int32_t>(fill.data(), size_t(d)), nullptr, false);
           cost = decode_cost(*model, *cache, d);
           const PoolStats s0 = pool_stats();
+          const int64_t e0 = cache->encode_nanoseconds();
           const auto t0 = clock::now();
           if (pp) {
             fwd.eval(*cache, seq, std::span<const int32_t>(fill.data() + d, size_t(n)), logits.data(), false);
@@ -179,6 +182,7 @@ int run(const Opts& o) {
             }
           }
           const double dt = std::chrono::duration<double>(clock::now() - t0).count();
+          encode_secs += double(cache->encode_nanoseconds() - e0) * 1e-9;
           const PoolStats s1 = pool_stats();
           sync.regions += s1.regions - s0.regions;
           sync.wait_ns += s1.wait_ns - s0.wait_ns;
@@ -196,6 +200,10 @@ int run(const Opts& o) {
         const std::string test = (pp ? "pp" : "tg") + std::to_string(n) + " @ d" + std::to_string(d);
         row(kv, test, tps, ratio);
         if (num_threads() > 1) print_sync(test, sync, double(n) * o.reps, secs);
+        if (encode_secs > 0) {
+          std::printf("# encode %s: %.1f ms of %.1f ms (%.1f%% of the time coding rows into the format)\n",
+                      test.c_str(), 1e3 * encode_secs / o.reps, 1e3 * secs / o.reps, 100.0 * encode_secs / secs);
+        }
       }
     }
   }

@@ -164,6 +164,10 @@ class KvCache {
   // materialize views), and the fixed bytes that do not depend on tokens (e.g. predictors).
   virtual int64_t live_bytes() const = 0;
   virtual int64_t fixed_bytes() const { return 0; }
+  // Wall time spent so far coding rows into the stored format (predictors, residual coding and
+  // the encoder's reconstruction of compressed formats; 0 where rows are stored as given):
+  // `aquakv bench` reports it as the encode share of a prefill.
+  virtual int64_t encode_nanoseconds() const { return 0; }
   // Bits per stored value over the sequence's current tokens, term by term.
   virtual std::vector<KvBitsTerm> bits_report(int seq) const = 0;
 
