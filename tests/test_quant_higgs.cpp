@@ -297,6 +297,49 @@ TEST(Higgs, AnyBytesDecodeAsTheReferenceAtEveryLevel) {
   }
 }
 
+// E8P in groups of 192 is decoded from its sign patterns (the points rebuilt as s (.) a +
+// sigma), not from the float table: every one of the 65536 codes, in rows with scales from 0 to
+// fp16's largest, decodes and decode_adds exactly as the reference (the table's points) at every
+// SIMD level; E8P in groups of 64 and a random 8-dimensional grid have no such patterns.
+TEST(Higgs, E8pSignPatternsRebuildEveryPoint) {
+  const Grid& e8p = builtin_grid(8, 65536);
+  const HiggsCodec codec(192, 192, e8p, 0);
+  ASSERT_TRUE(codec.has_sign_patterns());
+  EXPECT_FALSE(HiggsCodec(192, 64, e8p, 0).has_sign_patterns());
+  Grid random8{"gauss8x256", 8, 256, {}};
+  GaussRng rng(41);
+  for (int64_t i = 0; i < 256 * 8; ++i) random8.points.push_back(float(rng.normal()));
+  EXPECT_FALSE(HiggsCodec(192, 192, random8, 0).has_sign_patterns());
+  const int64_t rows = 65536 / 24 + 1;
+  std::vector<uint8_t> bytes(size_t(codec.encoded_bytes(rows)));
+  for (int64_t r = 0; r < rows; ++r) {
+    uint8_t* o = bytes.data() + r * codec.block_bytes();
+    const float rms = r == 0 ? 0.0f : r == 1 ? 65504.0f : float(0.01 + 4.0 * rng.uniform());
+    const uint16_t h = fp32_to_fp16(rms);
+    o[0] = uint8_t(h);
+    o[1] = uint8_t(h >> 8);
+    for (int64_t c = 0; c < 24; ++c) {
+      const uint32_t code = uint32_t((r * 24 + c) % 65536);
+      o[2 + 2 * c] = uint8_t(code);
+      o[3 + 2 * c] = uint8_t(code >> 8);
+    }
+  }
+  const auto want = reference_decode(e8p, 192, 192, 0, bytes.data(), rows);
+  const auto y0 = gaussian_rows(rows, 192, 13);
+  const SimdLevel saved = simd_level();
+  for (int lv = 0; lv <= int(cpu_simd_level()); ++lv) {
+    set_simd_level(SimdLevel(lv));
+    std::vector<float> x(want.size()), y = y0;
+    codec.decode(bytes.data(), rows, x.data());
+    codec.decode_add(bytes.data(), rows, y.data());
+    for (size_t i = 0; i < want.size(); ++i) {
+      ASSERT_EQ(std::bit_cast<uint32_t>(want[i]), std::bit_cast<uint32_t>(x[i])) << "decode, level " << lv << " value " << i;
+      ASSERT_EQ(std::bit_cast<uint32_t>(y0[i] + want[i]), std::bit_cast<uint32_t>(y[i])) << "decode_add, level " << lv << " value " << i;
+    }
+  }
+  set_simd_level(saved);
+}
+
 std::vector<uint8_t> unhex(const std::string& s) {
   std::vector<uint8_t> b(s.size() / 2);
   for (size_t i = 0; i < b.size(); ++i) b[i] = uint8_t(std::stoi(s.substr(2 * i, 2), nullptr, 16));

@@ -2,12 +2,16 @@
 #include "aquakv/quant/higgs.h"
 
 #include <algorithm>
+#include <array>
+#include <bit>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <type_traits>
 #include <vector>
 
 #include "aquakv/quant/bitpack.h"
+#include "aquakv/quant/e8p.h"
 #include "aquakv/util/error.h"
 #include "aquakv/util/fp16.h"
 #include "aquakv/ops/half_rows.h"
@@ -41,6 +45,71 @@ const Grid& checked(const Grid& grid, int64_t dim, int64_t g) {
 
 }  // namespace
 
+namespace detail {
+
+SignedPatterns signed_patterns(const float* points, int64_t n, int d) {
+  SignedPatterns sp;
+  if (d != 8 || n < 1) return sp;
+  // sigma: +-(distance of point 0's first coordinate from the nearest odd multiple of 1/2).
+  const float p00 = points[0];
+  const float shift = std::fabs(p00 - (std::floor(p00) + 0.5f));
+  auto odd_halves = [](float v) {  // 2v an odd integer
+    const float t = 2.0f * v;
+    return t == std::nearbyint(t) && std::fmod(t, 2.0f) != 0.0f;
+  };
+  std::map<std::array<uint32_t, 8>, uint32_t> ids;
+  std::vector<uint32_t> code(static_cast<size_t>(n));
+  std::vector<float> pat;
+  for (int64_t i = 0; i < n; ++i) {
+    const float* p = points + 8 * i;
+    bool found = false;
+    for (const float sigma : {shift, -shift}) {
+      std::array<uint32_t, 8> a{};
+      uint32_t negs = 0;
+      bool ok = true;
+      for (int j = 0; j < 8 && ok; ++j) {
+        const float v = p[j] - sigma;
+        const float rebuilt = (std::signbit(v) ? -std::fabs(v) : std::fabs(v)) + sigma;
+        ok = odd_halves(v) && std::bit_cast<uint32_t>(rebuilt) == std::bit_cast<uint32_t>(p[j]);
+        a[size_t(j)] = std::bit_cast<uint32_t>(std::fabs(v));
+        negs |= uint32_t(std::signbit(v)) << j;
+      }
+      if (!ok) continue;
+      auto it = ids.find(a);
+      if (it == ids.end()) {
+        if (ids.size() == 256) return sp;
+        it = ids.emplace(a, uint32_t(ids.size())).first;
+        for (uint32_t bits : a) pat.push_back(std::bit_cast<float>(bits));
+      }
+      code[size_t(i)] = it->second | negs << 8 | (sigma < 0 ? 0xFFu << 16 : 0u);
+      found = true;
+      break;
+    }
+    if (!found) return sp;
+  }
+  pat.resize(256 * 8, 0.0f);
+  sp.pat = std::move(pat);
+  sp.code = std::move(code);
+  sp.shift = shift;
+  return sp;
+}
+
+}  // namespace detail
+
+namespace {
+
+// E8P's decomposition, made once per process (256 KiB shared by every E8P codec).
+std::shared_ptr<const detail::SignedPatterns> e8p_signed_patterns() {
+  static const auto sp = [] {
+    const Grid& g = e8p_grid();
+    auto made = std::make_shared<detail::SignedPatterns>(detail::signed_patterns(g.points.data(), g.n, g.d));
+    return made->code.empty() ? nullptr : std::shared_ptr<const detail::SignedPatterns>(std::move(made));
+  }();
+  return sp;
+}
+
+}  // namespace
+
 int64_t higgs_default_group(int64_t dim) {
   int64_t best = 0;
   for (int64_t g = 1; g <= 1024 && g <= dim; ++g) {
@@ -60,6 +129,7 @@ HiggsCodec::HiggsCodec(int64_t dim, int64_t group, const Grid& grid, uint64_t si
       rot_(group, sign_seed) {
   std::vector<float> origin(size_t(grid.d), 0.0f);
   search_->search(origin.data(), 1, &zero_code_);
+  if (grid_.d == 8 && grid_.n == 65536 && group_ == 192 && is_e8p_grid(grid_)) patterns_ = e8p_signed_patterns();
   if (grid_.d == 2 && code_bits_ == 4) {
     // Byte b holds codes b & 15 (first) and b >> 4: their two points, 4 floats.
     byte_table_.resize(256 * 4);
@@ -210,7 +280,8 @@ void HiggsCodec::decode_rows(const uint8_t* in, int64_t rows, float* x, bool rot
   // d = 2 with 4-bit codes and whole bytes per group: gather and scale group by group.
   const bool by_bytes = !byte_table_.empty() && g % 4 == 0;
   if (rotate && fused192()) {
-    detail::higgs_rebuild192_avx512(false, grid_.points.data(), grid_.d, grid_.n, in, rows, block_bytes(), ng, x);
+    detail::higgs_rebuild192_avx512(false, grid_.points.data(), grid_.d, grid_.n, patterns_.get(), in, rows,
+                                    block_bytes(), ng, x);
     return;
   }
   if (simd_at_least(SimdLevel::kAvx512) && detail::higgs_pairs_avx512_fits(grid_.d, grid_.n, code_bits_, g)) {
@@ -254,8 +325,8 @@ void HiggsCodec::decode_rows(const uint8_t* in, int64_t rows, float* x, bool rot
 
 void HiggsCodec::decode_add(const uint8_t* in, int64_t rows, float* y) const {
   if (fused192()) {
-    detail::higgs_rebuild192_avx512(true, grid_.points.data(), grid_.d, grid_.n, in, rows, block_bytes(),
-                                    dim() / group_, y);
+    detail::higgs_rebuild192_avx512(true, grid_.points.data(), grid_.d, grid_.n, patterns_.get(), in, rows,
+                                    block_bytes(), dim() / group_, y);
     return;
   }
   Codec::decode_add(in, rows, y);

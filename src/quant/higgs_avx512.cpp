@@ -193,6 +193,38 @@ struct Oct16Loader {
   }
 };
 
+// The same points rebuilt from a SignedPatterns decomposition: per code one 4-byte entry (a
+// 256 KiB table against the grid's 2 MiB) and its pattern (8 KiB); the register's two patterns,
+// the sign bits of its negative coordinates flipped, plus +-shift -- exact in float (checked
+// point by point when the decomposition was made), so the same bits as the table.
+struct Oct16PatternLoader {
+  static constexpr int64_t kGroupBytes = 48;
+  const float* pat;
+  const uint32_t* code;
+  uint32_t last;
+  __m512 pos, neg;
+  __m512i sign_bit = _mm512_set1_epi32(int(0x80000000u));
+  Oct16PatternLoader(const SignedPatterns& sp, int64_t n)
+      : pat(sp.pat.data()), code(sp.code.data()), last(uint32_t(n - 1)), pos(_mm512_set1_ps(sp.shift)),
+        neg(_mm512_set1_ps(-sp.shift)) {}
+  uint32_t entry(const uint8_t* c) const {
+    const uint32_t k = uint32_t(c[0] | c[1] << 8);
+    return code[k < last ? k : last];
+  }
+  void operator()(const uint8_t* codes, __m512 f, __m512* v) const {
+    _Pragma("GCC unroll 12") for (int i = 0; i < 12; ++i) {
+      const uint32_t t0 = entry(codes + 4 * i), t1 = entry(codes + 4 * i + 2);
+      const __m256d a0 = _mm256_castps_pd(_mm256_loadu_ps(pat + 8 * (t0 & 255)));
+      const __m256d a1 = _mm256_castps_pd(_mm256_loadu_ps(pat + 8 * (t1 & 255)));
+      __m512i a = _mm512_castpd_si512(_mm512_insertf64x4(_mm512_castpd256_pd512(a0), a1, 1));
+      a = _mm512_mask_xor_epi32(a, __mmask16(((t0 >> 8) & 0xFF) | (t1 & 0xFF00)), a, sign_bit);
+      const __mmask16 sneg = __mmask16(((t0 >> 16) & 0xFF) | ((t1 >> 8) & 0xFF00));
+      const __m512 p = _mm512_add_ps(_mm512_castsi512_ps(a), _mm512_mask_blend_ps(sneg, pos, neg));
+      v[i] = _mm512_mul_ps(p, f);
+    }
+  }
+};
+
 // Rows of groups of 192 = 12 x 16 values without sign flips, fused in registers: per group the
 // 12 registers of scaled grid points (the loader), the FWHT of each (H_16), then the mixing with
 // H_12 in the scalar reference's order (T = v_0 + ... + v_11, then T - 2 S_i with S_i = 0 + the
@@ -264,8 +296,9 @@ bool higgs_group192_avx512_fits(int64_t d, int64_t n, int code_bits) {
          (d == 8 && code_bits == 16);
 }
 
-void higgs_rebuild192_avx512(bool add, const float* points, int64_t d, int64_t n, const uint8_t* in, int64_t rows,
-                             int64_t row_bytes, int64_t ng, float* y) {
+void higgs_rebuild192_avx512(bool add, const float* points, int64_t d, int64_t n, const SignedPatterns* sp,
+                             const uint8_t* in, int64_t rows, int64_t row_bytes, int64_t ng, float* y) {
+  if (d == 8 && sp != nullptr) return rebuild_192(add, Oct16PatternLoader(*sp, n), in, rows, row_bytes, ng, y);
   if (d == 8) return rebuild_192(add, Oct16Loader(points, n), in, rows, row_bytes, ng, y);
   if (d == 4) return rebuild_192(add, Quad16Loader(points), in, rows, row_bytes, ng, y);
   if (n == 16) return rebuild_192(add, PairsLoader<16, 4>(points), in, rows, row_bytes, ng, y);

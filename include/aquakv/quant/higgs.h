@@ -25,6 +25,10 @@
 
 namespace aquakv {
 
+namespace detail {
+struct SignedPatterns;  // src/quant/higgs_kernels.h
+}
+
 class HiggsCodec final : public Codec {
  public:
   // Throws Error when g does not divide dim, g is not a supported Hadamard order, d does not
@@ -35,6 +39,9 @@ class HiggsCodec final : public Codec {
   const Grid& grid() const { return grid_; }  // the shared search's copy (see the members)
   int code_bits() const { return code_bits_; }
   uint64_t sign_seed() const { return rot_.sign_seed(); }
+  // True when the AVX-512 decoder rebuilds this codec's points from sign patterns (E8P in groups
+  // of 192) instead of reading the float table; the decoded bits are the same either way.
+  bool has_sign_patterns() const { return patterns_ != nullptr; }
 
   void encode(const float* x, int64_t rows, uint8_t* out) const override;
   void decode(const uint8_t* in, int64_t rows, float* x) const override;
@@ -64,6 +71,9 @@ class HiggsCodec final : public Codec {
   int64_t codes_per_row_;
   HadamardRotation rot_;
   uint16_t zero_code_;  // code stored for all-zero groups: the grid point nearest the origin
+  // E8P in groups of 192: its points as sign patterns (a 256 KiB table shared by every E8P codec,
+  // for the AVX-512 decoder), else null.
+  std::shared_ptr<const detail::SignedPatterns> patterns_;
   std::vector<float> byte_table_;  // (256, 4) for d = 2 with 4-bit codes, else empty
 };
 
