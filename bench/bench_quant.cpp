@@ -2,7 +2,8 @@
 // C = 192, ~200 KB of floats) and a DRAM-sized one (65536 rows, ~50 MB of floats, ~25 MB fp16),
 // single-threaded; a stream-like memory bandwidth measurement (read, write, copy) as the bound;
 // and an estimate of one layer's prefill time for the default model (OpenBLAS sgemm over the
-// layer's weight shapes) to put encode costs in proportion. Counters: items = values,
+// layer's weight shapes) to put encode costs in proportion; decode_add (y += decoded rows) of
+// the AQUA-KV residual codecs, 256 rows. Counters: items = values,
 // bytes = fp16 bytes of decoded output (decode) or float bytes of input (encode).
 //   build/bench_quant --benchmark_min_time=0.2s
 #include <benchmark/benchmark.h>
@@ -13,6 +14,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "aquakv/quant/channel_scaled_codec.h"
 #include "aquakv/quant/codec.h"
 #include "aquakv/quant/cq_codec.h"
 #include "aquakv/quant/kvquant_codec.h"
@@ -71,6 +73,12 @@ std::unique_ptr<Codec> bench_codec(const std::string& spec) {
   if (std::string(spec) == "higgs:6x4096:g192") {  // no built-in 6x4096 grid: the reference file
     return make_codec(spec + ":grid=" + eden6_path(), kDim);
   }
+  const std::string suffix = "+chscale";  // the codec in a ChannelScaledCodec, scales in [0.5, 2)
+  if (spec.size() > suffix.size() && spec.compare(spec.size() - suffix.size(), suffix.size(), suffix) == 0) {
+    std::vector<float> s(static_cast<size_t>(kDim));
+    for (size_t c = 0; c < s.size(); ++c) s[c] = 0.5f + 1.5f * float((c * 37) % 64) / 64.0f;
+    return std::make_unique<ChannelScaledCodec>(bench_codec(spec.substr(0, spec.size() - suffix.size())), std::move(s));
+  }
   return make_codec(spec, kDim);
 }
 
@@ -117,6 +125,27 @@ void BM_DecodeF32(benchmark::State& st, const char* spec) {
   st.SetItemsProcessed(st.iterations() * rows * kDim);
   st.SetBytesProcessed(st.iterations() * rows * kDim * 4);
 }
+
+// y += decode(codes) (Codec::decode_add: the AQUA-KV rebuild's "prediction + decoded residual").
+void BM_DecodeAdd(benchmark::State& st, const char* spec) {
+  const auto c = bench_codec(spec);
+  const int64_t rows = st.range(0) / c->block_rows() * c->block_rows();
+  const auto x = gaussian(rows * kDim);
+  std::vector<uint8_t> b(static_cast<size_t>(c->encoded_bytes(rows)));
+  c->encode(x.data(), rows, b.data());
+  std::vector<float> y = gaussian(rows * kDim);
+  for (auto _ : st) {
+    c->decode_add(b.data(), rows, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.SetItemsProcessed(st.iterations() * rows * kDim);
+  st.SetBytesProcessed(st.iterations() * rows * kDim * 4);
+}
+
+// The AQUA-KV residual codecs (aq2's 2x16 and a bit plan's choices), plain and channel-scaled.
+const char* const kDecodeAddSpecs[] = {"higgs:2x16:g192",          "higgs:2x64:g192",          "higgs:2x256:g192",
+                                       "higgs:4x16:g192",          "higgs:8x65536:g192",       "higgs:2x64:g192+chscale",
+                                       "higgs:4x16:g192+chscale",  "higgs:8x65536:g192+chscale"};
 
 // Stream-like single-core bandwidth on 256 MiB buffers.
 constexpr int64_t kStreamFloats = int64_t(64) << 20;
@@ -182,6 +211,8 @@ void register_all() {
     benchmark::RegisterBenchmark((std::string("DecodeFp16/") + s).c_str(), BM_DecodeFp16, s)->Arg(256)->Arg(65536)->Unit(benchmark::kMicrosecond);
     benchmark::RegisterBenchmark((std::string("DecodeF32/") + s).c_str(), BM_DecodeF32, s)->Arg(256)->Unit(benchmark::kMicrosecond);
   }
+  for (const char* s : kDecodeAddSpecs)
+    benchmark::RegisterBenchmark((std::string("DecodeAdd/") + s).c_str(), BM_DecodeAdd, s)->Arg(256)->Unit(benchmark::kMicrosecond);
   benchmark::RegisterBenchmark("Stream/read", BM_StreamRead)->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("Stream/write", BM_StreamWrite)->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("Stream/copy", BM_StreamCopy)->Unit(benchmark::kMillisecond);

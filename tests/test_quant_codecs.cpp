@@ -1,13 +1,16 @@
 // Tests of quant/codec.h's factory and the baseline codecs (fp16, uniform min-max per token and
-// per channel): spec parsing and errors, bits accounting, error bounds derived from the format.
+// per channel): spec parsing and errors, bits accounting, error bounds derived from the format;
+// the channel-scaled wrapper's decode and decode_add at every SIMD level.
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
 
 #include "aquakv/quant/block_codecs.h"
+#include "aquakv/quant/channel_scaled_codec.h"
 #include "aquakv/quant/codec.h"
 #include "aquakv/quant/gauss_rng.h"
 #include "aquakv/util/cpu.h"
@@ -263,6 +266,46 @@ TEST(GgmlBlockCodec, BitExactWithGgufPackage) {
   EXPECT_EQ(checked, 2);
   EXPECT_THROW(make_codec("q8_0", 48), Error);
   EXPECT_THROW(make_codec("q4_0", 0), Error);
+}
+
+// ChannelScaledCodec at every SIMD level: decode equals the scalar level's decode, and decode_add
+// equals y + that decode bit for bit (decode's rounded products x * (1 / s), then the sums).
+// Around the plan codecs of 192-wide rows, fp16 and a two-row-block codec, over more rows than
+// one internal step; width 100 leaves tails after whole 8- and 16-float vectors.
+TEST(ChannelScaledCodec, DecodeAndDecodeAddAtEveryLevel) {
+  struct Case {
+    const char* spec;
+    int64_t dim;
+  };
+  const int64_t rows = 50;
+  const SimdLevel saved = simd_level();
+  for (const Case& c : {Case{"higgs:8x65536:g192", 192}, Case{"higgs:2x64:g192", 192}, Case{"higgs:4x16:g192", 192},
+                        Case{"higgs:2x256:g192", 192}, Case{"higgs:2x16:g64", 192}, Case{"fp16", 192},
+                        Case{"fp16", 100}, Case{"uniform:4:g2:channel", 100}}) {
+    SCOPED_TRACE(std::string(c.spec) + " dim " + std::to_string(c.dim));
+    std::vector<float> scales(static_cast<size_t>(c.dim));
+    GaussRng rng(3);
+    for (auto& s : scales) s = float(std::exp(rng.normal()));
+    const ChannelScaledCodec codec(std::shared_ptr<const Codec>(make_codec(c.spec, c.dim)), scales);
+    const auto x = rows_of(rows, c.dim, 4);
+    std::vector<uint8_t> codes(size_t(codec.encoded_bytes(rows)));
+    codec.encode(x.data(), rows, codes.data());
+    const auto y0 = rows_of(rows, c.dim, 5);
+    set_simd_level(SimdLevel::kScalar);
+    std::vector<float> dec(x.size());
+    codec.decode(codes.data(), rows, dec.data());
+    for (int lv = 0; lv <= int(cpu_simd_level()); ++lv) {
+      set_simd_level(SimdLevel(lv));
+      std::vector<float> d(x.size()), y = y0;
+      codec.decode(codes.data(), rows, d.data());
+      codec.decode_add(codes.data(), rows, y.data());
+      for (size_t i = 0; i < y.size(); ++i) {
+        ASSERT_EQ(std::bit_cast<uint32_t>(dec[i]), std::bit_cast<uint32_t>(d[i])) << "decode, level " << lv << " value " << i;
+        ASSERT_EQ(std::bit_cast<uint32_t>(y0[i] + dec[i]), std::bit_cast<uint32_t>(y[i])) << "decode_add, level " << lv << " value " << i;
+      }
+    }
+    set_simd_level(saved);
+  }
 }
 
 }  // namespace

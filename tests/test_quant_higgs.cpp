@@ -1,6 +1,7 @@
 // Tests of the HIGGS codec: relative MSE on Gaussian rows equals the grid MSE, codes are a fixed
-// point of encode(decode(.)), zero and extreme groups, parameter errors, and golden rows from an
-// independent float64 numpy implementation (scripts/make_quant_goldens.py).
+// point of encode(decode(.)), zero and extreme groups, parameter errors, golden rows from an
+// independent float64 numpy implementation (scripts/make_quant_goldens.py), and decode /
+// decode_add of arbitrary bytes against a plain reference of the format at every SIMD level.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -13,6 +14,7 @@
 #include "aquakv/quant/bitpack.h"
 #include "aquakv/quant/gauss_rng.h"
 #include "aquakv/quant/codec.h"
+#include "aquakv/quant/hadamard.h"
 #include "aquakv/quant/higgs.h"
 #include "aquakv/util/cpu.h"
 #include "aquakv/util/error.h"
@@ -146,7 +148,8 @@ TEST(Higgs, SimdAndScalarGiveIdenticalBytes) {
   const SimdLevel saved = simd_level();
   for (const Case& c : {Case{192, 192, 2, 256, 3}, Case{192, 192, 2, 16, 0}, Case{192, 64, 2, 16, 5},
                         Case{192, 192, 2, 64, 0}, Case{192, 64, 2, 64, 0}, Case{192, 64, 2, 256, 0},
-                        Case{256, 128, 4, 256, 0}, Case{192, 192, 1, 4, 0}}) {
+                        Case{256, 128, 4, 256, 0}, Case{192, 192, 1, 4, 0}, Case{192, 192, 4, 16, 0},
+                        Case{192, 192, 8, 65536, 0}, Case{192, 64, 8, 65536, 0}}) {
     const HiggsCodec codec(c.dim, c.g, builtin_grid(c.d, c.n), c.seed);
     auto x = gaussian_rows(200, c.dim, 8);
     std::fill_n(x.begin(), c.dim, 0.0f);
@@ -171,12 +174,15 @@ TEST(Higgs, SimdAndScalarGiveIdenticalBytes) {
 
 // decode_add (the AQUA-KV decoder's "prediction + decoded residual") at every SIMD level equals
 // y + decode(codes) computed with the scalar decode, bit for bit: the fused AVX-512 path (grids
-// 2x16 / 2x64 / 2x256 in groups of 192, no signs) and the fallbacks (signs, groups of 64). Row 0
+// 2x16 / 2x64 / 2x256 / 4x16 / 8x65536 in groups of 192, no signs) and the fallbacks (signs,
+// groups of 64). Row 0
 // codes an all-zero row (its group norms are 0: no rotation), rows have different magnitudes.
 TEST(Higgs, DecodeAddEqualsDecodeThenAddAtEveryLevel) {
   const SimdLevel saved = simd_level();
   for (const Case& c : {Case{192, 192, 2, 16, 0}, Case{192, 192, 2, 64, 0}, Case{192, 192, 2, 256, 0},
-                        Case{384, 192, 2, 16, 0}, Case{192, 192, 2, 16, 9}, Case{192, 64, 2, 16, 0}}) {
+                        Case{384, 192, 2, 16, 0}, Case{192, 192, 2, 16, 9}, Case{192, 64, 2, 16, 0},
+                        Case{192, 192, 4, 16, 0}, Case{192, 192, 8, 65536, 0}, Case{384, 192, 8, 65536, 0},
+                        Case{192, 192, 8, 65536, 3}, Case{192, 64, 8, 65536, 0}}) {
     const HiggsCodec codec(c.dim, c.g, builtin_grid(c.d, c.n), c.seed);
     const int64_t rows = 37;
     auto x = gaussian_rows(rows, c.dim, 11);
@@ -198,6 +204,140 @@ TEST(Higgs, DecodeAddEqualsDecodeThenAddAtEveryLevel) {
     }
     set_simd_level(saved);
   }
+}
+
+// HiggsCodec::decode by the letter of quant/higgs.h, with none of the codec's code: codes by
+// unpack_bits (clamped to n - 1: bytes that encode never writes stay inside the grid), the
+// points times rms / sqrt(g), then D H_g (HadamardRotation::inverse, scale 1, scalar level)
+// unless rms is 0.
+std::vector<float> reference_decode(const Grid& grid, int64_t dim, int64_t g, uint64_t seed, const uint8_t* in,
+                                    int64_t rows) {
+  const int64_t ng = dim / g, ncodes = dim / grid.d;
+  const int bits = bits_for_count(grid.n);
+  const int64_t row_bytes = 2 * ng + packed_bytes(ncodes, bits);
+  const HadamardRotation rot(g, seed);
+  const SimdLevel saved = simd_level();
+  set_simd_level(SimdLevel::kScalar);
+  std::vector<float> x(size_t(rows * dim));
+  std::vector<uint16_t> codes(static_cast<size_t>(ncodes));
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* o = in + r * row_bytes;
+    unpack_bits(o + 2 * ng, ncodes, bits, codes.data());
+    float* xr = x.data() + r * dim;
+    for (int64_t c = 0; c < ncodes; ++c) {
+      const int64_t code = std::min<int64_t>(codes[size_t(c)], grid.n - 1);
+      for (int j = 0; j < grid.d; ++j) xr[c * grid.d + j] = grid.points[size_t(code * grid.d + j)];
+    }
+    for (int64_t k = 0; k < ng; ++k) {
+      const float rms = fp16_to_fp32(uint16_t(o[2 * k] | o[2 * k + 1] << 8));
+      const float f = rms * float(1.0 / std::sqrt(double(g)));
+      for (int64_t i = 0; i < g; ++i) xr[k * g + i] *= f;
+      if (rms != 0.0f) rot.inverse(xr + k * g, 1, 1.0f);
+    }
+  }
+  set_simd_level(saved);
+  return x;
+}
+
+// Any bytes (random codes, finite scales, some zero) decode, and decode_add, exactly as the
+// reference above at every SIMD level: the fused AVX-512 groups of 192 (2x16, 2x64, 2x256,
+// 4x16, 8x65536 and a 16-bit grid of 40000 points, whose codes >= 40000 must clamp), the direct
+// code reads of the scalar gather (16-, 8- and 4-bit codes, 2x64's 3-byte words) and the
+// fallbacks (signs, groups of 64).
+TEST(Higgs, AnyBytesDecodeAsTheReferenceAtEveryLevel) {
+  Grid wide{"gauss8x40000", 8, 40000, {}};
+  {
+    GaussRng rng(21);
+    wide.points.resize(size_t(wide.n * wide.d));
+    for (auto& v : wide.points) v = float(rng.normal());
+  }
+  struct GridCase {
+    const Grid* grid;
+    int64_t dim, g;
+    uint64_t seed;
+  };
+  const GridCase cases[] = {
+      {&builtin_grid(2, 16), 192, 192, 0},    {&builtin_grid(2, 64), 192, 192, 0},
+      {&builtin_grid(2, 256), 192, 192, 0},   {&builtin_grid(4, 16), 192, 192, 0},
+      {&builtin_grid(4, 16), 384, 192, 0},    {&builtin_grid(4, 16), 192, 64, 0},
+      {&builtin_grid(4, 16), 192, 192, 5},    {&builtin_grid(8, 65536), 192, 192, 0},
+      {&builtin_grid(8, 65536), 384, 192, 0}, {&builtin_grid(8, 65536), 192, 64, 0},
+      {&builtin_grid(8, 65536), 192, 192, 3}, {&wide, 192, 192, 0},
+      {&wide, 192, 64, 0},                    {&builtin_grid(4, 256), 192, 192, 0},
+      {&builtin_grid(2, 64), 192, 64, 0},     {&builtin_grid(1, 4), 192, 192, 0}};
+  const SimdLevel saved = simd_level();
+  for (const GridCase& c : cases) {
+    const HiggsCodec codec(c.dim, c.g, *c.grid, c.seed);
+    SCOPED_TRACE(codec.spec() + " dim " + std::to_string(c.dim));
+    const int64_t rows = 29, ng = c.dim / c.g;
+    std::vector<uint8_t> bytes(size_t(codec.encoded_bytes(rows)));
+    GaussRng rng(31);
+    for (auto& b : bytes) b = uint8_t(rng.next_u64() >> 56);
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t k = 0; k < ng; ++k) {  // finite scales from 0 up to fp16's largest
+        const float rms = r == 0 && k == 0 ? 0.0f : r == 1 ? 65504.0f : float(4.0 * rng.uniform());
+        const uint16_t h = fp32_to_fp16(rms);
+        bytes[size_t(r * codec.block_bytes() + 2 * k)] = uint8_t(h);
+        bytes[size_t(r * codec.block_bytes() + 2 * k + 1)] = uint8_t(h >> 8);
+      }
+    }
+    const auto want = reference_decode(*c.grid, c.dim, c.g, c.seed, bytes.data(), rows);
+    const auto y0 = gaussian_rows(rows, c.dim, 12);
+    for (int lv = 0; lv <= int(cpu_simd_level()); ++lv) {
+      set_simd_level(SimdLevel(lv));
+      std::vector<float> x(want.size()), y = y0;
+      codec.decode(bytes.data(), rows, x.data());
+      codec.decode_add(bytes.data(), rows, y.data());
+      for (size_t i = 0; i < want.size(); ++i) {
+        ASSERT_EQ(std::bit_cast<uint32_t>(want[i]), std::bit_cast<uint32_t>(x[i])) << "decode, level " << lv << " value " << i;
+        ASSERT_EQ(std::bit_cast<uint32_t>(y0[i] + want[i]), std::bit_cast<uint32_t>(y[i])) << "decode_add, level " << lv << " value " << i;
+      }
+    }
+    set_simd_level(saved);
+  }
+}
+
+// E8P in groups of 192 is decoded from its sign patterns (the points rebuilt as s (.) a +
+// sigma), not from the float table: every one of the 65536 codes, in rows with scales from 0 to
+// fp16's largest, decodes and decode_adds exactly as the reference (the table's points) at every
+// SIMD level; E8P in groups of 64 and a random 8-dimensional grid have no such patterns.
+TEST(Higgs, E8pSignPatternsRebuildEveryPoint) {
+  const Grid& e8p = builtin_grid(8, 65536);
+  const HiggsCodec codec(192, 192, e8p, 0);
+  ASSERT_TRUE(codec.has_sign_patterns());
+  EXPECT_FALSE(HiggsCodec(192, 64, e8p, 0).has_sign_patterns());
+  Grid random8{"gauss8x256", 8, 256, {}};
+  GaussRng rng(41);
+  for (int64_t i = 0; i < 256 * 8; ++i) random8.points.push_back(float(rng.normal()));
+  EXPECT_FALSE(HiggsCodec(192, 192, random8, 0).has_sign_patterns());
+  const int64_t rows = 65536 / 24 + 1;
+  std::vector<uint8_t> bytes(size_t(codec.encoded_bytes(rows)));
+  for (int64_t r = 0; r < rows; ++r) {
+    uint8_t* o = bytes.data() + r * codec.block_bytes();
+    const float rms = r == 0 ? 0.0f : r == 1 ? 65504.0f : float(0.01 + 4.0 * rng.uniform());
+    const uint16_t h = fp32_to_fp16(rms);
+    o[0] = uint8_t(h);
+    o[1] = uint8_t(h >> 8);
+    for (int64_t c = 0; c < 24; ++c) {
+      const uint32_t code = uint32_t((r * 24 + c) % 65536);
+      o[2 + 2 * c] = uint8_t(code);
+      o[3 + 2 * c] = uint8_t(code >> 8);
+    }
+  }
+  const auto want = reference_decode(e8p, 192, 192, 0, bytes.data(), rows);
+  const auto y0 = gaussian_rows(rows, 192, 13);
+  const SimdLevel saved = simd_level();
+  for (int lv = 0; lv <= int(cpu_simd_level()); ++lv) {
+    set_simd_level(SimdLevel(lv));
+    std::vector<float> x(want.size()), y = y0;
+    codec.decode(bytes.data(), rows, x.data());
+    codec.decode_add(bytes.data(), rows, y.data());
+    for (size_t i = 0; i < want.size(); ++i) {
+      ASSERT_EQ(std::bit_cast<uint32_t>(want[i]), std::bit_cast<uint32_t>(x[i])) << "decode, level " << lv << " value " << i;
+      ASSERT_EQ(std::bit_cast<uint32_t>(y0[i] + want[i]), std::bit_cast<uint32_t>(y[i])) << "decode_add, level " << lv << " value " << i;
+    }
+  }
+  set_simd_level(saved);
 }
 
 std::vector<uint8_t> unhex(const std::string& s) {

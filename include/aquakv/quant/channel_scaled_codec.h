@@ -24,6 +24,9 @@ class ChannelScaledCodec final : public Codec {
   ChannelScaledCodec(std::shared_ptr<const Codec> inner, std::vector<float> scales);
   void encode(const float* x, int64_t rows, uint8_t* out) const override;
   void decode(const uint8_t* in, int64_t rows, float* x) const override;
+  // y += decode(in): the inner codec decodes a few rows into a buffer, then y + x * (1 / s) per
+  // element -- decode's rounded product, then the sum (the same bits as decode, then add).
+  void decode_add(const uint8_t* in, int64_t rows, float* y) const override;
   const std::vector<float>& scales() const { return s_; }
   const Codec& inner() const { return *inner_; }
 

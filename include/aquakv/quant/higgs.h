@@ -25,6 +25,10 @@
 
 namespace aquakv {
 
+namespace detail {
+struct SignedPatterns;  // src/quant/higgs_kernels.h
+}
+
 class HiggsCodec final : public Codec {
  public:
   // Throws Error when g does not divide dim, g is not a supported Hadamard order, d does not
@@ -35,12 +39,17 @@ class HiggsCodec final : public Codec {
   const Grid& grid() const { return grid_; }  // the shared search's copy (see the members)
   int code_bits() const { return code_bits_; }
   uint64_t sign_seed() const { return rot_.sign_seed(); }
+  // True when the AVX-512 decoder rebuilds this codec's points from sign patterns (E8P in groups
+  // of 192) instead of reading the float table; the decoded bits are the same either way.
+  bool has_sign_patterns() const { return patterns_ != nullptr; }
 
   void encode(const float* x, int64_t rows, uint8_t* out) const override;
   void decode(const uint8_t* in, int64_t rows, float* x) const override;
   void decode_fp16(const uint8_t* in, int64_t rows, uint16_t* x) const override;
-  // Fused with AVX-512 for 2-dimensional grids of 16/64/256 points in groups of 192 without sign
-  // flips (the AQUA-KV residual codecs of 192-wide rows); else decode + add.
+  // Fused with AVX-512 in groups of 192 without sign flips for 2-dimensional grids of 16/64/256
+  // points, 4-dimensional grids of 16 points and 8-dimensional grids with 16-bit codes (E8P):
+  // the AQUA-KV residual codecs of 192-wide rows; else decode + add. decode takes the same
+  // kernel.
   void decode_add(const uint8_t* in, int64_t rows, float* y) const override;
   // Inner basis: u = yhat * r / sqrt(g) per group (the decode before its rotation), T = D H_g
   // per group; T^T = H_g D (H_g is symmetric), the encoder's forward rotation.
@@ -51,6 +60,7 @@ class HiggsCodec final : public Codec {
 
  private:
   void gather_row(const uint8_t* packed, float* x) const;
+  bool fused192() const;
   void decode_rows(const uint8_t* in, int64_t rows, float* x, bool rotate) const;
   int64_t group_;
   // One search and grid copy per distinct grid in the process (shared_nearest_search), so that
@@ -60,8 +70,11 @@ class HiggsCodec final : public Codec {
   int code_bits_;
   int64_t codes_per_row_;
   HadamardRotation rot_;
-  uint16_t zero_code_;
-  std::vector<float> byte_table_;  // (256, 4) for d = 2 with 4-bit codes, else empty  // code stored for all-zero groups: the grid point nearest the origin
+  uint16_t zero_code_;  // code stored for all-zero groups: the grid point nearest the origin
+  // E8P in groups of 192: its points as sign patterns (a 256 KiB table shared by every E8P codec,
+  // for the AVX-512 decoder), else null.
+  std::shared_ptr<const detail::SignedPatterns> patterns_;
+  std::vector<float> byte_table_;  // (256, 4) for d = 2 with 4-bit codes, else empty
 };
 
 // The default group size for a width: the largest supported Hadamard order dividing dim and
