@@ -239,6 +239,23 @@ std::vector<float> reference_decode(const Grid& grid, int64_t dim, int64_t g, ui
   return x;
 }
 
+// decode and decode_add of the rows in `bytes` equal `want` and y0 + want bit for bit at every
+// SIMD level up to the CPU's (y0: Gaussian rows of `seed`); the caller restores the level.
+void expect_decodes_as(const HiggsCodec& codec, const std::vector<uint8_t>& bytes, int64_t rows,
+                       const std::vector<float>& want, uint64_t seed) {
+  const auto y0 = gaussian_rows(rows, codec.dim(), seed);
+  for (int lv = 0; lv <= int(cpu_simd_level()); ++lv) {
+    set_simd_level(SimdLevel(lv));
+    std::vector<float> x(want.size()), y = y0;
+    codec.decode(bytes.data(), rows, x.data());
+    codec.decode_add(bytes.data(), rows, y.data());
+    for (size_t i = 0; i < want.size(); ++i) {
+      ASSERT_EQ(std::bit_cast<uint32_t>(want[i]), std::bit_cast<uint32_t>(x[i])) << "decode, level " << lv << " value " << i;
+      ASSERT_EQ(std::bit_cast<uint32_t>(y0[i] + want[i]), std::bit_cast<uint32_t>(y[i])) << "decode_add, level " << lv << " value " << i;
+    }
+  }
+}
+
 // Any bytes (random codes, finite scales, some zero) decode, and decode_add, exactly as the
 // reference above at every SIMD level: the fused AVX-512 groups of 192 (2x16, 2x64, 2x256,
 // 4x16, 8x65536 and a 16-bit grid of 40000 points, whose codes >= 40000 must clamp), the direct
@@ -282,18 +299,9 @@ TEST(Higgs, AnyBytesDecodeAsTheReferenceAtEveryLevel) {
       }
     }
     const auto want = reference_decode(*c.grid, c.dim, c.g, c.seed, bytes.data(), rows);
-    const auto y0 = gaussian_rows(rows, c.dim, 12);
-    for (int lv = 0; lv <= int(cpu_simd_level()); ++lv) {
-      set_simd_level(SimdLevel(lv));
-      std::vector<float> x(want.size()), y = y0;
-      codec.decode(bytes.data(), rows, x.data());
-      codec.decode_add(bytes.data(), rows, y.data());
-      for (size_t i = 0; i < want.size(); ++i) {
-        ASSERT_EQ(std::bit_cast<uint32_t>(want[i]), std::bit_cast<uint32_t>(x[i])) << "decode, level " << lv << " value " << i;
-        ASSERT_EQ(std::bit_cast<uint32_t>(y0[i] + want[i]), std::bit_cast<uint32_t>(y[i])) << "decode_add, level " << lv << " value " << i;
-      }
-    }
+    expect_decodes_as(codec, bytes, rows, want, 12);
     set_simd_level(saved);
+    if (HasFatalFailure()) return;
   }
 }
 
@@ -325,18 +333,8 @@ TEST(Higgs, E8pSignPatternsRebuildEveryPoint) {
     }
   }
   const auto want = reference_decode(e8p, 192, 192, 0, bytes.data(), rows);
-  const auto y0 = gaussian_rows(rows, 192, 13);
   const SimdLevel saved = simd_level();
-  for (int lv = 0; lv <= int(cpu_simd_level()); ++lv) {
-    set_simd_level(SimdLevel(lv));
-    std::vector<float> x(want.size()), y = y0;
-    codec.decode(bytes.data(), rows, x.data());
-    codec.decode_add(bytes.data(), rows, y.data());
-    for (size_t i = 0; i < want.size(); ++i) {
-      ASSERT_EQ(std::bit_cast<uint32_t>(want[i]), std::bit_cast<uint32_t>(x[i])) << "decode, level " << lv << " value " << i;
-      ASSERT_EQ(std::bit_cast<uint32_t>(y0[i] + want[i]), std::bit_cast<uint32_t>(y[i])) << "decode_add, level " << lv << " value " << i;
-    }
-  }
+  expect_decodes_as(codec, bytes, rows, want, 13);
   set_simd_level(saved);
 }
 

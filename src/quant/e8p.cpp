@@ -275,13 +275,22 @@ void e8p_cosets_scalar(const float* u, float* h, float* step, float* c, float* b
 
 }  // namespace detail
 
-bool E8pSearch::search_one(const float* u, uint16_t* idx) const {
-  return search_lattice(u, idx) || search_patterns(u, idx);
-}
-
-bool E8pSearch::search_lattice(const float* u, uint16_t* idx) const {
+namespace {
+double query_norm(const float* u) {
   double unorm = 0;
   for (int j = 0; j < 8; ++j) unorm += double(u[j]) * u[j];
+  return unorm;
+}
+}  // namespace
+
+bool E8pSearch::search_one(const float* u, uint16_t* idx) const {
+  const double unorm = query_norm(u);
+  return decide_lattice(u, unorm, idx) || decide_patterns(u, unorm, idx);
+}
+bool E8pSearch::search_lattice(const float* u, uint16_t* idx) const { return decide_lattice(u, query_norm(u), idx); }
+bool E8pSearch::search_patterns(const float* u, uint16_t* idx) const { return decide_patterns(u, query_norm(u), idx); }
+
+bool E8pSearch::decide_lattice(const float* u, double unorm, uint16_t* idx) const {
   // Beyond ||u||^2 = 64 the nearest lattice point is far outside the codebook (max ||p||^2
   // 16.5); the bound also keeps every v_i small enough for exact half-integer rounding.
   if (!(unorm <= 64.0)) return false;
@@ -343,9 +352,7 @@ bool E8pSearch::search_lattice(const float* u, uint16_t* idx) const {
   return true;
 }
 
-bool E8pSearch::search_patterns(const float* u, uint16_t* idx) const {
-  double unorm = 0;
-  for (int j = 0; j < 8; ++j) unorm += double(u[j]) * u[j];
+bool E8pSearch::decide_patterns(const float* u, double unorm, uint16_t* idx) const {
   if (!(unorm < 1e30)) return false;  // non-finite coordinates, or scores that could overflow
   const float slack = search_slack(unorm);
   const bool avx2 = simd_at_least(SimdLevel::kAvx2);

@@ -69,47 +69,6 @@ struct Codes16 {
   }
 };
 
-template <int N, int Bits>
-void decode_pairs(const float* pts, const uint8_t* in, int64_t rows, int64_t row_bytes, int64_t ng, int64_t g,
-                  float* x) {
-  const Coords64 cx(pts, N, 0), cy(pts, N, 1);
-  const Codes16<Bits> unpack;
-  const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-  const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-  const float inv_sqrt_g = float(1.0 / std::sqrt(double(g)));
-  const int64_t dim = ng * g;
-  for (int64_t r = 0; r < rows; ++r) {
-    const uint8_t* o = in + r * row_bytes;
-    const uint8_t* codes = o + 2 * ng;
-    float* xr = x + r * dim;
-    for (int64_t k = 0; k < ng; ++k) {
-      const __m512 f = _mm512_set1_ps(_cvtsh_ss(uint16_t(o[2 * k] | o[2 * k + 1] << 8)) * inv_sqrt_g);
-      for (int64_t c = k * g / 2; c < (k + 1) * g / 2; c += 16) {  // 16 codes -> 32 values
-        const __m512i idx = unpack(codes + c * Bits / 8);
-        if constexpr (N == 256) {  // (x, y) as one 64-bit element per code
-          const double* table = reinterpret_cast<const double*>(pts);
-          const __m512d g0 = _mm512_i32gather_pd(_mm512_castsi512_si256(idx), table, 8);
-          const __m512d g1 = _mm512_i32gather_pd(_mm512_extracti64x4_epi64(idx, 1), table, 8);
-          _mm512_storeu_ps(xr + 2 * c, _mm512_mul_ps(_mm512_castpd_ps(g0), f));
-          _mm512_storeu_ps(xr + 2 * c + 16, _mm512_mul_ps(_mm512_castpd_ps(g1), f));
-          continue;
-        }
-        __m512 vx, vy;
-        if constexpr (N == 16) {  // one register per coordinate
-          vx = _mm512_permutexvar_ps(idx, cx.t[0]);
-          vy = _mm512_permutexvar_ps(idx, cy.t[0]);
-        } else {
-          vx = cx(idx);
-          vy = cy(idx);
-        }
-        _mm512_storeu_ps(xr + 2 * c, _mm512_mul_ps(_mm512_permutex2var_ps(vx, lo, vy), f));
-        _mm512_storeu_ps(xr + 2 * c + 16, _mm512_mul_ps(_mm512_permutex2var_ps(vx, hi, vy), f));
-      }
-    }
-  }
-}
-
-
 // Loaders: one group of 192 values of a row as 12 registers of scaled grid points, v[i] = values
 // 16 i .. 16 i + 15 of the group times f (one multiply each, as HiggsCodec's scalar gather and
 // scale). `codes` points at the group's first code byte.
@@ -124,28 +83,52 @@ struct PairsLoader {
   __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
   explicit PairsLoader(const float* p) : pts(p), cx(p, N, 0), cy(p, N, 1) {}
-  void operator()(const uint8_t* codes, __m512 f, __m512* v) const {
-    _Pragma("GCC unroll 6") for (int b = 0; b < 6; ++b) {  // 16 codes -> 32 values
-      const __m512i idx = unpack(codes + 16 * b * Bits / 8);
-      if constexpr (N == 256) {  // (x, y) as one 64-bit element per code
-        const double* table = reinterpret_cast<const double*>(pts);
-        v[2 * b] = _mm512_mul_ps(_mm512_castpd_ps(_mm512_i32gather_pd(_mm512_castsi512_si256(idx), table, 8)), f);
-        v[2 * b + 1] = _mm512_mul_ps(_mm512_castpd_ps(_mm512_i32gather_pd(_mm512_extracti64x4_epi64(idx, 1), table, 8)), f);
+  // 16 codes at `c16` -> 32 values: v[0] = values 0-15, v[1] = 16-31, times f.
+  void block(const uint8_t* c16, __m512 f, __m512* v) const {
+    const __m512i idx = unpack(c16);
+    if constexpr (N == 256) {  // (x, y) as one 64-bit element per code
+      const double* table = reinterpret_cast<const double*>(pts);
+      v[0] = _mm512_mul_ps(_mm512_castpd_ps(_mm512_i32gather_pd(_mm512_castsi512_si256(idx), table, 8)), f);
+      v[1] = _mm512_mul_ps(_mm512_castpd_ps(_mm512_i32gather_pd(_mm512_extracti64x4_epi64(idx, 1), table, 8)), f);
+    } else {
+      __m512 vx, vy;
+      if constexpr (N == 16) {  // one register per coordinate
+        vx = _mm512_permutexvar_ps(idx, cx.t[0]);
+        vy = _mm512_permutexvar_ps(idx, cy.t[0]);
       } else {
-        __m512 vx, vy;
-        if constexpr (N == 16) {  // one register per coordinate
-          vx = _mm512_permutexvar_ps(idx, cx.t[0]);
-          vy = _mm512_permutexvar_ps(idx, cy.t[0]);
-        } else {
-          vx = cx(idx);
-          vy = cy(idx);
-        }
-        v[2 * b] = _mm512_mul_ps(_mm512_permutex2var_ps(vx, lo, vy), f);
-        v[2 * b + 1] = _mm512_mul_ps(_mm512_permutex2var_ps(vx, hi, vy), f);
+        vx = cx(idx);
+        vy = cy(idx);
+      }
+      v[0] = _mm512_mul_ps(_mm512_permutex2var_ps(vx, lo, vy), f);
+      v[1] = _mm512_mul_ps(_mm512_permutex2var_ps(vx, hi, vy), f);
+    }
+  }
+  void operator()(const uint8_t* codes, __m512 f, __m512* v) const {
+    _Pragma("GCC unroll 6") for (int b = 0; b < 6; ++b) block(codes + 16 * b * Bits / 8, f, v + 2 * b);
+  }
+};
+
+template <int N, int Bits>
+void decode_pairs(const float* pts, const uint8_t* in, int64_t rows, int64_t row_bytes, int64_t ng, int64_t g,
+                  float* x) {
+  const PairsLoader<N, Bits> load(pts);
+  const float inv_sqrt_g = float(1.0 / std::sqrt(double(g)));
+  const int64_t dim = ng * g;
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* o = in + r * row_bytes;
+    const uint8_t* codes = o + 2 * ng;
+    float* xr = x + r * dim;
+    for (int64_t k = 0; k < ng; ++k) {
+      const __m512 f = _mm512_set1_ps(_cvtsh_ss(uint16_t(o[2 * k] | o[2 * k + 1] << 8)) * inv_sqrt_g);
+      for (int64_t c = k * g / 2; c < (k + 1) * g / 2; c += 16) {  // 16 codes -> 32 values
+        __m512 v[2];
+        load.block(codes + c * Bits / 8, f, v);
+        _mm512_storeu_ps(xr + 2 * c, v[0]);
+        _mm512_storeu_ps(xr + 2 * c + 16, v[1]);
       }
     }
   }
-};
+}
 
 // d = 4, 16 points, 4-bit codes (two per byte, low nibble first): 48 codes in 24 bytes. The grid
 // is 64 floats (4 registers); lane j of register i reads point code(4i + j/4), coordinate j % 4,

@@ -82,6 +82,9 @@ class E8pSearch {
   bool search_patterns(const float* u, uint16_t* idx) const;
 
  private:
+  // The two searches above for a query of squared norm unorm (computed once per query).
+  bool decide_lattice(const float* u, double unorm, uint16_t* idx) const;
+  bool decide_patterns(const float* u, double unorm, uint16_t* idx) const;
   struct Shape {
     float a[8];        // the shape's coordinates, decreasing
     float norm;        // ||a||^2
